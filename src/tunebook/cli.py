@@ -1,0 +1,289 @@
+"""The ``tunebook`` command line: the only module that prints or exits.
+
+Exit codes: 0 success, 2 bad input (experiment file, workload, store), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from tunebook.errors import TunebookError
+
+__all__ = ["main"]
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from tunebook.store import Store
+
+    return Store(args.store) if args.store else Store.at_root(args.root)
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, r in enumerate(cells):
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+        if n == 0:
+            out.write("  ".join("-" * w for w in widths) + "\n")
+
+
+class _ProgressBar:
+    """One live line on a terminal; a line per change otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = ""
+        self.last_time = 0.0
+
+    def __call__(self, p: Any) -> None:
+        c = p.counts
+        width = 24
+        filled = int(width * p.done / p.total) if p.total else width
+        bar = "#" * filled + "-" * (width - filled)
+        best = "-"
+        if p.best is not None:
+            best = f"{_fmt(p.best.best_value)} ({p.best.study} #{p.best.index})"
+        mins, secs = divmod(int(p.elapsed), 60)
+        line = (f"[{bar}] {p.done}/{p.total} done | {c.get('running', 0)} running | "
+                f"{c.get('infeasible', 0)} infeasible | {c.get('failed', 0)} failed | "
+                f"best {p.metric} {best} | {mins}:{secs:02d}")
+        if self.tty:
+            self.stream.write("\r" + line[:200].ljust(len(self.last)))
+            self.stream.flush()
+            self.last = line[:200]
+        else:
+            key = line.split(" | ")[:-1]
+            if key != self.last.split(" | ")[:-1] or time.monotonic() - self.last_time > 30:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+                self.last, self.last_time = line, time.monotonic()
+
+    def close(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _print_best(records: Sequence[Any], goal: str, final: bool, top: int, metric: str,
+                out: TextIO) -> None:
+    from tunebook.results import best_per_study
+
+    best = best_per_study(list(records), goal, final, top)  # type: ignore[arg-type]
+    counts: dict[str, dict[str, int]] = {}
+    for r in records:
+        counts.setdefault(r.study, {}).setdefault(r.status, 0)
+        counts[r.study][r.status] += 1
+    which = "final" if final else "best"
+    rows = []
+    for study, rs in best.items():
+        c = counts.get(study, {})
+        tally = f"{c.get('completed', 0)}/{c.get('infeasible', 0)}/{c.get('failed', 0)}"
+        if not rs:
+            rows.append([study, "-", "-", "-", tally, "no completed trial"])
+        for r in rs:
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items())
+            step = r.final_step if final else r.best_step
+            rows.append([study, r.index, r.value(final), step, tally, params])
+    _table(["study", "trial", f"{which} {metric}", "step", "ok/inf/fail", "params"], rows, out)
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace) -> int:
+    from tunebook.experiment import Experiment
+    from tunebook.results import trial_records
+    from tunebook.runner import run
+
+    experiment = Experiment.from_yaml(args.file)
+    store = _store(args)
+    bar = None if args.quiet else _ProgressBar(sys.stderr)
+    try:
+        result = run(experiment, root=args.root, store=store, workers=args.workers,
+                     max_attempts=args.max_attempts, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    records = trial_records(store, experiment.name)
+    obj = experiment.objective
+    print(f"experiment {experiment.name!r}: {result.counts.get('completed', 0)} completed, "
+          f"{result.counts.get('infeasible', 0)} infeasible, {result.counts.get('failed', 0)} "
+          f"failed in {result.elapsed:.1f}s ({args.workers} workers)")
+    _print_best(records, obj.goal, False, args.top, obj.metric, sys.stdout)
+    if result.interrupted:
+        left = result.counts.get("interrupted", 0) + result.counts.get("pending", 0)
+        print(f"interrupted: {left} trials will run (resuming from checkpoints) next time",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = _store(args)
+    exps = [store.require_experiment(args.name)] if args.name else store.experiments()
+    if not exps:
+        print(f"no experiments in {store.url}")
+        return 0
+    rows = []
+    for e in exps:
+        for st in store.studies(e.id):
+            c: dict[str, int] = {}
+            for t in store.trials(e.id, study=st.name):
+                c[t.status] = c.get(t.status, 0) + 1
+            rows.append([e.name, st.name, sum(c.values()), c.get("completed", 0),
+                         c.get("running", 0), c.get("pending", 0) + c.get("interrupted", 0),
+                         c.get("infeasible", 0), c.get("failed", 0)])
+    _table(["experiment", "study", "trials", "completed", "running", "pending", "infeasible",
+            "failed"], rows, sys.stdout)
+    return 0
+
+
+def _objective_args(args: argparse.Namespace, store: Any) -> tuple[str, str]:
+    exp = store.require_experiment(args.name)
+    metric = args.metric or exp.config["objective"]["metric"]
+    goal = {"min": "minimize", "max": "maximize"}.get(args.goal, args.goal) if args.goal else None
+    if goal is None:
+        goal = exp.config["objective"]["goal"] if metric == exp.config["objective"]["metric"] \
+            else "minimize"
+    return metric, goal
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from tunebook.results import best_per_study, trial_records
+
+    store = _store(args)
+    metric, goal = _objective_args(args, store)
+    records = trial_records(store, args.name, metric, goal)  # type: ignore[arg-type]
+    if args.study:
+        records = [r for r in records if r.study == args.study]
+        if not records:
+            raise TunebookError(f"experiment {args.name!r} has no study {args.study!r}")
+    if args.format == "json":
+        best = best_per_study(records, goal, args.final, args.top)  # type: ignore[arg-type]
+        json.dump({s: [r.as_dict() for r in rs] for s, rs in best.items()}, sys.stdout,
+                  indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_best(records, goal, args.final, args.top, metric, sys.stdout)
+    return 0
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    from tunebook.results import trial_records
+
+    store = _store(args)
+    metric, goal = _objective_args(args, store)
+    records = [r.as_dict() for r in trial_records(store, args.name, metric, goal)]  # type: ignore[arg-type]
+    if args.format == "json":
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    param_names = sorted({k for r in records for k in r["params"]})
+    base = ["study", "index", "status", "seed", "attempts", "best_step", "best_value",
+            "final_step", "final_value", "run_seconds"]
+    rows = [[r[k] for k in base] + [r["params"].get(p) for p in param_names] for r in records]
+    if args.format == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(base + param_names)
+        w.writerows([["" if c is None else c for c in row] for row in rows])
+        sys.stdout.write(buf.getvalue())
+    else:
+        _table(base + param_names, rows, sys.stdout)
+    return 0
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    store = _store(args)
+    exp = store.require_experiment(args.name)
+    store.add_note(exp.id, args.text, study=args.study)
+    print(f"note added to {args.name!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tunebook`` command."""
+    parser = argparse.ArgumentParser(
+        prog="tunebook", description="The Deep Learning Tuning Playbook as software.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default="tunebook", type=Path,
+                        help="folder with the SQLite store and trial folders (default ./tunebook)")
+    common.add_argument("--store", default=None,
+                        help="SQLAlchemy URL of another store (e.g. postgresql+psycopg://...)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", parents=[common], help="run or resume every study of an experiment")
+    p.add_argument("file", help="experiment YAML file")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes (0: run in this process)")
+    p.add_argument("--max-attempts", type=int, default=3,
+                   help="a trial whose worker dies this many times fails")
+    p.add_argument("--top", type=int, default=3, help="best trials shown per study")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", parents=[common], help="trial counts per study")
+    p.add_argument("name", nargs="?", help="experiment name (default: all)")
+    p.set_defaults(func=cmd_status)
+
+    for cmd, helptext, func in (("best", "best trials per study", cmd_best),
+                                ("trials", "every trial with its summary", cmd_trials)):
+        p = sub.add_parser(cmd, parents=[common], help=helptext)
+        p.add_argument("name", help="experiment name")
+        p.add_argument("--metric", help="objective metric (default: the experiment's)")
+        p.add_argument("--goal", choices=["min", "max", "minimize", "maximize"])
+        p.add_argument("--final", action="store_true",
+                       help="rank by the final value instead of the best over training")
+        if cmd == "best":
+            p.add_argument("--study", help="only this study")
+            p.add_argument("--top", type=int, default=1)
+            p.add_argument("--format", choices=["table", "json"], default="table")
+        else:
+            p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("note", parents=[common], help="attach a note to an experiment")
+    p.add_argument("name")
+    p.add_argument("text")
+    p.add_argument("--study")
+    p.set_defaults(func=cmd_note)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tunebook`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except TunebookError as exc:
+        print(f"tunebook: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("tunebook: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Trial records as plain data, for any objective chosen after the fact.
+
+The playbook's first advantage of non-adaptive search: the objective (which metric, best over
+training or final value) can change in post-hoc analysis without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tunebook.store import Store
+from tunebook.summary import summarize
+
+__all__ = ["TrialRecord", "best_per_study", "trial_records"]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial with its summary under a chosen objective."""
+
+    trial_id: int
+    study: str
+    index: int
+    status: str
+    params: dict[str, Any]
+    seed: int
+    attempts: int
+    best_step: int | None
+    best_value: float | None
+    final_step: int | None
+    final_value: float | None
+    run_seconds: float
+    error: str | None
+    infeasible_reason: str | None
+    infeasible_step: int | None
+
+    def value(self, final: bool = False) -> float | None:
+        """The objective value: final value when ``final`` else the best over training."""
+        return self.final_value if final else self.best_value
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (the ``tunebook trials --format json`` schema)."""
+        return {
+            "study": self.study, "index": self.index, "status": self.status,
+            "params": self.params, "seed": self.seed, "attempts": self.attempts,
+            "best_step": self.best_step, "best_value": self.best_value,
+            "final_step": self.final_step, "final_value": self.final_value,
+            "run_seconds": round(self.run_seconds, 3), "trial_id": self.trial_id,
+            "error": self.error, "infeasible_reason": self.infeasible_reason,
+            "infeasible_step": self.infeasible_step,
+        }
+
+
+def trial_records(store: Store, name: str, metric: str | None = None,
+                  goal: Literal["minimize", "maximize"] | None = None) -> list[TrialRecord]:
+    """Every trial of experiment ``name`` summarised under ``metric``/``goal``.
+
+    Both default to the experiment's objective, whose summaries are already in the store;
+    any other choice is computed from the stored measurements.
+    """
+    exp = store.require_experiment(name)
+    objective = exp.config["objective"]
+    metric = metric or objective["metric"]
+    goal = goal or objective["goal"]
+    rows = store.trials(exp.id)
+    summaries: dict[int, dict[str, Any]] = {}
+    if metric != objective["metric"] or goal != objective["goal"]:
+        points: dict[int, list[tuple[int, float]]] = {}
+        for tid, step, _, value in store.measurements(experiment_id=exp.id, metric=metric):
+            points.setdefault(tid, []).append((step, value))
+        summaries = {t.id: summarize(points.get(t.id, []), goal).as_dict() for t in rows}
+    out = []
+    for t in rows:
+        s = summaries.get(t.id) or {"best_step": t.best_step, "best_value": t.best_value,
+                                    "final_step": t.final_step, "final_value": t.final_value}
+        out.append(TrialRecord(
+            trial_id=t.id, study=t.study, index=t.index, status=t.status, params=t.params,
+            seed=t.seed, attempts=t.attempts, run_seconds=t.run_seconds, error=t.error,
+            infeasible_reason=t.infeasible_reason, infeasible_step=t.infeasible_step, **s))
+    return out
+
+
+def best_per_study(records: list[TrialRecord], goal: Literal["minimize", "maximize"],
+                   final: bool = False, top: int = 1) -> dict[str, list[TrialRecord]]:
+    """The ``top`` completed trials of each study, best first (studies in record order)."""
+    by_study: dict[str, list[TrialRecord]] = {}
+    for r in records:
+        by_study.setdefault(r.study, [])
+        v = r.value(final)
+        if r.status == "completed" and v is not None and math.isfinite(v):
+            by_study[r.study].append(r)
+    sign = 1.0 if goal == "minimize" else -1.0
+    return {s: sorted(rs, key=lambda r: (sign * (r.value(final) or 0.0), r.index))[:top]
+            for s, rs in by_study.items()}

@@ -1,0 +1,275 @@
+"""Run an experiment: materialise its trials in the store, then work through them in parallel.
+
+The store is the queue. ``run`` writes every study and its trials (trial ``i`` is a pure function
+of the study seed, the search space and ``i``), starts ``workers`` long-lived worker processes
+that claim trials atomically, replaces any worker that dies (its trial goes back to the queue and
+resumes from its checkpoint, failing after ``max_attempts``), and stops cleanly on Ctrl-C
+(running trials become ``interrupted`` and resume on the next run).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunebook.errors import WorkloadError
+from tunebook.experiment import Experiment
+from tunebook.search import make_designer, trial_seed
+from tunebook.store import Store, TrialRow
+from tunebook.summary import summarize
+from tunebook.worker import (
+    EXIT_WORKLOAD_ERROR,
+    WorkerOptions,
+    limit_threads,
+    worker_loop,
+    worker_main,
+)
+from tunebook.workload import load_workload
+
+__all__ = ["Progress", "RunResult", "materialize", "refresh_summaries", "run"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a run, for progress displays."""
+
+    total: int
+    counts: dict[str, int]
+    best: TrialRow | None
+    elapsed: float
+    metric: str
+
+    @property
+    def done(self) -> int:
+        """Trials that reached a final state."""
+        return sum(self.counts.get(s, 0) for s in ("completed", "infeasible", "failed"))
+
+
+@dataclass
+class RunResult:
+    """What a run did."""
+
+    experiment_id: int
+    counts: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    elapsed: float = 0.0
+
+
+def materialize(experiment: Experiment) -> tuple[list[dict[str, Any]],
+                                                   dict[str, list[tuple[int, dict[str, Any], int]]]]:
+    """Studies and their trials ``(index, params, seed)`` for the store.
+
+    Each study searches the same nuisance points (same seed): a paired comparison of the
+    scientific values, so differences between studies are not luck of the sampling.
+    """
+    studies, trials = [], {}
+    for spec in experiment.studies():
+        designer = make_designer(experiment.search.algorithm, experiment.nuisance,
+                                 experiment.search.seed, experiment.search.trials)
+        cap = designer.capacity()
+        budget = experiment.search.trials if cap is None else cap
+        studies.append({"name": spec.name, "position": spec.position,
+                        "scientific": spec.scientific, "algorithm": designer.name,
+                        "seed": experiment.search.seed, "budget": budget})
+        rows = []
+        for i, nuisance in enumerate(designer.suggest(range(budget))):
+            params = {**experiment.fixed, **spec.scientific, **nuisance}
+            rows.append((i, params, trial_seed(experiment.search.seed, spec.name, i)))
+        trials[spec.name] = rows
+    return studies, trials
+
+
+def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) -> None:
+    """Recompute every trial's best/final values for ``metric`` (the objective changed)."""
+    by_trial: dict[int, list[tuple[int, float]]] = {}
+    for tid, step, _, value in store.measurements(experiment_id=experiment_id, metric=metric):
+        by_trial.setdefault(tid, []).append((step, value))
+    rows = []
+    for t in store.trials(experiment_id):
+        s = summarize(by_trial.get(t.id, []), goal)  # type: ignore[arg-type]
+        rows.append({"id": t.id, **s.as_dict()})
+    store.set_summaries(rows)
+
+
+def _best(store: Store, experiment_id: int, goal: str) -> TrialRow | None:
+    done = [t for t in store.trials(experiment_id, statuses=("completed",))
+            if t.best_value is not None]
+    if not done:
+        return None
+    key: Callable[[TrialRow], float] = lambda t: t.best_value  # type: ignore[assignment,return-value]  # noqa: E731
+    return min(done, key=key) if goal == "minimize" else max(done, key=key)
+
+
+def _release_orphans(store: Store, experiment_id: int, max_attempts: int) -> None:
+    """Release trials left running by a previous run on this host whose process is gone."""
+    host = socket.gethostname()
+    for t in store.trials(experiment_id, statuses=("running",)):
+        parts = (t.worker or "").split(":")
+        if len(parts) >= 2 and parts[0] == host and parts[1].isdigit():
+            try:
+                os.kill(int(parts[1]), 0)
+            except ProcessLookupError:
+                store.release_worker(t.worker or "", "the run that owned it is gone", max_attempts,
+                                     interrupted=True)
+            except PermissionError:
+                pass
+
+
+def run(
+    experiment: Experiment,
+    *,
+    root: str | Path = "tunebook",
+    store: Store | None = None,
+    workers: int = 1,
+    max_attempts: int = 3,
+    progress: Callable[[Progress], None] | None = None,
+    poll_seconds: float = 0.25,
+    stale_after_seconds: float = 120.0,
+    options: WorkerOptions = WorkerOptions(),
+) -> RunResult:
+    """Run (or resume) every study of ``experiment``; returns when no trial is left to run.
+
+    Args:
+        experiment: what to run.
+        root: folder for trial directories (and the default SQLite store).
+        store: the store; default ``<root>/tunebook.db``.
+        workers: number of local worker processes; 0 runs trials in this process (debugging).
+        max_attempts: a trial whose worker died this many times is marked failed.
+        progress: called with a :class:`Progress` snapshot a few times a second.
+
+    Raises:
+        WorkloadError: the workload cannot be loaded, or never reports the objective metric.
+        StoreError: the store holds an incompatible experiment of the same name.
+    """
+    started = time.monotonic()
+    root = Path(root)
+    # Check everything that can be wrong before the store is touched.
+    workload = load_workload(experiment)
+    limit_threads()
+    studies, trials = materialize(experiment)
+    store = store or Store.at_root(root)
+    previous = store.get_experiment(experiment.name)
+    exp_id = store.register(experiment.name, experiment.identity(), experiment.to_dict(),
+                            studies, trials)
+    obj = experiment.objective
+    if previous is not None and previous.config.get("objective") != {"metric": obj.metric,
+                                                                     "goal": obj.goal}:
+        refresh_summaries(store, exp_id, obj.metric, obj.goal)
+    _release_orphans(store, exp_id, max_attempts)
+    total = sum(len(v) for v in trials.values())
+    result = RunResult(exp_id)
+
+    def report() -> dict[str, int]:
+        counts = store.counts(exp_id)
+        if progress is not None:
+            progress(Progress(total, counts, _best(store, exp_id, obj.goal),
+                              time.monotonic() - started, obj.metric))
+        return counts
+
+    if workers <= 0:
+        try:
+            worker_loop(store, experiment, exp_id, workload, root,
+                        f"{socket.gethostname()}:{os.getpid()}:inproc", options)
+        except KeyboardInterrupt:
+            store.release_worker(f"{socket.gethostname()}:{os.getpid()}:inproc",
+                                 "interrupted", max_attempts, interrupted=True)
+            result.interrupted = True
+        _check_objective(store, exp_id, experiment)
+        result.counts = report()
+        result.elapsed = time.monotonic() - started
+        return result
+
+    ctx = mp.get_context("spawn")
+    errors: Any = ctx.Queue()
+    procs: dict[str, Any] = {}
+    generation = 0
+    checked_objective = False
+
+    def spawn() -> None:
+        nonlocal generation
+        generation += 1
+        name = f"{socket.gethostname()}:{os.getpid()}:{generation}"
+        p = ctx.Process(
+            target=worker_main, name=f"tunebook-worker-{generation}", daemon=True,
+            args=(store.url, experiment.to_dict(), experiment.source, experiment.base_dir,
+                  exp_id, str(root), name, errors, options))
+        p.start()
+        procs[name] = p
+
+    try:
+        while True:
+            for name, p in list(procs.items()):
+                if p.is_alive():
+                    continue
+                p.join()
+                del procs[name]
+                if p.exitcode == EXIT_WORKLOAD_ERROR:
+                    try:
+                        message = errors.get(timeout=5)
+                    except queue.Empty:
+                        message = "a worker could not load the workload"
+                    raise WorkloadError(message)
+                store.release_worker(name, f"worker exited with code {p.exitcode}", max_attempts)
+            store.release_stale(exp_id, stale_after_seconds, max_attempts)
+            counts = report()
+            if not checked_objective and counts.get("completed", 0) > 0:
+                checked_objective = True
+                _check_objective(store, exp_id, experiment)
+            claimable = counts.get("pending", 0) + counts.get("interrupted", 0)
+            slots_free = workers - len(procs)
+            for _ in range(min(slots_free, claimable)):
+                spawn()
+            if not procs and claimable == 0 and counts.get("running", 0) == 0:
+                break
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        _stop_workers(procs, store, max_attempts)
+        errors.close()
+    result.counts = report()
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _stop_workers(procs: dict[str, Any], store: Store, max_attempts: int) -> None:
+    """SIGTERM every worker (it marks its trial interrupted), then make sure."""
+    for p in procs.values():
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + 15
+    for p in procs.values():
+        p.join(timeout=max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+    for name in procs:
+        store.release_worker(name, "stopped", max_attempts, interrupted=True)
+
+
+def _check_objective(store: Store, exp_id: int, experiment: Experiment) -> None:
+    metric = experiment.objective.metric
+    done = store.trials(exp_id, statuses=("completed",))
+    if not done:
+        return
+    names = sorted({m for _, _, m, _ in store.measurements([done[0].id])})
+    if names and metric not in names:
+        import difflib
+
+        close = difflib.get_close_matches(metric, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise WorkloadError(
+            f"{experiment.source}: objective.metric: the workload never reports {metric!r}"
+            f"{hint}; it reports {', '.join(names)}")
+    if not names:
+        raise WorkloadError(
+            f"{experiment.source}: objective.metric: trial {done[0].study}#{done[0].index} "
+            f"completed without reporting any metric (expected {metric!r})")
+

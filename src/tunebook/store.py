@@ -1,0 +1,548 @@
+"""The store: every experiment, study, trial and measurement, in one SQL database.
+
+SQLAlchemy Core over SQLite by default (WAL, one file beside the trial folders) or any URL
+SQLAlchemy understands (PostgreSQL for several machines). The store is also the work queue:
+workers claim trials with a compare-and-swap update, so local worker processes and workers on
+other machines use the same mechanism.
+
+Statuses: ``pending`` -> ``running`` -> ``completed`` | ``infeasible`` | ``failed``; a running
+trial whose worker died goes back to ``pending`` (or ``failed`` after ``max_attempts``); one
+stopped by Ctrl-C becomes ``interrupted`` and is claimed again by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from tunebook.errors import StoreError
+
+__all__ = [
+    "ACTIVE",
+    "CLAIMABLE",
+    "SCHEMA_VERSION",
+    "TERMINAL",
+    "ExperimentRow",
+    "Store",
+    "StudyRow",
+    "TrialRow",
+]
+
+SCHEMA_VERSION = 1
+CLAIMABLE = ("pending", "interrupted")
+ACTIVE = ("pending", "interrupted", "running")
+TERMINAL = ("completed", "infeasible", "failed")
+
+metadata = sa.MetaData()
+
+meta_t = sa.Table(
+    "tunebook_meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+experiments_t = sa.Table(
+    "experiments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("identity", sa.String(64), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+studies_t = sa.Table(
+    "studies", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("scientific", sa.Text, nullable=False),
+    sa.Column("algorithm", sa.String(32), nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("budget", sa.Integer, nullable=False),
+    sa.Column("designer_state", sa.Text, nullable=False, default="{}"),
+    sa.UniqueConstraint("experiment_id", "name"),
+)
+trials_t = sa.Table(
+    "trials", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("studies.id"), nullable=False),
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("worker", sa.String(128)),
+    sa.Column("heartbeat", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("run_seconds", sa.Float, nullable=False, default=0.0),
+    sa.Column("error", sa.Text),
+    sa.Column("infeasible_reason", sa.Text),
+    sa.Column("infeasible_step", sa.Integer),
+    sa.Column("checkpoint_step", sa.Integer),
+    sa.Column("best_step", sa.Integer),
+    sa.Column("best_value", sa.Float),
+    sa.Column("final_step", sa.Integer),
+    sa.Column("final_value", sa.Float),
+    sa.UniqueConstraint("study_id", "idx"),
+)
+sa.Index("ix_trials_status", trials_t.c.status)
+measurements_t = sa.Table(
+    "measurements", metadata,
+    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id"), primary_key=True),
+    sa.Column("metric", sa.String(128), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    # NULL stands for NaN: SQLite cannot store NaN in a REAL column.
+    sa.Column("value", sa.Float),
+)
+notes_t = sa.Table(
+    "notes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("study", sa.String(255)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    """An experiment as stored."""
+
+    id: int
+    name: str
+    identity: str
+    config: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """A study as stored."""
+
+    id: int
+    experiment_id: int
+    name: str
+    position: int
+    scientific: dict[str, Any]
+    algorithm: str
+    seed: int
+    budget: int
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """A trial as stored; ``study`` is the study's name."""
+
+    id: int
+    study_id: int
+    study: str
+    index: int
+    params: dict[str, Any]
+    seed: int
+    status: str
+    attempts: int
+    worker: str | None = None
+    heartbeat: float | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    run_seconds: float = 0.0
+    error: str | None = None
+    infeasible_reason: str | None = None
+    infeasible_step: int | None = None
+    checkpoint_step: int | None = None
+    best_step: int | None = None
+    best_value: float | None = None
+    final_step: int | None = None
+    final_value: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (progress, reports) run while a worker writes; NORMAL sync is durable
+    # across process crashes, which is the failure tunebook must survive.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{Path(path)}"
+
+
+class Store:
+    """Access to one tunebook database. Cheap to create; make one per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = sa.create_engine(url, future=True)
+        except Exception as exc:  # bad URL or missing driver
+            raise StoreError(f"cannot open store {url!r}: {exc}") from None
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._ensure_schema()
+
+    @classmethod
+    def at_root(cls, root: str | Path) -> Store:
+        """The default SQLite store inside a tunebook root folder (created if needed)."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(sqlite_url(root / "tunebook.db"))
+
+    def close(self) -> None:
+        """Release connections."""
+        self.engine.dispose()
+
+    # ----------------------------------------------------------------- schema
+    def _ensure_schema(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                metadata.create_all(conn)
+                row = conn.execute(
+                    sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).first()
+                if row is None:
+                    conn.execute(sa.insert(meta_t).values(
+                        key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"store {self.url!r} has schema version {row[0]}, this tunebook "
+                        f"understands version {SCHEMA_VERSION}")
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"cannot open store {self.url!r}: {exc.orig}") from None
+
+    # ----------------------------------------------------------------- experiments
+    def get_experiment(self, name: str) -> ExperimentRow | None:
+        """The experiment called ``name``, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(experiments_t).where(experiments_t.c.name == name)).first()
+        if row is None:
+            return None
+        return ExperimentRow(row.id, row.name, row.identity, json.loads(row.config), row.created_at)
+
+    def require_experiment(self, name: str) -> ExperimentRow:
+        """The experiment called ``name``; StoreError naming the known ones if absent."""
+        exp = self.get_experiment(name)
+        if exp is None:
+            known = [e.name for e in self.experiments()]
+            hint = f"; known: {', '.join(known)}" if known else "; the store is empty"
+            raise StoreError(f"no experiment named {name!r} in {self.url}{hint}")
+        return exp
+
+    def experiments(self) -> list[ExperimentRow]:
+        """Every experiment, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(experiments_t).order_by(experiments_t.c.id)).all()
+        return [ExperimentRow(r.id, r.name, r.identity, json.loads(r.config), r.created_at)
+                for r in rows]
+
+    def register(
+        self,
+        name: str,
+        identity: str,
+        config: dict[str, Any],
+        studies: Sequence[dict[str, Any]],
+        trials: dict[str, Sequence[tuple[int, dict[str, Any], int]]],
+    ) -> int:
+        """Create or extend an experiment with its studies and trials, in one transaction.
+
+        ``studies`` are dicts with name, position, scientific, algorithm, seed, budget;
+        ``trials`` maps a study name to ``(index, params, seed)`` rows. Existing trials are
+        kept untouched; only missing indices are added. An experiment of the same name whose
+        identity differs is refused: its trials would not mean the same thing.
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(experiments_t).where(experiments_t.c.name == name)).first()
+            if row is not None and row.identity != identity:
+                raise StoreError(
+                    f"experiment {name!r} already exists in {self.url} with a different search "
+                    "space, workload or training length; give the new round a new name "
+                    "(only the objective, goal and trial budget may change between runs)")
+            if row is None:
+                exp_id = conn.execute(sa.insert(experiments_t).values(
+                    name=name, identity=identity, config=json.dumps(config),
+                    created_at=now, updated_at=now)).inserted_primary_key[0]
+            else:
+                exp_id = row.id
+                conn.execute(sa.update(experiments_t).where(experiments_t.c.id == exp_id)
+                             .values(config=json.dumps(config), updated_at=now))
+            existing = {r.name: r for r in conn.execute(
+                sa.select(studies_t).where(studies_t.c.experiment_id == exp_id))}
+            for st in studies:
+                if st["name"] in existing:
+                    study_id = existing[st["name"]].id
+                    conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
+                                 .values(budget=st["budget"]))
+                else:
+                    study_id = conn.execute(sa.insert(studies_t).values(
+                        experiment_id=exp_id, name=st["name"], position=st["position"],
+                        scientific=json.dumps(st["scientific"]), algorithm=st["algorithm"],
+                        seed=st["seed"], budget=st["budget"], designer_state="{}",
+                    )).inserted_primary_key[0]
+                have = {r[0] for r in conn.execute(
+                    sa.select(trials_t.c.idx).where(trials_t.c.study_id == study_id))}
+                new = [{"study_id": study_id, "idx": i, "params": json.dumps(p), "seed": s,
+                        "status": "pending", "attempts": 0, "created_at": now, "run_seconds": 0.0}
+                       for i, p, s in trials.get(st["name"], ()) if i not in have]
+                if new:
+                    conn.execute(sa.insert(trials_t), new)
+        return int(exp_id)
+
+    def studies(self, experiment_id: int) -> list[StudyRow]:
+        """The studies of an experiment, in order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(studies_t).where(
+                studies_t.c.experiment_id == experiment_id).order_by(studies_t.c.position)).all()
+        return [StudyRow(r.id, r.experiment_id, r.name, r.position, json.loads(r.scientific),
+                         r.algorithm, r.seed, r.budget) for r in rows]
+
+    # ----------------------------------------------------------------- trials
+    def _trial_select(self) -> sa.Select[Any]:
+        return sa.select(trials_t, studies_t.c.name.label("study_name")).join(
+            studies_t, trials_t.c.study_id == studies_t.c.id)
+
+    @staticmethod
+    def _trial(row: Any) -> TrialRow:
+        m = row._mapping
+        return TrialRow(
+            id=m["id"], study_id=m["study_id"], study=m["study_name"], index=m["idx"],
+            params=json.loads(m["params"]), seed=m["seed"], status=m["status"],
+            attempts=m["attempts"], worker=m["worker"], heartbeat=m["heartbeat"],
+            created_at=m["created_at"], started_at=m["started_at"],
+            finished_at=m["finished_at"], run_seconds=m["run_seconds"] or 0.0,
+            error=m["error"], infeasible_reason=m["infeasible_reason"],
+            infeasible_step=m["infeasible_step"], checkpoint_step=m["checkpoint_step"],
+            best_step=m["best_step"], best_value=m["best_value"],
+            final_step=m["final_step"], final_value=m["final_value"])
+
+    def trials(self, experiment_id: int, study: str | None = None,
+               statuses: Iterable[str] | None = None) -> list[TrialRow]:
+        """Trials of an experiment ordered by study then index."""
+        q = self._trial_select().where(studies_t.c.experiment_id == experiment_id)
+        if study is not None:
+            q = q.where(studies_t.c.name == study)
+        if statuses is not None:
+            q = q.where(trials_t.c.status.in_(tuple(statuses)))
+        q = q.order_by(studies_t.c.position, trials_t.c.idx)
+        with self.engine.connect() as conn:
+            return [self._trial(r) for r in conn.execute(q)]
+
+    def trial(self, trial_id: int) -> TrialRow:
+        """One trial by id."""
+        with self.engine.connect() as conn:
+            row = conn.execute(self._trial_select().where(trials_t.c.id == trial_id)).first()
+        if row is None:
+            raise StoreError(f"no trial with id {trial_id}")
+        return self._trial(row)
+
+    def counts(self, experiment_id: int) -> dict[str, int]:
+        """Number of trials per status."""
+        q = (sa.select(trials_t.c.status, sa.func.count())
+             .join(studies_t, trials_t.c.study_id == studies_t.c.id)
+             .where(studies_t.c.experiment_id == experiment_id)
+             .group_by(trials_t.c.status))
+        with self.engine.connect() as conn:
+            return {status: n for status, n in conn.execute(q)}
+
+    def claim(self, experiment_id: int, worker: str) -> TrialRow | None:
+        """Atomically take the next claimable trial (lowest index first, studies interleaved).
+
+        A compare-and-swap on the status: of two workers racing for the same row exactly one
+        update matches, the other tries the next candidate.
+        """
+        q = (self._trial_select()
+             .where(studies_t.c.experiment_id == experiment_id,
+                    trials_t.c.status.in_(CLAIMABLE))
+             .order_by(trials_t.c.idx, studies_t.c.position).limit(8))
+        for _ in range(100):
+            with self.engine.connect() as conn:
+                candidates = conn.execute(q).all()
+            if not candidates:
+                return None
+            for cand in candidates:
+                now = time.time()
+                with self.engine.begin() as conn:
+                    res = conn.execute(
+                        sa.update(trials_t)
+                        .where(trials_t.c.id == cand.id, trials_t.c.status.in_(CLAIMABLE))
+                        .values(status="running", worker=worker, heartbeat=now,
+                                attempts=trials_t.c.attempts + 1,
+                                started_at=sa.func.coalesce(trials_t.c.started_at, now)))
+                if res.rowcount == 1:
+                    return self.trial(cand.id)
+        return None
+
+    def heartbeat(self, trial_id: int, worker: str) -> bool:
+        """Refresh a running trial's heartbeat; False if the worker no longer owns it."""
+        with self.engine.begin() as conn:
+            res = conn.execute(sa.update(trials_t).where(
+                trials_t.c.id == trial_id, trials_t.c.worker == worker,
+                trials_t.c.status == "running").values(heartbeat=time.time()))
+        return res.rowcount == 1
+
+    def finish(self, trial_id: int, worker: str, status: str, *, elapsed: float = 0.0,
+               **fields: Any) -> bool:
+        """Record the end of an attempt; ignored (False) if ``worker`` lost the trial."""
+        if status not in (*TERMINAL, "interrupted", "pending"):
+            raise ValueError(f"cannot finish a trial as {status!r}")
+        values: dict[str, Any] = dict(fields, status=status, heartbeat=None,
+                                      run_seconds=trials_t.c.run_seconds + elapsed)
+        if status in TERMINAL:
+            values["finished_at"] = time.time()
+        if status == "interrupted":
+            # A user's Ctrl-C does not count against the trial's attempts.
+            values["attempts"] = trials_t.c.attempts - 1
+        with self.engine.begin() as conn:
+            res = conn.execute(sa.update(trials_t).where(
+                trials_t.c.id == trial_id, trials_t.c.worker == worker,
+                trials_t.c.status == "running").values(**values))
+        return res.rowcount == 1
+
+    def release_worker(self, worker: str, reason: str, max_attempts: int,
+                       interrupted: bool = False) -> list[int]:
+        """Put back the running trials of a worker that is gone.
+
+        Returns the ids released. A trial that already used ``max_attempts`` fails instead,
+        with ``reason``; with ``interrupted`` the trial is marked interrupted (user stop).
+        """
+        return self._release(trials_t.c.worker == worker, reason, max_attempts, interrupted)
+
+    def release_stale(self, experiment_id: int, older_than: float, max_attempts: int) -> list[int]:
+        """Put back running trials whose heartbeat is older than ``older_than`` seconds."""
+        cutoff = time.time() - older_than
+        study_ids = sa.select(studies_t.c.id).where(studies_t.c.experiment_id == experiment_id)
+        return self._release(
+            sa.and_(trials_t.c.study_id.in_(study_ids), trials_t.c.heartbeat < cutoff),
+            "worker stopped sending heartbeats", max_attempts, False)
+
+    def _release(self, cond: Any, reason: str, max_attempts: int, interrupted: bool) -> list[int]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(trials_t.c.id, trials_t.c.attempts).where(
+                cond, trials_t.c.status == "running")).all()
+            for tid, attempts in rows:
+                if interrupted:
+                    values: dict[str, Any] = {"status": "interrupted",
+                                              "attempts": max(attempts - 1, 0)}
+                elif attempts >= max_attempts:
+                    values = {"status": "failed", "finished_at": time.time(),
+                              "error": f"{reason}; gave up after {attempts} attempts"}
+                else:
+                    values = {"status": "pending", "error": f"attempt {attempts}: {reason}"}
+                conn.execute(sa.update(trials_t).where(
+                    trials_t.c.id == tid, trials_t.c.status == "running").values(
+                    heartbeat=None, **values))
+        return [r[0] for r in rows]
+
+    def set_checkpoint_step(self, trial_id: int, step: int) -> None:
+        """Remember the step of the trial's latest complete checkpoint."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(trials_t).where(trials_t.c.id == trial_id)
+                         .values(checkpoint_step=step))
+
+    def set_summaries(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Update best/final summaries: dicts with id, best_step, best_value, final_*."""
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            for r in rows:
+                conn.execute(sa.update(trials_t).where(trials_t.c.id == r["id"]).values(
+                    best_step=r["best_step"], best_value=r["best_value"],
+                    final_step=r["final_step"], final_value=r["final_value"]))
+
+    # ----------------------------------------------------------------- measurements
+    def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
+        """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old value.
+
+        Bulk path: one transaction, one executemany, no ORM objects.
+        """
+        if not rows:
+            return
+        data = [(trial_id, metric, int(step), None if math.isnan(v) else v)
+                for step, metric, v in rows]
+        with self.engine.begin() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            cur = raw.cursor()
+            try:
+                if self.is_sqlite:
+                    cur.executemany(
+                        "INSERT INTO measurements (trial_id, metric, step, value) VALUES "
+                        "(?, ?, ?, ?) ON CONFLICT (trial_id, metric, step) "
+                        "DO UPDATE SET value = excluded.value", data)
+                else:
+                    cur.executemany(
+                        "INSERT INTO measurements (trial_id, metric, step, value) VALUES "
+                        "(%s, %s, %s, %s) ON CONFLICT (trial_id, metric, step) "
+                        "DO UPDATE SET value = excluded.value", data)
+            finally:
+                cur.close()
+
+    def truncate_measurements(self, trial_id: int, after_step: int) -> int:
+        """Delete a trial's measurements past ``after_step`` (they are about to be recomputed)."""
+        with self.engine.begin() as conn:
+            res = conn.execute(sa.delete(measurements_t).where(
+                measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step))
+        return int(res.rowcount or 0)
+
+    def measurements(self, trial_ids: Sequence[int] | None = None, metric: str | None = None,
+                     experiment_id: int | None = None) -> list[tuple[int, int, str, float]]:
+        """``(trial_id, step, metric, value)`` rows ordered by trial, metric, step.
+
+        NaN comes back as ``float('nan')``.
+        """
+        q = sa.select(measurements_t.c.trial_id, measurements_t.c.step,
+                      measurements_t.c.metric, measurements_t.c.value)
+        if trial_ids is not None:
+            q = q.where(measurements_t.c.trial_id.in_(list(trial_ids)))
+        if experiment_id is not None:
+            q = q.where(measurements_t.c.trial_id.in_(
+                sa.select(trials_t.c.id).join(studies_t, trials_t.c.study_id == studies_t.c.id)
+                .where(studies_t.c.experiment_id == experiment_id)))
+        if metric is not None:
+            q = q.where(measurements_t.c.metric == metric)
+        q = q.order_by(measurements_t.c.trial_id, measurements_t.c.metric, measurements_t.c.step)
+        with self.engine.connect() as conn:
+            return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in conn.execute(q)]
+
+    def metric_names(self, experiment_id: int) -> list[str]:
+        """Every metric name any trial of the experiment reported."""
+        q = (sa.select(measurements_t.c.metric).distinct()
+             .where(measurements_t.c.trial_id.in_(
+                 sa.select(trials_t.c.id).join(studies_t, trials_t.c.study_id == studies_t.c.id)
+                 .where(studies_t.c.experiment_id == experiment_id))))
+        with self.engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(q))
+
+    # ----------------------------------------------------------------- notes
+    def add_note(self, experiment_id: int, text: str, study: str | None = None) -> None:
+        """Attach a free-text note to an experiment (or one of its studies)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(notes_t).values(
+                experiment_id=experiment_id, study=study, created_at=time.time(), text=text))
+
+    def notes(self, experiment_id: int) -> list[tuple[float, str | None, str]]:
+        """``(created_at, study, text)`` for an experiment, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(notes_t.c.created_at, notes_t.c.study, notes_t.c.text)
+                                .where(notes_t.c.experiment_id == experiment_id)
+                                .order_by(notes_t.c.id)).all()
+        return [(r[0], r[1], r[2]) for r in rows]

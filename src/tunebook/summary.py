@@ -1,0 +1,54 @@
+"""Best and final values of a trial's objective curve, chosen retrospectively.
+
+The playbook: a trial's value is its best checkpoint's (the best evaluation over training), not
+its last; both are kept so the choice can be changed after the fact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["CurveSummary", "summarize"]
+
+
+@dataclass(frozen=True)
+class CurveSummary:
+    """Best (retrospective) and final points of one metric's curve; None when absent."""
+
+    best_step: int | None
+    best_value: float | None
+    final_step: int | None
+    final_value: float | None
+
+    def value(self, final: bool = False) -> float | None:
+        """The final value when ``final`` else the best value."""
+        return self.final_value if final else self.best_value
+
+    def as_dict(self) -> dict[str, int | float | None]:
+        """Plain dict with best_step, best_value, final_step, final_value."""
+        return {"best_step": self.best_step, "best_value": self.best_value,
+                "final_step": self.final_step, "final_value": self.final_value}
+
+
+def summarize(points: Iterable[tuple[int, float]],
+              goal: Literal["minimize", "maximize"] = "minimize") -> CurveSummary:
+    """Summarise ``(step, value)`` points; non-finite values are never best.
+
+    Ties keep the earliest step (the cheaper checkpoint). The final point is the last step,
+    whatever its value (NaN included, so a diverged run shows as such).
+    """
+    pts: Sequence[tuple[int, float]] = sorted(points)
+    if not pts:
+        return CurveSummary(None, None, None, None)
+    best: tuple[int, float] | None = None
+    for step, v in pts:
+        if not math.isfinite(v):
+            continue
+        if best is None or (v < best[1] if goal == "minimize" else v > best[1]):
+            best = (step, v)
+    final_step, final_value = pts[-1]
+    return CurveSummary(best[0] if best else None, best[1] if best else None,
+                        final_step, final_value if math.isfinite(final_value) else None)

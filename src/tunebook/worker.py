@@ -1,0 +1,209 @@
+"""A worker: claims trials from the store and runs them, one after another.
+
+Workers are long-lived processes (importing torch costs seconds; paying it per trial would
+dominate short trials) with one torch thread each. The same loop runs in a local process started
+by ``tunebook run`` or on another machine pointed at the same store.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tunebook.errors import Infeasible, TunebookError
+from tunebook.experiment import Experiment
+from tunebook.store import Store, TrialRow
+from tunebook.summary import summarize
+from tunebook.trial import Trial
+from tunebook.workload import Workload, load_workload
+
+__all__ = ["Stop", "WorkerOptions", "run_trial", "trial_dir", "worker_loop", "worker_main"]
+
+EXIT_WORKLOAD_ERROR = 3
+
+
+class Stop(BaseException):  # noqa: N818 - a control-flow signal, like KeyboardInterrupt
+    """Raised in a worker when it is asked to stop (SIGTERM): the trial is marked interrupted."""
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker behaves."""
+
+    heartbeat_seconds: float = 5.0
+    idle_exit: bool = True
+
+
+def slug(text: str) -> str:
+    """A file-system-safe rendering of a name (kept readable)."""
+    s = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text).strip("._")
+    return s[:80] or "_"
+
+
+def trial_dir(root: str | Path, experiment: str, study: str, index: int) -> Path:
+    """The folder of one trial under a tunebook root."""
+    return Path(root) / "runs" / slug(experiment) / slug(study) / f"trial-{index:05d}"
+
+
+def limit_threads() -> None:
+    """One compute thread per worker: N workers on N cores must not oversubscribe them."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set once in this process
+            pass
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+class _Heartbeat:
+    def __init__(self, store: Store, trial_id: int, worker: str, every: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, args=(store, trial_id, worker, every), daemon=True)
+
+    def _beat(self, store: Store, trial_id: int, worker: str, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                store.heartbeat(trial_id, worker)
+            except Exception:  # a transient store error must not kill the trial
+                pass
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_trial(store: Store, experiment: Experiment, workload: Workload, row: TrialRow,
+              root: str | Path, worker: str, options: WorkerOptions = WorkerOptions()) -> str:
+    """Run one claimed trial to its end and record the outcome; returns the final status.
+
+    Exceptions from the workload never escape: they become ``failed`` (with the traceback) or
+    ``infeasible``. Only :class:`Stop` escapes, after the trial is marked interrupted.
+    """
+    folder = trial_dir(root, experiment.name, row.study, row.index)
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "log.txt"
+
+    def log(message: str) -> None:
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(message.rstrip("\n") + "\n")
+
+    hparams = dict(row.params)
+    trial = Trial(hparams=hparams, max_train_steps=experiment.max_train_steps,
+                  eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
+                  trial_id=row.id, study=row.study, index=row.index,
+                  objective=experiment.objective.metric, log=log)
+    # Measurements past the checkpoint we resume from belong to a lost future: drop them.
+    store.truncate_measurements(row.id, trial.start_step)
+    log(f"--- attempt {row.attempts} by {worker}, start_step={trial.start_step}")
+    _seed_everything(row.seed)
+    started = time.monotonic()
+    fields: dict[str, Any] = {}
+    with _Heartbeat(store, row.id, worker, options.heartbeat_seconds):
+        try:
+            workload.run(trial)
+            status = "completed"
+        except Infeasible as exc:
+            status = "infeasible"
+            fields = {"infeasible_reason": exc.reason, "infeasible_step": exc.step}
+            log(f"infeasible: {exc}")
+        except Stop:
+            _safe_flush(trial)
+            store.finish(row.id, worker, "interrupted", elapsed=time.monotonic() - started)
+            log("interrupted")
+            raise
+        except Exception:
+            status = "failed"
+            fields = {"error": traceback.format_exc()}
+            log(fields["error"])
+        if not _safe_flush(trial) and status != "failed":
+            status, fields = "failed", {"error": "could not write measurements to the store"}
+    points = [(s, v) for _, s, _, v in store.measurements([row.id],
+                                                        metric=experiment.objective.metric)]
+    fields.update(summarize(points, experiment.objective.goal).as_dict())
+    if status == "completed":
+        fields["error"] = None
+    store.finish(row.id, worker, status, elapsed=time.monotonic() - started, **fields)
+    return status
+
+
+def _safe_flush(trial: Trial) -> bool:
+    try:
+        trial.flush()
+        return True
+    except Exception:
+        return False
+
+
+def worker_loop(store: Store, experiment: Experiment, experiment_id: int, workload: Workload,
+                root: str | Path, worker: str, options: WorkerOptions = WorkerOptions(),
+                should_stop: Any = None) -> int:
+    """Claim and run trials until none is left; returns how many ran."""
+    ran = 0
+    while True:
+        if should_stop is not None and should_stop():
+            return ran
+        row = store.claim(experiment_id, worker)
+        if row is None:
+            if options.idle_exit:
+                return ran
+            time.sleep(0.2)
+            continue
+        run_trial(store, experiment, workload, row, root, worker, options)
+        ran += 1
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop()
+
+
+def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: str,
+                experiment_id: int, root: str, worker: str, errors: Any,
+                options: WorkerOptions = WorkerOptions()) -> None:
+    """Entry point of a local worker process (started with the ``spawn`` method)."""
+    # Ctrl-C reaches the whole process group; the parent decides how to stop us (SIGTERM).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    limit_threads()
+    try:
+        experiment = Experiment.from_dict(config, source=source, base_dir=base_dir)
+        workload = load_workload(experiment)
+    except TunebookError as exc:
+        errors.put(str(exc))
+        sys.exit(EXIT_WORKLOAD_ERROR)
+    limit_threads()
+    store = Store(store_url)
+    try:
+        worker_loop(store, experiment, experiment_id, workload, root, worker, options)
+    except Stop:
+        pass
+    finally:
+        store.close()
+
