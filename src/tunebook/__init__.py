@@ -1,1 +1,69 @@
-"""tunebook."""
+"""tunebook: the Deep Learning Tuning Playbook as software.
+
+An experiment is one round of the playbook's incremental strategy: a goal, scientific
+hyperparameters (compared), nuisance hyperparameters (optimised away by quasi-random search, one
+study per scientific value) and fixed ones. ``tunebook.run`` executes it in parallel worker
+processes against a durable store; every metric at every evaluation step is kept, so the
+objective can be chosen after the fact.
+
+``import tunebook`` is light: the store (SQLAlchemy) and the runner load on first use, and
+torch is only imported by :mod:`tunebook.workloads` and the optional PyTorch helpers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tunebook.errors import ConfigError, Infeasible, StoreError, TunebookError, WorkloadError
+from tunebook.experiment import Experiment, Objective, Search
+from tunebook.space import Categorical, Discrete, Float, Int, SearchSpace
+from tunebook.trial import Trial
+
+if TYPE_CHECKING:
+    from tunebook.results import TrialRecord, trial_records
+    from tunebook.runner import RunResult, run
+    from tunebook.store import Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Categorical",
+    "ConfigError",
+    "Discrete",
+    "Experiment",
+    "Float",
+    "Infeasible",
+    "Int",
+    "Objective",
+    "RunResult",
+    "Search",
+    "SearchSpace",
+    "Store",
+    "StoreError",
+    "Trial",
+    "TrialRecord",
+    "TunebookError",
+    "WorkloadError",
+    "__version__",
+    "run",
+    "trial_records",
+]
+
+_LAZY = {
+    "run": "tunebook.runner",
+    "RunResult": "tunebook.runner",
+    "Store": "tunebook.store",
+    "TrialRecord": "tunebook.results",
+    "trial_records": "tunebook.results",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tunebook' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130
 def _store(args: argparse.Namespace) -> Any:
     from tunebook.store import Store
 
-    return Store(args.store) if args.store else Store.at_root(args.root)
+    return Store(args.store, create=False) if args.store else Store.at_root(args.root, create=False)
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -116,16 +116,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tunebook.results import trial_records
     from tunebook.runner import run
 
+    from tunebook.store import Store, sqlite_url
+
     experiment = Experiment.from_yaml(args.file)
-    store = _store(args)
+    url = args.store or sqlite_url(args.root / "tunebook.db")
     bar = None if args.quiet else _ProgressBar(sys.stderr)
     try:
-        result = run(experiment, root=args.root, store=store, workers=args.workers,
+        result = run(experiment, root=args.root, store=url, workers=args.workers,
                      max_attempts=args.max_attempts, progress=bar)
     finally:
         if bar is not None:
             bar.close()
-    records = trial_records(store, experiment.name)
+    records = trial_records(Store(url), experiment.name)
     obj = experiment.objective
     print(f"experiment {experiment.name!r}: {result.counts.get('completed', 0)} completed, "
           f"{result.counts.get('infeasible', 0)} infeasible, {result.counts.get('failed', 0)} "

@@ -126,7 +126,7 @@ def run(
     experiment: Experiment,
     *,
     root: str | Path = "tunebook",
-    store: Store | None = None,
+    store: Store | str | None = None,
     workers: int = 1,
     max_attempts: int = 3,
     progress: Callable[[Progress], None] | None = None,
@@ -139,7 +139,9 @@ def run(
     Args:
         experiment: what to run.
         root: folder for trial directories (and the default SQLite store).
-        store: the store; default ``<root>/tunebook.db``.
+        store: a :class:`Store` or a SQLAlchemy URL; default ``<root>/tunebook.db``. A URL is
+            only opened once the experiment and its workload have been checked, so bad input
+            leaves no trace in the store.
         workers: number of local worker processes; 0 runs trials in this process (debugging).
         max_attempts: a trial whose worker died this many times is marked failed.
         progress: called with a :class:`Progress` snapshot a few times a second.
@@ -154,7 +156,10 @@ def run(
     workload = load_workload(experiment)
     limit_threads()
     studies, trials = materialize(experiment)
-    store = store or Store.at_root(root)
+    if isinstance(store, str):
+        store = Store(store)
+    elif store is None:
+        store = Store.at_root(root)
     previous = store.get_experiment(experiment.name)
     exp_id = store.register(experiment.name, experiment.identity(), experiment.to_dict(),
                             studies, trials)

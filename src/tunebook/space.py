@@ -59,6 +59,9 @@ class Float:
             raise ValueError(f"low must be > 0 for log scale, got {self.low!r}")
         if self.scale == "one_minus_log" and high >= 1:
             raise ValueError(f"high must be < 1 for one_minus_log scale, got {self.high!r}")
+        # Store plain floats: Float(1, 10) and YAML's 1.0/10.0 must describe (and hash) alike.
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
 
     def from_unit(self, u: float) -> float:
         """Map ``u`` in ``[0, 1)`` to a value in ``[low, high]``."""
@@ -144,9 +147,8 @@ class Discrete:
         return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
 
     def to_unit(self, value: float) -> float:
-        """Position of ``value`` among the sorted values, in ``(0, 1)``."""
-        ordered = sorted(self.values)
-        return (ordered.index(value) + 0.5) / len(ordered)
+        """Centre of ``value``'s slice of ``[0, 1)`` (the inverse of :meth:`from_unit`)."""
+        return (self.values.index(value) + 0.5) / len(self.values)
 
 
 @dataclass(frozen=True)

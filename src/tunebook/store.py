@@ -188,8 +188,19 @@ def sqlite_url(path: str | Path) -> str:
 class Store:
     """Access to one tunebook database. Cheap to create; make one per process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
         self.url = url
+        try:
+            parsed = sa.engine.make_url(url)
+        except Exception:
+            raise StoreError(f"not a database URL: {url!r}") from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            path = Path(parsed.database or "")
+            if not path.exists():
+                if not create:
+                    raise StoreError(f"no tunebook store at {path} (run an experiment first, or "
+                                     "point --root/--store at an existing store)")
+                path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine: Engine = sa.create_engine(url, future=True)
         except Exception as exc:  # bad URL or missing driver
@@ -200,11 +211,9 @@ class Store:
         self._ensure_schema()
 
     @classmethod
-    def at_root(cls, root: str | Path) -> Store:
-        """The default SQLite store inside a tunebook root folder (created if needed)."""
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        return cls(sqlite_url(root / "tunebook.db"))
+    def at_root(cls, root: str | Path, create: bool = True) -> Store:
+        """The default SQLite store inside a tunebook root folder."""
+        return cls(sqlite_url(Path(root) / "tunebook.db"), create=create)
 
     def close(self) -> None:
         """Release connections."""
@@ -212,20 +221,28 @@ class Store:
 
     # ----------------------------------------------------------------- schema
     def _ensure_schema(self) -> None:
-        try:
-            with self.engine.begin() as conn:
-                metadata.create_all(conn)
-                row = conn.execute(
-                    sa.select(meta_t.c.value).where(meta_t.c.key == "schema_version")).first()
-                if row is None:
-                    conn.execute(sa.insert(meta_t).values(
-                        key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"store {self.url!r} has schema version {row[0]}, this tunebook "
-                        f"understands version {SCHEMA_VERSION}")
-        except sa.exc.OperationalError as exc:
-            raise StoreError(f"cannot open store {self.url!r}: {exc.orig}") from None
+        # Several processes may open a new store at once; whoever loses the race to create a
+        # table sees "already exists" and simply checks again.
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    metadata.create_all(conn)
+                    row = conn.execute(sa.select(meta_t.c.value)
+                                       .where(meta_t.c.key == "schema_version")).first()
+                    if row is None:
+                        conn.execute(sa.insert(meta_t).values(
+                            key="schema_version", value=str(SCHEMA_VERSION)))
+                    elif int(row[0]) != SCHEMA_VERSION:
+                        raise StoreError(
+                            f"store {self.url!r} has schema version {row[0]}, this tunebook "
+                            f"understands version {SCHEMA_VERSION}")
+                return
+            except (sa.exc.OperationalError, sa.exc.IntegrityError,
+                    sa.exc.ProgrammingError) as exc:
+                if attempt == 4 or "exist" not in str(exc.orig).lower() and not isinstance(
+                        exc, sa.exc.IntegrityError):
+                    raise StoreError(f"cannot open store {self.url!r}: {exc.orig}") from None
+                time.sleep(0.05 * (attempt + 1))
 
     # ----------------------------------------------------------------- experiments
     def get_experiment(self, name: str) -> ExperimentRow | None:

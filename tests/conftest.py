@@ -1,0 +1,57 @@
+"""Shared fixtures: experiments on disk, a fresh root, helpers to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+TESTS = Path(__file__).parent
+
+
+def write_experiment(folder: Path, **overrides: Any) -> Path:
+    """Write a small experiment on the test ``curve`` workload; keys can be overridden."""
+    doc: dict[str, Any] = {
+        "name": "toy",
+        "goal": "does the scientific value matter?",
+        "workload": "toy:curve",
+        "objective": {"metric": "loss", "goal": "minimize"},
+        "max_train_steps": 40,
+        "eval_every": 10,
+        "search": {"algorithm": "quasi_random", "trials": 4, "seed": 3},
+        "scientific": {"arm": ["a", "b"]},
+        "nuisance": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "fixed": {},
+    }
+    doc.update(overrides)
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def experiment_file(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``experiment_file(**overrides)`` writes an experiment under tmp_path."""
+    return lambda **kw: write_experiment(tmp_path, **kw)
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for CLI subprocesses: the test workloads are importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_cli(*args: str, check: bool = False, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``tunebook ARGS`` in a subprocess and capture its output."""
+    proc = subprocess.run([sys.executable, "-m", "tunebook.cli", *args], capture_output=True,
+                          text=True, env=cli_env(), timeout=240, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tunebook {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc

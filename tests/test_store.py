@@ -1,0 +1,165 @@
+"""The SQL store on a real SQLite file: schema, registration, the claim queue, measurements."""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tunebook.errors import StoreError
+from tunebook.store import SCHEMA_VERSION, Store
+
+
+def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2) -> int:
+    specs = [{"name": f"s{k}", "position": k, "scientific": {"k": k}, "algorithm": "quasi_random",
+              "seed": 0, "budget": n} for k in range(studies)]
+    trials = {f"s{k}": [(i, {"x": i / 10, "k": k}, 100 * k + i) for i in range(n)]
+              for k in range(studies)}
+    return store.register("exp", identity, {"objective": {"metric": "loss", "goal": "minimize"}},
+                          specs, trials)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.at_root(tmp_path / "root")
+
+
+def test_schema_is_versioned_and_reopens(tmp_path: Path) -> None:
+    s = Store.at_root(tmp_path)
+    exp_id = _register(s)
+    s.close()
+    again = Store.at_root(tmp_path)
+    assert again.require_experiment("exp").id == exp_id
+    with again.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE tunebook_meta SET value='999' WHERE key='schema_version'"))
+    with pytest.raises(StoreError, match=f"schema version 999.*version {SCHEMA_VERSION}"):
+        Store.at_root(tmp_path)
+
+
+def test_missing_store_is_not_created_for_reading(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no tunebook store"):
+        Store.at_root(tmp_path / "nowhere", create=False)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_register_is_idempotent_and_extends(store: Store) -> None:
+    exp_id = _register(store, n=3)
+    assert _register(store, n=3) == exp_id
+    assert len(store.trials(exp_id)) == 6
+    _register(store, n=5)  # a larger budget adds the missing indices only
+    rows = store.trials(exp_id)
+    assert [(t.study, t.index) for t in rows] == [(f"s{k}", i) for k in range(2) for i in range(5)]
+    assert rows[1].params == {"x": 0.1, "k": 0} and rows[1].seed == 1
+
+
+def test_register_refuses_a_different_identity(store: Store) -> None:
+    _register(store)
+    with pytest.raises(StoreError, match="'exp' already exists"):
+        _register(store, identity="other")
+
+
+def test_claim_order_interleaves_studies_and_is_exclusive(store: Store) -> None:
+    exp_id = _register(store, n=3)
+    order = []
+    while (t := store.claim(exp_id, "w")) is not None:
+        order.append((t.index, t.study))
+        assert t.status == "running" and t.attempts == 1
+    assert order == [(0, "s0"), (0, "s1"), (1, "s0"), (1, "s1"), (2, "s0"), (2, "s1")]
+
+
+def test_concurrent_claims_never_hand_out_a_trial_twice(tmp_path: Path) -> None:
+    exp_id = _register(Store.at_root(tmp_path), n=40)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        s = Store.at_root(tmp_path)  # one store (engine) per worker, as processes do
+        while (t := s.claim(exp_id, name)) is not None:
+            with lock:
+                got.append(t.id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{k}",)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(got) == 80 and len(set(got)) == 80
+
+
+def test_measurements_upsert_nan_and_truncate(store: Store) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    tid = store.trials(exp_id)[0].id
+    store.add_measurements(tid, [(1, "loss", 2.0), (2, "loss", math.nan), (2, "acc", 0.5)])
+    store.add_measurements(tid, [(1, "loss", 1.5), (3, "loss", math.inf)])
+    rows = store.measurements([tid])
+    assert [(s, m) for _, s, m, _ in rows] == [(2, "acc"), (1, "loss"), (2, "loss"), (3, "loss")]
+    values = {(s, m): v for _, s, m, v in rows}
+    assert values[(1, "loss")] == 1.5  # replaced, not duplicated
+    assert math.isnan(values[(2, "loss")]) and values[(3, "loss")] == math.inf
+    assert store.truncate_measurements(tid, 1) == 3
+    assert [(s, m) for _, s, m, _ in store.measurements([tid])] == [(1, "loss")]
+    assert store.metric_names(exp_id) == ["loss"]
+
+
+def test_finish_only_by_the_owner(store: Store) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    t = store.claim(exp_id, "w1")
+    assert t is not None
+    assert not store.finish(t.id, "w2", "completed")
+    assert store.finish(t.id, "w1", "completed", elapsed=1.5, best_value=0.1, best_step=3)
+    done = store.trial(t.id)
+    assert (done.status, done.best_value, done.best_step, done.run_seconds) == (
+        "completed", 0.1, 3, 1.5)
+    assert done.finished_at is not None
+    with pytest.raises(ValueError):
+        store.finish(t.id, "w1", "bogus")
+
+
+def test_release_requeues_then_fails_after_max_attempts(store: Store) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    for attempt in (1, 2):
+        t = store.claim(exp_id, f"w{attempt}")
+        assert t is not None and t.attempts == attempt
+        assert store.release_worker(f"w{attempt}", "worker died", max_attempts=3) == [t.id]
+        assert store.trial(t.id).status == "pending"
+    t = store.claim(exp_id, "w3")
+    assert t is not None and t.attempts == 3
+    store.release_worker("w3", "worker died", max_attempts=3)
+    failed = store.trial(t.id)
+    assert failed.status == "failed" and "gave up after 3 attempts" in (failed.error or "")
+
+
+def test_interrupted_does_not_count_as_an_attempt(store: Store) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    for _ in range(5):
+        t = store.claim(exp_id, "w")
+        assert t is not None and t.attempts == 1
+        store.release_worker("w", "ctrl-c", max_attempts=3, interrupted=True)
+        assert store.trial(t.id).status == "interrupted"
+
+
+def test_stale_heartbeats_are_released(store: Store) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    t = store.claim(exp_id, "remote")
+    assert t is not None
+    assert store.release_stale(exp_id, older_than=3600, max_attempts=3) == []
+    assert store.heartbeat(t.id, "remote")
+    assert store.release_stale(exp_id, older_than=-1, max_attempts=3) == [t.id]
+    assert store.trial(t.id).status == "pending"
+    assert not store.heartbeat(t.id, "remote")
+
+
+def test_notes(store: Store) -> None:
+    exp_id = _register(store)
+    store.add_note(exp_id, "<script>alert(1)</script>")
+    store.add_note(exp_id, "second", study="s1")
+    assert [(s, t) for _, s, t in store.notes(exp_id)] == [
+        (None, "<script>alert(1)</script>"), ("s1", "second")]
+
+
+def test_bad_url() -> None:
+    with pytest.raises(StoreError, match="not a database URL"):
+        Store("::nonsense::")

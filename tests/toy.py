@@ -1,0 +1,62 @@
+"""Workloads for the test suite (importable by spawned workers: tests/ is on sys.path)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+from tunebook.trial import Trial
+
+
+def expected_value(params: dict[str, Any], step: int) -> float:
+    """The exact value ``curve`` reports: tests compare the store against it."""
+    return round(float(params["x"]) ** 2 + 1.0 / step + 0.001 * (step % 7), 12)
+
+
+def curve(hparams: dict[str, Any], trial: Trial) -> None:
+    """Deterministic curve with a checkpoint at every evaluation; ``sleep`` per step."""
+    (trial.dir / "pids").open("a").write(f"{os.getpid()}\n")
+    state = trial.load_state() or {"step": 0}
+    step = state["step"]
+    sleep = float(hparams.get("sleep", 0.0))
+    while step < trial.max_train_steps:
+        step += 1
+        if sleep:
+            time.sleep(sleep)
+        if step % trial.eval_every == 0:
+            v = expected_value(hparams, step)
+            trial.report(step, loss=v, other=-v)
+            trial.save_state(step, {"step": step})
+
+
+def flaky(hparams: dict[str, Any], trial: Trial) -> None:
+    """Raises for x > 0.5, reports NaN for x < 0.2, otherwise behaves."""
+    x = float(hparams["x"])
+    trial.report(1, loss=1.0)
+    if x > 0.5:
+        raise ValueError(f"boom at x={x}")
+    if x < 0.2:
+        trial.report(2, loss=math.nan)
+    trial.report(3, loss=x)
+
+
+def diverge(hparams: dict[str, Any], trial: Trial) -> None:
+    """The workload says it diverged."""
+    trial.report(5, loss=2.0)
+    raise trial.infeasible("gradient norm exploded")
+
+
+def no_objective(hparams: dict[str, Any], trial: Trial) -> None:
+    """Reports a metric other than the objective."""
+    trial.report(1, lost=1.0)
+
+
+def suicide(hparams: dict[str, Any], trial: Trial) -> None:
+    """Kills its own worker process for x > 0.5 (a segfault, an OOM kill...)."""
+    import signal
+
+    trial.report(1, loss=float(hparams["x"]))
+    if float(hparams["x"]) > 0.5:
+        os.kill(os.getpid(), signal.SIGKILL)
