@@ -5,7 +5,9 @@
 * A command workload is any program. Hyperparameters arrive as ``--name=value`` arguments; the
   trial folder, seed and lengths as environment variables (``TUNEBOOK_TRIAL_DIR``,
   ``TUNEBOOK_SEED``, ``TUNEBOOK_MAX_TRAIN_STEPS``, ``TUNEBOOK_EVAL_EVERY``,
-  ``TUNEBOOK_START_STEP``, ``TUNEBOOK_TRIAL_ID``). Every line it prints that is a JSON object
+  ``TUNEBOOK_START_STEP``, ``TUNEBOOK_TRIAL_ID``); it runs in the experiment file's folder, and
+  a leading ``python`` or ``python3`` means the interpreter tunebook itself runs under. Every
+  line it prints that is a JSON object
   with an integer ``step`` is a measurement (its other numeric keys are metrics); a JSON object
   with an ``infeasible`` key marks the trial infeasible; every other line goes to the trial's log.
 """
@@ -83,11 +85,14 @@ def _format_arg(value: Any) -> str:
 class CommandWorkload:
     """Any program; see the module docstring for its contract."""
 
-    def __init__(self, argv: tuple[str, ...], source: str = "<python>", base_dir: str = ".",
-                 metric_names: tuple[str, ...] = ()) -> None:
+    def __init__(self, argv: tuple[str, ...], source: str = "<python>", base_dir: str = ".") -> None:
         self.argv = list(argv)
         self.cwd = base_dir
-        program = argv[0]
+        if self.argv[0] in ("python", "python3"):
+            # The interpreter tunebook runs under: same virtual environment, and no surprise
+            # from a machine where only python3 (or neither) is on PATH.
+            self.argv[0] = sys.executable
+        program = self.argv[0]
         candidate = Path(base_dir) / program
         if os.sep in program or (os.altsep and os.altsep in program):
             found = candidate.exists() or Path(program).exists()
