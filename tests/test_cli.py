@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import run_cli, write_experiment
 from toy import expected_value
 

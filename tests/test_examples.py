@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
 
 from tunebook.results import trial_records
 from tunebook.store import Store
+
+from conftest import run_cli
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -82,27 +82,41 @@ def _reference_coordinate(seed: int, j: int, index: int) -> float:
     return min(float(numerator) / float(modulus), float(np.nextafter(1.0, 0.0)))
 
 
-def _stratified(points: FloatArray) -> bool:
-    """Whether every column is balanced at every level of its base.
+def _levels(base: int, n: int) -> range:
+    """Levels ``0..L`` of base ``base``, where ``L`` is the first with ``base**L >= n``."""
+    top = 0
+    while base**top < n:
+        top += 1
+    return range(top + 1)
 
-    Column ``j`` uses base ``p = PRIMES[j]``. For each level ``l`` up to the first with
-    ``p**l >= n``, the counts of points in the ``p**l`` intervals ``[a/p**l, (a+1)/p**l)``
-    must differ by at most one (so at the last level no interval holds two points). Any ``n``
-    consecutive points of a (digit-)scrambled Halton sequence have this property; random
-    points, clusters and a real-valued rotation mod 1 do not.
+
+def _stratified(points: FloatArray) -> bool:
+    """Whether the points are balanced in every elementary box of one or two coordinates.
+
+    Column ``j`` uses base ``p_j = PRIMES[j]``. For columns ``j1 < j2`` and levels ``l1, l2``,
+    the ``p_j1**l1 * p_j2**l2`` boxes ``[a/p_j1**l1, (a+1)/p_j1**l1) x [b/p_j2**l2, ...)``
+    must hold numbers of points that differ by at most one (``l2 = 0`` covers single
+    columns). For a (digit-)scrambled Halton sequence the box of point ``i`` is a bijective
+    function of ``i mod p_j1**l1 * p_j2**l2`` (Chinese remainder theorem), so any ``n``
+    consecutive indices pass. Random points, clusters and real-valued rotations mod 1 do not.
     """
     n, dim = points.shape
-    for j in range(dim):
-        base = PRIMES[j]
-        level = 0
-        while True:
-            level += 1
-            cells = base**level
-            counts = np.bincount(np.floor(points[:, j] * cells).astype(np.int64), minlength=cells)
-            if counts.max() - counts.min() > 1:
-                return False
-            if cells >= n:
-                break
+    cells = [
+        [
+            np.floor(points[:, j] * PRIMES[j] ** level).astype(np.int64)
+            for level in _levels(PRIMES[j], n)
+        ]
+        for j in range(dim)
+    ]
+    for j1 in range(dim):
+        for j2 in range(j1 + 1, dim):
+            for l1, cell1 in enumerate(cells[j1]):
+                for l2, cell2 in enumerate(cells[j2]):
+                    width2 = PRIMES[j2] ** l2
+                    boxes = PRIMES[j1] ** l1 * width2
+                    counts = np.bincount(cell1 * width2 + cell2, minlength=boxes)
+                    if counts.max() - counts.min() > 1:
+                        return False
     return True
 
 
@@ -171,7 +185,7 @@ def test_point_is_pure_function_of_index() -> None:
         [np.int64(i) for i in range(64)],
         tuple(range(64)),
     ):
-        assert np.array_equal(scrambled_halton(11, 6, container), full)
+        assert np.array_equal(scrambled_halton(11, 6, container), full)  # type: ignore[arg-type]
 
 
 def test_serial_and_chunked_generation_agree() -> None:
@@ -242,10 +256,7 @@ def test_thousand_points_in_eight_dimensions_is_fast() -> None:
 def test_centered_discrepancy_beats_random_and_matches_scipy(d: int, n: int) -> None:
     ours = np.mean([qmc.discrepancy(scrambled_halton(s, d, range(n)), method="CD") for s in SEEDS])
     rand = np.mean(
-        [
-            qmc.discrepancy(np.random.default_rng(s).random((n, d)), method="CD")
-            for s in SEEDS
-        ]
+        [qmc.discrepancy(np.random.default_rng(s).random((n, d)), method="CD") for s in SEEDS]
     )
     halton = np.mean(
         [
@@ -292,7 +303,7 @@ def test_stratified_at_every_level(seed: int, n: int) -> None:
 
 def test_stratification_check_can_fail() -> None:
     points = scrambled_halton(0, 8, range(16))
-    rotated = (points + np.linspace(0.1, 0.8, 8)) % 1.0
+    rotated = (points + np.random.default_rng(0).random(8)) % 1.0  # Cranley–Patterson
     assert not _stratified(rotated)
     assert not _stratified(np.random.default_rng(0).random((16, 8)))
     clustered = points.copy()
@@ -308,9 +319,7 @@ def test_no_corner_points_and_no_clustering(d: int) -> None:
         first16 = scrambled_halton(seed, d, range(16))
         assert _well_spread(first16), (seed, _min_distance_ratio(first16))
     ours = np.mean([_min_distance_ratio(scrambled_halton(s, d, range(16))) for s in SEEDS])
-    rand = np.mean(
-        [_min_distance_ratio(np.random.default_rng(s).random((16, d))) for s in SEEDS]
-    )
+    rand = np.mean([_min_distance_ratio(np.random.default_rng(s).random((16, d))) for s in SEEDS])
     assert ours > rand
 
 

@@ -108,8 +108,8 @@ def test_derive_seed_range_and_distinct_parts() -> None:
 
 
 def test_derive_seed_accepts_numpy_ints_and_rejects_other_types() -> None:
-    assert derive_seed("x", np.int64(5)) == derive_seed("x", 5)
-    assert derive_seed("x", np.uint8(5)) == derive_seed("x", 5)
+    assert derive_seed("x", np.int64(5)) == derive_seed("x", 5)  # type: ignore[arg-type]
+    assert derive_seed("x", np.uint8(5)) == derive_seed("x", 5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         derive_seed(True)
     with pytest.raises(TypeError):

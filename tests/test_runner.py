@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_env, run_cli, write_experiment
-from toy import expected_value
 
 from tunebook.experiment import Experiment
 from tunebook.results import trial_records
 from tunebook.runner import run
 from tunebook.store import Store
+
+from conftest import cli_env, run_cli, write_experiment
+from toy import expected_value
 
 
 def _load(path: Path) -> Experiment:
@@ -29,7 +30,7 @@ def _check_curves(store: Store, name: str, max_steps: int, every: int) -> None:
     exp = store.require_experiment(name)
     trials = {t.id: t for t in store.trials(exp.id)}
     got: dict[int, list[tuple[int, float]]] = {}
-    for tid, step, metric, value in store.measurements(experiment_id=exp.id, metric="loss"):
+    for tid, step, _, value in store.measurements(experiment_id=exp.id, metric="loss"):
         got.setdefault(tid, []).append((step, value))
     for tid, t in trials.items():
         want = [(s, expected_value(t.params, s)) for s in range(every, max_steps + 1, every)]
@@ -153,7 +154,7 @@ def test_sigkill_of_a_worker_mid_trial_loses_and_duplicates_nothing(tmp_path: Pa
         folder = root / "runs" / "toy" / victim.study / f"trial-{victim.index:05d}"
         pid = int((folder / "pids").read_text().split()[-1])
         os.kill(pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=180)
+        _, err = proc.communicate(timeout=180)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
@@ -181,7 +182,7 @@ def test_ctrl_c_marks_running_trials_interrupted_and_the_next_run_resumes(tmp_pa
     try:
         _wait_for(lambda: _running_with_checkpoint(root))
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130, err

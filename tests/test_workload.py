@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import write_experiment
 
 from tunebook.errors import WorkloadError
 from tunebook.experiment import Experiment
@@ -15,6 +14,8 @@ from tunebook.results import trial_records
 from tunebook.runner import run
 from tunebook.store import Store
 from tunebook.workload import CommandWorkload, PythonWorkload
+
+from conftest import write_experiment
 
 PROGRAM = textwrap.dedent('''
     import json, math, os, sys

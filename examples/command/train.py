@@ -23,7 +23,7 @@ for step in range(1, steps + 1):
     for i, h in enumerate(curvatures):
         v[i] = momentum * v[i] + h * w[i]
         w[i] -= lr * v[i]
-    loss = 0.5 * sum(h * x * x for h, x in zip(curvatures, w))
+    loss = 0.5 * sum(h * x * x for h, x in zip(curvatures, w, strict=True))
     if not math.isfinite(loss) or loss > 1e12:
         print(json.dumps({"infeasible": "loss diverged", "step": step}))
         break

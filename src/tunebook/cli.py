@@ -44,7 +44,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for n, r in enumerate(cells):
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
         if n == 0:
             out.write("  ".join("-" * w for w in widths) + "\n")
 
@@ -106,7 +106,7 @@ def _print_best(records: Sequence[Any], goal: str, final: bool, top: int, metric
         for r in rs:
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items())
             step = r.final_step if final else r.best_step
-            rows.append([study, r.index, r.value(final), step, tally, params])
+            rows.append([study, str(r.index), _fmt(r.value(final)), _fmt(step), tally, params])
     _table(["study", "trial", f"{which} {metric}", "step", "ok/inf/fail", "params"], rows, out)
 
 
@@ -115,7 +115,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tunebook.experiment import Experiment
     from tunebook.results import trial_records
     from tunebook.runner import run
-
     from tunebook.store import Store, sqlite_url
 
     experiment = Experiment.from_yaml(args.file)

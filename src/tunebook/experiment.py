@@ -144,16 +144,20 @@ class _Reader:
             "type", "low", "high", "scale")
         for k in spec:
             if k not in allowed:
-                raise self.fail(f"{key}.{k}", f"not used by type {kind!r} (allowed: {', '.join(allowed)})")
+                raise self.fail(f"{key}.{k}",
+                                f"not used by type {kind!r} (allowed: {', '.join(allowed)})")
         try:
             if kind in ("float", "int"):
                 for bound in ("low", "high"):
                     if bound not in spec:
                         raise self.fail(f"{key}.{bound}", f"missing for type {kind!r}")
                 scale = spec.get("scale", "linear")
-                scales = ("linear", "log", "one_minus_log") if kind == "float" else ("linear", "log")
+                scales: tuple[str, ...] = ("linear", "log")
+                if kind == "float":
+                    scales = (*scales, "one_minus_log")
                 if scale not in scales:
-                    raise self.fail(f"{key}.scale", f"unknown scale {scale!r}{_nearest(str(scale), scales)}")
+                    raise self.fail(f"{key}.scale",
+                                    f"unknown scale {scale!r}{_nearest(str(scale), scales)}")
                 if kind == "float":
                     low, high = (self.number(f"{key}.{b}", spec[b]) for b in ("low", "high"))
                     return Float(float(low), float(high), scale)
@@ -216,7 +220,8 @@ class Experiment:
         if "\n" in self.name:
             raise r.fail("name", f"must be one line, got {self.name!r}")
         if (self.workload is None) == (self.command is None):
-            raise r.fail("workload", "give exactly one of 'workload' (module:function) or 'command'")
+            raise r.fail("workload",
+                         "give exactly one of 'workload' (module:function) or 'command'")
         if self.workload is not None:
             r.string("workload", self.workload)
             module, _, func = self.workload.partition(":")
@@ -226,7 +231,8 @@ class Experiment:
             raise r.fail("command", "must not be empty")
         r.string("objective.metric", self.objective.metric)
         if self.objective.goal not in ("minimize", "maximize"):
-            raise r.fail("objective.goal", f"must be minimize or maximize, got {self.objective.goal!r}")
+            raise r.fail("objective.goal",
+                         f"must be minimize or maximize, got {self.objective.goal!r}")
         r.integer("max_train_steps", self.max_train_steps, minimum=1)
         r.integer("eval_every", self.eval_every, minimum=1)
         if self.eval_every > self.max_train_steps:
@@ -270,6 +276,9 @@ class Experiment:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(source, "", f"cannot read file: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            msg = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+            raise ConfigError(source, "", msg) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -328,7 +337,8 @@ class Experiment:
             goal=str(doc.get("goal") or ""),
             workload=workload,
             command=command,
-            objective=Objective(r.string("objective.metric", obj["metric"]), goal),
+            objective=Objective(r.string("objective.metric", obj["metric"]),
+                                "maximize" if goal == "maximize" else "minimize"),
             max_train_steps=r.integer("max_train_steps", doc["max_train_steps"], minimum=1),
             eval_every=r.integer("eval_every", doc["eval_every"], minimum=1),
             search=search,
@@ -347,7 +357,7 @@ class Experiment:
         names = list(self.scientific)
         out = []
         for pos, combo in enumerate(itertools.product(*(self.scientific[n] for n in names))):
-            values = dict(zip(names, combo))
+            values = dict(zip(names, combo, strict=True))
             label = ",".join(f"{k}={v}" for k, v in values.items())
             out.append(StudySpec(label, pos, values))
         return out
@@ -357,7 +367,8 @@ class Experiment:
         nuisance: dict[str, Any] = {}
         for name, hp in self.nuisance.items():
             if isinstance(hp, Float):
-                nuisance[name] = {"type": "float", "low": hp.low, "high": hp.high, "scale": hp.scale}
+                nuisance[name] = {"type": "float", "low": hp.low, "high": hp.high,
+                                  "scale": hp.scale}
             elif isinstance(hp, Int):
                 nuisance[name] = {"type": "int", "low": hp.low, "high": hp.high, "scale": hp.scale}
             elif isinstance(hp, Discrete):

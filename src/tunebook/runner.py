@@ -14,7 +14,7 @@ import os
 import queue
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,14 +62,17 @@ class RunResult:
     elapsed: float = 0.0
 
 
-def materialize(experiment: Experiment) -> tuple[list[dict[str, Any]],
-                                                   dict[str, list[tuple[int, dict[str, Any], int]]]]:
+TrialRows = dict[str, Sequence[tuple[int, dict[str, Any], int]]]
+
+
+def materialize(experiment: Experiment) -> tuple[list[dict[str, Any]], TrialRows]:
     """Studies and their trials ``(index, params, seed)`` for the store.
 
     Each study searches the same nuisance points (same seed): a paired comparison of the
     scientific values, so differences between studies are not luck of the sampling.
     """
-    studies, trials = [], {}
+    studies: list[dict[str, Any]] = []
+    trials: TrialRows = {}
     for spec in experiment.studies():
         designer = make_designer(experiment.search.algorithm, experiment.nuisance,
                                  experiment.search.seed, experiment.search.trials)
@@ -132,7 +135,7 @@ def run(
     progress: Callable[[Progress], None] | None = None,
     poll_seconds: float = 0.25,
     stale_after_seconds: float = 120.0,
-    options: WorkerOptions = WorkerOptions(),
+    options: WorkerOptions | None = None,
 ) -> RunResult:
     """Run (or resume) every study of ``experiment``; returns when no trial is left to run.
 
@@ -151,6 +154,7 @@ def run(
         StoreError: the store holds an incompatible experiment of the same name.
     """
     started = time.monotonic()
+    options = options or WorkerOptions()
     root = Path(root)
     # Check everything that can be wrong before the store is touched.
     workload = load_workload(experiment)

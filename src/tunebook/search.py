@@ -106,7 +106,8 @@ class GridDesigner(Designer):
 
     def __init__(self, space: SearchSpace, seed: int, trials: int = 20) -> None:
         super().__init__(space, seed)
-        discrete = [len(hp.values) for hp in space.values() if isinstance(hp, Categorical | Discrete)]
+        discrete = [len(hp.values) for hp in space.values()
+                    if isinstance(hp, Categorical | Discrete)]
         n_cont = len(space) - len(discrete)
         fixed_size = math.prod(discrete)
         self.levels = (

@@ -77,7 +77,8 @@ class Float:
     def to_unit(self, value: float) -> float:
         """Position of ``value`` in the scaled space, 0 at ``low`` and 1 at ``high``."""
         if self.scale == "log":
-            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
+            lo, hi = math.log(self.low), math.log(self.high)
+            return (math.log(value) - lo) / (hi - lo)
         if self.scale == "one_minus_log":
             lo, hi = math.log1p(-self.low), math.log1p(-self.high)
             return (math.log1p(-value) - lo) / (hi - lo)
@@ -121,10 +122,7 @@ class Int:
     def to_unit(self, value: float) -> float:
         """Position of the centre of ``value``'s slice in the scaled space."""
         lo, hi = self._bounds()
-        if self.scale == "log":
-            x = (math.log(value) + math.log(value + 1)) / 2
-        else:
-            x = value + 0.5
+        x = (math.log(value) + math.log(value + 1)) / 2 if self.scale == "log" else value + 0.5
         return (x - lo) / (hi - lo)
 
 
@@ -210,6 +208,5 @@ class SearchSpace(Mapping[str, Hyperparameter]):
         """Turn one point of the unit cube (one coordinate per dimension) into values."""
         if len(point) != len(self._params):
             raise ValueError(f"expected {len(self._params)} coordinates, got {len(point)}")
-        return {
-            name: hp.from_unit(float(u)) for (name, hp), u in zip(self._params.items(), point)
-        }
+        pairs = zip(self._params.items(), point, strict=True)
+        return {name: hp.from_unit(float(u)) for (name, hp), u in pairs}

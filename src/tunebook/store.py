@@ -169,6 +169,10 @@ class TrialRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _in_budget() -> Any:
+    return trials_t.c.idx < studies_t.c.budget
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets readers (progress, reports) run while a worker writes; NORMAL sync is durable
@@ -178,6 +182,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=60000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _new_id(result: Any) -> int:
+    key = result.inserted_primary_key
+    if key is None or key[0] is None:
+        raise StoreError("the database did not return the new row's id")
+    return int(key[0])
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -239,8 +250,8 @@ class Store:
                 return
             except (sa.exc.OperationalError, sa.exc.IntegrityError,
                     sa.exc.ProgrammingError) as exc:
-                if attempt == 4 or "exist" not in str(exc.orig).lower() and not isinstance(
-                        exc, sa.exc.IntegrityError):
+                if attempt == 4 or ("exist" not in str(exc.orig).lower() and not isinstance(
+                        exc, sa.exc.IntegrityError)):
                     raise StoreError(f"cannot open store {self.url!r}: {exc.orig}") from None
                 time.sleep(0.05 * (attempt + 1))
 
@@ -295,9 +306,9 @@ class Store:
                     "space, workload or training length; give the new round a new name "
                     "(only the objective, goal and trial budget may change between runs)")
             if row is None:
-                exp_id = conn.execute(sa.insert(experiments_t).values(
+                exp_id = _new_id(conn.execute(sa.insert(experiments_t).values(
                     name=name, identity=identity, config=json.dumps(config),
-                    created_at=now, updated_at=now)).inserted_primary_key[0]
+                    created_at=now, updated_at=now)))
             else:
                 exp_id = row.id
                 conn.execute(sa.update(experiments_t).where(experiments_t.c.id == exp_id)
@@ -310,11 +321,11 @@ class Store:
                     conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
                                  .values(budget=st["budget"]))
                 else:
-                    study_id = conn.execute(sa.insert(studies_t).values(
+                    study_id = _new_id(conn.execute(sa.insert(studies_t).values(
                         experiment_id=exp_id, name=st["name"], position=st["position"],
                         scientific=json.dumps(st["scientific"]), algorithm=st["algorithm"],
                         seed=st["seed"], budget=st["budget"], designer_state="{}",
-                    )).inserted_primary_key[0]
+                    )))
                 have = {r[0] for r in conn.execute(
                     sa.select(trials_t.c.idx).where(trials_t.c.study_id == study_id))}
                 new = [{"study_id": study_id, "idx": i, "params": json.dumps(p), "seed": s,
@@ -372,10 +383,10 @@ class Store:
         return self._trial(row)
 
     def counts(self, experiment_id: int) -> dict[str, int]:
-        """Number of trials per status."""
+        """Number of trials per status (within each study's current budget)."""
         q = (sa.select(trials_t.c.status, sa.func.count())
              .join(studies_t, trials_t.c.study_id == studies_t.c.id)
-             .where(studies_t.c.experiment_id == experiment_id)
+             .where(studies_t.c.experiment_id == experiment_id, _in_budget())
              .group_by(trials_t.c.status))
         with self.engine.connect() as conn:
             return {status: n for status, n in conn.execute(q)}
@@ -384,11 +395,12 @@ class Store:
         """Atomically take the next claimable trial (lowest index first, studies interleaved).
 
         A compare-and-swap on the status: of two workers racing for the same row exactly one
-        update matches, the other tries the next candidate.
+        update matches, the other tries the next candidate. Trials beyond a study's budget (it
+        was lowered) stay in the store, dormant.
         """
         q = (self._trial_select()
              .where(studies_t.c.experiment_id == experiment_id,
-                    trials_t.c.status.in_(CLAIMABLE))
+                    trials_t.c.status.in_(CLAIMABLE), _in_budget())
              .order_by(trials_t.c.idx, studies_t.c.position).limit(8))
         for _ in range(100):
             with self.engine.connect() as conn:
@@ -538,7 +550,8 @@ class Store:
             q = q.where(measurements_t.c.metric == metric)
         q = q.order_by(measurements_t.c.trial_id, measurements_t.c.metric, measurements_t.c.step)
         with self.engine.connect() as conn:
-            return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in conn.execute(q)]
+            rows = conn.execute(q).all()
+        return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
 
     def metric_names(self, experiment_id: int) -> list[str]:
         """Every metric name any trial of the experiment reported."""

@@ -7,6 +7,7 @@ by ``tunebook run`` or on another machine pointed at the same store.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -32,7 +33,7 @@ __all__ = ["Stop", "WorkerOptions", "run_trial", "trial_dir", "worker_loop", "wo
 EXIT_WORKLOAD_ERROR = 3
 
 
-class Stop(BaseException):  # noqa: N818 - a control-flow signal, like KeyboardInterrupt
+class Stop(BaseException):
     """Raised in a worker when it is asked to stop (SIGTERM): the trial is marked interrupted."""
 
 
@@ -62,10 +63,9 @@ def limit_threads() -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
-        try:
+        # Raises once threads exist (already set in this process): nothing to do then.
+        with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
-        except RuntimeError:  # already set once in this process
-            pass
 
 
 def _seed_everything(seed: int) -> None:
@@ -86,10 +86,9 @@ class _Heartbeat:
 
     def _beat(self, store: Store, trial_id: int, worker: str, every: float) -> None:
         while not self._stop.wait(every):
-            try:
+            # A transient store error must not kill the trial.
+            with contextlib.suppress(Exception):
                 store.heartbeat(trial_id, worker)
-            except Exception:  # a transient store error must not kill the trial
-                pass
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()

@@ -85,7 +85,8 @@ def _format_arg(value: Any) -> str:
 class CommandWorkload:
     """Any program; see the module docstring for its contract."""
 
-    def __init__(self, argv: tuple[str, ...], source: str = "<python>", base_dir: str = ".") -> None:
+    def __init__(self, argv: tuple[str, ...], source: str = "<python>",
+                 base_dir: str = ".") -> None:
         self.argv = list(argv)
         self.cwd = base_dir
         if self.argv[0] in ("python", "python3"):

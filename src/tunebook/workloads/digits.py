@@ -103,7 +103,7 @@ def train_mlp(hparams: dict[str, Any], trial: Trial) -> None:
         idx = _batch_indices(len(x_train), batch_size, step, trial.seed)
         loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         step += 1
         if not torch.isfinite(loss):

@@ -1,0 +1,208 @@
+"""Trials per hour with 1 versus 2 local workers on CPU-bound trials.
+
+The workload is ``tunebook.workloads.synthetic:quadratic`` with a fixed ``work`` (busy-loop
+iterations per step), calibrated on this machine so one trial costs about ``trial_seconds`` of
+CPU. The same experiment (``trials`` trials) runs with ``tunebook.runner.run(..., workers=1)``
+and then ``workers=2``, each in a fresh root. Nothing is excluded from the headline rate: the wall
+time of ``run()`` includes registering the trials, spawning the worker processes (each imports
+tunebook), the runner's polling and the workers' exit.
+
+Also reported, from the store's per-trial ``started_at`` / ``finished_at`` / ``worker``:
+
+* steady-state rate: for each worker, the trials it finished after its first one divided by the
+  time between its first and last finish, summed over workers (start-up and tail excluded);
+* mean trial duration (``run_seconds``): if it grows with 2 workers, the cores were not free
+  (another process was using them), which lowers the 2-worker rate.
+
+    .venv/bin/python bench/bench_scaling.py [--trials 8] [--trial-seconds 1.5] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchutil import describe_machine, median, print_table, versions
+from tunebook.experiment import Experiment
+from tunebook.runner import run
+from tunebook.store import Store, TrialRow
+from tunebook.workloads.synthetic import _burn
+
+__all__ = ["ScalingResult", "bench_scaling", "calibrate_work", "main", "scaling_experiment"]
+
+TARGET_RATIO = 1.8
+BENCH_DIR = Path(__file__).resolve().parent
+STEPS = 20
+EVAL_EVERY = 5
+
+
+@dataclass
+class ScalingRun:
+    """One ``run()`` with a given number of workers."""
+
+    workers: int
+    trials: int
+    wall_s: float
+    steady_per_hour: float
+    mean_trial_s: float
+    startup_s: float
+
+    @property
+    def per_hour(self) -> float:
+        """Completed trials per hour of ``run()`` wall time."""
+        return self.trials / self.wall_s * 3600
+
+
+@dataclass
+class ScalingResult:
+    """Every run, the calibrated work and the medians."""
+
+    work: int
+    ns_per_iteration: float
+    runs: dict[int, list[ScalingRun]] = field(default_factory=dict)
+
+    def rate(self, workers: int) -> float:
+        """Median trials/hour (whole ``run()``) for ``workers``."""
+        return median([r.per_hour for r in self.runs[workers]])
+
+    def steady(self, workers: int) -> float:
+        """Median steady-state trials/hour for ``workers``."""
+        return median([r.steady_per_hour for r in self.runs[workers]])
+
+    @property
+    def ratio(self) -> float:
+        """2-worker over 1-worker trials/hour, whole ``run()`` wall time."""
+        return self.rate(2) / self.rate(1)
+
+    @property
+    def steady_ratio(self) -> float:
+        """2-worker over 1-worker steady-state trials/hour."""
+        return self.steady(2) / self.steady(1)
+
+    @property
+    def target_met(self) -> bool:
+        """Whole-run ratio reaches 1.8x."""
+        return self.ratio >= TARGET_RATIO
+
+
+def calibrate_work(trial_seconds: float, steps: int = STEPS) -> tuple[int, float]:
+    """``work`` per step so that ``steps`` steps burn ``trial_seconds`` of CPU; and ns/iteration."""
+    n = 2_000_000
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        _burn(n)
+        best = min(best, time.process_time() - t0)
+    ns = best / n * 1e9
+    return max(1, round(trial_seconds / steps / (ns * 1e-9))), ns
+
+
+def scaling_experiment(trials: int, work: int) -> Experiment:
+    """``trials`` CPU-bound synthetic trials (feasible learning rates: none stops early)."""
+    return Experiment.from_dict({
+        "name": "bench-scaling",
+        "workload": "tunebook.workloads.synthetic:quadratic",
+        "objective": {"metric": "val_loss", "goal": "minimize"},
+        "max_train_steps": STEPS,
+        "eval_every": EVAL_EVERY,
+        "search": {"algorithm": "quasi_random", "trials": trials, "seed": 0},
+        "nuisance": {
+            "learning_rate": {"type": "float", "low": 0.003, "high": 0.3, "scale": "log"},
+            "x": {"type": "float", "low": -1.0, "high": 1.0},
+        },
+        "fixed": {"work": work, "noise": 0.01},
+    }, source="bench_scaling", base_dir=str(BENCH_DIR))
+
+
+def steady_rate(rows: Sequence[TrialRow]) -> float:
+    """Trials/hour after each worker's first finish (sum over workers); 0 if undefined."""
+    by_worker: dict[str, list[float]] = {}
+    for r in rows:
+        if r.finished_at is not None:
+            by_worker.setdefault(r.worker or "?", []).append(r.finished_at)
+    total = 0.0
+    for ends in by_worker.values():
+        ends.sort()
+        if len(ends) >= 2 and ends[-1] > ends[0]:
+            total += (len(ends) - 1) / (ends[-1] - ends[0])
+    return total * 3600
+
+
+def _run_once(experiment: Experiment, workers: int) -> ScalingRun:
+    with tempfile.TemporaryDirectory(prefix=f"tunebook-bench-scaling-{workers}w-") as tmp:
+        started_wall = time.time()
+        t0 = time.perf_counter()
+        result = run(experiment, root=tmp, workers=workers)
+        wall = time.perf_counter() - t0
+        done = result.counts.get("completed", 0)
+        if done != experiment.search.trials:
+            raise RuntimeError(f"expected {experiment.search.trials} completed trials, "
+                               f"got {result.counts}")
+        store = Store.at_root(tmp, create=False)
+        try:
+            rows = store.trials(result.experiment_id)
+        finally:
+            store.close()
+    first_start = min(r.started_at for r in rows if r.started_at is not None)
+    return ScalingRun(workers=workers, trials=done, wall_s=wall, steady_per_hour=steady_rate(rows),
+                      mean_trial_s=sum(r.run_seconds for r in rows) / len(rows),
+                      startup_s=first_start - started_wall)
+
+
+def bench_scaling(trials: int = 8, trial_seconds: float = 1.5, repeats: int = 2,
+                  worker_counts: Sequence[int] = (1, 2)) -> ScalingResult:
+    """Calibrate, then run each worker count ``repeats`` times (interleaved)."""
+    work, ns = calibrate_work(trial_seconds)
+    experiment = scaling_experiment(trials, work)
+    res = ScalingResult(work, ns, {w: [] for w in worker_counts})
+    for _ in range(repeats):
+        for w in worker_counts:
+            res.runs[w].append(_run_once(experiment, w))
+    return res
+
+
+def print_scaling(res: ScalingResult) -> None:
+    """Print the table and the ratio."""
+    rows = []
+    for w, runs in res.runs.items():
+        for i, r in enumerate(runs):
+            rows.append([f"{w} worker{'s' if w > 1 else ''} (run {i + 1})", r.trials,
+                         f"{r.wall_s:.2f}", f"{r.per_hour:,.0f}", f"{r.steady_per_hour:,.0f}",
+                         f"{r.mean_trial_s:.2f}", f"{r.startup_s:.2f}"])
+    print(f"work={res.work:,} iterations/step x {STEPS} steps "
+          f"({res.ns_per_iteration:.1f} ns/iteration measured here)")
+    print_table(["configuration", "trials", "wall s", "trials/h", "steady trials/h",
+                 "mean trial s", "to 1st start s"], rows)
+    print()
+    print(f"trials/hour, whole run(): 1 worker {res.rate(1):,.0f}, 2 workers {res.rate(2):,.0f}"
+          f" -> ratio {res.ratio:.2f}x (median of {len(res.runs[1])} runs each)")
+    print(f"trials/hour, steady state: 1 worker {res.steady(1):,.0f}, 2 workers "
+          f"{res.steady(2):,.0f} -> ratio {res.steady_ratio:.2f}x")
+    print(f"target >= {TARGET_RATIO}x (whole run()): {'MET' if res.target_met else 'MISSED'} "
+          f"({res.ratio:.2f}x)")
+    if (os.cpu_count() or 1) < 2:
+        print("note: fewer than 2 CPUs: 2 workers cannot scale here")
+
+
+def main(argv: Sequence[str] | None = None) -> ScalingResult:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=8, help="trials per configuration")
+    p.add_argument("--trial-seconds", type=float, default=1.5, help="CPU seconds per trial")
+    p.add_argument("--repeats", type=int, default=2, help="runs per configuration (median)")
+    args = p.parse_args(argv)
+    print(f"# bench_scaling: {describe_machine()}")
+    print("# " + ", ".join(f"{k} {v}" for k, v in versions().items()))
+    res = bench_scaling(args.trials, args.trial_seconds, args.repeats)
+    print_scaling(res)
+    print(f"# after: {describe_machine()}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
