@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import noop
 from benchutil import describe_machine, median, print_table, quiet_optuna, versions
 from tunebook.experiment import Experiment
 from tunebook.runner import run
 from tunebook.store import Store
+
+import noop
 
 __all__ = ["OverheadResult", "bench_overhead", "main", "noop_experiment"]
 

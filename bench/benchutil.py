@@ -6,10 +6,19 @@ import os
 import platform
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from importlib import metadata
 
-__all__ = ["describe_machine", "median", "print_table", "quiet_optuna", "versions"]
+__all__ = [
+    "cpu_busy_fraction",
+    "describe_machine",
+    "median",
+    "print_table",
+    "quiet_optuna",
+    "versions",
+    "wait_for_quiet",
+]
 
 
 def versions() -> dict[str, str]:
@@ -62,3 +71,38 @@ def quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat; None where unavailable."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def cpu_busy_fraction(interval: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy (any process) over ``interval`` seconds; None off Linux."""
+    a = _cpu_times()
+    time.sleep(interval)
+    b = _cpu_times()
+    if a is None or b is None or b[1] == a[1]:
+        return None
+    return (b[0] - a[0]) / (b[1] - a[1])
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.15, window: float = 2.0) -> float | None:
+    """Wait up to ``max_wait`` s until the CPUs are less than ``threshold`` busy for ``window`` s.
+
+    Benchmarks on a shared machine are skewed by whatever else runs; this waits for a lull.
+    Returns the last busy fraction seen (None where it cannot be measured).
+    """
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy_fraction(window)
+    while busy is not None and busy >= threshold and time.monotonic() < deadline:
+        busy = cpu_busy_fraction(window)
+    return busy

@@ -173,6 +173,7 @@ def test_point_is_pure_function_of_index() -> None:
     subset = [63, 0, 17, 5, 5, 32]
     assert np.array_equal(scrambled_halton(11, 6, subset), full[subset])
     assert np.array_equal(scrambled_halton(11, 6, list(range(64))[::-1]), full[::-1])
+    assert np.array_equal(scrambled_halton(11, 6, range(63, -1, -5)), full[63::-5])
     # A huge index in the same request must not change the small ones.
     mixed = scrambled_halton(11, 6, [5, MAX_INDEX, 17])
     assert np.array_equal(mixed[[0, 2]], full[[5, 17]])
@@ -184,6 +185,7 @@ def test_point_is_pure_function_of_index() -> None:
         np.arange(64, dtype=np.uint8),
         [np.int64(i) for i in range(64)],
         tuple(range(64)),
+        range(0, 64),
     ):
         assert np.array_equal(scrambled_halton(11, 6, container), full)  # type: ignore[arg-type]
 
@@ -353,6 +355,8 @@ def test_max_dim_is_accepted() -> None:
     [
         [-1],
         [0, 1, -5],
+        range(-1, 3),
+        range(MAX_INDEX - 1, MAX_INDEX + 2),
         np.array([3, -1]),
         [MAX_INDEX + 1],
         np.array([2**63], dtype=np.uint64),

@@ -101,15 +101,6 @@ def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) 
     store.set_summaries(rows)
 
 
-def _best(store: Store, experiment_id: int, goal: str) -> TrialRow | None:
-    done = [t for t in store.trials(experiment_id, statuses=("completed",))
-            if t.best_value is not None]
-    if not done:
-        return None
-    key: Callable[[TrialRow], float] = lambda t: t.best_value  # type: ignore[assignment,return-value]  # noqa: E731
-    return min(done, key=key) if goal == "minimize" else max(done, key=key)
-
-
 def _release_orphans(store: Store, experiment_id: int, max_attempts: int) -> None:
     """Release trials left running by a previous run on this host whose process is gone."""
     host = socket.gethostname()
@@ -178,7 +169,7 @@ def run(
     def report() -> dict[str, int]:
         counts = store.counts(exp_id)
         if progress is not None:
-            progress(Progress(total, counts, _best(store, exp_id, obj.goal),
+            progress(Progress(total, counts, store.best_trial(exp_id, obj.goal),
                               time.monotonic() - started, obj.metric))
         return counts
 

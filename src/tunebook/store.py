@@ -391,6 +391,17 @@ class Store:
         with self.engine.connect() as conn:
             return {status: n for status, n in conn.execute(q)}
 
+    def best_trial(self, experiment_id: int, goal: str) -> TrialRow | None:
+        """The completed trial with the best stored objective value, or None."""
+        order = trials_t.c.best_value.asc() if goal == "minimize" else trials_t.c.best_value.desc()
+        q = (self._trial_select()
+             .where(studies_t.c.experiment_id == experiment_id,
+                    trials_t.c.status == "completed", trials_t.c.best_value.is_not(None))
+             .order_by(order, trials_t.c.id).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else self._trial(row)
+
     def claim(self, experiment_id: int, worker: str) -> TrialRow | None:
         """Atomically take the next claimable trial (lowest index first, studies interleaved).
 
