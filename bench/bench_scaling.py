@@ -12,7 +12,11 @@ Also reported, from the store's per-trial ``started_at`` / ``finished_at`` / ``w
 * steady-state rate: for each worker, the trials it finished after its first one divided by the
   time between its first and last finish, summed over workers (start-up and tail excluded);
 * mean trial duration (``run_seconds``): if it grows with 2 workers, the cores were not free
-  (another process was using them), which lowers the 2-worker rate.
+  (another process was using them), which lowers the 2-worker rate;
+* the CPU seconds the worker processes used (``RUSAGE_CHILDREN``) and the share of the machine
+  busy just before the run: on a shared machine, compare them before trusting a ratio.
+
+``--wait-quiet S`` waits up to S seconds before each run for the CPUs to be idle.
 
     .venv/bin/python bench/bench_scaling.py [--trials 8] [--trial-seconds 1.5] [--repeats 2]
 """
@@ -21,13 +25,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchutil import describe_machine, median, print_table, versions
+from benchutil import (
+    cpu_busy_fraction,
+    describe_machine,
+    median,
+    print_table,
+    versions,
+    wait_for_quiet,
+)
 from tunebook.experiment import Experiment
 from tunebook.runner import run
 from tunebook.store import Store, TrialRow
@@ -51,6 +63,13 @@ class ScalingRun:
     steady_per_hour: float
     mean_trial_s: float
     startup_s: float
+    worker_cpu_s: float
+    busy_before: float | None
+
+    @property
+    def cores_used(self) -> float:
+        """Worker CPU seconds per wall second (2 workers on 2 free cores: close to 2)."""
+        return self.worker_cpu_s / self.wall_s
 
     @property
     def per_hour(self) -> float:
@@ -133,12 +152,20 @@ def steady_rate(rows: Sequence[TrialRow]) -> float:
     return total * 3600
 
 
-def _run_once(experiment: Experiment, workers: int) -> ScalingRun:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _run_once(experiment: Experiment, workers: int, wait_quiet: float) -> ScalingRun:
+    busy = (wait_for_quiet(wait_quiet) if wait_quiet > 0 else cpu_busy_fraction(0.5))
+    cpu0 = _children_cpu()
     with tempfile.TemporaryDirectory(prefix=f"tunebook-bench-scaling-{workers}w-") as tmp:
         started_wall = time.time()
         t0 = time.perf_counter()
         result = run(experiment, root=tmp, workers=workers)
         wall = time.perf_counter() - t0
+        cpu = _children_cpu() - cpu0
         done = result.counts.get("completed", 0)
         if done != experiment.search.trials:
             raise RuntimeError(f"expected {experiment.search.trials} completed trials, "
@@ -151,18 +178,21 @@ def _run_once(experiment: Experiment, workers: int) -> ScalingRun:
     first_start = min(r.started_at for r in rows if r.started_at is not None)
     return ScalingRun(workers=workers, trials=done, wall_s=wall, steady_per_hour=steady_rate(rows),
                       mean_trial_s=sum(r.run_seconds for r in rows) / len(rows),
-                      startup_s=first_start - started_wall)
+                      startup_s=first_start - started_wall, worker_cpu_s=cpu,
+                      busy_before=busy)
 
 
 def bench_scaling(trials: int = 8, trial_seconds: float = 1.5, repeats: int = 2,
-                  worker_counts: Sequence[int] = (1, 2)) -> ScalingResult:
+                  worker_counts: Sequence[int] = (1, 2), wait_quiet: float = 0.0) -> ScalingResult:
     """Calibrate, then run each worker count ``repeats`` times (interleaved)."""
+    if wait_quiet > 0:
+        wait_for_quiet(wait_quiet)
     work, ns = calibrate_work(trial_seconds)
     experiment = scaling_experiment(trials, work)
     res = ScalingResult(work, ns, {w: [] for w in worker_counts})
     for _ in range(repeats):
         for w in worker_counts:
-            res.runs[w].append(_run_once(experiment, w))
+            res.runs[w].append(_run_once(experiment, w, wait_quiet))
     return res
 
 
@@ -173,11 +203,14 @@ def print_scaling(res: ScalingResult) -> None:
         for i, r in enumerate(runs):
             rows.append([f"{w} worker{'s' if w > 1 else ''} (run {i + 1})", r.trials,
                          f"{r.wall_s:.2f}", f"{r.per_hour:,.0f}", f"{r.steady_per_hour:,.0f}",
-                         f"{r.mean_trial_s:.2f}", f"{r.startup_s:.2f}"])
+                         f"{r.mean_trial_s:.2f}", f"{r.startup_s:.2f}",
+                         f"{r.worker_cpu_s:.1f}", f"{r.cores_used:.2f}",
+                         "n/a" if r.busy_before is None else f"{r.busy_before:.0%}"])
     print(f"work={res.work:,} iterations/step x {STEPS} steps "
           f"({res.ns_per_iteration:.1f} ns/iteration measured here)")
     print_table(["configuration", "trials", "wall s", "trials/h", "steady trials/h",
-                 "mean trial s", "to 1st start s"], rows)
+                 "mean trial s", "to 1st start s", "worker CPU s", "cores used",
+                 "busy before"], rows)
     print()
     print(f"trials/hour, whole run(): 1 worker {res.rate(1):,.0f}, 2 workers {res.rate(2):,.0f}"
           f" -> ratio {res.ratio:.2f}x (median of {len(res.runs[1])} runs each)")
@@ -195,10 +228,13 @@ def main(argv: Sequence[str] | None = None) -> ScalingResult:
     p.add_argument("--trials", type=int, default=8, help="trials per configuration")
     p.add_argument("--trial-seconds", type=float, default=1.5, help="CPU seconds per trial")
     p.add_argument("--repeats", type=int, default=2, help="runs per configuration (median)")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                   help="before each run, wait up to S seconds for idle CPUs")
     args = p.parse_args(argv)
     print(f"# bench_scaling: {describe_machine()}")
     print("# " + ", ".join(f"{k} {v}" for k, v in versions().items()))
-    res = bench_scaling(args.trials, args.trial_seconds, args.repeats)
+    res = bench_scaling(args.trials, args.trial_seconds, args.repeats,
+                        wait_quiet=args.wait_quiet)
     print_scaling(res)
     print(f"# after: {describe_machine()}")
     return res

@@ -39,12 +39,18 @@ def test_pure_function_of_index(cls: type) -> None:
 def test_quasi_random_golden_values() -> None:
     # Pinned: a study from six months ago must get exactly these trials.
     got = QuasiRandomDesigner(SPACE, seed=0).suggest([0, 1])
-    assert got == [
+    want = [
         {"activation": "gelu", "batch": 64, "beta1": 0.6695636770319009,
          "learning_rate": 0.2704298866159169, "width": 197},
         {"activation": "relu", "batch": 128, "beta1": 0.9920620971721608,
          "learning_rate": 0.0003757611089966559, "width": 119},
     ]
+    for g, w in zip(got, want, strict=True):
+        # The Halton points are exact; exp/log may differ in the last ulp between libms.
+        assert {k: v for k, v in g.items() if not isinstance(v, float)} == {
+            k: v for k, v in w.items() if not isinstance(v, float)}
+        for k in ("beta1", "learning_rate"):
+            assert g[k] == pytest.approx(w[k], rel=1e-12)
 
 
 def test_quasi_random_covers_categories_evenly() -> None:
