@@ -194,8 +194,6 @@ def test_broken_workload_module_beside_the_file(tmp_path: Path) -> None:
     assert_no_store(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="a multi-line exception message from the workload's "
-                   "import reaches stderr as several lines (see report)")
 def test_workload_import_error_with_a_multiline_message(tmp_path: Path) -> None:
     (tmp_path / "multiline_workload.py").write_text(
         'raise ImportError("first line\\nsecond line")\n')
@@ -299,3 +297,11 @@ def test_rerun_with_a_changed_search_space_is_refused(tmp_path: Path) -> None:
     proc = run_file(tmp_path, path)
     error_line(proc, "'round-1'", "already exists")
     assert trials_json(root, "round-1") == first
+
+
+def test_negative_workers_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, doc())
+    proc = tunebook("run", str(path), "--root", str(tmp_path / "root"), "--workers", "-1",
+                    cwd=tmp_path)
+    assert proc.returncode == 2 and "--workers: must be >= 0, got -1" in proc.stderr
+    assert_no_store(tmp_path)

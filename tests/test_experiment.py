@@ -541,3 +541,27 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     assert info.value.key == ""
     assert "UTF-8" in info.value.message
     assert "byte 9" in info.value.message
+
+
+def test_duplicate_yaml_key_is_refused_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(EXAMPLE.read_text() + "name: another\n")
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_yaml(path)
+    first = 1 + EXAMPLE.read_text().splitlines().index(
+        next(line for line in EXAMPLE.read_text().splitlines() if line.startswith("name:")))
+    assert info.value.key == "name"
+    assert f"duplicate key 'name' at line {len(EXAMPLE.read_text().splitlines()) + 1}" in str(
+        info.value)
+    assert f"(first at line {first})" in str(info.value)
+
+
+def test_goal_must_be_text_and_name_not_a_boolean() -> None:
+    base = yaml.safe_load(EXAMPLE.read_text())
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_dict({**base, "goal": [1, 2]}, source="x.yaml")
+    assert info.value.key == "goal" and "[1, 2]" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_dict({**base, "name": True}, source="x.yaml")
+    assert info.value.key == "name" and "True" in str(info.value)
+    assert Experiment.from_dict({**base, "name": 2024}).name == "2024"

@@ -223,6 +223,16 @@ def cmd_note(args: argparse.Namespace) -> int:
     return 0
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tunebook`` command."""
     parser = argparse.ArgumentParser(
@@ -236,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", parents=[common], help="run or resume every study of an experiment")
     p.add_argument("file", help="experiment YAML file")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=_non_negative, default=1,
                    help="local worker processes (0: run in this process)")
     p.add_argument("--max-attempts", type=int, default=3,
                    help="a trial whose worker dies this many times fails")
@@ -279,7 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except TunebookError as exc:
-        print(f"tunebook: error: {exc}", file=sys.stderr)
+        # One line, always: a workload's import error may span several.
+        message = "; ".join(s.strip() for s in str(exc).splitlines() if s.strip())
+        print(f"tunebook: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("tunebook: interrupted", file=sys.stderr)

@@ -45,6 +45,27 @@ TOP_KEYS = (
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, line: int, first_line: int) -> None:
+        super().__init__(key)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise _DuplicateKey(str(key), line, seen[key])
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 @dataclass(frozen=True)
 class Objective:
     """The metric a study optimises and its direction.
@@ -280,12 +301,21 @@ class Experiment:
             msg = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
             raise ConfigError(source, "", msg) from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        except _DuplicateKey as exc:
+            raise ConfigError(source, exc.key, f"duplicate key {exc.key!r} at line {exc.line} "
+                              f"(first at line {exc.first_line})") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or str(exc)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-            raise ConfigError(source, "", f"YAML syntax error at {where}: {problem}") from None
+            context = getattr(exc, "context", None)
+            cmark = getattr(exc, "context_mark", None)
+            opened = (f" ({context} at line {cmark.line + 1})"
+                      if context and cmark is not None and mark is not None
+                      and cmark.line != mark.line else "")
+            raise ConfigError(source, "",
+                              f"YAML syntax error at {where}: {problem}{opened}") from None
         return cls.from_dict(data, source=source, base_dir=str(p.resolve().parent))
 
     @classmethod
@@ -331,10 +361,15 @@ class Experiment:
         workload = doc.get("workload")
         if workload is not None:
             workload = r.string("workload", workload)
+        name = doc["name"]
+        if isinstance(name, int | float) and not isinstance(name, bool):
+            name = str(name)  # `name: 2024` is a fine name
+        goal_text = doc.get("goal")
+        if goal_text is not None and not isinstance(goal_text, str):
+            raise r.fail("goal", f"must be a string, got {goal_text!r}")
         return cls(
-            name=r.string("name", doc["name"]) if not isinstance(doc["name"], int | float)
-            else str(doc["name"]),
-            goal=str(doc.get("goal") or ""),
+            name=r.string("name", name),
+            goal=goal_text or "",
             workload=workload,
             command=command,
             objective=Objective(r.string("objective.metric", obj["metric"]),
