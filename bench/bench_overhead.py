@@ -16,7 +16,10 @@ Optuna
   and with ``RandomSampler`` (no model, closest to pure storage cost). ``create_study`` is not
   timed. Reported: ``optimize`` wall time / trials.
 
-Each configuration runs ``repeats`` times in a fresh folder; medians are compared.
+Each configuration runs ``repeats`` times in a fresh folder; medians are compared. Wall time is
+the headline; the process CPU time is printed beside it (less sensitive to other work on a shared
+machine; the difference is waiting, mostly on the file system). ``--wait-quiet S`` waits up to S
+seconds before each run for the CPUs to be idle.
 ``--breakdown`` runs tunebook once more with its store methods timed (diagnostic only).
 
     .venv/bin/python bench/bench_overhead.py [--trials 500] [--optuna-trials 100] [--repeats 3]
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchutil import describe_machine, median, print_table, quiet_optuna, versions
+from benchutil import describe_machine, median, print_table, quiet_optuna, versions, wait_for_quiet
 from tunebook.experiment import Experiment
 from tunebook.runner import run
 from tunebook.store import Store
@@ -61,6 +64,7 @@ class TunebookRun:
     total_s: float
     inside_s: float
     loop_s: float
+    cpu_s: float
 
     @property
     def total_ms(self) -> float:
@@ -77,6 +81,11 @@ class TunebookRun:
         """First start to last finish per trial, in ms."""
         return self.loop_s / self.trials * 1e3
 
+    @property
+    def cpu_ms(self) -> float:
+        """Process CPU time of the whole ``run()`` per trial, in ms."""
+        return self.cpu_s / self.trials * 1e3
+
 
 @dataclass
 class OverheadResult:
@@ -86,6 +95,8 @@ class OverheadResult:
     optuna_tpe_ms: list[float]
     optuna_random_ms: list[float]
     optuna_trials: int
+    optuna_tpe_cpu_ms: list[float] = field(default_factory=list)
+    optuna_random_cpu_ms: list[float] = field(default_factory=list)
     breakdown: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -136,9 +147,11 @@ def _tunebook_once(trials: int) -> TunebookRun:
     experiment = noop_experiment(trials)
     with tempfile.TemporaryDirectory(prefix="tunebook-bench-overhead-") as tmp:
         noop.reset()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         result = run(experiment, root=tmp, workers=0)
         total = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         inside = noop.INSIDE_SECONDS[0]
         done = result.counts.get("completed", 0)
         if done != trials or noop.INSIDE_SECONDS[1] != trials:
@@ -151,7 +164,7 @@ def _tunebook_once(trials: int) -> TunebookRun:
         starts = [r.started_at for r in rows if r.started_at is not None]
         ends = [r.finished_at for r in rows if r.finished_at is not None]
         loop = max(ends) - min(starts)
-    return TunebookRun(trials, total, inside, loop)
+    return TunebookRun(trials, total, inside, loop, cpu)
 
 
 @contextmanager
@@ -194,7 +207,8 @@ def _breakdown(trials: int) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def _optuna_once(trials: int, sampler_name: str) -> float:
+def _optuna_once(trials: int, sampler_name: str) -> tuple[float, float]:
+    """(wall ms, CPU ms) per trial of ``study.optimize``."""
     import optuna
 
     quiet_optuna()
@@ -209,25 +223,37 @@ def _optuna_once(trials: int, sampler_name: str) -> float:
                else optuna.samplers.TPESampler(seed=0))
     with tempfile.TemporaryDirectory(prefix="tunebook-bench-optuna-") as tmp:
         study = optuna.create_study(storage=f"sqlite:///{tmp}/optuna.db", sampler=sampler)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         study.optimize(objective, n_trials=trials)
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         del study
-    return elapsed / trials * 1e3
+    return elapsed / trials * 1e3, cpu / trials * 1e3
 
 
 def bench_overhead(trials: int = 500, optuna_trials: int = 100, repeats: int = 3,
-                   breakdown: bool = False) -> OverheadResult:
+                   breakdown: bool = False, wait_quiet: float = 0.0) -> OverheadResult:
     """Run every configuration ``repeats`` times (interleaved) and collect the results."""
-    tb: list[TunebookRun] = []
-    tpe: list[float] = []
-    rnd: list[float] = []
+    res = OverheadResult([], [], [], optuna_trials)
+
+    def quiet() -> None:
+        if wait_quiet > 0:
+            wait_for_quiet(wait_quiet)
+
     for _ in range(repeats):
-        tb.append(_tunebook_once(trials))
-        tpe.append(_optuna_once(optuna_trials, "tpe"))
-        rnd.append(_optuna_once(optuna_trials, "random"))
-    res = OverheadResult(tb, tpe, rnd, optuna_trials)
+        quiet()
+        res.tunebook.append(_tunebook_once(trials))
+        quiet()
+        wall, cpu = _optuna_once(optuna_trials, "tpe")
+        res.optuna_tpe_ms.append(wall)
+        res.optuna_tpe_cpu_ms.append(cpu)
+        quiet()
+        wall, cpu = _optuna_once(optuna_trials, "random")
+        res.optuna_random_ms.append(wall)
+        res.optuna_random_cpu_ms.append(cpu)
     if breakdown:
+        quiet()
         res.breakdown = _breakdown(trials)
     return res
 
@@ -235,24 +261,27 @@ def bench_overhead(trials: int = 500, optuna_trials: int = 100, repeats: int = 3
 def print_overhead(res: OverheadResult) -> None:
     """Print the table and the ratios."""
     n = res.tunebook[0].trials
-    runs = lambda xs: " ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+
+    def row(name: str, values: list[float], cpu: list[float] | None) -> list[str]:
+        m = median(values)
+        return [name, f"{m:.2f}", " ".join(f"{x:.2f}" for x in values),
+                "" if cpu is None else f"{median(cpu):.2f}",
+                f"{res.tpe_ms / m:.1f}x", f"{res.random_ms / m:.1f}x"]
+
+    cpu = [r.cpu_ms for r in res.tunebook]
     rows = [
-        [f"tunebook run(workers=0), {n} no-op trials: total", f"{res.tunebook_ms:.2f}",
-         runs([r.total_ms for r in res.tunebook]), f"{res.tpe_ms / res.tunebook_ms:.1f}x",
-         f"{res.random_ms / res.tunebook_ms:.1f}x"],
-        ["  of which outside the workload function", f"{res.tunebook_outside_ms:.2f}",
-         runs([r.outside_ms for r in res.tunebook]), f"{res.tpe_ms / res.tunebook_outside_ms:.1f}x",
-         f"{res.random_ms / res.tunebook_outside_ms:.1f}x"],
-        ["  loop only (first start -> last finish)", f"{res.tunebook_loop_ms:.2f}",
-         runs([r.loop_ms for r in res.tunebook]), f"{res.tpe_ms / res.tunebook_loop_ms:.1f}x",
-         f"{res.random_ms / res.tunebook_loop_ms:.1f}x"],
-        [f"Optuna optimize, TPESampler, {res.optuna_trials} trials", f"{res.tpe_ms:.2f}",
-         runs(res.optuna_tpe_ms), "1.0x", ""],
-        [f"Optuna optimize, RandomSampler, {res.optuna_trials} trials", f"{res.random_ms:.2f}",
-         runs(res.optuna_random_ms), "", "1.0x"],
+        row(f"tunebook run(workers=0), {n} no-op trials: total",
+            [r.total_ms for r in res.tunebook], cpu),
+        row("  of which outside the workload function", [r.outside_ms for r in res.tunebook],
+            None),
+        row("  loop only (first start -> last finish)", [r.loop_ms for r in res.tunebook], None),
+        row(f"Optuna optimize, TPESampler, {res.optuna_trials} trials", res.optuna_tpe_ms,
+            res.optuna_tpe_cpu_ms),
+        row(f"Optuna optimize, RandomSampler, {res.optuna_trials} trials",
+            res.optuna_random_ms, res.optuna_random_cpu_ms),
     ]
-    print_table(["per-trial overhead, SQLite file", "median ms", "each run (ms)",
-                 "Optuna TPE /", "Optuna Random /"], rows)
+    print_table(["per-trial overhead, SQLite file", "median ms", "each run (ms)", "CPU ms",
+                 "Optuna TPE / this", "Optuna Random / this"], rows)
     print()
     print(f"ratio Optuna (TPE) / tunebook:    {res.tpe_ms / res.tunebook_ms:.1f}x "
           f"({res.tpe_ms:.2f} ms vs {res.tunebook_ms:.2f} ms per trial)")
@@ -274,10 +303,13 @@ def main(argv: Sequence[str] | None = None) -> OverheadResult:
     p.add_argument("--repeats", type=int, default=3, help="runs per configuration (median)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time tunebook's Store methods in one extra run")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                   help="before each run, wait up to S seconds for idle CPUs")
     args = p.parse_args(argv)
     print(f"# bench_overhead: {describe_machine()}")
     print("# " + ", ".join(f"{k} {v}" for k, v in versions().items()))
-    res = bench_overhead(args.trials, args.optuna_trials, args.repeats, args.breakdown)
+    res = bench_overhead(args.trials, args.optuna_trials, args.repeats, args.breakdown,
+                         args.wait_quiet)
     print_overhead(res)
     return res
 

@@ -25,6 +25,11 @@ class Sink:
     def set_checkpoint_step(self, trial_id: int, step: int) -> None:
         self.checkpoint_steps.append(step)
 
+    def truncate_measurements(self, trial_id: int, after_step: int) -> int:
+        before = len(self.rows)
+        self.rows = [r for r in self.rows if r[0] <= after_step]
+        return before - len(self.rows)
+
 
 def make(tmp_path: Path, sink: Sink, **kw: object) -> Trial:
     args: dict[str, object] = dict(hparams={"lr": 0.1}, max_train_steps=100, eval_every=10,
@@ -110,3 +115,27 @@ def test_summarize_best_is_retrospective() -> None:
     s = summarize([(10, math.nan)], "minimize")
     assert s.best_value is None and s.final_value is None and s.final_step == 10
     assert summarize([], "minimize").best_step is None
+
+
+def test_rewind_drops_measurements_past_the_step(tmp_path: Path) -> None:
+    from tunebook.store import Store
+
+    store = Store.at_root(tmp_path / "root")
+    exp_id = store.register("e", "i", {}, [{"name": "s", "position": 0, "scientific": {},
+                                           "algorithm": "grid", "seed": 0, "budget": 1}],
+                            {"s": [(0, {}, 1)]})
+    tid = store.trials(exp_id)[0].id
+    t = make(tmp_path, store, trial_id=tid)  # type: ignore[arg-type]
+    for step in (10, 20, 30):
+        t.report(step, loss=1.0)
+    t.rewind(10)
+    assert t.start_step == 10
+    assert [s for _, s, _, _ in store.measurements([tid])] == [10]
+
+
+def test_checkpoint_without_pruning_keeps_everything(tmp_path: Path) -> None:
+    t = make(tmp_path, Sink())
+    for step in (1, 2, 3, 4):
+        with t.checkpoint(step, prune=False) as folder:
+            (folder / "x").write_text("x")
+    assert [s for s, _ in t.checkpoints()] == [1, 2, 3, 4]

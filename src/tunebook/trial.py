@@ -34,6 +34,9 @@ class MeasurementSink(Protocol):
     def set_checkpoint_step(self, trial_id: int, step: int) -> None:
         """Remember the step of the latest complete checkpoint."""
 
+    def truncate_measurements(self, trial_id: int, after_step: int) -> int:
+        """Delete measurements past ``after_step``."""
+
 
 class Trial:
     """One running trial.
@@ -48,6 +51,8 @@ class Trial:
         study, index, id: which trial this is.
         objective: the objective metric's name; a NaN or infinite value makes the trial
             infeasible.
+        goal: ``"minimize"`` or ``"maximize"``, the objective's direction.
+        latest: the last ``(step, value)`` reported for each metric in this attempt.
     """
 
     flush_every_points = 5000
@@ -67,6 +72,7 @@ class Trial:
         study: str = "main",
         index: int = 0,
         objective: str | None = None,
+        goal: str = "minimize",
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.hparams = dict(hparams)
@@ -79,11 +85,13 @@ class Trial:
         self.study = study
         self.index = index
         self.objective = objective
+        self.goal = goal
         self._sink = sink
         self._log = log
         self._buffer: list[tuple[int, str, float]] = []
         self._last_flush = time.monotonic()
         self.reported_metrics: set[str] = set()
+        self.latest: dict[str, tuple[int, float]] = {}
         self.last_step: int | None = None
         latest = self.latest_checkpoint()
         self.start_step = latest[0] if latest else 0
@@ -106,6 +114,7 @@ class Trial:
                 raise TypeError(f"report({name}=...) must be a number, got {value!r}") from None
             self._buffer.append((step, name, v))
             self.reported_metrics.add(name)
+            self.latest[name] = (step, v)
             if name == self.objective and not math.isfinite(v):
                 self.flush()
                 raise Infeasible(f"objective {name} is {v} at step {step}", step)
@@ -152,13 +161,23 @@ class Trial:
         found = self.checkpoints()
         return found[-1] if found else None
 
+    def rewind(self, step: int) -> None:
+        """Resume from ``step`` instead of :attr:`start_step` (e.g. the latest checkpoint was
+        corrupt and an older one was loaded): measurements past ``step`` are dropped, since
+        training will produce them again."""
+        self.flush()
+        if self._sink is not None:
+            self._sink.truncate_measurements(self.id, step)
+        self.start_step = step
+
     @contextlib.contextmanager
-    def checkpoint(self, step: int) -> Iterator[Path]:
+    def checkpoint(self, step: int, prune: bool = True) -> Iterator[Path]:
         """Write a checkpoint for ``step``: yields an empty folder to fill.
 
         On leaving the block the measurements reported so far are flushed, then the folder is
         renamed into place in one atomic step; a crash inside the block leaves no checkpoint.
-        Older checkpoints beyond ``keep_checkpoints`` are removed.
+        With ``prune``, checkpoints older than the newest ``keep_checkpoints`` are removed;
+        a caller with its own retention policy (keep the N best) passes ``prune=False``.
         """
         self.checkpoint_root.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint_root / f".tmp-{_CKPT_PREFIX}{step:010d}-{os.getpid()}"
@@ -176,8 +195,9 @@ class Trial:
         os.replace(tmp, final)
         if self._sink is not None:
             self._sink.set_checkpoint_step(self.id, step)
-        for _, old in self.checkpoints()[: -self.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        if prune:
+            for _, old in self.checkpoints()[: -self.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
 
     def save_state(self, step: int, state: Any) -> None:
         """Checkpoint any picklable object (convenience for workloads without torch)."""

@@ -118,7 +118,8 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
     trial = Trial(hparams=hparams, max_train_steps=experiment.max_train_steps,
                   eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
                   trial_id=row.id, study=row.study, index=row.index,
-                  objective=experiment.objective.metric, log=log)
+                  objective=experiment.objective.metric, goal=experiment.objective.goal,
+                  log=log)
     # Measurements past the checkpoint we resume from belong to a lost future: drop them.
     store.truncate_measurements(row.id, trial.start_step)
     log(f"--- attempt {row.attempts} by {worker}, start_step={trial.start_step}")
