@@ -4,7 +4,11 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PIP = $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint browser bench clean
+
+# The report's browser test drives Debian's Chromium with Playwright (never a downloaded browser).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +29,12 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 
-test: lint
+browser:
+	@[ -x $(CHROMIUM) ] || { echo "installing Debian's chromium for the report's browser test"; \
+	  $(SUDO) apt-get install -y -q chromium || { $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q chromium; }; }
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev-installed

@@ -122,21 +122,78 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar = None if args.quiet else _ProgressBar(sys.stderr)
     try:
         result = run(experiment, root=args.root, store=url, workers=args.workers,
-                     max_attempts=args.max_attempts, progress=bar)
+                     max_attempts=args.max_attempts, progress=bar,
+                     argv=["tunebook", *sys.argv[1:]])
     finally:
         if bar is not None:
             bar.close()
-    records = trial_records(Store(url), experiment.name)
+    store = Store(url)
+    records = trial_records(store, experiment.name)
     obj = experiment.objective
     print(f"experiment {experiment.name!r}: {result.counts.get('completed', 0)} completed, "
           f"{result.counts.get('infeasible', 0)} infeasible, {result.counts.get('failed', 0)} "
           f"failed in {result.elapsed:.1f}s ({args.workers} workers)")
     _print_best(records, obj.goal, False, args.top, obj.metric, sys.stdout)
+    if not args.no_report:
+        from tunebook.report import default_report_path, write_report
+
+        path, report = write_report(store, experiment.name,
+                                    default_report_path(args.root, experiment.name))
+        print(_findings_line(report.findings))
+        print(f"report: {path}")
     if result.interrupted:
         left = result.counts.get("interrupted", 0) + result.counts.get("pending", 0)
         print(f"interrupted: {left} trials will run (resuming from checkpoints) next time",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    return 0
+
+
+def _findings_line(findings: Sequence[Any]) -> str:
+    if not findings:
+        return "findings: none of the playbook's checks fired"
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f.severity] = counts.get(f.severity, 0) + 1
+    tally = ", ".join(f"{n} {sev}" for sev, n in sorted(counts.items()))
+    return f"findings: {tally} (tunebook findings NAME)"
+
+
+def _goal(args: argparse.Namespace) -> Any:
+    return {"min": "minimize", "max": "maximize"}.get(args.goal, args.goal) if args.goal else None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tunebook.report import default_report_path, write_report
+
+    store = _store(args)
+    out = args.out or default_report_path(args.root, args.name)
+    path, report = write_report(store, args.name, out, metric=args.metric, goal=_goal(args),
+                                final=args.final)
+    print(_findings_line(report.findings))
+    print(f"report: {path}")
+    print(f"tracking table: {path.with_suffix('.csv')}, {path.with_suffix('.md')}")
+    return 0
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    from tunebook.analysis import load
+    from tunebook.analysis.checks import run_checks
+
+    store = _store(args)
+    data = load(store, args.name, metric=args.metric, goal=_goal(args), final=args.final)
+    findings = run_checks(data)
+    if args.format == "json":
+        json.dump([f.as_dict() for f in findings], sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    if not findings:
+        print("None of the playbook's checks fired.")
+    for f in findings:
+        where = " ".join(x for x in (f.hyperparameter or "", f.study or "") if x)
+        print(f"[{f.severity}] {f.check}{' (' + where + ')' if where else ''}: {f.message}")
+        print(f"    action: {f.action}")
+        print(f"    playbook: {f.section}")
     return 0
 
 
@@ -163,7 +220,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _objective_args(args: argparse.Namespace, store: Any) -> tuple[str, str]:
     exp = store.require_experiment(args.name)
     metric = args.metric or exp.config["objective"]["metric"]
-    goal = {"min": "minimize", "max": "maximize"}.get(args.goal, args.goal) if args.goal else None
+    goal = _goal(args)
     if goal is None:
         goal = exp.config["objective"]["goal"] if metric == exp.config["objective"]["metric"] \
             else "minimize"
@@ -252,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trial whose worker dies this many times fails")
     p.add_argument("--top", type=int, default=3, help="best trials shown per study")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write the HTML report at the end")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", parents=[common], help="trial counts per study")
@@ -259,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     for cmd, helptext, func in (("best", "best trials per study", cmd_best),
-                                ("trials", "every trial with its summary", cmd_trials)):
+                                ("trials", "every trial with its summary", cmd_trials),
+                                ("report", "write the HTML report and tracking table",
+                                 cmd_report),
+                                ("findings", "the playbook's checks as findings",
+                                 cmd_findings)):
         p = sub.add_parser(cmd, parents=[common], help=helptext)
         p.add_argument("name", help="experiment name")
         p.add_argument("--metric", help="objective metric (default: the experiment's)")
@@ -270,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--study", help="only this study")
             p.add_argument("--top", type=int, default=1)
             p.add_argument("--format", choices=["table", "json"], default="table")
+        elif cmd == "report":
+            p.add_argument("--out", type=Path,
+                           help="HTML file to write (default <root>/reports/<name>.html)")
+        elif cmd == "findings":
+            p.add_argument("--format", choices=["text", "json"], default="text")
         else:
             p.add_argument("--format", choices=["table", "csv", "json"], default="table")
         p.set_defaults(func=func)

@@ -21,6 +21,7 @@ from typing import Any
 
 from tunebook.errors import WorkloadError
 from tunebook.experiment import Experiment
+from tunebook.provenance import provenance
 from tunebook.search import make_designer, trial_seed
 from tunebook.store import Store, TrialRow
 from tunebook.summary import summarize
@@ -127,6 +128,7 @@ def run(
     poll_seconds: float = 0.25,
     stale_after_seconds: float = 120.0,
     options: WorkerOptions | None = None,
+    argv: list[str] | None = None,
 ) -> RunResult:
     """Run (or resume) every study of ``experiment``; returns when no trial is left to run.
 
@@ -139,6 +141,7 @@ def run(
         workers: number of local worker processes; 0 runs trials in this process (debugging).
         max_attempts: a trial whose worker died this many times is marked failed.
         progress: called with a :class:`Progress` snapshot a few times a second.
+        argv: the command line that started the run, recorded for reproduction.
 
     Raises:
         WorkloadError: the workload cannot be loaded, or never reports the objective metric.
@@ -165,6 +168,22 @@ def run(
     _release_orphans(store, exp_id, max_attempts)
     total = sum(len(v) for v in trials.values())
     result = RunResult(exp_id)
+    run_id = store.start_run(exp_id, socket.gethostname(), workers, provenance(
+        experiment.source, experiment.base_dir, experiment.identity(), argv).as_dict())
+    try:
+        _execute(experiment, store, exp_id, workload, root, workers, max_attempts, options,
+                 progress, poll_seconds, stale_after_seconds, total, started, result)
+    finally:
+        store.end_run(run_id, {"counts": result.counts, "interrupted": result.interrupted,
+                               "elapsed": round(time.monotonic() - started, 3)})
+    return result
+
+
+def _execute(experiment: Experiment, store: Store, exp_id: int, workload: Any, root: Path,
+             workers: int, max_attempts: int, options: WorkerOptions,
+             progress: Callable[[Progress], None] | None, poll_seconds: float,
+             stale_after_seconds: float, total: int, started: float, result: RunResult) -> None:
+    obj = experiment.objective
 
     def report() -> dict[str, int]:
         counts = store.counts(exp_id)
@@ -184,7 +203,7 @@ def run(
         _check_objective(store, exp_id, experiment)
         result.counts = report()
         result.elapsed = time.monotonic() - started
-        return result
+        return
 
     ctx = mp.get_context("spawn")
     errors: Any = ctx.Queue()
@@ -236,7 +255,6 @@ def run(
         errors.close()
     result.counts = report()
     result.elapsed = time.monotonic() - started
-    return result
 
 
 def _stop_workers(procs: dict[str, Any], store: Store, max_attempts: int) -> None:

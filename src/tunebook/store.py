@@ -105,6 +105,17 @@ measurements_t = sa.Table(
     # NULL stands for NaN: SQLite cannot store NaN in a REAL column.
     sa.Column("value", sa.Float),
 )
+runs_t = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("workers", sa.Integer, nullable=False),
+    sa.Column("provenance", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text),
+)
 notes_t = sa.Table(
     "notes", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -572,6 +583,30 @@ class Store:
                  .where(studies_t.c.experiment_id == experiment_id))))
         with self.engine.connect() as conn:
             return sorted(r[0] for r in conn.execute(q))
+
+    # ----------------------------------------------------------------- runs
+    def start_run(self, experiment_id: int, host: str, workers: int,
+                  provenance: dict[str, Any]) -> int:
+        """Record that a run of the experiment started; returns its id."""
+        with self.engine.begin() as conn:
+            return _new_id(conn.execute(sa.insert(runs_t).values(
+                experiment_id=experiment_id, started_at=time.time(), host=host,
+                workers=workers, provenance=json.dumps(provenance))))
+
+    def end_run(self, run_id: int, outcome: dict[str, Any]) -> None:
+        """Record how a run ended (counts per status, interrupted or not)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(runs_t).where(runs_t.c.id == run_id).values(
+                finished_at=time.time(), outcome=json.dumps(outcome)))
+
+    def runs(self, experiment_id: int) -> list[dict[str, Any]]:
+        """Runs of an experiment, oldest first, as dicts (provenance and outcome decoded)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs_t).where(runs_t.c.experiment_id == experiment_id)
+                                .order_by(runs_t.c.id)).all()
+        return [{"id": r.id, "started_at": r.started_at, "finished_at": r.finished_at,
+                 "host": r.host, "workers": r.workers, "provenance": json.loads(r.provenance),
+                 "outcome": json.loads(r.outcome) if r.outcome else None} for r in rows]
 
     # ----------------------------------------------------------------- notes
     def add_note(self, experiment_id: int, text: str, study: str | None = None) -> None:

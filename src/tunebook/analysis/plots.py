@@ -1,0 +1,313 @@
+"""The data behind the playbook's plots: axis plots, isolation plots, curves, best-of-k.
+
+Each function returns plain dataclasses; :mod:`tunebook.report` draws them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tunebook.analysis.data import Curve, ExperimentData, TrialData
+from tunebook.space import Categorical, Discrete, Float, Int
+
+__all__ = [
+    "AxisPlot",
+    "BootstrapBox",
+    "CurvePlot",
+    "IsolationPlot",
+    "axis_plots",
+    "best_of_k",
+    "curve_plots",
+    "downsample",
+    "isolation",
+    "late_noise",
+]
+
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_DRAWS = 1000
+
+
+@dataclass(frozen=True)
+class AxisPlot:
+    """Objective against one varied hyperparameter, every trial of every study.
+
+    ``points`` are ``(x, y, study, label, feasible)``; ``y`` is None for infeasible trials, which
+    are drawn at the plot's edge. ``scale`` is ``linear``, ``log``, ``one_minus_log`` or
+    ``categorical`` (then ``categories`` lists the values in order).
+    """
+
+    hyperparameter: str
+    scale: str
+    low: float | None
+    high: float | None
+    categories: tuple[Any, ...] | None
+    points: tuple[tuple[Any, float | None, str, str, bool], ...]
+
+
+@dataclass(frozen=True)
+class IsolationPlot:
+    """The best trial per scientific value (nuisance optimised away), all trials behind it.
+
+    ``groups`` holds, per study: ``study``, ``label`` (its scientific values), ``best``
+    (``{"trial", "value", "step"}`` or None), ``values`` (``[label, value]`` of every completed
+    trial), ``infeasible`` and ``failed`` counts. ``summary`` says in plain words what the
+    comparison shows, including when the difference is within the spread.
+    """
+
+    scientific: tuple[str, ...]
+    groups: tuple[dict[str, Any], ...]
+    summary: str
+    spread: float | None
+
+
+@dataclass(frozen=True)
+class CurvePlot:
+    """One metric's curves for a set of trials: ``series`` of ``(label, steps, values)``."""
+
+    metric: str
+    series: tuple[tuple[str, tuple[int, ...], tuple[float | None, ...]], ...]
+
+
+@dataclass(frozen=True)
+class BootstrapBox:
+    """Best-of-k over resampled trials of one study (the playbook's Figure 3).
+
+    ``stats`` are ``(k, p5, q1, median, q3, p95)``; infeasible trials count as failures.
+    """
+
+    study: str
+    n: int
+    stats: tuple[tuple[int, float, float, float, float, float], ...]
+    seed: int = BOOTSTRAP_SEED
+    draws: int = BOOTSTRAP_DRAWS
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _scale(hp: Any) -> str:
+    if isinstance(hp, Categorical | Discrete):
+        return "categorical"
+    return str(hp.scale)
+
+
+def axis_plots(data: ExperimentData) -> list[AxisPlot]:
+    """One axis plot per varied (nuisance) hyperparameter, all studies together."""
+    plots = []
+    for name, hp in data.varied().items():
+        points = []
+        for t in data.trials:
+            if t.status not in ("completed", "infeasible") or name not in t.params:
+                continue
+            v = data.value(t)
+            ok = t.feasible and v is not None and math.isfinite(v)
+            points.append((t.params[name], v if ok else None, t.study, t.label, ok))
+        cats = tuple(hp.values) if isinstance(hp, Categorical | Discrete) else None
+        low = float(hp.low) if isinstance(hp, Float | Int) else None
+        high = float(hp.high) if isinstance(hp, Float | Int) else None
+        plots.append(AxisPlot(name, _scale(hp), low, high, cats, tuple(points)))
+    return plots
+
+
+def late_noise(curve: Curve, fraction: float = 0.2) -> float | None:
+    """Step-to-step noise of the last ``fraction`` of a curve (robust, from differences).
+
+    The median absolute first difference, scaled to a standard deviation of one point
+    (differences of independent noise have sqrt(2) times its spread). None with < 3 points.
+    """
+    c = curve.finite()
+    n = max(3, math.ceil(len(c) * fraction))
+    if len(c) < 3:
+        return None
+    tail = np.asarray(c.values[-n:], dtype=float)
+    diffs = np.abs(np.diff(tail))
+    return float(np.median(diffs) / (math.sqrt(2) * 0.6745))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def isolation(data: ExperimentData, top: int = 3) -> IsolationPlot:
+    """Best trial per study, with a plain-language comparison."""
+    groups = []
+    for study in data.studies:
+        trials = [t for t in data.trials if t.study == study]
+        ranked = data.ranked(study)
+        best = ranked[0] if ranked else None
+        scientific = {k: v for k, v in (trials[0].params.items() if trials else ())
+                      if k in data.experiment.scientific}
+        groups.append({
+            "study": study,
+            "label": ", ".join(f"{k}={v}" for k, v in scientific.items()) or study,
+            "best": None if best is None else {"trial": best.label, "value": data.value(best),
+                                               "step": best.best_step if not data.final
+                                               else best.final_step},
+            "values": [[t.label, data.value(t)] for t in ranked],
+            "infeasible": sum(t.status == "infeasible" for t in trials),
+            "failed": sum(t.status == "failed" for t in trials),
+            "unfinished": sum(t.status not in ("completed", "infeasible", "failed")
+                              for t in trials),
+        })
+    spread = _spread(data, top)
+    return IsolationPlot(tuple(data.experiment.scientific), tuple(groups),
+                         _summary(data, groups, spread), spread)
+
+
+def _spread(data: ExperimentData, top: int) -> float | None:
+    """How much a study's best value moves by chance: late-training noise of the best trials
+    and the interquartile range of the best-of-n bootstrap, whichever is larger."""
+    noises = []
+    for study in data.studies:
+        for t in data.ranked(study)[:top]:
+            curve = t.curves.get(data.metric)
+            if curve is not None:
+                n = late_noise(curve)
+                if n is not None:
+                    noises.append(n)
+    iqrs = []
+    for box in best_of_k(data):
+        if box.stats:
+            _, _, q1, _, q3, _ = box.stats[-1]
+            if math.isfinite(q1) and math.isfinite(q3):
+                iqrs.append(abs(q3 - q1))
+    candidates = [float(np.median(noises))] if noises else []
+    candidates += [float(np.median(iqrs))] if iqrs else []
+    return max(candidates) if candidates else None
+
+
+def _summary(data: ExperimentData, groups: list[dict[str, Any]], spread: float | None) -> str:
+    metric = data.metric + (" (final)" if data.final else "")
+    scored = [g for g in groups if g["best"] is not None]
+    if not groups:
+        return "The experiment has no studies."
+    if not scored:
+        return f"No study has a completed trial with a finite {metric} yet: nothing to compare."
+    missing = [g["label"] for g in groups if g["best"] is None]
+    tail = (f" ({', '.join(missing)} has no completed trial.)" if missing else "")
+    if len(scored) == 1:
+        g = scored[0]
+        if len(groups) == 1:
+            return (f"One study: best {metric} {_fmt(g['best']['value'])} "
+                    f"({g['best']['trial']}).")
+        return (f"Only {g['label']} has a completed trial (best {metric} "
+                f"{_fmt(g['best']['value'])}): nothing to compare yet.{tail}")
+    sign = 1.0 if data.goal == "minimize" else -1.0
+    ordered = sorted(scored, key=lambda g: sign * g["best"]["value"])
+    first, second = ordered[0], ordered[1]
+    gap = abs(first["best"]["value"] - second["best"]["value"])
+    rel = gap / abs(second["best"]["value"]) if second["best"]["value"] else math.inf
+    text = (f"{first['label']} reached the best {metric}, {_fmt(first['best']['value'])} "
+            f"({first['best']['trial']}), against {_fmt(second['best']['value'])} for "
+            f"{second['label']}: a difference of {_fmt(gap)}"
+            + (f" ({rel:.0%})" if math.isfinite(rel) else "") + ".")
+    if spread is None:
+        text += (" The spread between equally good runs is unknown (too few evaluations or "
+                 "trials): retrain the best trials with several seeds before concluding.")
+    elif gap <= spread:
+        text += (f" That is within the spread ({_fmt(spread)}: the late-training noise of the "
+                 "best trials and the best-of-n bootstrap range), so this experiment does not "
+                 "show a difference; more trials or seeds are needed to tell.")
+    else:
+        text += (f" That is larger than the spread ({_fmt(spread)}: late-training noise and "
+                 "best-of-n bootstrap range), which is evidence of a real difference; confirm "
+                 "with several seeds before a launch.")
+    return text + tail
+
+
+def downsample(steps: tuple[int, ...], values: tuple[float, ...], limit: int = 200
+               ) -> tuple[tuple[int, ...], tuple[float | None, ...]]:
+    """At most ``limit`` points of a curve, keeping the first, the last and the best-known
+    shape (each bucket keeps its min and max); NaN and inf become None (gaps)."""
+    def clean(v: float) -> float | None:
+        return v if math.isfinite(v) else None
+
+    if len(steps) <= limit:
+        return tuple(steps), tuple(clean(v) for v in values)
+    keep = {0, len(steps) - 1}
+    buckets = max(1, limit // 2 - 1)
+    edges = np.linspace(0, len(steps), buckets + 1).astype(int)
+    arr = np.asarray(values, dtype=float)
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        if b <= a:
+            continue
+        seg = arr[a:b]
+        if np.isfinite(seg).any():
+            keep.add(a + int(np.nanargmin(np.where(np.isfinite(seg), seg, np.nan))))
+            keep.add(a + int(np.nanargmax(np.where(np.isfinite(seg), seg, np.nan))))
+        else:
+            keep.add(a)
+    idx = sorted(keep)
+    return tuple(steps[i] for i in idx), tuple(clean(values[i]) for i in idx)
+
+
+def curve_plots(data: ExperimentData, trials: list[TrialData], limit: int = 200
+                ) -> list[CurvePlot]:
+    """One plot per metric recorded by any of ``trials``, a series per trial."""
+    metrics = sorted({m for t in trials for m in t.curves})
+    # The objective first, then validation, then training metrics, then the rest.
+    def order(m: str) -> tuple[int, str]:
+        if m == data.metric:
+            return (0, m)
+        if m.startswith(("val", "valid", "eval", "test")):
+            return (1, m)
+        if m.startswith("train"):
+            return (2, m)
+        return (3, m)
+
+    plots = []
+    for m in sorted(metrics, key=order):
+        series = []
+        for t in trials:
+            c = t.curves.get(m)
+            if c is not None and len(c):
+                steps, values = downsample(c.steps, c.values, limit)
+                series.append((t.label, steps, values))
+        plots.append(CurvePlot(m, tuple(series)))
+    return plots
+
+
+def _ks(n: int) -> list[int]:
+    ks = [k for k in (1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+          if k < n]
+    return [*ks, n]
+
+
+def best_of_k(data: ExperimentData) -> list[BootstrapBox]:
+    """Per study: the distribution of the best value among k trials drawn with replacement.
+
+    Infeasible trials stay in the pool as failures (never best), so a study that often
+    diverges needs more trials to be equally sure; failed and unfinished trials are left out.
+    """
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    boxes = []
+    for study in data.studies:
+        pool = []
+        for t in data.trials:
+            if t.study != study or t.status not in ("completed", "infeasible"):
+                continue
+            v = data.value(t)
+            ok = t.feasible and v is not None and math.isfinite(v)
+            # Work in "lower is better" internally.
+            pool.append((v if data.goal == "minimize" else -v) if ok and v is not None
+                        else math.inf)
+        if not pool or all(math.isinf(p) for p in pool):
+            boxes.append(BootstrapBox(study, len(pool), (), notes=("no completed trial",)))
+            continue
+        values = np.asarray(pool)
+        stats = []
+        for k in _ks(len(values)):
+            draws = rng.choice(values, size=(BOOTSTRAP_DRAWS, k), replace=True).min(axis=1)
+            finite = draws[np.isfinite(draws)]
+            if len(finite) < len(draws) / 2:
+                continue  # most draws of k trials have no feasible trial at all
+            qs = np.percentile(np.where(np.isfinite(draws), draws, finite.max()),
+                               [5, 25, 50, 75, 95])
+            if data.goal == "maximize":
+                qs = -qs[::-1]
+            p5, q1, med, q3, p95 = (float(q) for q in qs)
+            stats.append((k, p5, q1, med, q3, p95))
+        boxes.append(BootstrapBox(study, len(values), tuple(stats)))
+    return boxes

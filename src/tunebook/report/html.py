@@ -1,0 +1,378 @@
+"""One self-contained HTML page per experiment, plus the tracking table as CSV and Markdown.
+
+The page opens offline: its style and its plotting script are embedded once, the data of every
+plot is one JSON document in the page. Every string that comes from a user (names, goals, notes,
+hyperparameter values, error messages) is escaped.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tunebook.analysis.data import ExperimentData, TrialData, load
+from tunebook.analysis.findings import Finding
+from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
+from tunebook.space import Categorical, Discrete, Float, Int
+
+__all__ = ["Report", "build_report", "default_report_path", "tracking_rows", "write_report"]
+
+TOP_CURVES = 3
+ON_DEMAND_LIMIT = 2000  # trials whose curves are embedded for the "any trial" picker
+POINTS_PER_CURVE = 200
+
+
+@dataclass(frozen=True)
+class Report:
+    """A rendered report: the page, the tracking table (CSV, Markdown) and the findings."""
+
+    html: str
+    csv: str
+    markdown: str
+    findings: tuple[Finding, ...]
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _json_for_html(data: Any) -> str:
+    # Inside <script>, "</script>" or "<!--" in a user string would end the element early.
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _asset(name: str) -> str:
+    return resources.files("tunebook.report").joinpath(name).read_text(encoding="utf-8")
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+def _range_text(hp: Any) -> str:
+    if isinstance(hp, Float | Int):
+        kind = "float" if isinstance(hp, Float) else "int"
+        return f"{kind} [{_fmt(hp.low)}, {_fmt(hp.high)}], {hp.scale}"
+    if isinstance(hp, Discrete):
+        return "discrete " + ", ".join(_fmt(v) for v in hp.values)
+    if isinstance(hp, Categorical):
+        return "categorical " + ", ".join(str(v) for v in hp.values)
+    return str(hp)
+
+
+def _latest_provenance(data: ExperimentData) -> dict[str, Any]:
+    return dict(data.runs[-1]["provenance"]) if data.runs else {}
+
+
+def reproduction(data: ExperimentData) -> str:
+    """A command (and its context) that reproduces the experiment."""
+    p = _latest_provenance(data)
+    cmd = p.get("command") or f"tunebook run {data.experiment.source}"
+    parts = [cmd, f"tunebook {p.get('tunebook_version', '?')}",
+             f"config {p.get('config_hash', data.experiment.identity())}"]
+    if p.get("git_commit"):
+        parts.append(f"git {p['git_commit'][:12]}" + (" + uncommitted changes"
+                                                       if p.get("git_dirty") else ""))
+    return "; ".join(parts)
+
+
+def tracking_rows(data: ExperimentData) -> list[dict[str, Any]]:
+    """The playbook's tracking table: one row per study."""
+    notes_by_study: dict[str | None, list[str]] = {}
+    for _, study, text in data.notes:
+        notes_by_study.setdefault(study, []).append(text)
+    rows = []
+    repro = reproduction(data)
+    source = _latest_provenance(data).get("file") or data.experiment.source
+    for study in data.studies:
+        trials = [t for t in data.trials if t.study == study]
+        ranked = data.ranked(study)
+        best = ranked[0] if ranked else None
+        rows.append({
+            "study": study,
+            "config": f"{source} (config {data.experiment.identity()})",
+            "notes": " | ".join(notes_by_study.get(study, []) + notes_by_study.get(None, [])),
+            "trials": len(trials),
+            "completed": sum(t.status == "completed" for t in trials),
+            "infeasible": sum(t.status == "infeasible" for t in trials),
+            "failed": sum(t.status == "failed" for t in trials),
+            "best_value": None if best is None else data.value(best),
+            "best_step": None if best is None else (best.final_step if data.final
+                                                    else best.best_step),
+            "best_trial": None if best is None else best.label,
+            "reproduce": repro,
+        })
+    return rows
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def _markdown(data: ExperimentData, rows: list[dict[str, Any]]) -> str:
+    def cell(v: Any) -> str:
+        return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+    head = ["study", "config", "notes", "trials (ok/inf/fail)", f"best {data.metric}",
+            "best step", "best trial", "reproduce"]
+    out = [f"# {cell(data.name)}", "", f"Goal: {cell(data.experiment.goal or '-')}", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        out.append("| " + " | ".join(cell(c) for c in [
+            r["study"], r["config"], r["notes"] or "-",
+            f"{r['trials']} ({r['completed']}/{r['infeasible']}/{r['failed']})",
+            r["best_value"], r["best_step"], r["best_trial"], r["reproduce"]]) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _header(data: ExperimentData) -> str:
+    exp = data.experiment
+    role_rows = []
+    for name, values in exp.scientific.items():
+        role_rows.append(("scientific", name, ", ".join(_fmt(v) for v in values)))
+    for name, hp in exp.nuisance.items():
+        role_rows.append(("nuisance", name, _range_text(hp)))
+    for name, value in exp.fixed.items():
+        role_rows.append(("fixed", name, _fmt(value)))
+    roles = "".join(f"<tr><td>{_e(r)}</td><td><code>{_e(n)}</code></td><td>{_e(v)}</td></tr>"
+                    for r, n, v in role_rows)
+    search = exp.search
+    facts = [("workload", exp.workload or " ".join(exp.command or ())),
+             ("objective", f"{data.metric} ({data.goal}, "
+                           f"{'final value' if data.final else 'best over training'})"),
+             ("search", f"{search.algorithm}, seed {search.seed}, {search.trials} trials per "
+                        f"study, {len(data.studies)} studies"),
+             ("max_train_steps", exp.max_train_steps), ("eval_every", exp.eval_every),
+             ("reproduce", reproduction(data))]
+    facts_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+    config = json.dumps(exp.to_dict(), indent=2)
+    return (f"<header><div class='inner'><h1>{_e(data.name)}</h1>"
+            f"<p class='goal'>{_e(exp.goal or 'No goal was written for this round.')}</p>"
+            f"<nav class='small'><a href='#tracking'>tracking</a><a href='#isolation'>"
+            f"isolation</a><a href='#axis'>axis plots</a><a href='#curves'>training curves</a>"
+            f"<a href='#enough'>enough trials?</a><a href='#findings'>findings</a></nav>"
+            f"</div></header><section id='setup'><h2>Setup</h2><div class='grid'>"
+            f"<table><tbody>{facts_html}</tbody></table>"
+            f"<table><thead><tr><th>role</th><th>hyperparameter</th><th>values</th></tr></thead>"
+            f"<tbody>{roles}</tbody></table></div>"
+            f"<details><summary>configuration</summary><pre>{_e(config)}</pre></details>"
+            f"</section>")
+
+
+def _tracking(data: ExperimentData, rows: list[dict[str, Any]]) -> str:
+    body = "".join(
+        f"<tr><td>{_e(r['study'])}</td><td class='small'>{_e(r['config'])}</td>"
+        f"<td>{_e(r['notes'] or '-')}</td><td class='num'>{r['trials']} "
+        f"({r['completed']} / {r['infeasible']} / {r['failed']})</td>"
+        f"<td class='num'>{_e(_fmt(r['best_value']))}</td>"
+        f"<td class='num'>{_e(_fmt(r['best_step']))}</td><td>{_e(r['best_trial'] or '-')}</td>"
+        f"<td class='small'><code>{_e(r['reproduce'])}</code></td></tr>" for r in rows)
+    notes = "".join(
+        f"<li>{_e(dt.datetime.fromtimestamp(at).strftime('%Y-%m-%d %H:%M'))}"
+        f"{' [' + _e(study) + ']' if study else ''}: {_e(text)}</li>"
+        for at, study, text in data.notes)
+    notes_html = f"<h3>Notes</h3><ul>{notes}</ul>" if notes else (
+        "<p class='muted small'>Add notes with <code>tunebook note NAME \"text\"</code>.</p>")
+    which = "final value" if data.final else "best checkpoint, chosen retrospectively"
+    return (f"<section id='tracking'><h2>Tracking</h2><table><thead><tr><th>study</th>"
+            f"<th>config</th><th>notes</th><th>trials (completed / infeasible / failed)</th>"
+            f"<th>{_e(data.metric)} ({_e(which)})</th><th>step</th><th>trial</th>"
+            f"<th>reproduce</th></tr></thead><tbody>{body}</tbody></table>{notes_html}"
+            f"</section>")
+
+
+def _findings_html(findings: tuple[Finding, ...]) -> str:
+    if not findings:
+        return ("<section id='findings'><h2>Findings</h2><p class='empty'>None of the "
+                "playbook's checks fired.</p></section>")
+    items = []
+    for f in findings:
+        evidence = json.dumps(f.evidence, indent=1, default=str)
+        items.append(
+            f"<div class='finding {_e(f.severity)}' data-check='{_e(f.check)}'>"
+            f"<span class='sev'>{_e(f.severity)}</span><b>{_e(f.check)}</b>"
+            f"{' · <code>' + _e(f.hyperparameter) + '</code>' if f.hyperparameter else ''}"
+            f"{' · ' + _e(f.study) if f.study else ''}<p>{_e(f.message)}</p>"
+            f"<p><b>Action:</b> {_e(f.action)}</p><p class='small muted'>Playbook: "
+            f"{_e(f.section)}</p><details><summary>evidence</summary><pre>{_e(evidence)}</pre>"
+            f"</details></div>")
+    return f"<section id='findings'><h2>Findings</h2>{''.join(items)}</section>"
+
+
+def _grad_norm(data: ExperimentData, best: list[TrialData]) -> dict[str, Any] | None:
+    with_norm = [t for t in best if "grad_norm" in t.curves]
+    if not with_norm:
+        return None
+    series = []
+    values: list[float] = []
+    for t in with_norm:
+        c = t.curves["grad_norm"]
+        steps, vals = downsample(c.steps, c.values, POINTS_PER_CURVE)
+        series.append([t.label, list(steps), list(vals)])
+        values += [v for v in c.values if math.isfinite(v)]
+    marker = None
+    if values:
+        ordered = sorted(values)
+        marker = ordered[min(len(ordered) - 1, int(0.9 * (len(ordered) - 1) + 0.5))]
+    return {"curves": {"metric": "grad_norm", "series": series},
+            "histogram": {"title": "grad_norm at evaluations (red: 90th percentile, the "
+                                   "playbook's clipping threshold)",
+                          "values": values, "xlabel": "unclipped gradient norm",
+                          "marker": marker}}
+
+
+def build_report(data: ExperimentData, findings: list[Finding] | None = None) -> Report:
+    """Render the page, the tracking table and the findings for ``data``."""
+    if findings is None:
+        from tunebook.analysis.checks import run_checks
+
+        findings = run_checks(data)
+    rows = tracking_rows(data)
+    iso = isolation(data)
+    axes = axis_plots(data)
+    boxes = best_of_k(data)
+    curves = []
+    best_trials: list[TrialData] = []
+    for study in data.studies:
+        best = data.ranked(study)[:TOP_CURVES]
+        best_trials += best
+        plots = curve_plots(data, best, POINTS_PER_CURVE)
+        curves.append({"study": study, "plots": [
+            {"metric": p.metric, "series": [[s[0], list(s[1]), list(s[2])] for s in p.series]}
+            for p in plots]})
+    on_demand: dict[str, dict[str, list[list[Any]]]] = {}
+    for t in sorted(data.trials, key=data.sort_key)[:ON_DEMAND_LIMIT]:
+        if t.curves:
+            on_demand[t.label] = {}
+            for m, c in t.curves.items():
+                steps, vals = downsample(c.steps, c.values, 100)
+                on_demand[t.label][m] = [list(steps), list(vals)]
+    payload = {
+        "studies": list(data.studies), "goal": data.goal, "metric": data.metric,
+        "objective_label": data.metric + (" (final)" if data.final else ""),
+        "axis": [{"hyperparameter": a.hyperparameter, "scale": a.scale, "low": a.low,
+                  "high": a.high, "categories": list(a.categories) if a.categories else None,
+                  "points": [[x, _finite(y), s, lab, ok] for x, y, s, lab, ok in a.points]}
+                 for a in axes],
+        "isolation": {"scientific": list(iso.scientific), "groups": [
+            {**g, "values": [[lab, v] for lab, v in g["values"] if _finite(v) is not None]}
+            for g in iso.groups]},
+        "curves": curves,
+        "bootstrap": [{"study": b.study, "n": b.n, "stats": [list(s) for s in b.stats]}
+                      for b in boxes],
+        "grad_norm": _grad_norm(data, best_trials),
+        "trials": on_demand,
+    }
+    sections = [_header(data), _tracking(data, rows)]
+    # Isolation.
+    any_done = any(g["best"] for g in iso.groups)
+    sections.append(
+        "<section id='isolation'><h2>Isolation plot</h2><p class='muted small'>The best trial "
+        "of each study after optimising the nuisance hyperparameters away (large dots), every "
+        "completed trial behind it (grey).</p>"
+        + (f"<div class='grid'><div class='plot' data-plot='isolation'></div></div>"
+           if any_done else "<p class='empty'>No completed trial yet.</p>")
+        + f"<p class='summary'>{_e(iso.summary)}</p></section>")
+    # Axis plots.
+    if any(a.points for a in axes):
+        plots = "".join(f"<div class='plot' data-plot='axis' data-index='{i}' "
+                        f"data-expected='{len(a.points)}'></div>"
+                        for i, a in enumerate(axes) if a.points)
+        axis_html = f"<div class='grid'>{plots}</div>"
+    else:
+        axis_html = "<p class='empty'>No finished trial to plot yet.</p>"
+    sections.append(
+        "<section id='axis'><h2>Basic hyperparameter axis plots</h2><p class='muted small'>"
+        f"{_e(payload['objective_label'])} of every trial against each varied hyperparameter, "
+        "all studies; infeasible trials are red X at the edge, dashed circles are beyond the "
+        f"zoomed range.</p>{axis_html}</section>")
+    # Curves.
+    curve_html = []
+    for si, c in enumerate(curves):
+        if not c["plots"]:
+            curve_html.append(f"<h3>{_e(c['study'])}</h3><p class='empty'>No completed trial "
+                              "with measurements.</p>")
+            continue
+        plots = "".join(f"<div class='plot' data-plot='curve' data-study='{si}' "
+                        f"data-index='{pi}'></div>" for pi in range(len(c["plots"])))
+        curve_html.append(f"<h3>{_e(c['study'])}: best {min(TOP_CURVES, len(c['plots'][0]['series']))}"
+                          f" trials</h3><div class='grid'>{plots}</div>")
+    if payload["grad_norm"]:
+        curve_html.append("<h3>Gradient norm</h3><div class='grid'><div class='plot' "
+                          "data-plot='grad-norm-curve'></div><div class='plot' "
+                          "data-plot='grad-norm-hist'></div></div>")
+    options = "".join(f"<option value='{_e(label)}'>{_e(label)}</option>"
+                      for label in on_demand)
+    picker = (f"<h3>Any trial</h3><select id='trial-picker'><option value=''>choose a trial"
+              f"</option>{options}</select><div id='trial-curves' class='grid'></div>"
+              if on_demand else "")
+    sections.append(f"<section id='curves'><h2>Training curves</h2>{''.join(curve_html)}"
+                    f"{picker}</section>")
+    # Enough trials?
+    has_boxes = any(b.stats for b in boxes)
+    sections.append(
+        "<section id='enough'><h2>Enough trials?</h2><p class='muted small'>The playbook's "
+        "Figure 3: for each k, the best value among k trials drawn with replacement from each "
+        "study (1,000 draws; boxes are quartiles, whiskers the 5th-95th percentiles). If the "
+        "boxes are still wide at the study's size, more trials would change the result."
+        "</p>" + ("<div class='grid'><div class='plot' data-plot='bootstrap'></div></div>"
+                  if has_boxes else "<p class='empty'>No completed trial yet.</p>")
+        + "</section>")
+    sections.append(_findings_html(tuple(findings)))
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{_e(data.name)} · tunebook report</title><style>{_asset('style.css')}</style>"
+        f"</head><body>{''.join(sections)}<section class='small muted'>Generated by tunebook "
+        f"on {_e(dt.datetime.now().strftime('%Y-%m-%d %H:%M'))}.</section>"
+        f"<script type='application/json' id='tunebook-data'>{_json_for_html(payload)}</script>"
+        f"<script>{_asset('plots.js')}</script></body></html>")
+    return Report(page, _csv(rows), _markdown(data, rows), tuple(findings))
+
+
+def default_report_path(root: str | Path, name: str) -> Path:
+    """Where ``tunebook report`` writes by default: ``<root>/reports/<name>.html``."""
+    from tunebook.worker import slug
+
+    return Path(root) / "reports" / f"{slug(name)}.html"
+
+
+def write_report(store: Any, name: str, out: str | Path, metric: str | None = None,
+                 goal: Any = None, final: bool = False) -> tuple[Path, Report]:
+    """Build the report of experiment ``name`` and write ``out`` plus its ``.csv`` and ``.md``
+    tracking tables beside it; returns the page's path and the report."""
+    data = load(store, name, metric=metric, goal=goal, final=final)
+    report = build_report(data)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written to a temporary name first: a reader never sees half a page.
+    for path, text in ((out, report.html), (out.with_suffix(".csv"), report.csv),
+                       (out.with_suffix(".md"), report.markdown)):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return out, report

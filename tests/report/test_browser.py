@@ -1,0 +1,113 @@
+"""The report in a real browser: Debian's Chromium driven headless by Playwright.
+
+No console error, every plot drawn with the expected number of marks, user strings shown as text,
+a screenshot kept in test-artifacts/ for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_experiment
+from reportdata import synthetic
+
+from tunebook.experiment import Experiment
+from tunebook.report import write_report
+from tunebook.runner import run
+from tunebook.store import Store
+
+CHROMIUM = os.environ.get("TUNEBOOK_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("TUNEBOOK_SKIP_BROWSER") == "1":
+            pytest.skip("TUNEBOOK_SKIP_BROWSER=1 and no Chromium")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: `make test` installs Debian's chromium "
+                    "(or set TUNEBOOK_CHROMIUM, or TUNEBOOK_SKIP_BROWSER=1 to skip)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser: Any, path: Path) -> tuple[Any, list[str], list[str]]:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    dialogs: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+
+    def on_dialog(d: Any) -> None:
+        dialogs.append(d.message)
+        d.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.goto(path.resolve().as_uri())
+    page.wait_for_function("document.querySelectorAll('[data-plot]:not([data-rendered])')"
+                           ".length === 0")
+    return page, errors, dialogs
+
+
+def test_report_renders_every_plot(browser: Any, tmp_path: Path) -> None:
+    store = synthetic(tmp_path / "r")
+    path, _ = write_report(store, "synthetic", tmp_path / "report.html")
+    page, errors, dialogs = _open(browser, path)
+    assert errors == [] and dialogs == []
+    plots = page.eval_on_selector_all(
+        "[data-plot]", "els => els.map(e => [e.dataset.plot, e.dataset.rendered, "
+        "e.dataset.expected, e.querySelectorAll('circle').length, "
+        "e.querySelectorAll('path.infeasible').length])")
+    kinds = [p[0] for p in plots]
+    assert kinds.count("axis") == 3 and kinds.count("isolation") == 1
+    assert kinds.count("bootstrap") == 1 and kinds.count("curve") >= 6
+    for kind, rendered, expected, circles, crosses in plots:
+        assert rendered not in (None, "error", "0"), kind
+        if kind == "axis":
+            # Every trial is one mark: a circle if feasible, a red X if infeasible.
+            assert int(rendered) == int(expected) == circles + crosses == 16
+            assert crosses >= 1
+    # Any trial on demand.
+    label = page.eval_on_selector("#trial-picker option:nth-child(2)", "o => o.value")
+    page.select_option("#trial-picker", label)
+    assert int(page.get_attribute("#trial-curves", "data-rendered")) >= 3
+    assert page.locator("#trial-curves svg").count() >= 3
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    assert errors == []
+
+
+def test_user_strings_show_as_text(browser: Any, tmp_path: Path) -> None:
+    evil = "<script>alert(1)</script>"
+    exp_path = write_experiment(tmp_path, name=evil, goal=evil, search={"trials": 2})
+    run(Experiment.from_yaml(exp_path), root=tmp_path / "r", workers=0)
+    store = Store.at_root(tmp_path / "r")
+    store.add_note(store.require_experiment(evil).id, "<img src=x onerror=alert(2)>")
+    path, _ = write_report(store, evil, tmp_path / "evil.html")
+    page, errors, dialogs = _open(browser, path)
+    assert dialogs == [] and errors == []
+    assert page.inner_text("h1") == evil
+    assert "<img src=x onerror=alert(2)>" in page.inner_text("#tracking")
+    assert page.locator("#tracking img").count() == 0
+
+
+def test_report_with_nothing_finished(browser: Any, tmp_path: Path) -> None:
+    exp_path = write_experiment(tmp_path, workload="toy:diverge", search={"trials": 2})
+    run(Experiment.from_yaml(exp_path), root=tmp_path / "r", workers=0)
+    path, _ = write_report(Store.at_root(tmp_path / "r"), "toy", tmp_path / "empty.html")
+    page, errors, _ = _open(browser, path)
+    assert errors == []
+    assert "No study has a completed trial" in page.inner_text("#isolation")
+    shutil.copy(path, tmp_path / "kept.html")

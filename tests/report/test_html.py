@@ -1,0 +1,95 @@
+"""The report as HTML text: sections, escaping, partial data, tracking table files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+from conftest import write_experiment
+from reportdata import synthetic
+
+from tunebook.analysis import load
+from tunebook.experiment import Experiment
+from tunebook.report import build_report, write_report
+from tunebook.runner import run
+from tunebook.store import Store
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _data_json(page: str) -> dict:  # type: ignore[type-arg]
+    m = re.search(r"<script type='application/json' id='tunebook-data'>(.*?)</script>", page,
+                  re.S)
+    assert m is not None
+    return json.loads(m.group(1))  # type: ignore[no-any-return]
+
+
+def test_sections_and_files(tmp_path: Path) -> None:
+    store = synthetic(tmp_path / "r")
+    path, report = write_report(store, "synthetic", tmp_path / "out" / "report.html")
+    page = path.read_text()
+    for anchor in ("setup", "tracking", "isolation", "axis", "curves", "enough", "findings"):
+        assert f"id='{anchor}'" in page
+    assert page.count("<script>") == 1  # the plotting script is embedded once
+    data = _data_json(page)
+    assert [a["hyperparameter"] for a in data["axis"]] == ["act", "learning_rate", "x"]
+    assert all(len(a["points"]) == 16 for a in data["axis"])
+    infeasible = [p for p in data["axis"][1]["points"] if not p[4]]
+    assert infeasible and all(p[1] is None and p[0] > 2.0 for p in infeasible)
+    assert len(data["curves"]) == 2 and len(data["curves"][0]["plots"][0]["series"]) == 3
+    rows = list(csv.DictReader(io.StringIO(path.with_suffix(".csv").read_text())))
+    assert [r["study"] for r in rows] == ["y=0.0", "y=-0.2"]
+    assert {"config", "notes", "trials", "best_value", "best_step", "reproduce"} <= set(rows[0])
+    assert "synthetic.yaml" in rows[0]["config"] and "tunebook run" in rows[0]["reproduce"]
+    md = path.with_suffix(".md").read_text()
+    assert md.startswith("# synthetic") and "| y=0.0 |" in md
+    assert report.findings == tuple(report.findings)
+
+
+def test_user_strings_are_escaped(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, name=EVIL, goal=EVIL, scientific={"arm": [EVIL, "b"]},
+                            search={"trials": 2})
+    run(Experiment.from_yaml(path), root=tmp_path / "r", workers=0)
+    store = Store.at_root(tmp_path / "r")
+    store.add_note(store.require_experiment(EVIL).id, EVIL)
+    page = build_report(load(store, EVIL)).html
+    assert EVIL not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    # Inside the JSON data block the string is escaped too, so it cannot close the element.
+    assert "\\u003cscript\\u003ealert(1)" in page
+    assert _data_json(page)["studies"][0] == f"arm={EVIL}"
+
+
+def test_no_completed_trial_all_infeasible_and_one_evaluation(tmp_path: Path) -> None:
+    # All infeasible.
+    path = write_experiment(tmp_path, workload="toy:diverge", search={"trials": 2})
+    run(Experiment.from_yaml(path), root=tmp_path / "a", workers=0)
+    page = build_report(load(Store.at_root(tmp_path / "a"), "toy")).html
+    assert "No study has a completed trial" in page
+    assert "No completed trial yet." in page
+    # Registered but never run: every trial pending.
+    store = Store.at_root(tmp_path / "b")
+    exp = Experiment.from_yaml(path)
+    from tunebook.runner import materialize
+
+    studies, trials = materialize(exp)
+    store.register(exp.name, exp.identity(), exp.to_dict(), studies, trials)
+    page = build_report(load(store, "toy")).html
+    assert "No finished trial to plot yet." in page and "No completed trial yet." in page
+    # One evaluation per trial.
+    path = write_experiment(tmp_path, max_train_steps=10, eval_every=10, search={"trials": 2})
+    run(Experiment.from_yaml(path), root=tmp_path / "c", workers=0)
+    report = build_report(load(Store.at_root(tmp_path / "c"), "toy"))
+    assert "reached the best loss" in report.html
+
+
+def test_objective_can_change_without_rerunning(tmp_path: Path) -> None:
+    store = synthetic(tmp_path / "r", trials=4)
+    by_final = _data_json(build_report(load(store, "synthetic", final=True)).html)
+    by_train = _data_json(build_report(load(store, "synthetic", metric="train_loss")).html)
+    assert by_final["objective_label"] == "val_loss (final)"
+    assert by_train["metric"] == "train_loss"
+    assert by_train["axis"][0]["points"] != by_final["axis"][0]["points"]
