@@ -139,3 +139,12 @@ def test_checkpoint_without_pruning_keeps_everything(tmp_path: Path) -> None:
         with t.checkpoint(step, prune=False) as folder:
             (folder / "x").write_text("x")
     assert [s for s, _ in t.checkpoints()] == [1, 2, 3, 4]
+
+
+def test_guess_goal() -> None:
+    from tunebook.summary import guess_goal
+
+    for m in ("val_accuracy", "acc", "top1_acc", "eval_auc", "bleu", "mean-reward"):
+        assert guess_goal(m) == "maximize", m
+    for m in ("val_loss", "val_error", "perplexity", "accurate_loss_x"[:0] or "wer", "lost"):
+        assert guess_goal(m) == "minimize", m

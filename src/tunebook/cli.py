@@ -222,8 +222,10 @@ def _objective_args(args: argparse.Namespace, store: Any) -> tuple[str, str]:
     metric = args.metric or exp.config["objective"]["metric"]
     goal = _goal(args)
     if goal is None:
+        from tunebook.summary import guess_goal
+
         goal = exp.config["objective"]["goal"] if metric == exp.config["objective"]["metric"] \
-            else "minimize"
+            else guess_goal(metric)
     return metric, goal
 
 

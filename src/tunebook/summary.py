@@ -11,7 +11,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["CurveSummary", "summarize"]
+__all__ = ["CurveSummary", "guess_goal", "summarize"]
+
+_HIGHER_IS_BETTER = ("acc", "accuracy", "auc", "f1", "precision", "recall", "bleu", "rouge",
+                     "map", "ndcg", "iou", "dice", "r2", "reward", "return", "score")
+
+
+def guess_goal(metric: str) -> Literal["minimize", "maximize"]:
+    """The likely direction of a metric named on the command line without ``--goal``.
+
+    Accuracies, AUC, F1, BLEU, rewards and scores are maximised; losses, errors, perplexity
+    and anything unknown are minimised.
+    """
+    words = [w for w in metric.lower().replace("-", "_").split("_") if w]
+    return "maximize" if any(w in _HIGHER_IS_BETTER for w in words) else "minimize"
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_experiment
-from reportdata import synthetic
 
 from tunebook.experiment import Experiment
 from tunebook.report import write_report
 from tunebook.runner import run
 from tunebook.store import Store
+
+from conftest import write_experiment
+from reportdata import synthetic
 
 CHROMIUM = os.environ.get("TUNEBOOK_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -8,14 +8,14 @@ import json
 import re
 from pathlib import Path
 
-from conftest import write_experiment
-from reportdata import synthetic
-
 from tunebook.analysis import load
 from tunebook.experiment import Experiment
 from tunebook.report import build_report, write_report
 from tunebook.runner import run
 from tunebook.store import Store
+
+from conftest import write_experiment
+from reportdata import synthetic
 
 EVIL = "<script>alert(1)</script>"
 

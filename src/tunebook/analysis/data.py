@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from tunebook.experiment import Experiment
 from tunebook.space import Hyperparameter
-from tunebook.summary import summarize
+from tunebook.summary import guess_goal, summarize
 
 __all__ = ["Curve", "ExperimentData", "TrialData", "load"]
 
@@ -127,7 +127,8 @@ def load(store: Any, name: str, metric: str | None = None, goal: Goal | None = N
     experiment = Experiment.from_dict(exp_row.config, source=f"store:{name}")
     metric = metric or experiment.objective.metric
     if goal is None:
-        goal = experiment.objective.goal if metric == experiment.objective.metric else "minimize"
+        goal = (experiment.objective.goal if metric == experiment.objective.metric
+                else guess_goal(metric))
     rows = store.trials(exp_row.id)
     curves: dict[int, dict[str, tuple[list[int], list[float]]]] = {}
     wanted = None if metrics is None else set(metrics) | {metric}

@@ -5,6 +5,7 @@ Each function returns plain dataclasses; :mod:`tunebook.report` draws them.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,7 +231,7 @@ def downsample(steps: tuple[int, ...], values: tuple[float, ...], limit: int = 2
     buckets = max(1, limit // 2 - 1)
     edges = np.linspace(0, len(steps), buckets + 1).astype(int)
     arr = np.asarray(values, dtype=float)
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         if b <= a:
             continue
         seg = arr[a:b]

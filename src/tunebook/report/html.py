@@ -255,15 +255,14 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
     iso = isolation(data)
     axes = axis_plots(data)
     boxes = best_of_k(data)
-    curves = []
+    curves: list[dict[str, Any]] = []
     best_trials: list[TrialData] = []
     for study in data.studies:
         best = data.ranked(study)[:TOP_CURVES]
         best_trials += best
-        plots = curve_plots(data, best, POINTS_PER_CURVE)
         curves.append({"study": study, "plots": [
             {"metric": p.metric, "series": [[s[0], list(s[1]), list(s[2])] for s in p.series]}
-            for p in plots]})
+            for p in curve_plots(data, best, POINTS_PER_CURVE)]})
     on_demand: dict[str, dict[str, list[list[Any]]]] = {}
     for t in sorted(data.trials, key=data.sort_key)[:ON_DEMAND_LIMIT]:
         if t.curves:
@@ -294,15 +293,15 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
         "<section id='isolation'><h2>Isolation plot</h2><p class='muted small'>The best trial "
         "of each study after optimising the nuisance hyperparameters away (large dots), every "
         "completed trial behind it (grey).</p>"
-        + (f"<div class='grid'><div class='plot' data-plot='isolation'></div></div>"
+        + ("<div class='grid'><div class='plot' data-plot='isolation'></div></div>"
            if any_done else "<p class='empty'>No completed trial yet.</p>")
         + f"<p class='summary'>{_e(iso.summary)}</p></section>")
     # Axis plots.
     if any(a.points for a in axes):
-        plots = "".join(f"<div class='plot' data-plot='axis' data-index='{i}' "
-                        f"data-expected='{len(a.points)}'></div>"
-                        for i, a in enumerate(axes) if a.points)
-        axis_html = f"<div class='grid'>{plots}</div>"
+        axis_divs = "".join(f"<div class='plot' data-plot='axis' data-index='{i}' "
+                            f"data-expected='{len(a.points)}'></div>"
+                            for i, a in enumerate(axes) if a.points)
+        axis_html = f"<div class='grid'>{axis_divs}</div>"
     else:
         axis_html = "<p class='empty'>No finished trial to plot yet.</p>"
     sections.append(
@@ -312,15 +311,17 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
         f"zoomed range.</p>{axis_html}</section>")
     # Curves.
     curve_html = []
-    for si, c in enumerate(curves):
-        if not c["plots"]:
-            curve_html.append(f"<h3>{_e(c['study'])}</h3><p class='empty'>No completed trial "
+    for si, study_curves in enumerate(curves):
+        name, cplots = study_curves["study"], study_curves["plots"]
+        if not cplots:
+            curve_html.append(f"<h3>{_e(name)}</h3><p class='empty'>No completed trial "
                               "with measurements.</p>")
             continue
-        plots = "".join(f"<div class='plot' data-plot='curve' data-study='{si}' "
-                        f"data-index='{pi}'></div>" for pi in range(len(c["plots"])))
-        curve_html.append(f"<h3>{_e(c['study'])}: best {min(TOP_CURVES, len(c['plots'][0]['series']))}"
-                          f" trials</h3><div class='grid'>{plots}</div>")
+        divs = "".join(f"<div class='plot' data-plot='curve' data-study='{si}' "
+                       f"data-index='{pi}'></div>" for pi in range(len(cplots)))
+        shown = min(TOP_CURVES, len(cplots[0]["series"]))
+        curve_html.append(f"<h3>{_e(name)}: best {shown} trials</h3>"
+                          f"<div class='grid'>{divs}</div>")
     if payload["grad_norm"]:
         curve_html.append("<h3>Gradient norm</h3><div class='grid'><div class='plot' "
                           "data-plot='grad-norm-curve'></div><div class='plot' "
