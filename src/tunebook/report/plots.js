@@ -24,7 +24,9 @@
     if (v === null || v === undefined) return "-";
     if (typeof v !== "number") return String(v);
     const a = Math.abs(v);
-    if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(2);
+    if (a !== 0 && (a < 1e-3 || a >= 1e5)) {
+      return v.toExponential(2).replace(/\.?0+e/, "e").replace("e+", "e");
+    }
     return String(Number(v.toPrecision(4)));
   }
   // Scales: "linear", "log" (log10 x), "one_minus_log" (-log10(1 - x)).
@@ -53,6 +55,17 @@
     if (type === "log" || type === "one_minus_log") {
       const out = [];
       for (let u = Math.ceil(lo); u <= Math.floor(hi); u++) out.push(u);
+      if (out.length >= 3) return out;
+      if (type === "log") {  // under three decades: 1-2-5 ticks, still at round values
+        const fine = [];
+        for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) {
+          for (const m of [1, 2, 5]) {
+            const u = d + Math.log10(m);
+            if (u >= lo && u <= hi) fine.push(u);
+          }
+        }
+        if (fine.length >= 2) return fine;
+      }
       if (out.length >= 2) return out;
     }
     return niceTicks(lo, hi, 5);
