@@ -25,6 +25,29 @@ __all__ = ["MeasurementSink", "Trial"]
 _CKPT_PREFIX = "step-"
 
 
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush a checkpoint's files to disk before it is published (a power cut must not
+    leave a published checkpoint with empty files)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
 class MeasurementSink(Protocol):
     """Where a trial's measurements go (the store, in practice)."""
 
@@ -57,7 +80,7 @@ class Trial:
 
     flush_every_points = 5000
     flush_every_seconds = 1.0
-    keep_checkpoints = 2
+    keep_checkpoints = 2  # with the default pruning; at least 1 is always kept
 
     def __init__(
         self,
@@ -168,6 +191,7 @@ class Trial:
         self.flush()
         if self._sink is not None:
             self._sink.truncate_measurements(self.id, step)
+            self._sink.set_checkpoint_step(self.id, step)
         self.start_step = step
 
     @contextlib.contextmanager
@@ -189,14 +213,23 @@ class Trial:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self.flush()
+        _fsync_tree(tmp)
         final = self.checkpoint_root / f"{_CKPT_PREFIX}{step:010d}"
         if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            # Move the old one aside first: at every instant one complete copy exists.
+            aside = self.checkpoint_root / f".old-{_CKPT_PREFIX}{step:010d}-{os.getpid()}"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(self.checkpoint_root)
         if self._sink is not None:
             self._sink.set_checkpoint_step(self.id, step)
         if prune:
-            for _, old in self.checkpoints()[: -self.keep_checkpoints]:
+            keep = max(1, self.keep_checkpoints)
+            for _, old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
 
     def save_state(self, step: int, state: Any) -> None:
