@@ -85,3 +85,40 @@ def test_second_run_resumes_nothing_to_do(done: tuple[Path, Path]) -> None:
     path, root = done
     proc = run_cli("run", str(path), "--root", str(root), "--quiet", check=True)
     assert "6 completed" in proc.stdout
+
+
+def test_report_and_findings_commands(done: tuple[Path, Path], tmp_path: Path) -> None:
+    path, root = done
+    default = root / "reports" / "toy.html"
+    assert default.exists()  # `tunebook run` wrote it
+    out = tmp_path / "custom" / "toy-final.html"
+    proc = run_cli("report", "toy", "--root", str(root), "--final", "--out", str(out),
+                   check=True)
+    assert f"report: {out}" in proc.stdout
+    assert out.exists() and out.with_suffix(".csv").exists() and out.with_suffix(".md").exists()
+    assert "loss (final)" in out.read_text()
+    findings = json.loads(run_cli("findings", "toy", "--root", str(root), "--format", "json",
+                                  check=True).stdout)
+    assert isinstance(findings, list)
+    for f in findings:
+        assert {"check", "severity", "message", "evidence", "hyperparameter"} <= set(f)
+        assert f["severity"] in ("problem", "warning", "info")
+    text = run_cli("findings", "toy", "--root", str(root), check=True).stdout
+    assert text.strip()
+    for f in findings:
+        assert f"[{f['severity']}] {f['check']}" in text
+
+
+def test_runs_record_provenance(done: tuple[Path, Path]) -> None:
+    from tunebook.store import Store
+
+    path, root = done
+    store = Store.at_root(root)
+    runs = store.runs(store.require_experiment("toy").id)
+    assert len(runs) >= 1
+    first = runs[0]
+    assert first["provenance"]["file"] == str(path)
+    assert first["provenance"]["command"].startswith("tunebook run ")
+    assert first["provenance"]["config_hash"]
+    assert first["outcome"]["counts"] == {"completed": 6}
+    assert first["finished_at"] >= first["started_at"]

@@ -75,6 +75,8 @@ class Trial:
         objective: the objective metric's name; a NaN or infinite value makes the trial
             infeasible.
         goal: ``"minimize"`` or ``"maximize"``, the objective's direction.
+        cache_dir: a folder shared by every trial under the same root (generated data sets,
+            tokenizers...); created on first use by whoever needs it.
         latest: the last ``(step, value)`` reported for each metric in this attempt.
     """
 
@@ -97,6 +99,7 @@ class Trial:
         objective: str | None = None,
         goal: str = "minimize",
         log: Callable[[str], None] | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.hparams = dict(hparams)
         self.max_train_steps = max_train_steps
@@ -109,6 +112,7 @@ class Trial:
         self.index = index
         self.objective = objective
         self.goal = goal
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.dir / "cache"
         self._sink = sink
         self._log = log
         self._buffer: list[tuple[int, str, float]] = []

@@ -119,7 +119,7 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
                   eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
                   trial_id=row.id, study=row.study, index=row.index,
                   objective=experiment.objective.metric, goal=experiment.objective.goal,
-                  log=log)
+                  log=log, cache_dir=Path(root) / "cache")
     # Measurements past the checkpoint we resume from belong to a lost future: drop them.
     store.truncate_measurements(row.id, trial.start_step)
     log(f"--- attempt {row.attempts} by {worker}, start_step={trial.start_step}")
