@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchutil import describe_machine, median, print_table, quiet_optuna, versions, wait_for_quiet
 from tunebook.experiment import Experiment
 from tunebook.runner import run
 from tunebook.store import Store
 
 import noop
+from benchutil import describe_machine, median, print_table, quiet_optuna, versions, wait_for_quiet
 
 __all__ = ["OverheadResult", "bench_overhead", "main", "noop_experiment"]
 

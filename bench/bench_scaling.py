@@ -32,6 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunebook.experiment import Experiment
+from tunebook.runner import run
+from tunebook.store import Store, TrialRow
+from tunebook.workloads.synthetic import _burn
+
 from benchutil import (
     cpu_busy_fraction,
     describe_machine,
@@ -40,14 +45,11 @@ from benchutil import (
     versions,
     wait_for_quiet,
 )
-from tunebook.experiment import Experiment
-from tunebook.runner import run
-from tunebook.store import Store, TrialRow
-from tunebook.workloads.synthetic import _burn
 
 __all__ = ["ScalingResult", "bench_scaling", "calibrate_work", "main", "scaling_experiment"]
 
 TARGET_RATIO = 1.8
+BUSY_LIMIT = 0.25  # share of the machine busy before a run above which it is flagged
 BENCH_DIR = Path(__file__).resolve().parent
 STEPS = 20
 EVAL_EVERY = 5
@@ -107,6 +109,13 @@ class ScalingResult:
     def target_met(self) -> bool:
         """Whole-run ratio reaches 1.8x."""
         return self.ratio >= TARGET_RATIO
+
+    @property
+    def contended(self) -> bool:
+        """Some run found the CPUs busy beforehand, or 2 workers got well under 2 cores."""
+        return any((r.busy_before or 0.0) > BUSY_LIMIT
+                   or (r.workers >= 2 and r.cores_used < 0.8 * r.workers)
+                   for runs in self.runs.values() for r in runs)
 
 
 def calibrate_work(trial_seconds: float, steps: int = STEPS) -> tuple[int, float]:
@@ -218,6 +227,10 @@ def print_scaling(res: ScalingResult) -> None:
           f"{res.steady(2):,.0f} -> ratio {res.steady_ratio:.2f}x")
     print(f"target >= {TARGET_RATIO}x (whole run()): {'MET' if res.target_met else 'MISSED'} "
           f"({res.ratio:.2f}x)")
+    if res.contended:
+        print("WARNING: other processes were using the CPUs during these runs (see 'busy "
+              "before' and 'cores used'); the ratio understates tunebook's scaling. Rerun on an "
+              "idle machine or with --wait-quiet 60.")
     if (os.cpu_count() or 1) < 2:
         print("note: fewer than 2 CPUs: 2 workers cannot scale here")
 

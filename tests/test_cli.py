@@ -88,7 +88,7 @@ def test_second_run_resumes_nothing_to_do(done: tuple[Path, Path]) -> None:
 
 
 def test_report_and_findings_commands(done: tuple[Path, Path], tmp_path: Path) -> None:
-    path, root = done
+    _, root = done
     default = root / "reports" / "toy.html"
     assert default.exists()  # `tunebook run` wrote it
     out = tmp_path / "custom" / "toy-final.html"

@@ -74,7 +74,7 @@ def test_best_of_k_quantiles_are_monotone_and_count_failures() -> None:
     assert [s[0] for s in stats] == [1, 2, 3, 5, 8, 10]
     medians = [s[3] for s in stats]
     assert medians == sorted(medians, reverse=True)  # more trials, better best
-    for k, p5, q1, med, q3, p95 in stats:
+    for _, p5, q1, med, q3, p95 in stats:
         assert p5 <= q1 <= med <= q3 <= p95
     assert stats[0][3] == pytest.approx(0.55, abs=0.1)  # best of 1 = a random trial
     failing = best_of_k(_data({"a": [0.1, None, None, None, None, None]}))[0]
