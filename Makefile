@@ -4,11 +4,14 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PIP = $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: demo test lint browser bench clean
+.PHONY: demo test lint system-deps bench clean
 
-# The report's browser test drives Debian's Chromium with Playwright (never a downloaded browser).
+# Real components are tested for real: the report's browser test drives Debian's Chromium with
+# Playwright (never a downloaded browser); the store's conformance suite starts a PostgreSQL
+# server from Debian's binaries. Both are installed here when missing.
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+HAVE_PG := $(shell command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && echo yes)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +32,14 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 
-browser:
-	@[ -x $(CHROMIUM) ] || { echo "installing Debian's chromium for the report's browser test"; \
-	  $(SUDO) apt-get install -y -q chromium || { $(SUDO) apt-get update -q && \
-	  $(SUDO) apt-get install -y -q chromium; }; }
+system-deps:
+	@missing=""; [ -x $(CHROMIUM) ] || missing="chromium"; \
+	[ -n "$(HAVE_PG)" ] || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages for the tests:$$missing"; \
+	  $(SUDO) apt-get install -y -q $$missing || { $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q $$missing; }; fi
 
-test: lint browser
+test: lint system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev-installed

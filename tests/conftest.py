@@ -55,3 +55,19 @@ def run_cli(*args: str, check: bool = False, **kw: Any) -> subprocess.CompletedP
     if check and proc.returncode != 0:
         raise AssertionError(f"tunebook {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """A PostgreSQL server for the whole session (fails clearly when PostgreSQL is missing)."""
+    import pgserver
+
+    if not pgserver.available():
+        if os.environ.get("TUNEBOOK_SKIP_POSTGRES") == "1":
+            pytest.skip("TUNEBOOK_SKIP_POSTGRES=1 and no PostgreSQL")
+        pytest.fail("PostgreSQL binaries not found: `make test` installs Debian's postgresql "
+                    "(or set TUNEBOOK_SKIP_POSTGRES=1 to skip these tests)")
+    server = pgserver.PostgresServer()
+    server.start()
+    yield server
+    server.stop()

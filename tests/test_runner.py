@@ -217,3 +217,15 @@ def test_changed_objective_refreshes_summaries(tmp_path: Path) -> None:
         best_step = max(curve, key=lambda s: curve[s])
         assert (r.best_step, r.best_value) == (best_step, curve[best_step])
         assert r.final_value == curve[40]
+
+
+def test_parallel_run_on_postgresql(tmp_path: Path, postgres: Any) -> None:
+    url = postgres.new_database()
+    exp = _load(write_experiment(tmp_path, search={"trials": 3, "seed": 11}))
+    result = run(exp, root=tmp_path / "r", store=url, workers=2)
+    assert result.counts == {"completed": 6}
+    store = Store(url)
+    _check_curves(store, "toy", 40, 10)
+    serial = run(exp, root=tmp_path / "s", workers=0)
+    assert serial.counts == result.counts
+    assert _params(store, "toy") == _params(Store.at_root(tmp_path / "s"), "toy")

@@ -1,16 +1,18 @@
-"""The SQL store on a real SQLite file: schema, registration, the claim queue, measurements."""
+"""The SQL store, one conformance suite run on every backend: a real SQLite file on disk and a
+real PostgreSQL server started by the test setup."""
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from tunebook.errors import StoreError
-from tunebook.store import SCHEMA_VERSION, Store
+from tunebook.store import SCHEMA_VERSION, Store, sqlite_url
 
 
 def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2) -> int:
@@ -22,21 +24,32 @@ def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2)
                           specs, trials)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Opens (another connection to) one fresh database of the backend under test."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path / "root" / "tunebook.db")
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    return lambda: Store(url)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store.at_root(tmp_path / "root")
+def store(connect: Callable[[], Store]) -> Store:
+    return connect()
 
 
-def test_schema_is_versioned_and_reopens(tmp_path: Path) -> None:
-    s = Store.at_root(tmp_path)
+def test_schema_is_versioned_and_reopens(connect: Callable[[], Store]) -> None:
+    s = connect()
     exp_id = _register(s)
     s.close()
-    again = Store.at_root(tmp_path)
+    again = connect()
     assert again.require_experiment("exp").id == exp_id
     with again.engine.begin() as conn:
         conn.execute(sa.text("UPDATE tunebook_meta SET value='999' WHERE key='schema_version'"))
+    again.close()
     with pytest.raises(StoreError, match=f"schema version 999.*version {SCHEMA_VERSION}"):
-        Store.at_root(tmp_path)
+        connect()
 
 
 def test_missing_store_is_not_created_for_reading(tmp_path: Path) -> None:
@@ -70,13 +83,13 @@ def test_claim_order_interleaves_studies_and_is_exclusive(store: Store) -> None:
     assert order == [(0, "s0"), (0, "s1"), (1, "s0"), (1, "s1"), (2, "s0"), (2, "s1")]
 
 
-def test_concurrent_claims_never_hand_out_a_trial_twice(tmp_path: Path) -> None:
-    exp_id = _register(Store.at_root(tmp_path), n=40)
+def test_concurrent_claims_never_hand_out_a_trial_twice(connect: Callable[[], Store]) -> None:
+    exp_id = _register(connect(), n=40)
     got: list[int] = []
     lock = threading.Lock()
 
     def worker(name: str) -> None:
-        s = Store.at_root(tmp_path)  # one store (engine) per worker, as processes do
+        s = connect()  # one store (engine) per worker, as processes do
         while (t := s.claim(exp_id, name)) is not None:
             with lock:
                 got.append(t.id)
@@ -163,3 +176,35 @@ def test_notes(store: Store) -> None:
 def test_bad_url() -> None:
     with pytest.raises(StoreError, match="not a database URL"):
         Store("::nonsense::")
+
+
+def test_concurrent_schema_creation(connect: Callable[[], Store]) -> None:
+    errors: list[BaseException] = []
+
+    def opener() -> None:
+        try:
+            connect().close()
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+
+
+def test_runs_and_best_trial(store: Store) -> None:
+    exp_id = _register(store, n=3, studies=1)
+    run_id = store.start_run(exp_id, "host", 2, {"command": "tunebook run x.yaml"})
+    store.end_run(run_id, {"counts": {"completed": 3}})
+    [run] = store.runs(exp_id)
+    assert run["provenance"]["command"] == "tunebook run x.yaml" and run["workers"] == 2
+    assert run["outcome"] == {"counts": {"completed": 3}}
+    for value in (0.5, 0.2, 0.9):
+        t = store.claim(exp_id, "w")
+        assert t is not None
+        store.finish(t.id, "w", "completed", best_value=value, best_step=1)
+    assert store.best_trial(exp_id, "minimize").best_value == 0.2  # type: ignore[union-attr]
+    assert store.best_trial(exp_id, "maximize").best_value == 0.9  # type: ignore[union-attr]
