@@ -50,6 +50,7 @@ __all__ = ["ScalingResult", "bench_scaling", "calibrate_work", "main", "scaling_
 
 TARGET_RATIO = 1.8
 BUSY_LIMIT = 0.25  # share of the machine busy before a run above which it is flagged
+SLOWDOWN_LIMIT = 1.15  # a run whose trials take this much longer than with 1 worker is flagged
 BENCH_DIR = Path(__file__).resolve().parent
 STEPS = 20
 EVAL_EVERY = 5
@@ -62,7 +63,7 @@ class ScalingRun:
     workers: int
     trials: int
     wall_s: float
-    steady_per_hour: float
+    steady_per_hour: float | None
     mean_trial_s: float
     startup_s: float
     worker_cpu_s: float
@@ -91,9 +92,10 @@ class ScalingResult:
         """Median trials/hour (whole ``run()``) for ``workers``."""
         return median([r.per_hour for r in self.runs[workers]])
 
-    def steady(self, workers: int) -> float:
-        """Median steady-state trials/hour for ``workers``."""
-        return median([r.steady_per_hour for r in self.runs[workers]])
+    def steady(self, workers: int) -> float | None:
+        """Median steady-state trials/hour for ``workers`` (None: no worker ran 2 trials)."""
+        values = [r.steady_per_hour for r in self.runs[workers] if r.steady_per_hour is not None]
+        return median(values) if values else None
 
     @property
     def ratio(self) -> float:
@@ -101,9 +103,10 @@ class ScalingResult:
         return self.rate(2) / self.rate(1)
 
     @property
-    def steady_ratio(self) -> float:
-        """2-worker over 1-worker steady-state trials/hour."""
-        return self.steady(2) / self.steady(1)
+    def steady_ratio(self) -> float | None:
+        """2-worker over 1-worker steady-state trials/hour (None when undefined)."""
+        one, two = self.steady(1), self.steady(2)
+        return None if one is None or two is None else two / one
 
     @property
     def target_met(self) -> bool:
@@ -112,9 +115,14 @@ class ScalingResult:
 
     @property
     def contended(self) -> bool:
-        """Some run found the CPUs busy beforehand, or 2 workers got well under 2 cores."""
+        """Some run found the CPUs busy beforehand, or its trials ran much slower than alone.
+
+        Trials of identical work that take longer with 2 workers than with 1 mean the cores
+        were shared with something else.
+        """
+        alone = median([r.mean_trial_s for r in self.runs.get(1, [])] or [0.0])
         return any((r.busy_before or 0.0) > BUSY_LIMIT
-                   or (r.workers >= 2 and r.cores_used < 0.8 * r.workers)
+                   or (alone > 0 and r.mean_trial_s > SLOWDOWN_LIMIT * alone)
                    for runs in self.runs.values() for r in runs)
 
 
@@ -147,18 +155,19 @@ def scaling_experiment(trials: int, work: int) -> Experiment:
     }, source="bench_scaling", base_dir=str(BENCH_DIR))
 
 
-def steady_rate(rows: Sequence[TrialRow]) -> float:
-    """Trials/hour after each worker's first finish (sum over workers); 0 if undefined."""
+def steady_rate(rows: Sequence[TrialRow]) -> float | None:
+    """Trials/hour after each worker's first finish (sum over workers); None if undefined."""
     by_worker: dict[str, list[float]] = {}
     for r in rows:
         if r.finished_at is not None:
             by_worker.setdefault(r.worker or "?", []).append(r.finished_at)
-    total = 0.0
+    total, defined = 0.0, False
     for ends in by_worker.values():
         ends.sort()
         if len(ends) >= 2 and ends[-1] > ends[0]:
             total += (len(ends) - 1) / (ends[-1] - ends[0])
-    return total * 3600
+            defined = True
+    return total * 3600 if defined else None
 
 
 def _children_cpu() -> float:
@@ -205,13 +214,17 @@ def bench_scaling(trials: int = 8, trial_seconds: float = 1.5, repeats: int = 2,
     return res
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def print_scaling(res: ScalingResult) -> None:
     """Print the table and the ratio."""
     rows = []
     for w, runs in res.runs.items():
         for i, r in enumerate(runs):
             rows.append([f"{w} worker{'s' if w > 1 else ''} (run {i + 1})", r.trials,
-                         f"{r.wall_s:.2f}", f"{r.per_hour:,.0f}", f"{r.steady_per_hour:,.0f}",
+                         f"{r.wall_s:.2f}", f"{r.per_hour:,.0f}", _fmt(r.steady_per_hour, ",.0f"),
                          f"{r.mean_trial_s:.2f}", f"{r.startup_s:.2f}",
                          f"{r.worker_cpu_s:.1f}", f"{r.cores_used:.2f}",
                          "n/a" if r.busy_before is None else f"{r.busy_before:.0%}"])
@@ -223,14 +236,15 @@ def print_scaling(res: ScalingResult) -> None:
     print()
     print(f"trials/hour, whole run(): 1 worker {res.rate(1):,.0f}, 2 workers {res.rate(2):,.0f}"
           f" -> ratio {res.ratio:.2f}x (median of {len(res.runs[1])} runs each)")
-    print(f"trials/hour, steady state: 1 worker {res.steady(1):,.0f}, 2 workers "
-          f"{res.steady(2):,.0f} -> ratio {res.steady_ratio:.2f}x")
+    ratio = "n/a" if res.steady_ratio is None else f"{res.steady_ratio:.2f}x"
+    print(f"trials/hour, steady state: 1 worker {_fmt(res.steady(1), ',.0f')}, 2 workers "
+          f"{_fmt(res.steady(2), ',.0f')} -> ratio {ratio}")
     print(f"target >= {TARGET_RATIO}x (whole run()): {'MET' if res.target_met else 'MISSED'} "
           f"({res.ratio:.2f}x)")
     if res.contended:
         print("WARNING: other processes were using the CPUs during these runs (see 'busy "
-              "before' and 'cores used'); the ratio understates tunebook's scaling. Rerun on an "
-              "idle machine or with --wait-quiet 60.")
+              "before' and 'mean trial s'); the ratio understates tunebook's scaling. Rerun on "
+              "an idle machine or with --wait-quiet 60.")
     if (os.cpu_count() or 1) < 2:
         print("note: fewer than 2 CPUs: 2 workers cannot scale here")
 

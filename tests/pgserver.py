@@ -7,6 +7,7 @@ As root, the server runs as the ``postgres`` system user (PostgreSQL refuses to 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -85,8 +86,6 @@ class PostgresServer:
         """Stop the server and remove its folder."""
         pg_ctl = _bin("pg_ctl")
         if pg_ctl and self.data.exists():
-            try:
+            with contextlib.suppress(subprocess.SubprocessError):
                 self._run(pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
-            except subprocess.SubprocessError:
-                pass
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -184,7 +184,7 @@ def test_concurrent_schema_creation(connect: Callable[[], Store]) -> None:
     def opener() -> None:
         try:
             connect().close()
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:  # collected for the assertion
             errors.append(exc)
 
     threads = [threading.Thread(target=opener) for _ in range(4)]
