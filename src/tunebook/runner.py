@@ -10,6 +10,7 @@ resumes from its checkpoint, failing after ``max_attempts``), and stops cleanly 
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import queue
 import socket
@@ -247,7 +248,12 @@ def _execute(experiment: Experiment, store: Store, exp_id: int, workload: Any, r
                 spawn()
             if not procs and claimable == 0 and counts.get("running", 0) == 0:
                 break
-            time.sleep(poll_seconds)
+            # Wake up as soon as a worker exits (the end of the run), or to refresh progress.
+            sentinels = [p.sentinel for p in procs.values()]
+            if sentinels:
+                mp_connection.wait(sentinels, timeout=poll_seconds)
+            else:
+                time.sleep(poll_seconds)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ class TrialRow:
     best_value: float | None = None
     final_step: int | None = None
     final_value: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    first_start: bool = False  # set by claim(): no attempt ever started before this one
 
 
 def _in_budget() -> Any:
@@ -228,6 +228,9 @@ class Store:
         except Exception as exc:  # bad URL or missing driver
             raise StoreError(f"cannot open store {url!r}: {exc}") from None
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._claim: Any = None
+        self._claimable: Any = None
+        self._study_names: dict[int, str] = {}
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._ensure_schema()
@@ -420,27 +423,65 @@ class Store:
         update matches, the other tries the next candidate. Trials beyond a study's budget (it
         was lowered) stay in the store, dormant.
         """
-        q = (self._trial_select()
-             .where(studies_t.c.experiment_id == experiment_id,
-                    trials_t.c.status.in_(CLAIMABLE), _in_budget())
-             .order_by(trials_t.c.idx, studies_t.c.position).limit(8))
-        for _ in range(100):
-            with self.engine.connect() as conn:
-                candidates = conn.execute(q).all()
-            if not candidates:
-                return None
-            for cand in candidates:
-                now = time.time()
-                with self.engine.begin() as conn:
-                    res = conn.execute(
-                        sa.update(trials_t)
-                        .where(trials_t.c.id == cand.id, trials_t.c.status.in_(CLAIMABLE))
-                        .values(status="running", worker=worker, heartbeat=now,
-                                attempts=trials_t.c.attempts + 1,
-                                started_at=sa.func.coalesce(trials_t.c.started_at, now)))
-                if res.rowcount == 1:
-                    return self.trial(cand.id)
+        # One statement: pick the next candidate and take it. Another worker may win the race
+        # for the same row (its status is then no longer claimable and nothing is updated):
+        # try again. On PostgreSQL, SKIP LOCKED lets racing workers pick different rows.
+        for _ in range(1000):
+            now = time.time()
+            with self.engine.begin() as conn:
+                row = conn.execute(self._claim_statement(), {
+                    "exp_id": experiment_id, "who": worker, "now": now}).first()
+                if row is None and not conn.execute(
+                        self._claimable_statement(), {"exp_id": experiment_id}).first():
+                    return None
+            if row is not None:
+                m = row._mapping
+                return TrialRow(
+                    id=m["id"], study_id=m["study_id"], study=self._study_name(m["study_id"]),
+                    index=m["idx"], params=json.loads(m["params"]), seed=m["seed"],
+                    status=m["status"], attempts=m["attempts"], worker=m["worker"],
+                    heartbeat=m["heartbeat"], created_at=m["created_at"],
+                    started_at=m["started_at"], run_seconds=m["run_seconds"] or 0.0,
+                    error=m["error"], checkpoint_step=m["checkpoint_step"],
+                    first_start=m["started_at"] == now and m["attempts"] == 1)
         return None
+
+    def _claim_statement(self) -> Any:
+        if self._claim is None:
+            candidate = (
+                sa.select(trials_t.c.id)
+                .join(studies_t, trials_t.c.study_id == studies_t.c.id)
+                .where(studies_t.c.experiment_id == sa.bindparam("exp_id"),
+                       trials_t.c.status.in_(CLAIMABLE), _in_budget())
+                .order_by(trials_t.c.idx, studies_t.c.position).limit(1)
+                .with_for_update(skip_locked=True, of=trials_t)
+                .scalar_subquery())
+            self._claim = (
+                sa.update(trials_t)
+                .where(trials_t.c.id == candidate, trials_t.c.status.in_(CLAIMABLE))
+                .values(status="running", worker=sa.bindparam("who"),
+                        heartbeat=sa.bindparam("now"), attempts=trials_t.c.attempts + 1,
+                        started_at=sa.func.coalesce(trials_t.c.started_at, sa.bindparam("now")))
+                .returning(*trials_t.c))
+        return self._claim
+
+    def _claimable_statement(self) -> Any:
+        if self._claimable is None:
+            self._claimable = (
+                sa.select(trials_t.c.id)
+                .join(studies_t, trials_t.c.study_id == studies_t.c.id)
+                .where(studies_t.c.experiment_id == sa.bindparam("exp_id"),
+                       trials_t.c.status.in_(CLAIMABLE), _in_budget()).limit(1))
+        return self._claimable
+
+    def _study_name(self, study_id: int) -> str:
+        name = self._study_names.get(study_id)
+        if name is None:
+            with self.engine.connect() as conn:
+                for sid, sname in conn.execute(sa.select(studies_t.c.id, studies_t.c.name)):
+                    self._study_names[sid] = sname
+            name = self._study_names[study_id]
+        return name
 
     def heartbeat(self, trial_id: int, worker: str) -> bool:
         """Refresh a running trial's heartbeat; False if the worker no longer owns it."""

@@ -78,6 +78,7 @@ class Trial:
         cache_dir: a folder shared by every trial under the same root (generated data sets,
             tokenizers...); created on first use by whoever needs it.
         latest: the last ``(step, value)`` reported for each metric in this attempt.
+        objective_points: every ``(step, value)`` of the objective reported in this attempt.
     """
 
     flush_every_points = 5000
@@ -105,23 +106,32 @@ class Trial:
         self.max_train_steps = max_train_steps
         self.eval_every = eval_every
         self.seed = seed
-        self.dir = Path(dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._dir = Path(dir)
+        self._dir_made = False
         self.id = trial_id
         self.study = study
         self.index = index
         self.objective = objective
         self.goal = goal
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.dir / "cache"
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self._dir / "cache"
         self._sink = sink
         self._log = log
         self._buffer: list[tuple[int, str, float]] = []
         self._last_flush = time.monotonic()
         self.reported_metrics: set[str] = set()
         self.latest: dict[str, tuple[int, float]] = {}
+        self.objective_points: list[tuple[int, float]] = []
         self.last_step: int | None = None
         latest = self.latest_checkpoint()
         self.start_step = latest[0] if latest else 0
+
+    @property
+    def dir(self) -> Path:
+        """The trial's own folder (created on first use)."""
+        if not self._dir_made:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._dir_made = True
+        return self._dir
 
     # ----------------------------------------------------------------- measurements
     def report(self, step: int, **metrics: float) -> None:
@@ -142,6 +152,8 @@ class Trial:
             self._buffer.append((step, name, v))
             self.reported_metrics.add(name)
             self.latest[name] = (step, v)
+            if name == self.objective:
+                self.objective_points.append((step, v))
             if name == self.objective and not math.isfinite(v):
                 self.flush()
                 raise Infeasible(f"objective {name} is {v} at step {step}", step)
@@ -170,7 +182,7 @@ class Trial:
     @property
     def checkpoint_root(self) -> Path:
         """The folder holding this trial's checkpoints."""
-        return self.dir / "checkpoints"
+        return self._dir / "checkpoints"
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints as ``(step, folder)``, oldest first."""

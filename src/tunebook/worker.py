@@ -78,19 +78,27 @@ def _seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-class _Heartbeat:
-    def __init__(self, store: Store, trial_id: int, worker: str, every: float) -> None:
+class Heartbeat:
+    """One background thread per worker that refreshes the running trial's heartbeat.
+
+    A thread per trial would cost a start and a join for every trial; short trials notice.
+    """
+
+    def __init__(self, store: Store, worker: str, every: float) -> None:
+        self.trial_id: int | None = None
+        self._store, self._worker, self._every = store, worker, every
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, args=(store, trial_id, worker, every), daemon=True)
+        self._thread = threading.Thread(target=self._beat, daemon=True)
 
-    def _beat(self, store: Store, trial_id: int, worker: str, every: float) -> None:
-        while not self._stop.wait(every):
-            # A transient store error must not kill the trial.
-            with contextlib.suppress(Exception):
-                store.heartbeat(trial_id, worker)
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every):
+            tid = self.trial_id
+            if tid is not None:
+                # A transient store error must not kill the trial.
+                with contextlib.suppress(Exception):
+                    self._store.heartbeat(tid, self._worker)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 
@@ -99,34 +107,46 @@ class _Heartbeat:
         self._thread.join(timeout=5)
 
 
+class _TrialLog:
+    """Appends to the trial's log.txt, creating the folder on first use only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, message: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(message.rstrip("\n") + "\n")
+
+
 def run_trial(store: Store, experiment: Experiment, workload: Workload, row: TrialRow,
-              root: str | Path, worker: str, options: WorkerOptions = WorkerOptions()) -> str:
+              root: str | Path, worker: str, options: WorkerOptions = WorkerOptions(),
+              heartbeat: Heartbeat | None = None) -> str:
     """Run one claimed trial to its end and record the outcome; returns the final status.
 
     Exceptions from the workload never escape: they become ``failed`` (with the traceback) or
     ``infeasible``. Only :class:`Stop` escapes, after the trial is marked interrupted.
     """
+    if heartbeat is None:
+        with Heartbeat(store, worker, options.heartbeat_seconds) as beat:
+            return run_trial(store, experiment, workload, row, root, worker, options, beat)
     folder = trial_dir(root, experiment.name, row.study, row.index)
-    folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / "log.txt"
-
-    def log(message: str) -> None:
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(message.rstrip("\n") + "\n")
-
+    log = _TrialLog(folder / "log.txt")
     hparams = dict(row.params)
     trial = Trial(hparams=hparams, max_train_steps=experiment.max_train_steps,
                   eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
                   trial_id=row.id, study=row.study, index=row.index,
                   objective=experiment.objective.metric, goal=experiment.objective.goal,
                   log=log, cache_dir=Path(root) / "cache")
-    # Measurements past the checkpoint we resume from belong to a lost future: drop them.
-    store.truncate_measurements(row.id, trial.start_step)
-    log(f"--- attempt {row.attempts} by {worker}, start_step={trial.start_step}")
+    if not row.first_start:
+        # Measurements past the checkpoint we resume from belong to a lost future: drop them.
+        store.truncate_measurements(row.id, trial.start_step)
+        log(f"--- attempt {row.attempts} by {worker}, start_step={trial.start_step}")
     _seed_everything(row.seed)
     started = time.monotonic()
     fields: dict[str, Any] = {}
-    with _Heartbeat(store, row.id, worker, options.heartbeat_seconds):
+    heartbeat.trial_id = row.id
+    try:
         try:
             workload.run(trial)
             status = "completed"
@@ -145,8 +165,13 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
             log(fields["error"])
         if not _safe_flush(trial) and status != "failed":
             status, fields = "failed", {"error": "could not write measurements to the store"}
-    points = [(s, v) for _, s, _, v in store.measurements([row.id],
-                                                        metric=experiment.objective.metric)]
+    finally:
+        heartbeat.trial_id = None
+    if row.first_start:
+        points = trial.objective_points  # this attempt saw the whole curve
+    else:
+        points = [(s, v) for _, s, _, v in store.measurements(
+            [row.id], metric=experiment.objective.metric)]
     fields.update(summarize(points, experiment.objective.goal).as_dict())
     if status == "completed":
         fields["error"] = None
@@ -166,6 +191,14 @@ def worker_loop(store: Store, experiment: Experiment, experiment_id: int, worklo
                 root: str | Path, worker: str, options: WorkerOptions = WorkerOptions(),
                 should_stop: Any = None) -> int:
     """Claim and run trials until none is left; returns how many ran."""
+    with Heartbeat(store, worker, options.heartbeat_seconds) as heartbeat:
+        return _loop(store, experiment, experiment_id, workload, root, worker, options,
+                     should_stop, heartbeat)
+
+
+def _loop(store: Store, experiment: Experiment, experiment_id: int, workload: Workload,
+          root: str | Path, worker: str, options: WorkerOptions, should_stop: Any,
+          heartbeat: Heartbeat) -> int:
     ran = 0
     while True:
         if should_stop is not None and should_stop():
@@ -176,7 +209,7 @@ def worker_loop(store: Store, experiment: Experiment, experiment_id: int, worklo
                 return ran
             time.sleep(0.2)
             continue
-        run_trial(store, experiment, workload, row, root, worker, options)
+        run_trial(store, experiment, workload, row, root, worker, options, heartbeat)
         ran += 1
 
 
