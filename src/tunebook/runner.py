@@ -167,100 +167,121 @@ def run(
                                                                      "goal": obj.goal}:
         refresh_summaries(store, exp_id, obj.metric, obj.goal)
     _release_orphans(store, exp_id, max_attempts)
-    total = sum(len(v) for v in trials.values())
     result = RunResult(exp_id)
     run_id = store.start_run(exp_id, socket.gethostname(), workers, provenance(
         experiment.source, experiment.base_dir, experiment.identity(), argv).as_dict())
+    session = _Session(experiment=experiment, store=store, exp_id=exp_id, workload=workload,
+                       root=root, max_attempts=max_attempts, options=options,
+                       progress=progress, total=sum(len(v) for v in trials.values()),
+                       started=started, result=result)
     try:
-        _execute(experiment, store, exp_id, workload, root, workers, max_attempts, options,
-                 progress, poll_seconds, stale_after_seconds, total, started, result)
+        if workers <= 0:
+            session.in_process()
+        else:
+            session.with_workers(workers, poll_seconds, stale_after_seconds)
     finally:
+        result.counts = session.snapshot()
+        result.elapsed = time.monotonic() - started
         store.end_run(run_id, {"counts": result.counts, "interrupted": result.interrupted,
-                               "elapsed": round(time.monotonic() - started, 3)})
+                               "elapsed": round(result.elapsed, 3)})
     return result
 
 
-def _execute(experiment: Experiment, store: Store, exp_id: int, workload: Any, root: Path,
-             workers: int, max_attempts: int, options: WorkerOptions,
-             progress: Callable[[Progress], None] | None, poll_seconds: float,
-             stale_after_seconds: float, total: int, started: float, result: RunResult) -> None:
-    obj = experiment.objective
+@dataclass
+class _Session:
+    """One ``run()``: the loop that keeps N workers busy until no trial is left."""
 
-    def report() -> dict[str, int]:
-        counts = store.counts(exp_id)
-        if progress is not None:
-            progress(Progress(total, counts, store.best_trial(exp_id, obj.goal),
-                              time.monotonic() - started, obj.metric))
+    experiment: Experiment
+    store: Store
+    exp_id: int
+    workload: Any
+    root: Path
+    max_attempts: int
+    options: WorkerOptions
+    progress: Callable[[Progress], None] | None
+    total: int
+    started: float
+    result: RunResult
+    procs: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """Counts per status; tells the progress display."""
+        counts = self.store.counts(self.exp_id)
+        if self.progress is not None:
+            obj = self.experiment.objective
+            self.progress(Progress(self.total, counts, self.store.best_trial(self.exp_id, obj.goal),
+                                   time.monotonic() - self.started, obj.metric))
         return counts
 
-    if workers <= 0:
+    def in_process(self) -> None:
+        """Run every trial in this process (``workers=0``: debugging, benchmarks)."""
+        name = f"{socket.gethostname()}:{os.getpid()}:inproc"
         try:
-            worker_loop(store, experiment, exp_id, workload, root,
-                        f"{socket.gethostname()}:{os.getpid()}:inproc", options)
+            worker_loop(self.store, self.experiment, self.exp_id, self.workload, self.root,
+                        name, self.options)
         except KeyboardInterrupt:
-            store.release_worker(f"{socket.gethostname()}:{os.getpid()}:inproc",
-                                 "interrupted", max_attempts, interrupted=True)
-            result.interrupted = True
-        _check_objective(store, exp_id, experiment)
-        result.counts = report()
-        result.elapsed = time.monotonic() - started
-        return
+            self.store.release_worker(name, "interrupted", self.max_attempts, interrupted=True)
+            self.result.interrupted = True
+        _check_objective(self.store, self.exp_id, self.experiment)
 
-    ctx = mp.get_context("spawn")
-    errors: Any = ctx.Queue()
-    procs: dict[str, Any] = {}
-    generation = 0
-    checked_objective = False
-
-    def spawn() -> None:
-        nonlocal generation
-        generation += 1
-        name = f"{socket.gethostname()}:{os.getpid()}:{generation}"
+    def spawn(self, ctx: Any, errors: Any) -> None:
+        """Start one worker process."""
+        self.generation += 1
+        name = f"{socket.gethostname()}:{os.getpid()}:{self.generation}"
+        exp = self.experiment
         p = ctx.Process(
-            target=worker_main, name=f"tunebook-worker-{generation}", daemon=True,
-            args=(store.url, experiment.to_dict(), experiment.source, experiment.base_dir,
-                  exp_id, str(root), name, errors, options))
+            target=worker_main, name=f"tunebook-worker-{self.generation}", daemon=True,
+            args=(self.store.url, exp.to_dict(), exp.source, exp.base_dir, self.exp_id,
+                  str(self.root), name, errors, self.options))
         p.start()
-        procs[name] = p
+        self.procs[name] = p
 
-    try:
-        while True:
-            for name, p in list(procs.items()):
-                if p.is_alive():
-                    continue
-                p.join()
-                del procs[name]
-                if p.exitcode == EXIT_WORKLOAD_ERROR:
-                    try:
-                        message = errors.get(timeout=5)
-                    except queue.Empty:
-                        message = "a worker could not load the workload"
-                    raise WorkloadError(message)
-                store.release_worker(name, f"worker exited with code {p.exitcode}", max_attempts)
-            store.release_stale(exp_id, stale_after_seconds, max_attempts)
-            counts = report()
-            if not checked_objective and counts.get("completed", 0) > 0:
-                checked_objective = True
-                _check_objective(store, exp_id, experiment)
-            claimable = counts.get("pending", 0) + counts.get("interrupted", 0)
-            slots_free = workers - len(procs)
-            for _ in range(min(slots_free, claimable)):
-                spawn()
-            if not procs and claimable == 0 and counts.get("running", 0) == 0:
-                break
-            # Wake up as soon as a worker exits (the end of the run), or to refresh progress.
-            sentinels = [p.sentinel for p in procs.values()]
-            if sentinels:
-                mp_connection.wait(sentinels, timeout=poll_seconds)
-            else:
-                time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        _stop_workers(procs, store, max_attempts)
-        errors.close()
-    result.counts = report()
-    result.elapsed = time.monotonic() - started
+    def reap(self, errors: Any) -> None:
+        """Forget exited workers; their running trials go back to the queue."""
+        for name, p in list(self.procs.items()):
+            if p.is_alive():
+                continue
+            p.join()
+            del self.procs[name]
+            if p.exitcode == EXIT_WORKLOAD_ERROR:
+                try:
+                    message = errors.get(timeout=5)
+                except queue.Empty:
+                    message = "a worker could not load the workload"
+                raise WorkloadError(message)
+            self.store.release_worker(name, f"worker exited with code {p.exitcode}",
+                                      self.max_attempts)
+
+    def with_workers(self, workers: int, poll_seconds: float, stale_after: float) -> None:
+        """Keep ``workers`` processes busy; replace any that die; stop cleanly on Ctrl-C."""
+        ctx = mp.get_context("spawn")
+        errors: Any = ctx.Queue()
+        checked_objective = False
+        try:
+            while True:
+                self.reap(errors)
+                self.store.release_stale(self.exp_id, stale_after, self.max_attempts)
+                counts = self.snapshot()
+                if not checked_objective and counts.get("completed", 0) > 0:
+                    checked_objective = True
+                    _check_objective(self.store, self.exp_id, self.experiment)
+                claimable = counts.get("pending", 0) + counts.get("interrupted", 0)
+                for _ in range(min(workers - len(self.procs), claimable)):
+                    self.spawn(ctx, errors)
+                if not self.procs and claimable == 0 and counts.get("running", 0) == 0:
+                    return
+                # Wake up as soon as a worker exits (the end of the run), or to refresh.
+                sentinels = [p.sentinel for p in self.procs.values()]
+                if sentinels:
+                    mp_connection.wait(sentinels, timeout=poll_seconds)
+                else:
+                    time.sleep(poll_seconds)
+        except KeyboardInterrupt:
+            self.result.interrupted = True
+        finally:
+            _stop_workers(self.procs, self.store, self.max_attempts)
+            errors.close()
 
 
 def _stop_workers(procs: dict[str, Any], store: Store, max_attempts: int) -> None:
