@@ -9,7 +9,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tunebook.errors import TunebookError
+from tunebook.summary import format_value as _fmt
 
 __all__ = ["main"]
 
@@ -28,16 +28,6 @@ def _store(args: argparse.Namespace) -> Any:
     from tunebook.store import Store
 
     return Store(args.store, create=False) if args.store else Store.at_root(args.root, create=False)
-
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:.{digits}g}"
-    return str(v)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:

@@ -11,7 +11,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["CurveSummary", "guess_goal", "summarize"]
+__all__ = ["CurveSummary", "format_value", "guess_goal", "summarize"]
+
+
+def format_value(v: object, digits: int = 4) -> str:
+    """How values are shown to people: 4 significant digits, ``-`` for missing."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if math.isfinite(v) else str(v)
+    return str(v)
 
 _HIGHER_IS_BETTER = ("acc", "accuracy", "auc", "f1", "precision", "recall", "bleu", "rouge",
                      "map", "ndcg", "iou", "dice", "r2", "reward", "return", "score")

@@ -20,15 +20,16 @@ from typing import Any, Protocol
 
 from tunebook.errors import Infeasible
 
-__all__ = ["MeasurementSink", "Trial"]
+__all__ = ["MeasurementSink", "Trial", "fsync_path"]
 
 _CKPT_PREFIX = "step-"
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk; best effort where unsupported."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. a directory on Windows
         return
     try:
         os.fsync(fd)
@@ -43,9 +44,8 @@ def _fsync_tree(folder: Path) -> None:
     leave a published checkpoint with empty files)."""
     for path in folder.rglob("*"):
         if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(folder)
+            fsync_path(path)
+    fsync_path(folder)
 
 
 class MeasurementSink(Protocol):
@@ -240,7 +240,7 @@ class Trial:
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(self.checkpoint_root)
+        fsync_path(self.checkpoint_root)
         if self._sink is not None:
             self._sink.set_checkpoint_step(self.id, step)
         if prune:

@@ -22,6 +22,7 @@ from tunebook.analysis.data import ExperimentData, TrialData, load
 from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
 from tunebook.space import Categorical, Discrete, Float, Int
+from tunebook.summary import format_value as _fmt
 
 __all__ = ["Report", "build_report", "default_report_path", "tracking_rows", "write_report"]
 
@@ -42,16 +43,6 @@ class Report:
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:.4g}"
-    return str(v)
 
 
 def _json_for_html(data: Any) -> str:

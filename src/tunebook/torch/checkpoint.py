@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -44,6 +43,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
+
+from tunebook.trial import fsync_path
 
 if TYPE_CHECKING:
     from tunebook.trial import Trial
@@ -148,20 +149,6 @@ def _pack(name: str, value: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- files
-def _fsync(path: Path) -> None:
-    """Flush a file (or a folder's entries) to disk; best effort where unsupported."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. a directory on Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -297,15 +284,15 @@ class Checkpointer:
         with self.trial.checkpoint(step, prune=False) as folder:
             state_path = folder / STATE_FILE
             torch.save(payload, state_path)
-            _fsync(state_path)
+            fsync_path(state_path)
             meta = {"format": _FORMAT, "step": int(step), "metric": self.metric,
                     "goal": self.goal, "value": value, "saved_at": time.time(),
                     "files": {STATE_FILE: {"bytes": state_path.stat().st_size,
                                            "sha256": _sha256(state_path)}}}
             meta_path = folder / META_FILE
             meta_path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-            _fsync(meta_path)
-            _fsync(folder)
+            fsync_path(meta_path)
+            fsync_path(folder)
         self._prune(step)
         return dict(self.trial.checkpoints())[step]
 
