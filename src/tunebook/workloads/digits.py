@@ -1,38 +1,63 @@
 """An MLP on scikit-learn's digits (8x8 images, 10 classes, bundled with scikit-learn).
 
-Hyperparameters (all optional, defaults in brackets):
-    num_layers [1]        hidden layers
-    width [128]           units per hidden layer
-    activation [relu]     relu, gelu or tanh
-    learning_rate [1e-3]  Adam's learning rate
-    beta1 [0.9]           Adam's beta1
-    beta2 [0.999]         Adam's beta2
-    batch_size [64]       training batch size
+The 1,797 images are split once, with a fixed seed, into 1,198 for training and 599 for
+validation, and standardised with the training set's per-pixel mean and deviation; every trial
+sees the same split. Loading is cached per process, so a long-lived worker pays it once.
 
-Reports ``train_loss``, ``train_error``, ``val_loss``, ``val_error`` and ``learning_rate`` every
-``eval_every`` steps, and checkpoints at each evaluation so a killed trial resumes exactly where
-it stopped (the batch order is a function of the step, the RNG state is saved).
+Hyperparameters of the model:
+
+================  ========  =========================================================
+name              default   meaning
+================  ========  =========================================================
+``num_layers``    1         hidden layers (0: a linear classifier)
+``width``         128       units per hidden layer
+``activation``    ``relu``  ``relu``, ``gelu``, ``tanh`` or ``silu``
+``dropout``       0.0       dropout after each hidden activation (in [0, 1))
+``batch_size``    64        training batch size (at most 1,198)
+================  ========  =========================================================
+
+and every training hyperparameter of :mod:`tunebook.workloads.common` (``optimizer`` [adam],
+``learning_rate``, ``beta1``, ``beta2``, ``momentum``, ``weight_decay``, ``schedule``,
+``warmup_steps``, ``grad_clip``, ``label_smoothing``...). Any other name is refused (the trial
+fails with the closest known name), so a typo cannot silently run a study at the default.
+
+Reports ``train_loss``, ``train_error`` (on the whole training set, in eval mode), ``val_loss``,
+``val_error``, ``grad_norm`` (mean unclipped norm since the previous evaluation) and
+``learning_rate`` every ``eval_every`` steps and at the end, and checkpoints at each evaluation
+so a killed trial resumes exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from tunebook.trial import Trial
+from tunebook.workloads.common import (
+    ACTIVATIONS,
+    TRAINING_HPARAMS,
+    check_hparams,
+    float_hparam,
+    int_hparam,
+    mlp,
+    str_hparam,
+    train_classifier,
+)
 
-__all__ = ["load_digits_split", "train_mlp"]
+__all__ = ["HPARAMS", "load_digits_split", "train_mlp"]
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+HPARAMS = TRAINING_HPARAMS | {"num_layers", "width", "activation", "dropout"}
+"""Every hyperparameter name :func:`train_mlp` reads."""
 
 
 @functools.cache
 def load_digits_split(val_fraction: float = 1 / 3) -> tuple[torch.Tensor, ...]:
-    """Standardised train/validation tensors; the split is fixed (seed 0) for every trial."""
+    """``(x_train, y_train, x_val, y_val)``: standardised float32 images and int64 labels; the
+    split is fixed (seed 0) for every trial."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -47,72 +72,15 @@ def load_digits_split(val_fraction: float = 1 / 3) -> tuple[torch.Tensor, ...]:
             torch.from_numpy(x[val]), torch.from_numpy(y[val]))
 
 
-def build_mlp(num_layers: int, width: int, activation: str, n_in: int = 64,
-              n_out: int = 10) -> nn.Module:
-    """A plain MLP."""
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    layers: list[nn.Module] = []
-    d = n_in
-    for _ in range(int(num_layers)):
-        layers += [nn.Linear(d, int(width)), _ACTIVATIONS[activation]()]
-        d = int(width)
-    layers.append(nn.Linear(d, n_out))
-    return nn.Sequential(*layers)
-
-
-def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
-    # The batch of a step is a pure function of (seed, step): resuming needs no data state.
-    per_epoch = n // batch_size
-    epoch, k = divmod(step, per_epoch)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g)
-    return perm[k * batch_size:(k + 1) * batch_size]
-
-
-@torch.no_grad()
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    model.eval()
-    logits = model(x)
-    loss = nn.functional.cross_entropy(logits, y).item()
-    error = (logits.argmax(1) != y).float().mean().item()
-    model.train()
-    return loss, error
-
-
-def train_mlp(hparams: dict[str, Any], trial: Trial) -> None:
-    """Train the MLP for ``trial.max_train_steps`` steps, evaluating every ``eval_every``."""
+def train_mlp(hparams: dict[str, Any], trial: Trial, *,
+              on_step: Callable[[int], None] | None = None) -> None:
+    """Train the MLP for ``trial.max_train_steps`` steps (see the module docstring)."""
+    check_hparams(hparams, HPARAMS)
     x_train, y_train, x_val, y_val = load_digits_split()
     torch.manual_seed(trial.seed)
-    model = build_mlp(hparams.get("num_layers", 1), hparams.get("width", 128),
-                      hparams.get("activation", "relu"))
-    lr = float(hparams.get("learning_rate", 1e-3))
-    opt = torch.optim.Adam(model.parameters(), lr=lr,
-                           betas=(float(hparams.get("beta1", 0.9)),
-                                  float(hparams.get("beta2", 0.999))))
-    batch_size = int(hparams.get("batch_size", 64))
-    step = 0
-    latest = trial.latest_checkpoint()
-    if latest is not None:
-        state = torch.load(latest[1] / "state.pt", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        step = latest[0]
-    while step < trial.max_train_steps:
-        idx = _batch_indices(len(x_train), batch_size, step, trial.seed)
-        loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        step += 1
-        if not torch.isfinite(loss):
-            raise trial.infeasible(f"training loss is {loss.item()}", step)
-        if step % trial.eval_every == 0 or step == trial.max_train_steps:
-            train_loss, train_error = _evaluate(model, x_train, y_train)
-            val_loss, val_error = _evaluate(model, x_val, y_val)
-            trial.report(step, train_loss=train_loss, train_error=train_error,
-                         val_loss=val_loss, val_error=val_error, learning_rate=lr)
-            with trial.checkpoint(step) as folder:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "rng": torch.get_rng_state()}, folder / "state.pt")
+    model = mlp(64, 10, num_layers=int_hparam(hparams, "num_layers", 1, minimum=0),
+                width=int_hparam(hparams, "width", 128),
+                activation=str_hparam(hparams, "activation", "relu", ACTIVATIONS),
+                dropout=float_hparam(hparams, "dropout", 0.0, high=1.0))
+    train_classifier(trial, model, (x_train, y_train), (x_val, y_val), hparams,
+                     default_batch_size=64, on_step=on_step)
