@@ -230,3 +230,20 @@ def test_parallel_run_on_postgresql(tmp_path: Path, postgres: Any) -> None:
     serial = run(exp, root=tmp_path / "s", workers=0)
     assert serial.counts == result.counts
     assert _params(store, "toy") == _params(Store.at_root(tmp_path / "s"), "toy")
+
+
+def test_unguarded_script_fails_fast_with_the_fix(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import tunebook\n"
+        "from tunebook import Experiment, Float, Objective\n"
+        "exp = Experiment(name='u', objective=Objective('val_loss'), max_train_steps=10,\n"
+        "                 eval_every=5, workload='tunebook.workloads.synthetic:quadratic',\n"
+        f"                 nuisance={{'x': Float(0.0, 1.0)}})\n"
+        f"tunebook.run(exp, root={str(tmp_path / 'r')!r}, workers=2)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=180, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "if __name__ == \"__main__\":" in proc.stderr
+    runs = Store.at_root(tmp_path / "r").runs(1)
+    assert len(runs) == 1  # the workers' imports of the script registered nothing

@@ -148,6 +148,10 @@ def run(
         WorkloadError: the workload cannot be loaded, or never reports the objective metric.
         StoreError: the store holds an incompatible experiment of the same name.
     """
+    if getattr(mp.current_process(), "_inheriting", False):
+        # A worker process is importing the user's script (spawn re-runs __main__), and the
+        # script calls run() at the top level: starting workers from here would never end.
+        raise WorkloadError(_GUARD_HINT)
     started = time.monotonic()
     options = options or WorkerOptions()
     root = Path(root)
@@ -187,6 +191,12 @@ def run(
     return result
 
 
+_GUARD_HINT = ("tunebook.run() was called while a worker process was starting: a script that "
+               "calls tunebook.run() must do it under `if __name__ == \"__main__\":` (worker "
+               "processes import the script)")
+EARLY_DEATHS = 3  # workers dying before running any trial, in a row, before giving up
+
+
 @dataclass
 class _Session:
     """One ``run()``: the loop that keeps N workers busy until no trial is left."""
@@ -204,6 +214,7 @@ class _Session:
     result: RunResult
     procs: dict[str, Any] = field(default_factory=dict)
     generation: int = 0
+    early_deaths: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """Counts per status; tells the progress display."""
@@ -250,8 +261,19 @@ class _Session:
                 except queue.Empty:
                     message = "a worker could not load the workload"
                 raise WorkloadError(message)
-            self.store.release_worker(name, f"worker exited with code {p.exitcode}",
-                                      self.max_attempts)
+            released = self.store.release_worker(name, f"worker exited with code {p.exitcode}",
+                                                 self.max_attempts)
+            if p.exitcode != 0 and not released:
+                # It died before taking a trial: no trial will fail after max_attempts, so
+                # without this the run would restart workers forever.
+                self.early_deaths += 1
+                if self.early_deaths >= EARLY_DEATHS:
+                    raise WorkloadError(
+                        f"{EARLY_DEATHS} worker processes in a row exited (code {p.exitcode}) "
+                        "before running any trial; if tunebook.run() is called from a script, "
+                        "guard the call with `if __name__ == \"__main__\":`")
+            else:
+                self.early_deaths = 0
 
     def with_workers(self, workers: int, poll_seconds: float, stale_after: float) -> None:
         """Keep ``workers`` processes busy; replace any that die; stop cleanly on Ctrl-C."""

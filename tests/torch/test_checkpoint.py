@@ -327,3 +327,11 @@ def test_argument_validation(run: Run) -> None:
         Checkpointer(trial, keep_latest=0)
     with pytest.raises(ValueError, match="goal"):
         Checkpointer(trial, goal="up")
+
+
+def test_keep_best_needs_a_metric(tmp_path: Path) -> None:
+    trial = Trial(hparams={}, max_train_steps=10, eval_every=1, seed=0, dir=tmp_path / "t")
+    with pytest.raises(ValueError, match="keep_best needs a metric"):
+        Checkpointer(trial, keep_best=3)
+    assert Checkpointer(trial, keep_best=0).keep_best == 0
+    assert Checkpointer(trial, keep_best=2, metric="loss").metric == "loss"

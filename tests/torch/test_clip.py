@@ -141,3 +141,13 @@ def test_tracker_keeps_a_window_but_counts_everything() -> None:
     for v in (5.0, 0.1, 0.2, 0.3):
         tracker.record(ClipResult(v, v > 1.0))
     assert tracker.norms == [0.1, 0.2, 0.3] and tracker.steps == 4 and tracker.clipped_steps == 1
+
+
+def test_tracker_keeps_a_bounded_window_of_norms_by_default() -> None:
+    from tunebook.torch.clip import ClipResult, ClipTracker
+
+    tracker = ClipTracker()
+    for i in range(10_050):
+        tracker.record(ClipResult(float(i), False))
+    assert len(tracker.norms) == 10_000 and tracker.norms[0] == 50.0
+    assert tracker.steps == 10_050

@@ -190,3 +190,12 @@ def test_prefixed_and_empty() -> None:
     assert set(evaluate(model, (x, y), 4).prefixed("val_")) == {"val_loss", "val_error"}
     with pytest.raises(ValueError, match="empty"):
         evaluate(model, (x[:0], y[:0]), 4)
+
+
+def test_diverged_outputs_give_a_nan_error_not_a_random_one() -> None:
+    from tunebook.torch.evaluation import classification_metrics
+
+    logits = torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [float("inf"), 1.0]])
+    out = classification_metrics(logits, torch.tensor([1, 0, 0]))
+    assert out["error"][0].item() == 0.0
+    assert torch.isnan(out["error"][1:]).all()

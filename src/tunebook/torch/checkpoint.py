@@ -44,8 +44,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunebook.trial import fsync_path
-
 if TYPE_CHECKING:
     from tunebook.trial import Trial
 
@@ -239,6 +237,9 @@ class Checkpointer:
         self.keep_latest = keep_latest
         self.metric = metric if metric is not None else trial.objective
         self.goal = goal if goal is not None else trial.goal
+        if self.metric is None and keep_best > 0:
+            raise ValueError("keep_best needs a metric to rank checkpoints by: the trial has no "
+                             "objective, pass metric=... (or keep_best=0)")
         if self.goal not in ("minimize", "maximize"):
             raise ValueError(f"goal must be 'minimize' or 'maximize', got {self.goal!r}")
         self.extra: dict[str, Any] = {}
@@ -284,15 +285,13 @@ class Checkpointer:
         with self.trial.checkpoint(step, prune=False) as folder:
             state_path = folder / STATE_FILE
             torch.save(payload, state_path)
-            fsync_path(state_path)
+            # No fsync here: Trial.checkpoint flushes the whole folder before publishing it.
             meta = {"format": _FORMAT, "step": int(step), "metric": self.metric,
                     "goal": self.goal, "value": value, "saved_at": time.time(),
                     "files": {STATE_FILE: {"bytes": state_path.stat().st_size,
                                            "sha256": _sha256(state_path)}}}
             meta_path = folder / META_FILE
             meta_path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-            fsync_path(meta_path)
-            fsync_path(folder)
         self._prune(step)
         return dict(self.trial.checkpoints())[step]
 

@@ -167,12 +167,13 @@ class ClipTracker:
         max_norm: the clipping threshold ``λ``; None (or inf) to only measure.
         aggressive_fraction: clipping more than this share of steps is "extremely aggressive"
             (the playbook's one half).
-        keep_norms: keep at most this many recent norms (None: all of them; the counts used
-            by :attr:`fraction_clipped` always cover every step).
+        keep_norms: keep at most this many recent norms (default 10,000: enough for a stable
+            90th percentile, small enough to checkpoint at every evaluation; None keeps all;
+            the counts used by :attr:`fraction_clipped` always cover every step).
     """
 
     def __init__(self, max_norm: float | None = None, *, aggressive_fraction: float = 0.5,
-                 keep_norms: int | None = None) -> None:
+                 keep_norms: int | None = 10_000) -> None:
         self.max_norm = _check_max_norm(max_norm)
         if not 0.0 <= aggressive_fraction < 1.0:
             raise ValueError(f"aggressive_fraction must be in [0, 1), got {aggressive_fraction}")

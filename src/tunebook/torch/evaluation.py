@@ -60,9 +60,13 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
 
     ``logits`` is ``[batch, classes]`` and ``labels`` ``[batch]`` class indices. The mean of
     ``error`` is the error rate; its sum (:attr:`EvalResult.sums`) the number of mistakes.
+    An example whose logits are not finite has a NaN error, not an arbitrary argmax: a diverged
+    model must not look like a 50%-error model (the objective turns NaN: infeasible).
     """
-    return {"loss": F.cross_entropy(logits, labels, reduction="none"),
-            "error": (logits.argmax(dim=-1) != labels).to(torch.float32)}
+    error = (logits.argmax(dim=-1) != labels).to(torch.float32)
+    finite = torch.isfinite(logits).all(dim=-1)
+    error = torch.where(finite, error, torch.full_like(error, float("nan")))
+    return {"loss": F.cross_entropy(logits, labels, reduction="none"), "error": error}
 
 
 def regression_metrics(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
