@@ -10,7 +10,10 @@ to a minute before each timed run for the CPUs to be idle.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench_overhead import TARGET_MS, bench_overhead, print_overhead
 from bench_report import TARGET_POINTS_PER_S, bench_report, print_report
@@ -77,6 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
          f"{_fmt(sc.steady(2), ',.0f')} vs {_fmt(sc.steady(1), ',.0f')} /h", "-",
          "n/a" if sc.steady_ratio is None else f"{sc.steady_ratio:.2f}x", ""],
     ])
+    # The two benchmarks of the report and of the PyTorch toolkit print their own verdicts.
+    here = Path(__file__).parent
+    for title, script, extra in (
+            ("4. PyTorch toolkit vs a bare loop (bench_toolkit.py)", "bench_toolkit.py",
+             ["--repeats", "3" if q else "7"]),
+            ("5. the HTML report on 1,000 trials (bench_report_page.py)",
+             "bench_report_page.py", ["--trials", "200"] if q else [])):
+        print(f"\n== {title} ==", flush=True)
+        subprocess.run([sys.executable, str(here / script), *extra], check=False)
     print(f"# machine after: {describe_machine()}")
     return 0
 
