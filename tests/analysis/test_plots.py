@@ -106,3 +106,15 @@ def test_late_noise() -> None:
     flat: Any = Curve(tuple(range(10)), tuple(0.5 + (0.1 if k % 2 else -0.1) for k in range(10)))
     assert late_noise(flat) == pytest.approx(0.2 / (math.sqrt(2) * 0.6745))
     assert late_noise(Curve((1, 2), (1.0, 2.0))) is None
+
+
+def test_bucketed_isolation_keeps_the_best_trial_per_slice() -> None:
+    from tunebook.analysis.plots import bucketed_isolation
+
+    data = _data({"a": [0.9, 0.5, 0.7, 0.2, 0.4, 0.8]})
+    buckets = bucketed_isolation(data, "lr", buckets=3)
+    # lr = 10**(-3 + 3 i / 6): i = 0,1 in the first third (log scale), 2,3 in the second...
+    assert [b[2] for b in buckets] == [0.5, 0.2, 0.4]
+    assert [b[3] for b in buckets] == ["arm=a #1", "arm=a #3", "arm=a #4"]
+    assert buckets[0][0] == pytest.approx(1e-3) and buckets[-1][1] == pytest.approx(1.0)
+    assert bucketed_isolation(data, "act") == ()

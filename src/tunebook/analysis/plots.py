@@ -22,6 +22,7 @@ __all__ = [
     "IsolationPlot",
     "axis_plots",
     "best_of_k",
+    "bucketed_isolation",
     "curve_plots",
     "downsample",
     "isolation",
@@ -39,6 +40,10 @@ class AxisPlot:
     ``points`` are ``(x, y, study, label, feasible)``; ``y`` is None for infeasible trials, which
     are drawn at the plot's edge. ``scale`` is ``linear``, ``log``, ``one_minus_log`` or
     ``categorical`` (then ``categories`` lists the values in order).
+
+    ``buckets`` is the playbook's approximate isolation plot for a continuous hyperparameter
+    searched jointly: the range is cut into equal slices of its scaled space and each slice keeps
+    its best trial, ``(x_low, x_high, value, label)``.
     """
 
     hyperparameter: str
@@ -47,6 +52,7 @@ class AxisPlot:
     high: float | None
     categories: tuple[Any, ...] | None
     points: tuple[tuple[Any, float | None, str, str, bool], ...]
+    buckets: tuple[tuple[float, float, float, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,39 @@ def axis_plots(data: ExperimentData) -> list[AxisPlot]:
         cats = tuple(hp.values) if isinstance(hp, Categorical | Discrete) else None
         low = float(hp.low) if isinstance(hp, Float | Int) else None
         high = float(hp.high) if isinstance(hp, Float | Int) else None
-        plots.append(AxisPlot(name, _scale(hp), low, high, cats, tuple(points)))
+        buckets = bucketed_isolation(data, name) if isinstance(hp, Float | Int) else ()
+        plots.append(AxisPlot(name, _scale(hp), low, high, cats, tuple(points), buckets))
     return plots
+
+
+def bucketed_isolation(data: ExperimentData, name: str, buckets: int = 8
+                       ) -> tuple[tuple[float, float, float, str], ...]:
+    """Best trial per slice of a continuous hyperparameter's range (scaled space).
+
+    The playbook's approximation of an isolation plot from (quasi-)random search data: "bucketing
+    the x-axis values of the basic hyperparameter axis plot and taking the best trial in each
+    vertical slice". Empty slices are left out.
+    """
+    hp = data.experiment.nuisance.get(name)
+    if not isinstance(hp, Float | Int):
+        return ()
+    best: dict[int, TrialData] = {}
+    for t in data.ranked():
+        if name not in t.params:
+            continue
+        k = min(buckets - 1, max(0, int(hp.to_unit(float(t.params[name])) * buckets)))
+        if k not in best:  # ranked: the first seen is the best
+            best[k] = t
+    out = []
+    for k in sorted(best):
+        t = best[k]
+        v = data.value(t)
+        if v is None:
+            continue
+        edges = [hp.from_unit(min(k / buckets, 1 - 1e-12)),
+                 hp.from_unit(min((k + 1) / buckets, 1 - 1e-12))]
+        out.append((float(edges[0]), float(edges[1]), v, t.label))
+    return tuple(out)
 
 
 def late_noise(curve: Curve, fraction: float = 0.2) -> float | None:

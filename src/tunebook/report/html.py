@@ -266,7 +266,8 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
         "objective_label": data.metric + (" (final)" if data.final else ""),
         "axis": [{"hyperparameter": a.hyperparameter, "scale": a.scale, "low": a.low,
                   "high": a.high, "categories": list(a.categories) if a.categories else None,
-                  "points": [[x, _finite(y), s, lab, ok] for x, y, s, lab, ok in a.points]}
+                  "points": [[x, _finite(y), s, lab, ok] for x, y, s, lab, ok in a.points],
+                  "buckets": [list(b) for b in a.buckets]}
                  for a in axes],
         "isolation": {"scientific": list(iso.scientific), "groups": [
             {**g, "values": [[lab, v] for lab, v in g["values"] if _finite(v) is not None]}
@@ -299,7 +300,8 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
         "<section id='axis'><h2>Basic hyperparameter axis plots</h2><p class='muted small'>"
         f"{_e(payload['objective_label'])} of every trial against each varied hyperparameter, "
         "all studies; infeasible trials are red X at the edge, dashed circles are beyond the "
-        f"zoomed range.</p>{axis_html}</section>")
+        "zoomed range. The grey steps are the playbook's approximate isolation plot: the best "
+        f"trial in each slice of the range.</p>{axis_html}</section>")
     # Curves.
     curve_html = []
     for si, study_curves in enumerate(curves):

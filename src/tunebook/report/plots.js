@@ -164,6 +164,17 @@
                    spec.scale === "one_minus_log" ? " (1 - x, log)" : ""),
                    DATA.objective_label, cat ? spec.categories : null);
     const edge = DATA.goal === "minimize" ? M.t + 5 : H - M.b - 5;
+    if (!cat && spec.buckets && spec.buckets.length) {
+      // Best trial per slice of the range: the approximate isolation plot.
+      let d = "";
+      for (const b of spec.buckets) {
+        const y = Math.min(Math.max(a.py(b[2]), M.t), H - M.b);
+        d += "M" + a.px(fwd(spec.scale, b[0])).toFixed(1) + " " + y.toFixed(1) +
+             "H" + a.px(fwd(spec.scale, b[1])).toFixed(1);
+      }
+      el("title", {}, el("path", {d: d, class: "bucket"}, svg)).textContent =
+        "best trial per slice of " + spec.hyperparameter;
+    }
     let marks = 0;
     const titles = spec.points.length <= 2000;
     for (const p of spec.points) {
