@@ -57,15 +57,22 @@ def _grads(params: Params) -> list[torch.Tensor]:
     return [p.grad for p in params if p.grad is not None]
 
 
+_FULL = (torch.float32, torch.float64)
+
+
 def _global_norm(grads: Sequence[torch.Tensor]) -> float:
     if not grads:
         return 0.0
     # Per-tensor norms are computed in at least float32 (half-precision squares overflow early),
     # then combined on the first gradient's device: one host sync, for the final ``.item()``.
     device = grads[0].device
-    norms = [torch.linalg.vector_norm(g.detach(), 2.0,
-                                      dtype=torch.promote_types(g.dtype, torch.float32))
-             .to(device) for g in grads]
+    if all(g.dtype in _FULL and g.device == device for g in grads):
+        # The common case, on the hot path of every step: no casts, no copies.
+        norms = [torch.linalg.vector_norm(g) for g in grads]
+    else:
+        norms = [torch.linalg.vector_norm(g.detach(), 2.0,
+                                          dtype=torch.promote_types(g.dtype, torch.float32))
+                 .to(device) for g in grads]
     return float(torch.linalg.vector_norm(torch.stack(norms), 2.0).item())
 
 
