@@ -74,8 +74,11 @@ def test_report_renders_every_plot(browser: Any, tmp_path: Path) -> None:
     kinds = [p[0] for p in plots]
     assert kinds.count("axis") == 3 and kinds.count("isolation") == 1
     assert kinds.count("bootstrap") == 1 and kinds.count("curve") >= 6
+    assert kinds.count("grad-norm-curve") == 1 and kinds.count("grad-norm-hist") == 1
     for kind, rendered, expected, circles, crosses in plots:
         assert rendered not in (None, "error", "0"), kind
+        if kind != "grad-norm-hist":  # a histogram's bars are not points
+            assert rendered == expected, (kind, rendered, expected)
         if kind == "axis":
             # Every trial is one mark: a circle if feasible, a red X if infeasible.
             assert int(rendered) == int(expected) == circles + crosses == 16

@@ -285,7 +285,10 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
         "<section id='isolation'><h2>Isolation plot</h2><p class='muted small'>The best trial "
         "of each study after optimising the nuisance hyperparameters away (large dots), every "
         "completed trial behind it (grey).</p>"
-        + ("<div class='grid'><div class='plot' data-plot='isolation'></div></div>"
+        + ("<div class='grid'><div class='plot' data-plot='isolation' data-expected='"
+           + str(sum(len(g["values"]) for g in payload["isolation"]["groups"])
+                 + sum(1 for g in iso.groups if g["best"]))
+           + "'></div></div>"
            if any_done else "<p class='empty'>No completed trial yet.</p>")
         + f"<p class='summary'>{_e(iso.summary)}</p></section>")
     # Axis plots.
@@ -311,14 +314,17 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
                               "with measurements.</p>")
             continue
         divs = "".join(f"<div class='plot' data-plot='curve' data-study='{si}' "
-                       f"data-index='{pi}'></div>" for pi in range(len(cplots)))
+                       f"data-index='{pi}' data-expected='"
+                       f"{sum(len(series[1]) for series in cplots[pi]['series'])}'></div>"
+                       for pi in range(len(cplots)))
         shown = min(TOP_CURVES, len(cplots[0]["series"]))
         curve_html.append(f"<h3>{_e(name)}: best {shown} trials</h3>"
                           f"<div class='grid'>{divs}</div>")
     if payload["grad_norm"]:
+        expected = sum(len(series[1]) for series in payload["grad_norm"]["curves"]["series"])
         curve_html.append("<h3>Gradient norm</h3><div class='grid'><div class='plot' "
-                          "data-plot='grad-norm-curve'></div><div class='plot' "
-                          "data-plot='grad-norm-hist'></div></div>")
+                          f"data-plot='grad-norm-curve' data-expected='{expected}'></div>"
+                          "<div class='plot' data-plot='grad-norm-hist'></div></div>")
     options = "".join(f"<option value='{_e(label)}'>{_e(label)}</option>"
                       for label in on_demand)
     picker = (f"<h3>Any trial</h3><select id='trial-picker'><option value=''>choose a trial"
@@ -333,7 +339,8 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
         "Figure 3: for each k, the best value among k trials drawn with replacement from each "
         "study (1,000 draws; boxes are quartiles, whiskers the 5th-95th percentiles). If the "
         "boxes are still wide at the study's size, more trials would change the result."
-        "</p>" + ("<div class='grid'><div class='plot' data-plot='bootstrap'></div></div>"
+        "</p>" + ("<div class='grid'><div class='plot' data-plot='bootstrap' data-expected='"
+                  + str(sum(len(b.stats) for b in boxes)) + "'></div></div>"
                   if has_boxes else "<p class='empty'>No completed trial yet.</p>")
         + "</section>")
     sections.append(_findings_html(tuple(findings)))

@@ -33,7 +33,7 @@ def _burn(iterations: int) -> int:
 
 
 def quadratic(hparams: dict[str, Any], trial: Trial) -> None:
-    """Simulated training; reports ``train_loss``, ``val_loss`` and ``val_error``."""
+    """Simulated training; reports ``train_loss``, ``val_loss``, ``val_error``, ``grad_norm``."""
     lr = float(hparams.get("learning_rate", 0.1))
     x, y = float(hparams.get("x", 0.0)), float(hparams.get("y", 0.0))
     noise = float(hparams.get("noise", 0.01))
@@ -58,6 +58,7 @@ def quadratic(hparams: dict[str, Any], trial: Trial) -> None:
             val = floor + (1 - progress) * 2.0 + rng.gauss(0, noise)
             if lr > 2.0:
                 val = math.nan
+            grad_norm = abs(1.0 + rng.gauss(0, 0.2)) * (1 - progress + 0.1) * (1 + lr)
             trial.report(step, train_loss=train, val_loss=val,
-                         val_error=min(1.0, max(0.0, val / 3)))
+                         val_error=min(1.0, max(0.0, val / 3)), grad_norm=grad_norm)
             trial.save_state(step, {"step": step})
