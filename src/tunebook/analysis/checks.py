@@ -43,7 +43,7 @@ exactly what that check is about.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -221,6 +221,17 @@ def _points(trial: TrialData, metric: str, sign: float = 1.0) -> tuple[Array, Ar
     values = np.asarray(c.values, dtype=np.float64) * sign
     return steps, values
 
+
+def _best_curves(data: ExperimentData, sign: float
+                 ) -> Iterator[tuple[str, TrialData, Array, Array]]:
+    """Each study's best trial with its objective curve (sign-adjusted, >= 3 finite points)."""
+    for study in _studies(data):
+        ranked = data.ranked(study)
+        if not ranked:
+            continue
+        steps, y = _points(ranked[0], data.metric, sign)
+        if len(y) >= 3:
+            yield study, ranked[0], steps, y
 
 def _diff_noise(y: Array) -> float | None:
     """Noise standard deviation from the IQR of first differences; None under 3 points."""
@@ -613,14 +624,7 @@ def check_still_improving(data: ExperimentData) -> list[Finding]:
     findings = []
     max_steps = data.experiment.max_train_steps
     sign = _sign(data)
-    for study in _studies(data):
-        ranked = data.ranked(study)
-        if not ranked:
-            continue
-        t = ranked[0]
-        steps, y = _points(t, data.metric, sign)
-        if len(y) < 3:
-            continue
+    for study, t, steps, y in _best_curves(data, sign):
         i = int(np.argmin(y))
         best_step = int(steps[i])
         if best_step < STILL_IMPROVING_BEST_AFTER * max_steps:
@@ -668,14 +672,7 @@ def check_saturated_early(data: ExperimentData) -> list[Finding]:
     findings = []
     max_steps = data.experiment.max_train_steps
     sign = _sign(data)
-    for study in _studies(data):
-        ranked = data.ranked(study)
-        if not ranked:
-            continue
-        t = ranked[0]
-        steps, y = _points(t, data.metric, sign)
-        if len(y) < 3:
-            continue
+    for study, t, steps, y in _best_curves(data, sign):
         best = float(np.min(y))
         late = y[steps >= SATURATED_BY * max_steps]
         noise = (_diff_noise(late) if len(late) >= 3 else _diff_noise(y)) or 0.0

@@ -279,16 +279,16 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
         "trials": on_demand,
     }
     sections = [_header(data), _tracking(data, rows)]
-    # Isolation.
+    # Isolation: a faint mark per completed trial, a large one per study's best.
     any_done = any(g["best"] for g in iso.groups)
+    iso_marks = sum(sum(1 for _, v in g["values"] if _finite(v) is not None)
+                    + (1 if g["best"] else 0) for g in iso.groups)
     sections.append(
         "<section id='isolation'><h2>Isolation plot</h2><p class='muted small'>The best trial "
         "of each study after optimising the nuisance hyperparameters away (large dots), every "
         "completed trial behind it (grey).</p>"
         + ("<div class='grid'><div class='plot' data-plot='isolation' data-expected='"
-           + str(sum(len(g["values"]) for g in payload["isolation"]["groups"])
-                 + sum(1 for g in iso.groups if g["best"]))
-           + "'></div></div>"
+           + str(iso_marks) + "'></div></div>"
            if any_done else "<p class='empty'>No completed trial yet.</p>")
         + f"<p class='summary'>{_e(iso.summary)}</p></section>")
     # Axis plots.
