@@ -261,7 +261,7 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
             for m, c in t.curves.items():
                 steps, vals = downsample(c.steps, c.values, 100)
                 on_demand[t.label][m] = [list(steps), list(vals)]
-    payload = {
+    payload: dict[str, Any] = {
         "studies": list(data.studies), "goal": data.goal, "metric": data.metric,
         "objective_label": data.metric + (" (final)" if data.final else ""),
         "axis": [{"hyperparameter": a.hyperparameter, "scale": a.scale, "low": a.low,
