@@ -186,11 +186,12 @@ def _in_budget() -> Any:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # The busy timeout first: switching to WAL needs a lock another process may hold.
+    cur.execute("PRAGMA busy_timeout=60000")
     # WAL lets readers (progress, reports) run while a worker writes; NORMAL sync is durable
     # across process crashes, which is the failure tunebook must survive.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=60000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -247,8 +248,10 @@ class Store:
     # ----------------------------------------------------------------- schema
     def _ensure_schema(self) -> None:
         # Several processes may open a new store at once; whoever loses the race to create a
-        # table sees "already exists" and simply checks again.
-        for attempt in range(5):
+        # table sees "already exists" (or, on SQLite, "locked": a read transaction cannot be
+        # upgraded once another writer committed) and simply checks again.
+        attempts = 10
+        for attempt in range(attempts):
             try:
                 with self.engine.begin() as conn:
                     metadata.create_all(conn)
@@ -264,8 +267,10 @@ class Store:
                 return
             except (sa.exc.OperationalError, sa.exc.IntegrityError,
                     sa.exc.ProgrammingError) as exc:
-                if attempt == 4 or ("exist" not in str(exc.orig).lower() and not isinstance(
-                        exc, sa.exc.IntegrityError)):
+                message = str(exc.orig).lower()
+                racing = ("exist" in message or "locked" in message
+                          or isinstance(exc, sa.exc.IntegrityError))
+                if attempt == attempts - 1 or not racing:
                     raise StoreError(f"cannot open store {self.url!r}: {exc.orig}") from None
                 time.sleep(0.05 * (attempt + 1))
 
@@ -310,6 +315,21 @@ class Store:
         kept untouched; only missing indices are added. An experiment of the same name whose
         identity differs is refused: its trials would not mean the same thing.
         """
+        # Reads, then writes: on SQLite another process committing in between makes the write
+        # fail at once with "locked" (no busy wait). The transaction is idempotent: redo it.
+        for attempt in range(10):
+            try:
+                return self._register(name, identity, config, studies, trials)
+            except sa.exc.OperationalError as exc:
+                if "locked" not in str(exc.orig).lower() or attempt == 9:
+                    raise StoreError(f"cannot register {name!r} in {self.url}: {exc.orig}"
+                                     ) from None
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _register(self, name: str, identity: str, config: dict[str, Any],
+                  studies: Sequence[dict[str, Any]],
+                  trials: dict[str, Sequence[tuple[int, dict[str, Any], int]]]) -> int:
         now = time.time()
         with self.engine.begin() as conn:
             row = conn.execute(
@@ -527,21 +547,27 @@ class Store:
             "worker stopped sending heartbeats", max_attempts, False)
 
     def _release(self, cond: Any, reason: str, max_attempts: int, interrupted: bool) -> list[int]:
+        # One UPDATE ... RETURNING, never a read then a write: on SQLite a transaction that
+        # read first cannot take the write lock once a worker has committed in between.
+        attempts = trials_t.c.attempts
+        if interrupted:
+            values: dict[str, Any] = {
+                "status": "interrupted",
+                "attempts": sa.case((attempts > 0, attempts - 1), else_=0)}
+        else:
+            gave_up = attempts >= max_attempts
+            text_attempts = sa.cast(attempts, sa.String)
+            values = {
+                "status": sa.case((gave_up, "failed"), else_="pending"),
+                "finished_at": sa.case((gave_up, time.time()), else_=trials_t.c.finished_at),
+                "error": sa.case(
+                    (gave_up, sa.literal(f"{reason}; gave up after ") + text_attempts
+                     + sa.literal(" attempts")),
+                    else_=sa.literal("attempt ") + text_attempts + sa.literal(f": {reason}"))}
         with self.engine.begin() as conn:
-            rows = conn.execute(sa.select(trials_t.c.id, trials_t.c.attempts).where(
-                cond, trials_t.c.status == "running")).all()
-            for tid, attempts in rows:
-                if interrupted:
-                    values: dict[str, Any] = {"status": "interrupted",
-                                              "attempts": max(attempts - 1, 0)}
-                elif attempts >= max_attempts:
-                    values = {"status": "failed", "finished_at": time.time(),
-                              "error": f"{reason}; gave up after {attempts} attempts"}
-                else:
-                    values = {"status": "pending", "error": f"attempt {attempts}: {reason}"}
-                conn.execute(sa.update(trials_t).where(
-                    trials_t.c.id == tid, trials_t.c.status == "running").values(
-                    heartbeat=None, **values))
+            rows = conn.execute(
+                sa.update(trials_t).where(cond, trials_t.c.status == "running")
+                .values(heartbeat=None, **values).returning(trials_t.c.id)).all()
         return [r[0] for r in rows]
 
     def set_checkpoint_step(self, trial_id: int, step: int) -> None:
