@@ -8,6 +8,7 @@ by ``tunebook run`` or on another machine pointed at the same store.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import re
@@ -46,9 +47,16 @@ class WorkerOptions:
 
 
 def slug(text: str) -> str:
-    """A file-system-safe rendering of a name (kept readable)."""
-    s = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text).strip("._")
-    return s[:80] or "_"
+    """A file-system-safe, readable and unique rendering of a name.
+
+    Names that are already safe are kept as they are; any other gets a short hash of the
+    original appended, so two names that differ only in unsafe characters (``a/b``, ``a_b``)
+    never share a folder.
+    """
+    s = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text).strip("._")[:80] or "_"
+    if s == text:
+        return s
+    return f"{s}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def trial_dir(root: str | Path, experiment: str, study: str, index: int) -> Path:
