@@ -60,3 +60,12 @@ def suicide(hparams: dict[str, Any], trial: Trial) -> None:
     trial.report(1, loss=float(hparams["x"]))
     if float(hparams["x"]) > 0.5:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exits(hparams: dict[str, Any], trial: Trial) -> None:
+    """Calls sys.exit(3) for x > 0.5 (what argparse or a careless script does)."""
+    import sys
+
+    trial.report(1, loss=float(hparams["x"]))
+    if float(hparams["x"]) > 0.5:
+        sys.exit(3)

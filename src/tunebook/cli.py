@@ -9,6 +9,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -113,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run(experiment, root=args.root, store=url, workers=args.workers,
                      max_attempts=args.max_attempts, progress=bar,
-                     argv=["tunebook", *sys.argv[1:]])
+                     argv=["tunebook", *_without_password(sys.argv[1:])])
     finally:
         if bar is not None:
             bar.close()
@@ -139,6 +140,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_password(argv: Sequence[str]) -> list[str]:
+    """The command line as recorded for reproduction: a --store URL loses its password."""
+    import sqlalchemy as sa
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        value = None
+        if arg == "--store" and i + 1 < len(out):
+            i, value = i + 1, out[i + 1]
+        elif arg.startswith("--store="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            try:
+                safe = sa.engine.make_url(value).render_as_string(hide_password=True)
+            except Exception:
+                safe = "<store URL>"
+            out[i] = safe if arg == "--store" or not arg.startswith("--store=") else (
+                "--store=" + safe)
+    return out
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def _findings_line(findings: Sequence[Any]) -> str:
     if not findings:
         return "findings: none of the playbook's checks fired"
@@ -157,6 +189,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tunebook.report import default_report_path, write_report
 
     store = _store(args)
+    _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
     out = args.out or default_report_path(args.root, args.name)
     path, report = write_report(store, args.name, out, metric=args.metric, goal=_goal(args),
                                 final=args.final)
@@ -171,10 +204,13 @@ def cmd_findings(args: argparse.Namespace) -> int:
     from tunebook.analysis.checks import run_checks
 
     store = _store(args)
+    _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
     data = load(store, args.name, metric=args.metric, goal=_goal(args), final=args.final)
     findings = run_checks(data)
     if args.format == "json":
-        json.dump([f.as_dict() for f in findings], sys.stdout, indent=2, default=str)
+        # Strict JSON for other tools: non-finite numbers in the evidence become null.
+        json.dump([_finite_json(f.as_dict()) for f in findings], sys.stdout, indent=2,
+                  default=str, allow_nan=False)
         sys.stdout.write("\n")
         return 0
     if not findings:
@@ -207,8 +243,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_metric(store: Any, exp_id: int, name: str, metric: str | None) -> None:
+    """A --metric nobody reported is a typo: one clear line, not a table of dashes."""
+    if metric is None:
+        return
+    names = store.metric_names(exp_id)
+    if names and metric not in names:
+        import difflib
+
+        close = difflib.get_close_matches(metric, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise TunebookError(f"--metric: no trial of {name!r} reported {metric!r}{hint}; "
+                            f"reported: {', '.join(names)}")
+
+
 def _objective_args(args: argparse.Namespace, store: Any) -> tuple[str, str]:
     exp = store.require_experiment(args.name)
+    _check_metric(store, exp.id, args.name, args.metric)
     metric = args.metric or exp.config["objective"]["metric"]
     goal = _goal(args)
     if goal is None:

@@ -42,6 +42,7 @@ TOP_KEYS = (
     "nuisance",
     "fixed",
 )
+_EXP_RE = re.compile(r"^[+-]?\d+(\.\d*)?[eE][+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -147,6 +148,9 @@ class _Reader:
         return value
 
     def scalar(self, key: str, value: object) -> Value:
+        # PyYAML (YAML 1.1) reads 1e-4, without a dot, as a string: it is a number.
+        if isinstance(value, str) and _EXP_RE.match(value.strip()):
+            return float(value)
         if not isinstance(value, str | int | float | bool):
             raise self.fail(key, f"must be a string, number or boolean, got {value!r}")
         return value
@@ -279,6 +283,15 @@ class Experiment:
                 raise r.fail(f"scientific.{name}", f"values must be distinct, got {list(values)!r}")
         for name, v in self.fixed.items():
             r.scalar(f"fixed.{name}", v)
+        seen: dict[str, StudySpec] = {}
+        for spec in self.studies():
+            if spec.name in seen:
+                first, second = seen[spec.name].scientific, spec.scientific
+                key = next(k for k in first if first[k] != second[k] or
+                           type(first[k]) is not type(second[k]))
+                raise r.fail(f"scientific.{key}", f"values {first[key]!r} and {second[key]!r} "
+                             f"give the same study name {spec.name!r}; make them distinct")
+            seen[spec.name] = spec
         roles = {"scientific": set(self.scientific), "nuisance": set(self.nuisance),
                  "fixed": set(self.fixed)}
         for (ra, a), (rb, b) in itertools.combinations(roles.items(), 2):

@@ -154,7 +154,8 @@ def run(
         raise WorkloadError(_GUARD_HINT)
     started = time.monotonic()
     options = options or WorkerOptions()
-    root = Path(root)
+    # Absolute: command workloads run in the experiment's folder and get the trial folder's path.
+    root = Path(root).resolve()
     # Check everything that can be wrong before the store is touched.
     workload = load_workload(experiment)
     limit_threads()
@@ -164,9 +165,15 @@ def run(
     elif store is None:
         store = Store.at_root(root)
     previous = store.get_experiment(experiment.name)
+    obj = experiment.objective
+    if previous is not None and previous.config.get("objective", {}).get("metric") != obj.metric:
+        # A new objective for stored trials: it must be a metric they reported, checked before
+        # anything is written (a typo must not wipe every trial's summary).
+        names = store.metric_names(previous.id)
+        if names and obj.metric not in names:
+            raise _unknown_metric(experiment, names)
     exp_id = store.register(experiment.name, experiment.identity(), experiment.to_dict(),
                             studies, trials)
-    obj = experiment.objective
     if previous is not None and previous.config.get("objective") != {"metric": obj.metric,
                                                                      "goal": obj.goal}:
         refresh_summaries(store, exp_id, obj.metric, obj.goal)
@@ -255,14 +262,15 @@ class _Session:
                 continue
             p.join()
             del self.procs[name]
-            if p.exitcode == EXIT_WORKLOAD_ERROR:
-                try:
-                    message = errors.get(timeout=5)
-                except queue.Empty:
-                    message = "a worker could not load the workload"
-                raise WorkloadError(message)
             released = self.store.release_worker(name, f"worker exited with code {p.exitcode}",
                                                  self.max_attempts)
+            if p.exitcode == EXIT_WORKLOAD_ERROR:
+                # Only a worker that could not load the workload says so on the queue; an exit
+                # code alone could come from anything the worker ran.
+                try:
+                    raise WorkloadError(errors.get(timeout=1))
+                except queue.Empty:
+                    pass
             if p.exitcode != 0 and not released:
                 # It died before taking a trial: no trial will fail after max_attempts, so
                 # without this the run would restart workers forever.
@@ -283,7 +291,10 @@ class _Session:
         try:
             while True:
                 self.reap(errors)
-                self.store.release_stale(self.exp_id, stale_after, self.max_attempts)
+                # Local workers that are alive keep their trials, however old the heartbeat
+                # (a laptop suspend jumps the wall clock); dead ones were reaped above.
+                self.store.release_stale(self.exp_id, stale_after, self.max_attempts,
+                                         exclude_workers=tuple(self.procs))
                 counts = self.snapshot()
                 if not checked_objective and counts.get("completed", 0) > 0:
                     checked_objective = True
@@ -321,6 +332,17 @@ def _stop_workers(procs: dict[str, Any], store: Store, max_attempts: int) -> Non
         store.release_worker(name, "stopped", max_attempts, interrupted=True)
 
 
+def _unknown_metric(experiment: Experiment, names: list[str]) -> WorkloadError:
+    import difflib
+
+    metric = experiment.objective.metric
+    close = difflib.get_close_matches(metric, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return WorkloadError(
+        f"{experiment.source}: objective.metric: the workload never reports {metric!r}{hint}; "
+        f"it reports {', '.join(names)}")
+
+
 def _check_objective(store: Store, exp_id: int, experiment: Experiment) -> None:
     metric = experiment.objective.metric
     done = store.trials(exp_id, statuses=("completed",))
@@ -328,13 +350,7 @@ def _check_objective(store: Store, exp_id: int, experiment: Experiment) -> None:
         return
     names = sorted({m for _, _, m, _ in store.measurements([done[0].id])})
     if names and metric not in names:
-        import difflib
-
-        close = difflib.get_close_matches(metric, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise WorkloadError(
-            f"{experiment.source}: objective.metric: the workload never reports {metric!r}"
-            f"{hint}; it reports {', '.join(names)}")
+        raise _unknown_metric(experiment, names)
     if not names:
         raise WorkloadError(
             f"{experiment.source}: objective.metric: trial {done[0].study}#{done[0].index} "

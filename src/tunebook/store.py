@@ -216,7 +216,9 @@ class Store:
         try:
             parsed = sa.engine.make_url(url)
         except Exception:
-            raise StoreError(f"not a database URL: {url!r}") from None
+            raise StoreError("not a database URL: " + repr(url.split("@")[-1])) from None
+        # What messages show: never a password.
+        self.display_url = parsed.render_as_string(hide_password=True)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             path = Path(parsed.database or "")
             if not path.exists():
@@ -227,7 +229,7 @@ class Store:
         try:
             self.engine: Engine = sa.create_engine(url, future=True)
         except Exception as exc:  # bad URL or missing driver
-            raise StoreError(f"cannot open store {url!r}: {exc}") from None
+            raise StoreError(f"cannot open store {self.display_url!r}: {exc}") from None
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._claim: Any = None
         self._claimable: Any = None
@@ -262,8 +264,8 @@ class Store:
                             key="schema_version", value=str(SCHEMA_VERSION)))
                     elif int(row[0]) != SCHEMA_VERSION:
                         raise StoreError(
-                            f"store {self.url!r} has schema version {row[0]}, this tunebook "
-                            f"understands version {SCHEMA_VERSION}")
+                            f"store {self.display_url!r} has schema version {row[0]}, this "
+                            f"tunebook understands version {SCHEMA_VERSION}")
                 return
             except (sa.exc.OperationalError, sa.exc.IntegrityError,
                     sa.exc.ProgrammingError) as exc:
@@ -271,7 +273,8 @@ class Store:
                 racing = ("exist" in message or "locked" in message
                           or isinstance(exc, sa.exc.IntegrityError))
                 if attempt == attempts - 1 or not racing:
-                    raise StoreError(f"cannot open store {self.url!r}: {exc.orig}") from None
+                    raise StoreError(
+                        f"cannot open store {self.display_url!r}: {exc.orig}") from None
                 time.sleep(0.05 * (attempt + 1))
 
     # ----------------------------------------------------------------- experiments
@@ -290,7 +293,7 @@ class Store:
         if exp is None:
             known = [e.name for e in self.experiments()]
             hint = f"; known: {', '.join(known)}" if known else "; the store is empty"
-            raise StoreError(f"no experiment named {name!r} in {self.url}{hint}")
+            raise StoreError(f"no experiment named {name!r} in {self.display_url}{hint}")
         return exp
 
     def experiments(self) -> list[ExperimentRow]:
@@ -322,7 +325,7 @@ class Store:
                 return self._register(name, identity, config, studies, trials)
             except sa.exc.OperationalError as exc:
                 if "locked" not in str(exc.orig).lower() or attempt == 9:
-                    raise StoreError(f"cannot register {name!r} in {self.url}: {exc.orig}"
+                    raise StoreError(f"cannot register {name!r} in {self.display_url}: {exc.orig}"
                                      ) from None
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -336,8 +339,8 @@ class Store:
                 sa.select(experiments_t).where(experiments_t.c.name == name)).first()
             if row is not None and row.identity != identity:
                 raise StoreError(
-                    f"experiment {name!r} already exists in {self.url} with a different search "
-                    "space, workload or training length; give the new round a new name "
+                    f"experiment {name!r} already exists in {self.display_url} with a different "
+                    "search space, workload or training length; give the new round a new name "
                     "(only the objective, goal and trial budget may change between runs)")
             if row is None:
                 exp_id = _new_id(conn.execute(sa.insert(experiments_t).values(
@@ -538,13 +541,16 @@ class Store:
         """
         return self._release(trials_t.c.worker == worker, reason, max_attempts, interrupted)
 
-    def release_stale(self, experiment_id: int, older_than: float, max_attempts: int) -> list[int]:
-        """Put back running trials whose heartbeat is older than ``older_than`` seconds."""
+    def release_stale(self, experiment_id: int, older_than: float, max_attempts: int,
+                      exclude_workers: Sequence[str] = ()) -> list[int]:
+        """Put back running trials whose heartbeat is older than ``older_than`` seconds,
+        except those of ``exclude_workers`` (known to be alive)."""
         cutoff = time.time() - older_than
         study_ids = sa.select(studies_t.c.id).where(studies_t.c.experiment_id == experiment_id)
-        return self._release(
-            sa.and_(trials_t.c.study_id.in_(study_ids), trials_t.c.heartbeat < cutoff),
-            "worker stopped sending heartbeats", max_attempts, False)
+        cond = sa.and_(trials_t.c.study_id.in_(study_ids), trials_t.c.heartbeat < cutoff)
+        if exclude_workers:
+            cond = sa.and_(cond, trials_t.c.worker.not_in(list(exclude_workers)))
+        return self._release(cond, "worker stopped sending heartbeats", max_attempts, False)
 
     def _release(self, cond: Any, reason: str, max_attempts: int, interrupted: bool) -> list[int]:
         # One UPDATE ... RETURNING, never a read then a write: on SQLite a transaction that

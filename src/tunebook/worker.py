@@ -140,6 +140,13 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
             return run_trial(store, experiment, workload, row, root, worker, options, beat)
     folder = trial_dir(root, experiment.name, row.study, row.index)
     log = _TrialLog(folder / "log.txt")
+    stale = folder / "checkpoints"
+    if row.first_start and stale.exists():
+        # Left by another store (a deleted database, another --store on the same root): never
+        # resume from checkpoints this store did not record. Moved aside, not deleted.
+        aside = folder / f"checkpoints.unrecorded-{int(time.time())}"
+        stale.rename(aside)
+        log(f"moved checkpoints this store did not record to {aside.name}")
     hparams = dict(row.params)
     trial = Trial(hparams=hparams, max_train_steps=experiment.max_train_steps,
                   eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
@@ -167,7 +174,9 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
             store.finish(row.id, worker, "interrupted", elapsed=time.monotonic() - started)
             log("interrupted")
             raise
-        except Exception:
+        except (Exception, SystemExit):
+            # SystemExit too: a workload calling sys.exit() (argparse does) fails its trial,
+            # it does not take the worker down with it.
             status = "failed"
             fields = {"error": traceback.format_exc()}
             log(fields["error"])

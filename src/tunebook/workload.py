@@ -76,6 +76,18 @@ class PythonWorkload:
         self.fn(trial.hparams, trial)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the worker dies, even by SIGKILL, so a
+    re-queued trial never runs next to its orphaned previous attempt (Linux prctl)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _format_arg(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -117,7 +129,8 @@ class CommandWorkload:
         with open(log_path, "a", encoding="utf-8", errors="replace") as log:
             proc = subprocess.Popen(
                 args, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, errors="replace", start_new_session=True, bufsize=1)
+                text=True, errors="replace", start_new_session=True, bufsize=1,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
             assert proc.stdout is not None and proc.stderr is not None
             lock = threading.Lock()
 
