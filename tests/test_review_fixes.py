@@ -165,3 +165,30 @@ def test_strict_json_and_no_password_anywhere() -> None:
     with pytest.raises(StoreError) as info:
         Store("postgresql+psycopg://u:s3cret@127.0.0.1:1/d")
     assert "s3cret" not in str(info.value)
+
+
+def test_a_worker_that_lost_its_trial_stops_and_writes_nothing(tmp_path: Path) -> None:
+    from tunebook.worker import Heartbeat, WorkerOptions, run_trial
+
+    exp = Experiment.from_yaml(write_experiment(tmp_path, workload="toy:taken_over",
+                                                scientific={}, search={"trials": 1}))
+    store = Store.at_root(tmp_path / "r")
+    from tunebook.runner import materialize
+
+    studies, trials = materialize(exp)
+    exp_id = store.register(exp.name, exp.identity(), exp.to_dict(), studies, trials)
+    row = store.claim(exp_id, "me")
+    assert row is not None
+    row = type(row)(**{**row.__dict__, "params": {**row.params, "_worker": "me",
+                                                  "_exp": exp_id}})
+    from tunebook.workload import load_workload
+
+    with Heartbeat(store, "me", 0.05) as beat:
+        status = run_trial(store, exp, load_workload(exp), row, tmp_path / "r", "me",
+                           WorkerOptions(heartbeat_seconds=0.05), beat)
+    assert status == "lost"
+    now = store.trial(row.id)
+    assert now.status == "running" and now.worker == "other"
+    # Nothing from the lost attempt reaches the store (its buffered step 1 included): the new
+    # owner starts from the checkpoint it finds and reports everything again.
+    assert store.measurements([row.id]) == []

@@ -69,3 +69,17 @@ def exits(hparams: dict[str, Any], trial: Trial) -> None:
     trial.report(1, loss=float(hparams["x"]))
     if float(hparams["x"]) > 0.5:
         sys.exit(3)
+
+
+def taken_over(hparams: dict[str, Any], trial: Trial) -> None:
+    """Simulates a stale heartbeat: the store gives this trial to another worker mid-run."""
+    from tunebook.store import Store
+
+    trial.report(1, loss=1.0)
+    store = trial._sink
+    assert isinstance(store, Store)
+    store.release_worker(str(hparams["_worker"]), "heartbeat too old", 3)
+    assert store.claim(int(hparams["_exp"]), "other") is not None
+    time.sleep(0.5)  # a few heartbeats: they now fail
+    trial.report(2, loss=0.5)
+    raise AssertionError("report() should have raised Lost")

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from tunebook.errors import Infeasible
 
-__all__ = ["MeasurementSink", "Trial", "fsync_path"]
+__all__ = ["Lost", "MeasurementSink", "Trial", "fsync_path"]
 
 _CKPT_PREFIX = "step-"
 
@@ -46,6 +46,10 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             fsync_path(path)
     fsync_path(folder)
+
+
+class Lost(BaseException):
+    """Raised in a trial whose claim the store gave to another worker: stop, write nothing."""
 
 
 class MeasurementSink(Protocol):
@@ -101,6 +105,7 @@ class Trial:
         goal: str = "minimize",
         log: Callable[[str], None] | None = None,
         cache_dir: str | Path | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         self.hparams = dict(hparams)
         self.max_train_steps = max_train_steps
@@ -116,6 +121,7 @@ class Trial:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self._dir / "cache"
         self._sink = sink
         self._log = log
+        self._cancelled = cancelled
         self._buffer: list[tuple[int, str, float]] = []
         self._last_flush = time.monotonic()
         self.reported_metrics: set[str] = set()
@@ -144,6 +150,8 @@ class Trial:
         """
         if isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(f"report(step=...) must be an int, got {step!r}")
+        if self._cancelled is not None and self._cancelled():
+            raise Lost()
         for name, value in metrics.items():
             try:
                 v = float(value)
@@ -219,6 +227,8 @@ class Trial:
         With ``prune``, checkpoints older than the newest ``keep_checkpoints`` are removed;
         a caller with its own retention policy (keep the N best) passes ``prune=False``.
         """
+        if self._cancelled is not None and self._cancelled():
+            raise Lost()
         self.checkpoint_root.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint_root / f".tmp-{_CKPT_PREFIX}{step:010d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

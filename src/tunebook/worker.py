@@ -26,7 +26,7 @@ from tunebook.errors import Infeasible, TunebookError
 from tunebook.experiment import Experiment
 from tunebook.store import Store, TrialRow
 from tunebook.summary import summarize
-from tunebook.trial import Trial
+from tunebook.trial import Lost, Trial
 from tunebook.workload import Workload, load_workload
 
 __all__ = ["Stop", "WorkerOptions", "run_trial", "trial_dir", "worker_loop", "worker_main"]
@@ -94,6 +94,7 @@ class Heartbeat:
 
     def __init__(self, store: Store, worker: str, every: float) -> None:
         self.trial_id: int | None = None
+        self.lost: int | None = None  # a trial the store gave to someone else meanwhile
         self._store, self._worker, self._every = store, worker, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
@@ -104,7 +105,8 @@ class Heartbeat:
             if tid is not None:
                 # A transient store error must not kill the trial.
                 with contextlib.suppress(Exception):
-                    self._store.heartbeat(tid, self._worker)
+                    if not self._store.heartbeat(tid, self._worker) and tid == self.trial_id:
+                        self.lost = tid
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -148,7 +150,9 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
         stale.rename(aside)
         log(f"moved checkpoints this store did not record to {aside.name}")
     hparams = dict(row.params)
-    trial = Trial(hparams=hparams, max_train_steps=experiment.max_train_steps,
+    heartbeat.lost = None
+    trial = Trial(cancelled=lambda: heartbeat.lost == row.id,
+                  hparams=hparams, max_train_steps=experiment.max_train_steps,
                   eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
                   trial_id=row.id, study=row.study, index=row.index,
                   objective=experiment.objective.metric, goal=experiment.objective.goal,
@@ -174,6 +178,10 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
             store.finish(row.id, worker, "interrupted", elapsed=time.monotonic() - started)
             log("interrupted")
             raise
+        except Lost:
+            # Its heartbeat was too old and another worker has it now: write nothing more.
+            log(f"--- {worker} lost the trial to another worker (heartbeat too old); abandoned")
+            return "lost"
         except (Exception, SystemExit):
             # SystemExit too: a workload calling sys.exit() (argparse does) fails its trial,
             # it does not take the worker down with it.
