@@ -111,8 +111,8 @@ class Constant:
 
 
 @dataclass(frozen=True)
-class LinearDecay:
-    """Linear interpolation from ``init_value`` to ``end_value``; see :func:`linear_decay`."""
+class _Decay:
+    """From ``init_value`` at step 0 to ``end_value`` at ``decay_steps``, then held."""
 
     init_value: float
     decay_steps: int
@@ -128,28 +128,26 @@ class LinearDecay:
         _check_step(step)
         if step >= self.decay_steps:
             return self.end_value
-        return self.init_value + (self.end_value - self.init_value) * (step / self.decay_steps)
+        return self._between(step / self.decay_steps)
+
+    def _between(self, fraction: float) -> float:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class CosineDecay:
+class LinearDecay(_Decay):
+    """Linear interpolation from ``init_value`` to ``end_value``; see :func:`linear_decay`."""
+
+    def _between(self, fraction: float) -> float:
+        return self.init_value + (self.end_value - self.init_value) * fraction
+
+
+@dataclass(frozen=True)
+class CosineDecay(_Decay):
     """Half a cosine from ``init_value`` to ``end_value``. Build with :func:`cosine_decay`."""
 
-    init_value: float
-    decay_steps: int
-    end_value: float = 0.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "init_value", _value("init_value", self.init_value))
-        object.__setattr__(self, "decay_steps", _steps("decay_steps", self.decay_steps, 1))
-        object.__setattr__(self, "end_value", _value("end_value", self.end_value))
-
-    def __call__(self, step: int) -> float:
-        """The learning rate at ``step``."""
-        _check_step(step)
-        if step >= self.decay_steps:
-            return self.end_value
-        cosine = 0.5 * (1.0 + math.cos(math.pi * step / self.decay_steps))
+    def _between(self, fraction: float) -> float:
+        cosine = 0.5 * (1.0 + math.cos(math.pi * fraction))
         return self.end_value + (self.init_value - self.end_value) * cosine
 
 

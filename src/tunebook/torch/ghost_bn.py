@@ -125,7 +125,27 @@ def _update_running_stats(bn: _BatchNorm, x: torch.Tensor, k: int, v: int) -> No
         bn.num_batches_tracked.add_(mean_all.shape[0])
 
 
-class GhostBatchNorm1d(nn.BatchNorm1d):
+class _Ghost(_BatchNorm):
+    """What the three ghost batch norms share (the dimension checks come from nn.BatchNormNd)."""
+
+    def __init__(self, num_features: int, virtual_batch_size: int = DEFAULT_VIRTUAL_BATCH_SIZE,
+                 eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.virtual_batch_size = _check_virtual_batch_size(virtual_batch_size)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """Normalize ``input`` (per virtual batch in training mode)."""
+        return _ghost_forward(self, input, self.virtual_batch_size, super().forward)
+
+    def extra_repr(self) -> str:
+        """The batch norm's description plus the virtual batch size."""
+        base = super().extra_repr()  # type: ignore[no-untyped-call]
+        return f"{base}, virtual_batch_size={self.virtual_batch_size}"
+
+
+class GhostBatchNorm1d(_Ghost, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` whose training statistics come from virtual batches.
 
     Input ``[N, C]`` or ``[N, C, L]``. In training mode each run of ``virtual_batch_size``
@@ -134,24 +154,8 @@ class GhostBatchNorm1d(nn.BatchNorm1d):
     plain batch norm. Other arguments are ``nn.BatchNorm1d``'s.
     """
 
-    def __init__(self, num_features: int, virtual_batch_size: int = DEFAULT_VIRTUAL_BATCH_SIZE,
-                 eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device: Any = None,
-                 dtype: Any = None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
-        self.virtual_batch_size = _check_virtual_batch_size(virtual_batch_size)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """Normalize ``input`` (per virtual batch in training mode)."""
-        return _ghost_forward(self, input, self.virtual_batch_size, super().forward)
-
-    def extra_repr(self) -> str:
-        """``nn.BatchNorm1d``'s description plus the virtual batch size."""
-        base = super().extra_repr()  # type: ignore[no-untyped-call]
-        return f"{base}, virtual_batch_size={self.virtual_batch_size}"
-
-
-class GhostBatchNorm2d(nn.BatchNorm2d):
+class GhostBatchNorm2d(_Ghost, nn.BatchNorm2d):
     """``nn.BatchNorm2d`` whose training statistics come from virtual batches.
 
     Input ``[N, C, H, W]``. In training mode each run of ``virtual_batch_size`` examples is
@@ -160,42 +164,10 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     batch norm. Other arguments are ``nn.BatchNorm2d``'s.
     """
 
-    def __init__(self, num_features: int, virtual_batch_size: int = DEFAULT_VIRTUAL_BATCH_SIZE,
-                 eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device: Any = None,
-                 dtype: Any = None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
-        self.virtual_batch_size = _check_virtual_batch_size(virtual_batch_size)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """Normalize ``input`` (per virtual batch in training mode)."""
-        return _ghost_forward(self, input, self.virtual_batch_size, super().forward)
-
-    def extra_repr(self) -> str:
-        """``nn.BatchNorm2d``'s description plus the virtual batch size."""
-        base = super().extra_repr()  # type: ignore[no-untyped-call]
-        return f"{base}, virtual_batch_size={self.virtual_batch_size}"
-
-
-class GhostBatchNorm3d(nn.BatchNorm3d):
+class GhostBatchNorm3d(_Ghost, nn.BatchNorm3d):
     """``nn.BatchNorm3d`` whose training statistics come from virtual batches (see
     :class:`GhostBatchNorm2d`). Input ``[N, C, D, H, W]``."""
-
-    def __init__(self, num_features: int, virtual_batch_size: int = DEFAULT_VIRTUAL_BATCH_SIZE,
-                 eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device: Any = None,
-                 dtype: Any = None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
-        self.virtual_batch_size = _check_virtual_batch_size(virtual_batch_size)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """Normalize ``input`` (per virtual batch in training mode)."""
-        return _ghost_forward(self, input, self.virtual_batch_size, super().forward)
-
-    def extra_repr(self) -> str:
-        """``nn.BatchNorm3d``'s description plus the virtual batch size."""
-        base = super().extra_repr()  # type: ignore[no-untyped-call]
-        return f"{base}, virtual_batch_size={self.virtual_batch_size}"
 
 
 _GHOST: dict[type[nn.Module],
