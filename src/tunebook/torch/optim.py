@@ -224,7 +224,7 @@ class Momentum(_PlaybookOptimizer):
         param.add_(v, alpha=-lr)
 
 
-class Nesterov(_PlaybookOptimizer):
+class Nesterov(Momentum):
     r"""Nesterov momentum as in the playbook.
 
     ::
@@ -237,12 +237,6 @@ class Nesterov(_PlaybookOptimizer):
     ``torch.optim.SGD(params, lr, momentum=gamma, nesterov=True)``, also with a changing learning
     rate. State: ``v``.
     """
-
-    _checks = (("momentum", _unit),)
-
-    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, *,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any],
                 group: dict[str, Any], lr: float) -> None:
