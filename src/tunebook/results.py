@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tunebook.store import Store
-from tunebook.summary import summarize
+from tunebook.summary import CurveSummary, summarize
 
-__all__ = ["TrialRecord", "best_per_study", "trial_records"]
+__all__ = ["TrialRecord", "best_per_study", "summaries_for", "trial_records"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,8 @@ def trial_records(store: Store, name: str, metric: str | None = None,
     rows = store.trials(exp.id)
     summaries: dict[int, dict[str, Any]] = {}
     if metric != objective["metric"] or goal != objective["goal"]:
-        points: dict[int, list[tuple[int, float]]] = {}
-        for tid, step, _, value in store.measurements(experiment_id=exp.id, metric=metric):
-            points.setdefault(tid, []).append((step, value))
-        summaries = {t.id: summarize(points.get(t.id, []), goal).as_dict() for t in rows}
+        summaries = {tid: s.as_dict() for tid, s in
+                     summaries_for(store, exp.id, [t.id for t in rows], metric, goal).items()}
     out = []
     for t in rows:
         s = summaries.get(t.id) or {"best_step": t.best_step, "best_value": t.best_value,
@@ -80,6 +78,16 @@ def trial_records(store: Store, name: str, metric: str | None = None,
             seed=t.seed, attempts=t.attempts, run_seconds=t.run_seconds, error=t.error,
             infeasible_reason=t.infeasible_reason, infeasible_step=t.infeasible_step, **s))
     return out
+
+
+def summaries_for(store: Store, experiment_id: int, trial_ids: list[int], metric: str,
+                  goal: Literal["minimize", "maximize"]) -> dict[int, CurveSummary]:
+    """Best and final values of ``metric`` for each of ``trial_ids``, from the stored curves
+    (one query for the whole experiment)."""
+    points: dict[int, list[tuple[int, float]]] = {}
+    for tid, step, _, value in store.measurements(experiment_id=experiment_id, metric=metric):
+        points.setdefault(tid, []).append((step, value))
+    return {tid: summarize(points.get(tid, []), goal) for tid in trial_ids}
 
 
 def best_per_study(records: list[TrialRecord], goal: Literal["minimize", "maximize"],

@@ -23,9 +23,9 @@ from typing import Any
 from tunebook.errors import WorkloadError
 from tunebook.experiment import Experiment
 from tunebook.provenance import provenance
+from tunebook.results import summaries_for
 from tunebook.search import make_designer, trial_seed
 from tunebook.store import Store, TrialRow
-from tunebook.summary import summarize
 from tunebook.worker import (
     EXIT_WORKLOAD_ERROR,
     WorkerOptions,
@@ -93,14 +93,9 @@ def materialize(experiment: Experiment) -> tuple[list[dict[str, Any]], TrialRows
 
 def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) -> None:
     """Recompute every trial's best/final values for ``metric`` (the objective changed)."""
-    by_trial: dict[int, list[tuple[int, float]]] = {}
-    for tid, step, _, value in store.measurements(experiment_id=experiment_id, metric=metric):
-        by_trial.setdefault(tid, []).append((step, value))
-    rows = []
-    for t in store.trials(experiment_id):
-        s = summarize(by_trial.get(t.id, []), goal)  # type: ignore[arg-type]
-        rows.append({"id": t.id, **s.as_dict()})
-    store.set_summaries(rows)
+    ids = [t.id for t in store.trials(experiment_id)]
+    summaries = summaries_for(store, experiment_id, ids, metric, goal)  # type: ignore[arg-type]
+    store.set_summaries([{"id": tid, **s.as_dict()} for tid, s in summaries.items()])
 
 
 def _release_orphans(store: Store, experiment_id: int, max_attempts: int) -> None:
