@@ -141,13 +141,18 @@ def _running_with_checkpoint(root: Path) -> list[Any]:
         store.close()
 
 
+def _start_run(path: Path, root: Path, **popen: Any) -> subprocess.Popen[str]:
+    """`tunebook run` with 2 workers in the background, output captured."""
+    return subprocess.Popen([sys.executable, "-m", "tunebook.cli", "run", str(path), "--root",
+                             str(root), "--workers", "2", "--quiet"], env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
 def test_sigkill_of_a_worker_mid_trial_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     path = write_experiment(tmp_path, max_train_steps=60, eval_every=10,
                             fixed={"sleep": 0.01}, search={"trials": 3, "seed": 2})
     root = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "tunebook.cli", "run", str(path), "--root",
-                             str(root), "--workers", "2", "--quiet"], env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start_run(path, root)
     try:
         _wait_for(lambda: _running_with_checkpoint(root))
         victim = _running_with_checkpoint(root)[0]
@@ -176,10 +181,7 @@ def test_ctrl_c_marks_running_trials_interrupted_and_the_next_run_resumes(tmp_pa
     path = write_experiment(tmp_path, max_train_steps=60, eval_every=10,
                             fixed={"sleep": 0.01}, search={"trials": 3, "seed": 2})
     root = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "tunebook.cli", "run", str(path), "--root",
-                             str(root), "--workers", "2", "--quiet"], env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = _start_run(path, root, start_new_session=True)
     try:
         _wait_for(lambda: _running_with_checkpoint(root))
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
