@@ -168,8 +168,12 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def isolation(data: ExperimentData, top: int = 3) -> IsolationPlot:
-    """Best trial per study, with a plain-language comparison."""
+def isolation(data: ExperimentData, top: int = 3,
+              boxes: list[BootstrapBox] | None = None) -> IsolationPlot:
+    """Best trial per study, with a plain-language comparison.
+
+    ``boxes`` is :func:`best_of_k` of the same data when the caller has it already.
+    """
     groups = []
     for study in data.studies:
         trials = [t for t in data.trials if t.study == study]
@@ -189,12 +193,12 @@ def isolation(data: ExperimentData, top: int = 3) -> IsolationPlot:
             "unfinished": sum(t.status not in ("completed", "infeasible", "failed")
                               for t in trials),
         })
-    spread = _spread(data, top)
+    spread = _spread(data, top, best_of_k(data) if boxes is None else boxes)
     return IsolationPlot(tuple(data.experiment.scientific), tuple(groups),
                          _summary(data, groups, spread), spread)
 
 
-def _spread(data: ExperimentData, top: int) -> float | None:
+def _spread(data: ExperimentData, top: int, boxes: list[BootstrapBox]) -> float | None:
     """How much a study's best value moves by chance: late-training noise of the best trials
     and the interquartile range of the best-of-n bootstrap, whichever is larger."""
     noises = []
@@ -206,7 +210,7 @@ def _spread(data: ExperimentData, top: int) -> float | None:
                 if n is not None:
                     noises.append(n)
     iqrs = []
-    for box in best_of_k(data):
+    for box in boxes:
         if box.stats:
             _, _, q1, _, q3, _ = box.stats[-1]
             if math.isfinite(q1) and math.isfinite(q3):

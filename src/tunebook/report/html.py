@@ -243,9 +243,9 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
 
         findings = run_checks(data)
     rows = tracking_rows(data)
-    iso = isolation(data)
-    axes = axis_plots(data)
     boxes = best_of_k(data)
+    iso = isolation(data, boxes=boxes)
+    axes = axis_plots(data)
     curves: list[dict[str, Any]] = []
     best_trials: list[TrialData] = []
     for study in data.studies:
