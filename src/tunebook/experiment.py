@@ -41,6 +41,7 @@ TOP_KEYS = (
     "scientific",
     "nuisance",
     "fixed",
+    "trial_timeout",
 )
 _EXP_RE = re.compile(r"^[+-]?\d+(\.\d*)?[eE][+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -225,6 +226,7 @@ class Experiment:
     search: Search = field(default_factory=Search)
     scientific: Mapping[str, tuple[Value, ...]] = field(default_factory=dict)
     fixed: Mapping[str, Value] = field(default_factory=dict)
+    trial_timeout: float | None = None
     source: str = "<python>"
     base_dir: str = "."
 
@@ -259,6 +261,10 @@ class Experiment:
             raise r.fail("objective.goal",
                          f"must be minimize or maximize, got {self.objective.goal!r}")
         r.integer("max_train_steps", self.max_train_steps, minimum=1)
+        if self.trial_timeout is not None:
+            timeout = r.number("trial_timeout", self.trial_timeout)
+            if timeout <= 0:
+                raise r.fail("trial_timeout", f"must be > 0 seconds, got {timeout!r}")
         r.integer("eval_every", self.eval_every, minimum=1)
         if self.eval_every > self.max_train_steps:
             raise r.fail("eval_every", f"must be <= max_train_steps ({self.max_train_steps}), "
@@ -393,6 +399,8 @@ class Experiment:
             scientific=scientific,
             nuisance=SearchSpace(nuisance),
             fixed={k: r.scalar(f"fixed.{k}", v) for k, v in fixed_doc.items()},
+            trial_timeout=(None if doc.get("trial_timeout") is None
+                           else float(r.number("trial_timeout", doc["trial_timeout"]))),
             source=source,
             base_dir=base_dir,
         )
@@ -438,18 +446,22 @@ class Experiment:
             "nuisance": nuisance,
             "fixed": dict(self.fixed),
         })
+        if self.trial_timeout is not None:
+            out["trial_timeout"] = self.trial_timeout
         return out
 
     def identity(self) -> str:
         """Hash of everything that decides which trials run and how they train.
 
-        The objective, the goal text and the trial budget are left out: the objective can be
-        changed after the fact, and a study can be extended because trial ``i`` does not depend
-        on how many trials there are.
+        The objective, the goal text, the trial budget and the trial timeout are left out: the
+        objective can be changed after the fact, a study can be extended because trial ``i``
+        does not depend on how many trials there are, and a timeout only decides when to give
+        up on a trial, not what it computes.
         """
         d = self.to_dict()
         for key in ("objective", "goal", "name"):
             d.pop(key)
+        d.pop("trial_timeout", None)
         d["search"].pop("trials")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
