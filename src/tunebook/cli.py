@@ -1,6 +1,13 @@
 """The ``tunebook`` command line: the only module that prints or exits.
 
-Exit codes: 0 success, 2 bad input (experiment file, workload, store), 130 interrupted.
+Exit codes:
+
+* 0: every trial reached a result (completed or infeasible);
+* 1: the run finished but some trials failed (``tunebook run FILE --retry-failed`` re-queues
+  them once the cause is fixed);
+* 2: bad input (experiment file, options, workload that cannot start, store), one line on stderr;
+* 130: interrupted by Ctrl-C; 143: stopped by SIGTERM (129: SIGHUP) — running trials resume on
+  the next run.
 """
 
 from __future__ import annotations
@@ -17,12 +24,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tunebook.errors import TunebookError
+from tunebook.summary import error_line
 from tunebook.summary import format_value as _fmt
 
 __all__ = ["main"]
 
+EXIT_FAILED_TRIALS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_SIGNAL = {"SIGHUP": 129, "SIGTERM": 143}
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -40,16 +50,49 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -
             out.write("  ".join("-" * w for w in widths) + "\n")
 
 
+def _clock(seconds: float) -> str:
+    mins, secs = divmod(int(seconds), 60)
+    hours, mins = divmod(mins, 60)
+    return f"{hours}:{mins:02d}:{secs:02d}" if hours else f"{mins}:{secs:02d}"
+
+
 class _ProgressBar:
-    """One live line on a terminal; a line per change otherwise."""
+    """One live line on a terminal; a line per change otherwise. Failures are printed above
+    it as they happen (the first with the start of its traceback)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.last = ""
         self.last_time = 0.0
+        self.done_at_start: int | None = None
+        self.failures_shown = 0
+
+    def _eta(self, p: Any) -> str:
+        if self.done_at_start is None:
+            self.done_at_start = p.done
+        finished = p.done - self.done_at_start
+        left = p.total - p.done
+        if left <= 0:
+            return ""
+        if finished <= 0 or p.elapsed <= 0:
+            return ", ETA -"
+        return f", ETA {_clock(p.elapsed / finished * left)}"
+
+    def _failure(self, t: Any) -> None:
+        if self.tty and self.last:
+            self.stream.write("\r" + " " * len(self.last) + "\r")
+        self.stream.write(f"trial {t.study}#{t.index} failed: {error_line(t.error, 300)}\n")
+        if self.failures_shown == 0 and t.error and "Traceback" in t.error:
+            lines = t.error.strip().splitlines()
+            shown = lines[:12] if len(lines) <= 12 else [*lines[:6], "  ...", *lines[-5:]]
+            self.stream.write("".join(f"    {x}\n" for x in shown))
+        self.failures_shown += 1
+        self.last = ""
 
     def __call__(self, p: Any) -> None:
+        for t in getattr(p, "new_failures", ()):
+            self._failure(t)
         c = p.counts
         width = 24
         filled = int(width * p.done / p.total) if p.total else width
@@ -57,10 +100,10 @@ class _ProgressBar:
         best = "-"
         if p.best is not None:
             best = f"{_fmt(p.best.best_value)} ({p.best.study} #{p.best.index})"
-        mins, secs = divmod(int(p.elapsed), 60)
+        outage = f" | STORE UNREACHABLE: {p.outage}" if getattr(p, "outage", None) else ""
         line = (f"[{bar}] {p.done}/{p.total} done | {c.get('running', 0)} running | "
                 f"{c.get('infeasible', 0)} infeasible | {c.get('failed', 0)} failed | "
-                f"best {p.metric} {best} | {mins}:{secs:02d}")
+                f"best {p.metric} {best}{outage} | {_clock(p.elapsed)}{self._eta(p)}")
         if self.tty:
             self.stream.write("\r" + line[:200].ljust(len(self.last)))
             self.stream.flush()
@@ -114,30 +157,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run(experiment, root=args.root, store=url, workers=args.workers,
                      max_attempts=args.max_attempts, progress=bar,
-                     argv=["tunebook", *_without_password(sys.argv[1:])])
+                     argv=["tunebook", *_without_password(sys.argv[1:])],
+                     retry_failed=args.retry_failed, trial_timeout=args.trial_timeout)
     finally:
         if bar is not None:
             bar.close()
     store = Store(url)
     records = trial_records(store, experiment.name)
     obj = experiment.objective
+    failed = result.counts.get("failed", 0)
+    retried = f", {result.retried} failed trials re-queued" if result.retried else ""
     print(f"experiment {experiment.name!r}: {result.counts.get('completed', 0)} completed, "
-          f"{result.counts.get('infeasible', 0)} infeasible, {result.counts.get('failed', 0)} "
-          f"failed in {result.elapsed:.1f}s ({args.workers} workers)")
+          f"{result.counts.get('infeasible', 0)} infeasible, {failed} "
+          f"failed in {result.elapsed:.1f}s ({args.workers} workers{retried})")
     _print_best(records, obj.goal, False, args.top, obj.metric, sys.stdout)
     if not args.no_report:
         from tunebook.report import default_report_path, write_report
 
         path, report = write_report(store, experiment.name,
                                     default_report_path(args.root, experiment.name))
-        print(_findings_line(report.findings))
+        print(_findings_line(report.findings, _again("findings", experiment.name, args)))
         print(f"report: {path}")
     if result.interrupted:
         left = result.counts.get("interrupted", 0) + result.counts.get("pending", 0)
-        print(f"interrupted: {left} trials will run (resuming from checkpoints) next time",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how = result.signal or "interrupted"
+        print(f"{how}: {left} trials will run (resuming from checkpoints) next time: "
+              f"{_again('run', args.file, args)}", file=sys.stderr)
+        return EXIT_SIGNAL.get(result.signal or "", EXIT_INTERRUPTED)
+    if failed:
+        print(f"{failed} trials failed (causes: {_again('findings', experiment.name, args)}"
+              f"); after fixing the cause, re-queue them with: "
+              f"{_again('run', args.file, args)} --retry-failed", file=sys.stderr)
+        return EXIT_FAILED_TRIALS
     return 0
+
+
+def _again(command: str, target: str, args: argparse.Namespace) -> str:
+    """A command line that can be pasted as is: same root or store as this one."""
+    import shlex
+
+    argv = ["tunebook", command, str(target)]
+    if args.store:
+        argv += ["--store", _without_password(["--store", args.store])[1]]
+    elif str(args.root) != "tunebook":
+        argv += ["--root", str(args.root)]
+    return shlex.join(argv)
 
 
 def _without_password(argv: Sequence[str]) -> list[str]:
@@ -171,14 +235,14 @@ def _finite_json(value: Any) -> Any:
     return value
 
 
-def _findings_line(findings: Sequence[Any]) -> str:
+def _findings_line(findings: Sequence[Any], command: str) -> str:
     if not findings:
         return "findings: none of the playbook's checks fired"
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.severity] = counts.get(f.severity, 0) + 1
     tally = ", ".join(f"{n} {sev}" for sev, n in sorted(counts.items()))
-    return f"findings: {tally} (tunebook findings NAME)"
+    return f"findings: {tally} ({command})"
 
 
 def _goal(args: argparse.Namespace) -> Any:
@@ -193,7 +257,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = args.out or default_report_path(args.root, args.name)
     path, report = write_report(store, args.name, out, metric=args.metric, goal=_goal(args),
                                 final=args.final)
-    print(_findings_line(report.findings))
+    print(_findings_line(report.findings, _again("findings", args.name, args)))
     print(f"report: {path}")
     print(f"tracking table: {path.with_suffix('.csv')}, {path.with_suffix('.md')}")
     return 0
@@ -333,6 +397,23 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tunebook`` command."""
     parser = argparse.ArgumentParser(
@@ -348,8 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="experiment YAML file")
     p.add_argument("--workers", type=_non_negative, default=1,
                    help="local worker processes (0: run in this process)")
-    p.add_argument("--max-attempts", type=int, default=3,
+    p.add_argument("--max-attempts", type=_positive, default=3,
                    help="a trial whose worker dies this many times fails")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="re-queue the failed trials first (after fixing their cause); "
+                        "infeasible trials are results and are not retried")
+    p.add_argument("--trial-timeout", type=_seconds, default=None, metavar="SECONDS",
+                   help="stop an attempt after this many seconds and mark it failed "
+                        "(default: trial_timeout in the experiment file, else no limit)")
     p.add_argument("--top", type=int, default=3, help="best trials shown per study")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true",

@@ -3,19 +3,33 @@
 The store is the queue. ``run`` writes every study and its trials (trial ``i`` is a pure function
 of the study seed, the search space and ``i``), starts ``workers`` long-lived worker processes
 that claim trials atomically, replaces any worker that dies (its trial goes back to the queue and
-resumes from its checkpoint, failing after ``max_attempts``), and stops cleanly on Ctrl-C
-(running trials become ``interrupted`` and resume on the next run).
+resumes from its checkpoint, failing after ``max_attempts``), and stops cleanly on Ctrl-C or
+SIGTERM (running trials become ``interrupted`` and resume on the next run).
+
+What holds under each kill (the tests check each):
+
+* SIGTERM or Ctrl-C to the run: workers stop, running trials become ``interrupted``, the run's
+  record is closed, the next run resumes them.
+* SIGKILL (or the OOM killer) to the run alone: every worker notices within about a second
+  (``PR_SET_PDEATHSIG`` on Linux, a parent check elsewhere), marks its trial ``interrupted`` and
+  exits; the next run closes the dead run's record as abandoned.
+* SIGKILL to a worker: the run replaces it and re-queues its trial (an attempt).
+* Everything killed at once: the next run finds the trials whose worker process is gone and
+  re-queues them. A trial whose worker process is still alive is never handed to another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
 import queue
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +41,17 @@ from tunebook.results import summaries_for
 from tunebook.search import make_designer, trial_seed
 from tunebook.store import Store, TrialRow
 from tunebook.worker import (
+    COULD_NOT_START,
     EXIT_WORKLOAD_ERROR,
+    NO_OBJECTIVE,
     WorkerOptions,
     limit_threads,
+    pid_alive,
+    trial_dir,
     worker_loop,
     worker_main,
+    worker_name,
+    worker_pid,
 )
 from tunebook.workload import load_workload
 
@@ -40,13 +60,21 @@ __all__ = ["Progress", "RunResult", "materialize", "refresh_summaries", "run"]
 
 @dataclass(frozen=True)
 class Progress:
-    """A snapshot of a run, for progress displays."""
+    """A snapshot of a run, for progress displays.
+
+    Attributes:
+        new_failures: trials that failed since the previous snapshot (show each one's cause
+            as it happens).
+        outage: set while the store cannot be reached (what the store said).
+    """
 
     total: int
     counts: dict[str, int]
     best: TrialRow | None
     elapsed: float
     metric: str
+    new_failures: tuple[TrialRow, ...] = ()
+    outage: str | None = None
 
     @property
     def done(self) -> int:
@@ -56,12 +84,21 @@ class Progress:
 
 @dataclass
 class RunResult:
-    """What a run did."""
+    """What a run did.
+
+    Attributes:
+        counts: trials per status at the end (within each study's budget).
+        interrupted: the run was stopped by Ctrl-C or a signal before it finished.
+        signal: the signal that stopped it (``"SIGTERM"``, ``"SIGHUP"``), None for Ctrl-C.
+        retried: failed trials put back in the queue by ``retry_failed``.
+    """
 
     experiment_id: int
     counts: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
     elapsed: float = 0.0
+    signal: str | None = None
+    retried: int = 0
 
 
 TrialRows = dict[str, Sequence[tuple[int, dict[str, Any], int]]]
@@ -92,25 +129,62 @@ def materialize(experiment: Experiment) -> tuple[list[dict[str, Any]], TrialRows
 
 
 def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) -> None:
-    """Recompute every trial's best/final values for ``metric`` (the objective changed)."""
-    ids = [t.id for t in store.trials(experiment_id)]
-    summaries = summaries_for(store, experiment_id, ids, metric, goal)  # type: ignore[arg-type]
+    """Recompute every trial's best/final values for ``metric`` (the objective changed).
+
+    Trials that failed only because they never reported the previous objective (a typo in
+    ``objective.metric``), and did report this one, are complete after all.
+    """
+    trials = store.trials(experiment_id)
+    summaries = summaries_for(store, experiment_id, [t.id for t in trials], metric,
+                              goal)  # type: ignore[arg-type]
     store.set_summaries([{"id": tid, **s.as_dict()} for tid, s in summaries.items()])
+    store.mark_completed([t.id for t in trials if t.status == "failed"
+                          and (t.error or "").startswith(NO_OBJECTIVE)
+                          and (found := summaries.get(t.id)) is not None
+                          and found.best_value is not None])
 
 
-def _release_orphans(store: Store, experiment_id: int, max_attempts: int) -> None:
-    """Release trials left running by a previous run on this host whose process is gone."""
-    host = socket.gethostname()
+def _release_orphans(store: Store, experiment_id: int, max_attempts: int,
+                     mine: Sequence[str] = ()) -> list[int]:
+    """Re-queue running trials whose worker process, on this host, is gone.
+
+    The pid in the worker's name is the process that runs the trial, so a worker that outlived
+    its run keeps its trial until it has stopped (it marks it interrupted itself): the same
+    trial never runs in two processes at once. ``mine`` are this run's live workers.
+    """
+    released: list[int] = []
     for t in store.trials(experiment_id, statuses=("running",)):
-        parts = (t.worker or "").split(":")
-        if len(parts) >= 2 and parts[0] == host and parts[1].isdigit():
-            try:
-                os.kill(int(parts[1]), 0)
-            except ProcessLookupError:
-                store.release_worker(t.worker or "", "the run that owned it is gone", max_attempts,
-                                     interrupted=True)
-            except PermissionError:
-                pass
+        if t.worker in mine:
+            continue
+        pid = worker_pid(t.worker)
+        if pid is not None and pid != os.getpid() and not pid_alive(pid):
+            released += store.release_worker(t.worker or "", "the process running it is gone",
+                                             max_attempts, interrupted=True)
+    return released
+
+
+def _close_abandoned_runs(store: Store, experiment_id: int) -> None:
+    """Close the records of earlier runs on this host whose process died without closing them."""
+    host = socket.gethostname()
+    for r in store.runs(experiment_id):
+        pid = r["provenance"].get("pid")
+        if (r["finished_at"] is None and r["host"] == host and isinstance(pid, int)
+                and pid != os.getpid() and not pid_alive(pid)):
+            store.end_run(r["id"], {"abandoned": True,
+                                    "reason": "its process died without closing the run "
+                                              "(killed?); closed by the next run"})
+
+
+def _requeue_failed(store: Store, experiment: Experiment, exp_id: int, root: Path) -> int:
+    """Put failed trials back in the queue; their error goes to the trial's log first."""
+    failed = store.trials(exp_id, statuses=("failed",))
+    for t in failed:
+        path = trial_dir(root, experiment.name, t.study, t.index) / "log.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"--- failed after {t.attempts} attempt(s); re-queued by --retry-failed. "
+                    f"The error was:\n{(t.error or '').rstrip()}\n")
+    return len(store.requeue_failed(exp_id)) if failed else 0
 
 
 def run(
@@ -125,6 +199,8 @@ def run(
     stale_after_seconds: float = 120.0,
     options: WorkerOptions | None = None,
     argv: list[str] | None = None,
+    retry_failed: bool = False,
+    trial_timeout: float | None = None,
 ) -> RunResult:
     """Run (or resume) every study of ``experiment``; returns when no trial is left to run.
 
@@ -138,17 +214,29 @@ def run(
         max_attempts: a trial whose worker died this many times is marked failed.
         progress: called with a :class:`Progress` snapshot a few times a second.
         argv: the command line that started the run, recorded for reproduction.
+        retry_failed: put the experiment's failed trials back in the queue first (their
+            attempts start again; the old error goes to the trial's ``log.txt``). Infeasible
+            trials are results and are never retried.
+        trial_timeout: seconds an attempt may run (default: the experiment's
+            ``trial_timeout``, else no limit); past it the trial is stopped and ``failed``.
 
     Raises:
-        WorkloadError: the workload cannot be loaded, or never reports the objective metric.
+        WorkloadError: the workload cannot be loaded, could not even start on the first trial
+            (the run stops there instead of failing every trial), or never reports the
+            objective metric.
         StoreError: the store holds an incompatible experiment of the same name.
     """
     if getattr(mp.current_process(), "_inheriting", False):
         # A worker process is importing the user's script (spawn re-runs __main__), and the
         # script calls run() at the top level: starting workers from here would never end.
         raise WorkloadError(_GUARD_HINT)
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     started = time.monotonic()
+    timeout = trial_timeout if trial_timeout is not None else experiment.trial_timeout
     options = options or WorkerOptions()
+    if timeout is not None and options.trial_timeout is None:
+        options = WorkerOptions(**{**options.__dict__, "trial_timeout": float(timeout)})
     # Absolute: command workloads run in the experiment's folder and get the trial folder's path.
     root = Path(root).resolve()
     # Check everything that can be wrong before the store is touched.
@@ -172,31 +260,63 @@ def run(
     if previous is not None and previous.config.get("objective") != {"metric": obj.metric,
                                                                      "goal": obj.goal}:
         refresh_summaries(store, exp_id, obj.metric, obj.goal)
+    _close_abandoned_runs(store, exp_id)
     _release_orphans(store, exp_id, max_attempts)
     result = RunResult(exp_id)
-    run_id = store.start_run(exp_id, socket.gethostname(), workers, provenance(
-        experiment.source, experiment.base_dir, experiment.identity(), argv).as_dict())
+    if retry_failed:
+        result.retried = _requeue_failed(store, experiment, exp_id, root)
+    record = provenance(experiment.source, experiment.base_dir, experiment.identity(),
+                        argv).as_dict()
+    # The pid lets the next run tell a run that died (SIGKILL) from one still going.
+    run_id = store.start_run(exp_id, socket.gethostname(), workers, {**record,
+                                                                     "pid": os.getpid()})
     session = _Session(experiment=experiment, store=store, exp_id=exp_id, workload=workload,
                        root=root, max_attempts=max_attempts, options=options,
                        progress=progress, total=sum(len(v) for v in trials.values()),
-                       started=started, result=result)
+                       started=started, result=result, timeout=timeout,
+                       seen_failures={t.id for t in store.trials(exp_id, statuses=("failed",))})
     try:
-        if workers <= 0:
-            session.in_process()
-        else:
-            session.with_workers(workers, poll_seconds, stale_after_seconds)
+        with _signals_as_interrupt(result):
+            if workers <= 0:
+                session.in_process()
+            else:
+                session.with_workers(workers, poll_seconds, stale_after_seconds)
     finally:
-        result.counts = session.snapshot()
+        # Closing the record must not hide why the run stopped, nor hang on a dead store.
+        with contextlib.suppress(Exception):
+            result.counts = session.snapshot()
         result.elapsed = time.monotonic() - started
-        store.end_run(run_id, {"counts": result.counts, "interrupted": result.interrupted,
-                               "elapsed": round(result.elapsed, 3)})
+        with contextlib.suppress(Exception):
+            store.end_run(run_id, {"counts": result.counts, "interrupted": result.interrupted,
+                                   "signal": result.signal,
+                                   "elapsed": round(result.elapsed, 3)})
     return result
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt(result: RunResult) -> Iterator[None]:
+    """SIGTERM and SIGHUP (a scheduler, a closed terminal) stop the run like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        result.signal = signal.Signals(signum).name
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 _GUARD_HINT = ("tunebook.run() was called while a worker process was starting: a script that "
                "calls tunebook.run() must do it under `if __name__ == \"__main__\":` (worker "
                "processes import the script)")
 EARLY_DEATHS = 3  # workers dying before running any trial, in a row, before giving up
+HARD_KILL_GRACE = 10.0  # seconds past trial_timeout before a worker that ignores it is killed
 
 
 @dataclass
@@ -214,41 +334,85 @@ class _Session:
     total: int
     started: float
     result: RunResult
+    timeout: float | None = None
+    seen_failures: set[int] = field(default_factory=set)
     procs: dict[str, Any] = field(default_factory=dict)
     generation: int = 0
     early_deaths: int = 0
+    checked_objective: bool = False
+    # (worker, trial id) -> when this run first saw that worker running that trial
+    running_since: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, int]:
-        """Counts per status; tells the progress display."""
+        """Counts per status; tells the progress display (with the new failures)."""
         counts = self.store.counts(self.exp_id)
+        fresh: tuple[TrialRow, ...] = ()
+        if counts.get("failed", 0) > 0:
+            fresh = tuple(t for t in self.store.trials(self.exp_id, statuses=("failed",))
+                          if t.id not in self.seen_failures)
+            self.seen_failures.update(t.id for t in fresh)
         if self.progress is not None:
             obj = self.experiment.objective
             self.progress(Progress(self.total, counts, self.store.best_trial(self.exp_id, obj.goal),
-                                   time.monotonic() - self.started, obj.metric))
+                                   time.monotonic() - self.started, obj.metric, fresh))
+        self.check_failures(fresh)
         return counts
+
+    def check_failures(self, fresh: Sequence[TrialRow]) -> None:
+        """Stop the run when the workload is broken rather than unlucky.
+
+        Only while no trial of the experiment ever reported anything: then a first failure
+        before any report (import error, unknown hyperparameter, a command that exits at once)
+        would repeat on every trial.
+        """
+        for t in fresh:
+            error = t.error or ""
+            if error.startswith(NO_OBJECTIVE):
+                _check_objective(self.store, self.exp_id, self.experiment)
+            if error.startswith(COULD_NOT_START) and not self.store.metric_names(self.exp_id):
+                cause = error.splitlines()[0][len(COULD_NOT_START):]
+                raise WorkloadError(
+                    f"{self.experiment.source}: workload: trial {t.study}#{t.index} could not "
+                    f"start: {cause} (the run stopped at this first failure; its log: "
+                    f"{trial_dir(self.root, self.experiment.name, t.study, t.index)}/log.txt; "
+                    "after fixing it, run again with --retry-failed)")
 
     def in_process(self) -> None:
         """Run every trial in this process (``workers=0``: debugging, benchmarks)."""
-        name = f"{socket.gethostname()}:{os.getpid()}:inproc"
+        name = worker_name("inproc")
+        stop_now: list[BaseException] = []
+
+        def should_stop() -> bool:
+            try:
+                self.snapshot()
+            except WorkloadError as exc:
+                stop_now.append(exc)
+                return True
+            return False
+
         try:
             worker_loop(self.store, self.experiment, self.exp_id, self.workload, self.root,
-                        name, self.options)
+                        name, self.options, should_stop=should_stop)
         except KeyboardInterrupt:
             self.store.release_worker(name, "interrupted", self.max_attempts, interrupted=True)
             self.result.interrupted = True
+        if stop_now:
+            raise stop_now[0]
+        self.snapshot()
         _check_objective(self.store, self.exp_id, self.experiment)
 
     def spawn(self, ctx: Any, errors: Any) -> None:
         """Start one worker process."""
         self.generation += 1
-        name = f"{socket.gethostname()}:{os.getpid()}:{self.generation}"
         exp = self.experiment
+        options = WorkerOptions(**{**self.options.__dict__, "parent_pid": os.getpid()})
+        label = f"w{self.generation}"
         p = ctx.Process(
             target=worker_main, name=f"tunebook-worker-{self.generation}", daemon=True,
             args=(self.store.url, exp.to_dict(), exp.source, exp.base_dir, self.exp_id,
-                  str(self.root), name, errors, self.options))
+                  str(self.root), label, errors, options))
         p.start()
-        self.procs[name] = p
+        self.procs[worker_name(label, p.pid)] = p
 
     def reap(self, errors: Any) -> None:
         """Forget exited workers; their running trials go back to the queue."""
@@ -278,11 +442,28 @@ class _Session:
             else:
                 self.early_deaths = 0
 
+    def enforce_timeout(self, running: Sequence[TrialRow]) -> None:
+        """Kill a worker whose trial ignored its timeout (stuck in native code, say)."""
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        current = {(t.worker or "", t.id) for t in running if t.worker in self.procs}
+        self.running_since = {k: v for k, v in self.running_since.items() if k in current}
+        for key in current:
+            since = self.running_since.setdefault(key, now)
+            if now - since > self.timeout + HARD_KILL_GRACE:
+                worker, trial_id = key
+                p = self.procs.pop(worker)
+                p.kill()
+                p.join()
+                self.store.finish(trial_id, worker, "failed", error=(
+                    f"timed out after {self.timeout:g} s (trial_timeout); the workload did not "
+                    f"stop, so its worker was killed {HARD_KILL_GRACE:g} s later"))
+
     def with_workers(self, workers: int, poll_seconds: float, stale_after: float) -> None:
         """Keep ``workers`` processes busy; replace any that die; stop cleanly on Ctrl-C."""
         ctx = mp.get_context("spawn")
         errors: Any = ctx.Queue()
-        checked_objective = False
         try:
             while True:
                 self.reap(errors)
@@ -290,9 +471,15 @@ class _Session:
                 # (a laptop suspend jumps the wall clock); dead ones were reaped above.
                 self.store.release_stale(self.exp_id, stale_after, self.max_attempts,
                                          exclude_workers=tuple(self.procs))
+                running = self.store.trials(self.exp_id, statuses=("running",))
+                if any(t.worker not in self.procs for t in running):
+                    # Left by a run that was killed: free them once their process is gone.
+                    _release_orphans(self.store, self.exp_id, self.max_attempts,
+                                     tuple(self.procs))
+                self.enforce_timeout(running)
                 counts = self.snapshot()
-                if not checked_objective and counts.get("completed", 0) > 0:
-                    checked_objective = True
+                if not self.checked_objective and counts.get("completed", 0) > 0:
+                    self.checked_objective = True
                     _check_objective(self.store, self.exp_id, self.experiment)
                 claimable = counts.get("pending", 0) + counts.get("interrupted", 0)
                 for _ in range(min(workers - len(self.procs), claimable)):
@@ -313,18 +500,31 @@ class _Session:
 
 
 def _stop_workers(procs: dict[str, Any], store: Store, max_attempts: int) -> None:
-    """SIGTERM every worker (it marks its trial interrupted), then make sure."""
-    for p in procs.values():
-        if p.is_alive():
-            p.terminate()
-    deadline = time.monotonic() + 15
-    for p in procs.values():
-        p.join(timeout=max(0.1, deadline - time.monotonic()))
-        if p.is_alive():
-            p.kill()
-            p.join()
-    for name in procs:
-        store.release_worker(name, "stopped", max_attempts, interrupted=True)
+    """SIGTERM every worker (it marks its trial interrupted), then make sure.
+
+    A second Ctrl-C or SIGTERM while waiting must not leave workers behind: signals are
+    ignored until every worker is gone.
+    """
+    ignored = {}
+    if threading.current_thread() is threading.main_thread():
+        ignored = {sig: signal.signal(sig, signal.SIG_IGN)
+                   for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for p in procs.values():
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + 15
+        for p in procs.values():
+            p.join(timeout=max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for name in procs:
+            with contextlib.suppress(Exception):
+                store.release_worker(name, "stopped", max_attempts, interrupted=True)
+    finally:
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
 
 
 def _unknown_metric(experiment: Experiment, names: list[str]) -> WorkloadError:
@@ -339,15 +539,16 @@ def _unknown_metric(experiment: Experiment, names: list[str]) -> WorkloadError:
 
 
 def _check_objective(store: Store, exp_id: int, experiment: Experiment) -> None:
+    """A typo in ``objective.metric`` stops the run at the first trial that shows it."""
     metric = experiment.objective.metric
-    done = store.trials(exp_id, statuses=("completed",))
-    if not done:
+    names = store.metric_names(exp_id)
+    if metric in names:
         return
-    names = sorted({m for _, _, m, _ in store.measurements([done[0].id])})
-    if names and metric not in names:
+    if names:
         raise _unknown_metric(experiment, names)
-    if not names:
+    done = [t for t in store.trials(exp_id, statuses=("completed", "failed"))
+            if (t.error or "").startswith(NO_OBJECTIVE) or t.status == "completed"]
+    if done:
         raise WorkloadError(
             f"{experiment.source}: objective.metric: trial {done[0].study}#{done[0].index} "
-            f"completed without reporting any metric (expected {metric!r})")
-
+            f"finished without reporting any metric (expected {metric!r})")

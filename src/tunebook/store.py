@@ -552,6 +552,31 @@ class Store:
             cond = sa.and_(cond, trials_t.c.worker.not_in(list(exclude_workers)))
         return self._release(cond, "worker stopped sending heartbeats", max_attempts, False)
 
+    def requeue_failed(self, experiment_id: int) -> list[int]:
+        """Put the experiment's failed trials back in the queue (``--retry-failed``).
+
+        Their attempts start again from zero; the error stays until the trial finishes again.
+        Infeasible trials are results, not failures: they are never re-queued. Returns the ids.
+        """
+        study_ids = sa.select(studies_t.c.id).where(studies_t.c.experiment_id == experiment_id)
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.update(trials_t).where(trials_t.c.study_id.in_(study_ids),
+                                          trials_t.c.status == "failed")
+                .values(status="pending", attempts=0, finished_at=None, worker=None,
+                        heartbeat=None).returning(trials_t.c.id)).all()
+        return [r[0] for r in rows]
+
+    def mark_completed(self, trial_ids: Sequence[int]) -> None:
+        """Failed trials that turn out to be complete (they failed only for not reporting an
+        objective that has since been corrected) become ``completed``, their error cleared."""
+        if not trial_ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(trials_t).where(trials_t.c.id.in_(list(trial_ids)),
+                                                   trials_t.c.status == "failed")
+                         .values(status="completed", error=None))
+
     def _release(self, cond: Any, reason: str, max_attempts: int, interrupted: bool) -> list[int]:
         # One UPDATE ... RETURNING, never a read then a write: on SQLite a transaction that
         # read first cannot take the write lock once a worker has committed in between.

@@ -74,3 +74,12 @@ def summarize(points: Iterable[tuple[int, float]],
     final_step, final_value = pts[-1]
     return CurveSummary(best[0] if best else None, best[1] if best else None,
                         final_step, final_value if math.isfinite(final_value) else None)
+
+
+def error_line(error: str | None, limit: int = 200) -> str:
+    """The line of a failed trial's error that says what happened, at most ``limit`` chars.
+
+    The last non-empty line of a traceback (the exception itself), or of a command's output.
+    """
+    lines = [ln.strip() for ln in (error or "").splitlines() if ln.strip()]
+    return lines[-1][:limit] if lines else "(no error recorded)"

@@ -13,10 +13,12 @@ import os
 import random
 import re
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -29,21 +31,91 @@ from tunebook.summary import summarize
 from tunebook.trial import Lost, Trial
 from tunebook.workload import Workload, load_workload
 
-__all__ = ["Stop", "WorkerOptions", "run_trial", "trial_dir", "worker_loop", "worker_main"]
+__all__ = [
+    "COULD_NOT_START",
+    "NO_OBJECTIVE",
+    "Stop",
+    "TrialTimeout",
+    "WorkerOptions",
+    "run_trial",
+    "trial_dir",
+    "worker_loop",
+    "worker_main",
+    "worker_name",
+    "worker_pid",
+]
 
 EXIT_WORKLOAD_ERROR = 3
+# Markers at the start of a failed trial's error, read by the runner: a workload that could not
+# even start stops the run; one that never reported the objective may be an objective typo.
+COULD_NOT_START = "could not start: "
+NO_OBJECTIVE = "finished without reporting "
+MAX_ERROR_CHARS = 20_000  # a 30 MB exception message must not land in the store whole
+# A workload failing with one of these before its first report is broken, not unlucky: a
+# missing package, a hyperparameter name the code does not know, a wrong signature.
+_STARTUP_ERRORS: tuple[type[BaseException], ...] = (
+    ImportError, NameError, AttributeError, KeyError, TypeError, SyntaxError, OSError)
 
 
 class Stop(BaseException):
     """Raised in a worker when it is asked to stop (SIGTERM): the trial is marked interrupted."""
 
 
+class TrialTimeout(BaseException):
+    """Raised in a trial that ran past ``trial_timeout`` seconds: the trial is marked failed.
+
+    A BaseException, so that a workload's ``except Exception`` cannot swallow it.
+    """
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
-    """How a worker behaves."""
+    """How a worker behaves.
+
+    Attributes:
+        heartbeat_seconds: how often the running trial's heartbeat is refreshed.
+        idle_exit: exit when no trial is left (else wait for more).
+        parent_pid: the process that started this worker; the worker stops (its trial becomes
+            ``interrupted``) within about a second of that process dying, however it died.
+        trial_timeout: seconds an attempt may run before it is stopped and recorded ``failed``.
+    """
 
     heartbeat_seconds: float = 5.0
     idle_exit: bool = True
+    parent_pid: int | None = None
+    trial_timeout: float | None = None
+
+
+def worker_name(label: str, pid: int | None = None) -> str:
+    """The name a worker claims trials under: ``host:pid:label``.
+
+    The pid is the process that runs the trials, so whoever finds one of its trials ``running``
+    can tell whether that process is still alive (see :func:`worker_pid`).
+    """
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}:{label}"
+
+
+def worker_pid(name: str | None) -> int | None:
+    """The pid in a worker name made by :func:`worker_name` on this host, else None."""
+    parts = (name or "").split(":")
+    if len(parts) >= 3 and parts[0] == socket.gethostname() and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (and is not a zombie we could reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    try:  # a zombie (dead, not yet reaped by its parent) is dead for our purposes
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def slug(text: str) -> str:
@@ -90,17 +162,35 @@ class Heartbeat:
     """One background thread per worker that refreshes the running trial's heartbeat.
 
     A thread per trial would cost a start and a join for every trial; short trials notice.
+
+    The same thread watches the process that started the worker: when it is gone (killed by
+    SIGKILL, the OOM killer, a scheduler), the worker sends itself SIGTERM, so its trial is
+    marked ``interrupted`` and no worker outlives its run by more than about a second.
     """
 
-    def __init__(self, store: Store, worker: str, every: float) -> None:
+    def __init__(self, store: Store, worker: str, every: float,
+                 parent_pid: int | None = None) -> None:
         self.trial_id: int | None = None
         self.lost: int | None = None  # a trial the store gave to someone else meanwhile
         self._store, self._worker, self._every = store, worker, every
+        self._parent = parent_pid
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
+    def _orphaned(self) -> bool:
+        return self._parent is not None and os.getppid() != self._parent
+
     def _beat(self) -> None:
-        while not self._stop.wait(self._every):
+        tick = min(self._every, 1.0) if self._parent is not None else self._every
+        last = time.monotonic()
+        signalled = False
+        while not self._stop.wait(tick):
+            if not signalled and self._orphaned():
+                signalled = True
+                os.kill(os.getpid(), signal.SIGTERM)
+            if time.monotonic() - last < self._every - 1e-3:
+                continue
+            last = time.monotonic()
             tid = self.trial_id
             if tid is not None:
                 # A transient store error must not kill the trial.
@@ -135,7 +225,9 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
     """Run one claimed trial to its end and record the outcome; returns the final status.
 
     Exceptions from the workload never escape: they become ``failed`` (with the traceback) or
-    ``infeasible``. Only :class:`Stop` escapes, after the trial is marked interrupted.
+    ``infeasible``. Only :class:`Stop` escapes, after the trial is marked interrupted. A
+    workload that returns without ever reporting the objective metric fails its trial
+    ("finished without reporting val_error"): a result with no value is not a result.
     """
     if heartbeat is None:
         with Heartbeat(store, worker, options.heartbeat_seconds) as beat:
@@ -151,11 +243,12 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
         log(f"moved checkpoints this store did not record to {aside.name}")
     hparams = dict(row.params)
     heartbeat.lost = None
+    metric = experiment.objective.metric
     trial = Trial(cancelled=lambda: heartbeat.lost == row.id,
                   hparams=hparams, max_train_steps=experiment.max_train_steps,
                   eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
                   trial_id=row.id, study=row.study, index=row.index,
-                  objective=experiment.objective.metric, goal=experiment.objective.goal,
+                  objective=metric, goal=experiment.objective.goal,
                   log=log, cache_dir=Path(root) / "cache")
     if not row.first_start:
         # Measurements past the checkpoint we resume from belong to a lost future: drop them.
@@ -165,9 +258,11 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
     started = time.monotonic()
     fields: dict[str, Any] = {}
     heartbeat.trial_id = row.id
+    timeout = options.trial_timeout
     try:
         try:
-            workload.run(trial)
+            with _alarm(timeout):
+                workload.run(trial)
             status = "completed"
         except Infeasible as exc:
             status = "infeasible"
@@ -182,12 +277,19 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
             # Its heartbeat was too old and another worker has it now: write nothing more.
             log(f"--- {worker} lost the trial to another worker (heartbeat too old); abandoned")
             return "lost"
-        except (Exception, SystemExit):
+        except TrialTimeout:
+            status = "failed"
+            fields = {"error": f"timed out after {timeout:g} s (trial_timeout)"}
+            log(fields["error"])
+        except (Exception, SystemExit) as exc:
             # SystemExit too: a workload calling sys.exit() (argparse does) fails its trial,
             # it does not take the worker down with it.
             status = "failed"
-            fields = {"error": traceback.format_exc()}
-            log(fields["error"])
+            text = _capped(traceback.format_exc())
+            if _could_not_start(exc, trial):
+                text = COULD_NOT_START + _one_line(exc) + "\n" + text
+            fields = {"error": text}
+            log(text)
         if not _safe_flush(trial) and status != "failed":
             status, fields = "failed", {"error": "could not write measurements to the store"}
     finally:
@@ -195,13 +297,62 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
     if row.first_start:
         points = trial.objective_points  # this attempt saw the whole curve
     else:
-        points = [(s, v) for _, s, _, v in store.measurements(
-            [row.id], metric=experiment.objective.metric)]
+        points = [(s, v) for _, s, _, v in store.measurements([row.id], metric=metric)]
+    if status == "completed" and not points:
+        seen = sorted(trial.reported_metrics)
+        status = "failed"
+        fields["error"] = (f"{NO_OBJECTIVE}{metric!r} (the objective metric); it reported "
+                           + (", ".join(repr(m) for m in seen) if seen else "nothing"))
+        log(fields["error"])
     fields.update(summarize(points, experiment.objective.goal).as_dict())
     if status == "completed":
         fields["error"] = None
     store.finish(row.id, worker, status, elapsed=time.monotonic() - started, **fields)
     return status
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, at most 500 characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _capped(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """The head and tail of a long error (the tail has the exception itself)."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - limit} characters cut ...]\n{text[-half:]}"
+
+
+def _could_not_start(exc: BaseException, trial: Trial) -> bool:
+    """A failure on a fresh start before the first report, of a kind that says the workload is
+    broken (import, name, signature, missing file, a command that exits at once)."""
+    if trial.reported_metrics or trial.start_step != 0:
+        return False
+    if isinstance(exc, _STARTUP_ERRORS):
+        return True
+    # A command workload that exited non-zero before printing any measurement.
+    return type(exc).__name__ == "WorkloadFailed"
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`TrialTimeout` in this (main) thread after ``seconds``."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise TrialTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _safe_flush(trial: Trial) -> bool:
@@ -216,7 +367,7 @@ def worker_loop(store: Store, experiment: Experiment, experiment_id: int, worklo
                 root: str | Path, worker: str, options: WorkerOptions = WorkerOptions(),
                 should_stop: Any = None) -> int:
     """Claim and run trials until none is left; returns how many ran."""
-    with Heartbeat(store, worker, options.heartbeat_seconds) as heartbeat:
+    with Heartbeat(store, worker, options.heartbeat_seconds, options.parent_pid) as heartbeat:
         return _loop(store, experiment, experiment_id, workload, root, worker, options,
                      should_stop, heartbeat)
 
@@ -242,13 +393,34 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise Stop()
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to send us SIGTERM the moment the process that started us dies (the
+    heartbeat thread's parent check covers other systems, within a second)."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: str,
-                experiment_id: int, root: str, worker: str, errors: Any,
+                experiment_id: int, root: str, label: str, errors: Any,
                 options: WorkerOptions = WorkerOptions()) -> None:
-    """Entry point of a local worker process (started with the ``spawn`` method)."""
+    """Entry point of a local worker process (started with the ``spawn`` method).
+
+    It claims trials as ``worker_name(label)`` (its own pid inside) and stops, marking its
+    trial interrupted, on SIGTERM or as soon as the process that started it is gone.
+    """
     # Ctrl-C reaches the whole process group; the parent decides how to stop us (SIGTERM).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_stop)
+    _die_with_parent()
+    if options.parent_pid is not None and os.getppid() != options.parent_pid:
+        return  # the run died while we were starting
     limit_threads()
     try:
         experiment = Experiment.from_dict(config, source=source, base_dir=base_dir)
@@ -256,12 +428,14 @@ def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: s
     except TunebookError as exc:
         errors.put(str(exc))
         sys.exit(EXIT_WORKLOAD_ERROR)
+    except Stop:
+        return
     limit_threads()
     store = Store(store_url)
     try:
-        worker_loop(store, experiment, experiment_id, workload, root, worker, options)
+        worker_loop(store, experiment, experiment_id, workload, root, worker_name(label),
+                    options)
     except Stop:
         pass
     finally:
         store.close()
-

@@ -52,6 +52,7 @@ import numpy.typing as npt
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.analysis.findings import SEVERITIES, Finding, Severity
 from tunebook.space import Categorical, Discrete, Float, Hyperparameter, Int
+from tunebook.summary import error_line
 
 __all__ = [
     "ABS_EPS",
@@ -1011,12 +1012,6 @@ def check_eval_steps(data: ExperimentData) -> list[Finding]:
 
 
 # ----------------------------------------------------------------------------- 10. failed
-def _error_line(error: str | None) -> str:
-    """The last non-empty line of a traceback (the exception), at most 200 characters."""
-    lines = [ln.strip() for ln in (error or "").splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "(no error recorded)"
-
-
 def check_failed_trials(data: ExperimentData) -> list[Finding]:
     """Trials that failed (crashed, as opposed to infeasible): one ``warning`` with the errors.
 
@@ -1028,7 +1023,7 @@ def check_failed_trials(data: ExperimentData) -> list[Finding]:
         return []
     groups: dict[str, list[TrialData]] = {}
     for t in failed:
-        groups.setdefault(_error_line(t.error), []).append(t)
+        groups.setdefault(error_line(t.error), []).append(t)
     errors = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     top_error, top_trials = errors[0]
     return [Finding(
@@ -1040,8 +1035,9 @@ def check_failed_trials(data: ExperimentData) -> list[Finding]:
                   "errors": [{"error": err, "count": len(ts), "trials": _labels(ts),
                               "ids": [t.id for t in ts]} for err, ts in errors]},
         section=SEC_INSIGHT,
-        action=("Fix the cause and re-run the failed trials: until then each study samples its "
-                "search space less densely than planned. If they fail because the point "
+        action=("Fix the cause, then re-run the failed trials with `tunebook run FILE "
+                "--retry-failed`: until then each study samples its search space less densely "
+                "than planned. If they fail because the point "
                 "violates some implicit constraint, treat the region as infeasible and adjust "
                 "the search space."),
         study=failed[0].study if len({t.study for t in failed}) == 1 else None)]
