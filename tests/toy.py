@@ -83,3 +83,54 @@ def taken_over(hparams: dict[str, Any], trial: Trial) -> None:
     time.sleep(0.5)  # a few heartbeats: they now fail
     trial.report(2, loss=0.5)
     raise AssertionError("report() should have raised Lost")
+
+
+def lifecycle(hparams: dict[str, Any], trial: Trial) -> None:
+    """``curve`` that records its executions: ``start``/``tick``/``end`` lines with its pid and
+    the time in ``<trial dir>/executions``, so tests can check no two executions overlapped."""
+    path = trial.dir / "executions"
+
+    def mark(kind: str) -> None:
+        with open(path, "a", encoding="ascii") as f:
+            f.write(f"{kind} {os.getpid()} {time.time():.6f}\n")
+
+    mark("start")
+    state = trial.load_state() or {"step": 0}
+    step = state["step"]
+    sleep = float(hparams.get("sleep", 0.0))
+    while step < trial.max_train_steps:
+        step += 1
+        time.sleep(sleep)
+        mark("tick")
+        if step % trial.eval_every == 0:
+            trial.report(step, loss=expected_value(hparams, step))
+            trial.save_state(step, {"step": step})
+    mark("end")
+
+
+def fragile(hparams: dict[str, Any], trial: Trial) -> None:
+    """Fails after its first report while the file ``hparams['marker']`` exists (a bug that
+    the user then fixes); diverges for x < 0.2 (a result, never retried)."""
+    x = float(hparams["x"])
+    trial.report(1, loss=x)
+    if x < 0.2:
+        raise trial.infeasible("diverged")
+    if os.path.exists(str(hparams["marker"])):
+        raise RuntimeError(f"disk full at x={x}")
+    trial.report(2, loss=x / 2)
+
+
+def missing_package(hparams: dict[str, Any], trial: Trial) -> None:
+    """Imports a package that is not installed, as a workload with a missing extra does."""
+    import importlib
+
+    importlib.import_module("tunebook_no_such_package")
+
+
+def wrong_name(hparams: dict[str, Any], trial: Trial) -> None:
+    """Reads a hyperparameter the experiment does not define (a typo in the file)."""
+    trial.report(1, loss=float(hparams["learning_rate"]))
+
+
+def silent(hparams: dict[str, Any], trial: Trial) -> None:
+    """Returns without reporting anything."""

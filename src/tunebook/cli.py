@@ -60,8 +60,9 @@ class _ProgressBar:
     """One live line on a terminal; a line per change otherwise. Failures are printed above
     it as they happen (the first with the start of its traceback)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, bar: bool = True) -> None:
         self.stream = stream
+        self.bar = bar  # False (--quiet): only the failures
         self.tty = stream.isatty()
         self.last = ""
         self.last_time = 0.0
@@ -93,6 +94,8 @@ class _ProgressBar:
     def __call__(self, p: Any) -> None:
         for t in getattr(p, "new_failures", ()):
             self._failure(t)
+        if not self.bar:
+            return
         c = p.counts
         width = 24
         filled = int(width * p.done / p.total) if p.total else width
@@ -153,15 +156,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     experiment = Experiment.from_yaml(args.file)
     url = args.store or sqlite_url(args.root / "tunebook.db")
-    bar = None if args.quiet else _ProgressBar(sys.stderr)
+    bar = _ProgressBar(sys.stderr, bar=not args.quiet)
     try:
         result = run(experiment, root=args.root, store=url, workers=args.workers,
                      max_attempts=args.max_attempts, progress=bar,
                      argv=["tunebook", *_without_password(sys.argv[1:])],
                      retry_failed=args.retry_failed, trial_timeout=args.trial_timeout)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     store = Store(url)
     records = trial_records(store, experiment.name)
     obj = experiment.objective
@@ -438,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop an attempt after this many seconds and mark it failed "
                         "(default: trial_timeout in the experiment file, else no limit)")
     p.add_argument("--top", type=int, default=3, help="best trials shown per study")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (failures are still printed as they happen)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write the HTML report at the end")
     p.set_defaults(func=cmd_run)

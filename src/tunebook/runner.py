@@ -351,11 +351,12 @@ class _Session:
             fresh = tuple(t for t in self.store.trials(self.exp_id, statuses=("failed",))
                           if t.id not in self.seen_failures)
             self.seen_failures.update(t.id for t in fresh)
+        # Before showing them: a failure that stops the run is said once, by the error.
+        self.check_failures(fresh)
         if self.progress is not None:
             obj = self.experiment.objective
             self.progress(Progress(self.total, counts, self.store.best_trial(self.exp_id, obj.goal),
                                    time.monotonic() - self.started, obj.metric, fresh))
-        self.check_failures(fresh)
         return counts
 
     def check_failures(self, fresh: Sequence[TrialRow]) -> None:

@@ -385,8 +385,16 @@ def _loop(store: Store, experiment: Experiment, experiment_id: int, workload: Wo
                 return ran
             time.sleep(0.2)
             continue
-        run_trial(store, experiment, workload, row, root, worker, options, heartbeat)
+        status = run_trial(store, experiment, workload, row, root, worker, options, heartbeat)
         ran += 1
+        if status == "failed" and _broken(store, experiment_id, row.id):
+            return ran  # every next trial would fail the same way: the runner says why
+
+
+def _broken(store: Store, experiment_id: int, trial_id: int) -> bool:
+    """The trial could not even start and no trial of the experiment ever reported anything."""
+    error = store.trial(trial_id).error or ""
+    return error.startswith(COULD_NOT_START) and not store.metric_names(experiment_id)
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -422,20 +430,20 @@ def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: s
     if options.parent_pid is not None and os.getppid() != options.parent_pid:
         return  # the run died while we were starting
     limit_threads()
+    store: Store | None = None
     try:
-        experiment = Experiment.from_dict(config, source=source, base_dir=base_dir)
-        workload = load_workload(experiment)
-    except TunebookError as exc:
-        errors.put(str(exc))
-        sys.exit(EXIT_WORKLOAD_ERROR)
-    except Stop:
-        return
-    limit_threads()
-    store = Store(store_url)
-    try:
+        try:
+            experiment = Experiment.from_dict(config, source=source, base_dir=base_dir)
+            workload = load_workload(experiment)
+        except TunebookError as exc:
+            errors.put(str(exc))
+            sys.exit(EXIT_WORKLOAD_ERROR)
+        limit_threads()
+        store = Store(store_url)
         worker_loop(store, experiment, experiment_id, workload, root, worker_name(label),
                     options)
     except Stop:
-        pass
+        pass  # asked to stop (SIGTERM, or the run died) at any point: a quiet exit
     finally:
-        store.close()
+        if store is not None:
+            store.close()

@@ -1,0 +1,248 @@
+"""Runs you can trust: kills of any process, loud failures, retries, timeouts.
+
+Every test drives the real ``tunebook`` command in a subprocess, as a user (or a scheduler)
+would, and checks the store and the trial folders afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tunebook.store import Store
+from tunebook.worker import pid_alive
+
+from conftest import cli_env, run_cli, write_experiment
+from toy import expected_value
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def _executions(folder: Path) -> dict[int, list[tuple[str, float]]]:
+    """pid -> [(kind, time)] from a ``toy.lifecycle`` trial folder."""
+    out: dict[int, list[tuple[str, float]]] = {}
+    path = folder / "executions"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        kind, pid, t = line.split()
+        out.setdefault(int(pid), []).append((kind, float(t)))
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killing_the_main_process_alone_runs_nothing_twice(tmp_path: Path, sig: int) -> None:
+    path = write_experiment(tmp_path, name="kill-main", workload="toy:lifecycle",
+                            max_train_steps=20, eval_every=5, scientific={},
+                            search={"algorithm": "quasi_random", "trials": 4, "seed": 1},
+                            fixed={"sleep": 0.05})
+    root = tmp_path / "root"
+    argv = [sys.executable, "-m", "tunebook.cli", "run", str(path), "--root", str(root),
+            "--workers", "2", "--quiet", "--no-report"]
+    first = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    runs_dir = root / "runs" / "kill-main" / "main"
+    # Wait until both workers are mid-trial.
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline:
+        ticking = [d for d in runs_dir.glob("trial-*") if any(
+            k == "tick" for ev in _executions(d).values() for k, _ in ev)] \
+            if runs_dir.exists() else []
+        if len(ticking) >= 2:
+            workers = [p for p in _children(first.pid) if "tunebook" in Path(
+                f"/proc/{p}/cmdline").read_text(errors="replace")
+                or "multiprocessing" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+            break
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    assert workers, "the run never had two trials going"
+    os.kill(first.pid, sig)  # the main process alone, as a scheduler or the OOM killer does
+    killed_at = time.monotonic()
+    # Re-run at once: it must never hand a trial to a second process while the first lives.
+    second = run_cli("run", str(path), "--root", str(root), "--workers", "2", "--quiet",
+                     "--no-report")
+    out, err = first.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert first.returncode == 143, (out, err)
+        assert "SIGTERM" in err
+    assert second.returncode == 0, (second.stdout, second.stderr)
+    time.sleep(max(0.0, 10 - (time.monotonic() - killed_at)))
+    assert not [p for p in workers if pid_alive(p)], "workers outlived their run"
+
+    store = Store.at_root(root)
+    exp = store.require_experiment("kill-main")
+    trials = store.trials(exp.id)
+    assert [t.status for t in trials] == ["completed"] * 4
+    rows = store.measurements(experiment_id=exp.id)
+    for t in trials:
+        steps = [(s, v) for tid, s, m, v in rows if tid == t.id and m == "loss"]
+        assert steps == [(s, expected_value(t.params, s)) for s in (5, 10, 15, 20)]
+        runs = _executions(runs_dir / f"trial-{t.index:05d}")
+        assert sum(1 for ev in runs.values() for k, _ in ev if k == "end") == 1
+        spans = sorted((min(tm for _, tm in ev), max(tm for _, tm in ev))
+                       for ev in runs.values())
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert end < start, f"trial {t.index}: two executions overlapped: {spans}"
+    # Both runs' records are closed: the killed one by itself (SIGTERM) or by the next run.
+    records = store.runs(exp.id)
+    assert len(records) == 2 and all(r["finished_at"] is not None for r in records)
+    if sig == signal.SIGKILL:
+        assert records[0]["outcome"]["abandoned"] is True
+    else:
+        assert records[0]["outcome"]["signal"] == "SIGTERM"
+
+
+def test_failures_are_loud_and_can_be_retried_after_the_fix(tmp_path: Path) -> None:
+    marker = tmp_path / "bug"
+    marker.write_text("present")
+    path = write_experiment(tmp_path, name="retry", workload="toy:fragile", scientific={},
+                            search={"algorithm": "quasi_random", "trials": 6, "seed": 0},
+                            fixed={"marker": str(marker)})
+    root = tmp_path / "root"
+    first = run_cli("run", str(path), "--root", str(root), "--workers", "2")
+    assert first.returncode == 1, (first.stdout, first.stderr)
+    store = Store.at_root(root)
+    trials = store.trials(store.require_experiment("retry").id)
+    failed = [t for t in trials if t.status == "failed"]
+    infeasible = [t for t in trials if t.status == "infeasible"]
+    assert failed and infeasible and len(failed) + len(infeasible) == 6
+    # Each failure printed as it happened, with its cause; the first with its traceback.
+    for t in failed:
+        assert f"trial main#{t.index} failed: RuntimeError: disk full" in first.stderr
+    assert first.stderr.count("Traceback") == 1
+    # The closing line says how to retry, with the same --root (pasteable).
+    assert f"--root {root}" in first.stderr and "--retry-failed" in first.stderr
+
+    marker.unlink()  # the fix
+    again = run_cli("run", str(path), "--root", str(root), "--quiet")
+    assert again.returncode == 1  # failed trials stay failed until asked
+    retried = run_cli("run", str(path), "--root", str(root), "--quiet", "--retry-failed")
+    assert retried.returncode == 0, retried.stderr
+    assert f"{len(failed)} failed trials re-queued" in retried.stdout
+    after = {t.id: t for t in store.trials(store.require_experiment("retry").id)}
+    for t in failed:
+        assert after[t.id].status == "completed" and after[t.id].error is None
+        assert after[t.id].attempts == 1
+        log = (root / "runs" / "retry" / "main" / f"trial-{t.index:05d}" / "log.txt").read_text()
+        assert "re-queued by --retry-failed" in log and "disk full" in log
+    for t in infeasible:  # results, never retried
+        assert after[t.id].status == "infeasible" and after[t.id].attempts == t.attempts
+
+
+@pytest.mark.parametrize("case", ["missing_package", "wrong_name", "python_missing_file",
+                                  "not_executable"])
+def test_a_workload_that_cannot_start_stops_the_run_at_the_first_trial(
+        tmp_path: Path, case: str) -> None:
+    extra: dict[str, Any] = {"workload": f"toy:{case}"}
+    if case == "python_missing_file":
+        extra = {"workload": None, "command": "python no_such_script.py"}
+    elif case == "not_executable":
+        script = tmp_path / "train.sh"
+        script.write_text("#!/bin/sh\necho hi\n")
+        script.chmod(0o644)
+        extra = {"workload": None, "command": "./train.sh"}
+    doc = {k: v for k, v in extra.items() if v is not None}
+    path = write_experiment(tmp_path, name="broken", scientific={},
+                            search={"algorithm": "quasi_random", "trials": 20, "seed": 0},
+                            **doc)
+    if "command" in doc:  # write_experiment always sets workload: drop it
+        import yaml
+
+        d = yaml.safe_load(path.read_text())
+        d.pop("workload")
+        path.write_text(yaml.safe_dump(d))
+    root = tmp_path / "root"
+    proc = run_cli("run", str(path), "--root", str(root), "--workers", "2", "--quiet")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("tunebook: error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "could not start" in errors[0] and "--retry-failed" in errors[0]
+    expected = {"missing_package": "tunebook_no_such_package", "wrong_name": "learning_rate",
+                "python_missing_file": "no_such_script.py", "not_executable": "ermission"}
+    assert expected[case] in errors[0], errors[0]
+    store = Store.at_root(root)
+    trials = store.trials(store.require_experiment("broken").id)
+    # Not every trial burnt: each of the 2 workers stopped at its first failure.
+    assert 1 <= sum(t.status == "failed" for t in trials) <= 2
+    assert sum(t.attempts > 0 for t in trials) <= 2
+    assert not [t for t in trials if t.status == "running"]
+
+
+def test_a_command_that_exits_0_without_reporting_fails(tmp_path: Path) -> None:
+    import yaml
+
+    path = write_experiment(tmp_path, name="mute", scientific={},
+                            search={"algorithm": "quasi_random", "trials": 2, "seed": 0})
+    d = yaml.safe_load(path.read_text())
+    d.pop("workload")
+    # It reports another metric, so it does start: the objective is simply never there.
+    d["command"] = ["python", "-c", "print('{\"step\": 1, \"accuracy\": 0.5}')"]
+    path.write_text(yaml.safe_dump(d))
+    root = tmp_path / "root"
+    proc = run_cli("run", str(path), "--root", str(root), "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    assert "objective.metric" in proc.stderr and "accuracy" in proc.stderr
+    store = Store.at_root(root)
+    trials = store.trials(store.require_experiment("mute").id)
+    assert trials[0].status == "failed"
+    assert (trials[0].error or "").startswith("finished without reporting 'loss'")
+    assert not [t for t in trials if t.status == "completed"]
+
+
+@pytest.mark.parametrize("kind", ["python", "command"])
+def test_trial_timeout_stops_the_trial_and_its_processes(tmp_path: Path, kind: str) -> None:
+    import yaml
+
+    path = write_experiment(tmp_path, name="slow", scientific={}, workload="toy:curve",
+                            max_train_steps=400, eval_every=10,
+                            search={"algorithm": "quasi_random", "trials": 2, "seed": 0},
+                            fixed={"sleep": 0.1}, trial_timeout=1.5)
+    if kind == "command":
+        d = yaml.safe_load(path.read_text())
+        d.pop("workload")
+        d["command"] = ["python", "-c", (
+            "import os, time; open(os.environ['TUNEBOOK_TRIAL_DIR'] + '/child', 'w')"
+            ".write(str(os.getpid())); print('{\"step\": 1, \"loss\": 1.0}', flush=True); "
+            "time.sleep(120)")]
+        path.write_text(yaml.safe_dump(d))
+    root = tmp_path / "root"
+    started = time.monotonic()
+    proc = run_cli("run", str(path), "--root", str(root), "--workers", "2", "--quiet",
+                   "--no-report")
+    took = time.monotonic() - started
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert took < 60
+    assert "timed out after 1.5 s" in proc.stderr
+    store = Store.at_root(root)
+    trials = store.trials(store.require_experiment("slow").id)
+    assert [t.status for t in trials] == ["failed", "failed"]
+    assert all((t.error or "").startswith("timed out after 1.5 s") for t in trials)
+    if kind == "command":
+        for t in trials:
+            pid = int((root / "runs" / "slow" / "main" / f"trial-{t.index:05d}" / "child")
+                      .read_text())
+            assert not pid_alive(pid)
+    # The command line overrides the file.
+    longer = run_cli("run", str(path), "--root", str(root), "--quiet", "--no-report",
+                     "--retry-failed", "--trial-timeout", "0.5")
+    assert "timed out after 0.5 s" in longer.stderr
