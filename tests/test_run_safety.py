@@ -246,3 +246,26 @@ def test_trial_timeout_stops_the_trial_and_its_processes(tmp_path: Path, kind: s
     longer = run_cli("run", str(path), "--root", str(root), "--quiet", "--no-report",
                      "--retry-failed", "--trial-timeout", "0.5")
     assert "timed out after 0.5 s" in longer.stderr
+
+
+def test_a_workload_that_ignores_its_timeout_is_killed_with_its_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunebook import runner
+    from tunebook.experiment import Experiment
+
+    monkeypatch.setattr(runner, "HARD_KILL_GRACE", 1.0)
+    path = write_experiment(tmp_path, name="stuck", scientific={}, workload="toy:stubborn",
+                            search={"algorithm": "quasi_random", "trials": 1, "seed": 0})
+    root = tmp_path / "root"
+    monkeypatch.setenv("PYTHONPATH", cli_env()["PYTHONPATH"])
+    started = time.monotonic()
+    result = runner.run(Experiment.from_yaml(path), root=root, workers=1, trial_timeout=1.0,
+                        poll_seconds=0.05)
+    assert time.monotonic() - started < 30
+    assert result.counts == {"failed": 1}
+    store = Store.at_root(root)
+    (t,) = store.trials(result.experiment_id)
+    assert (t.error or "").startswith("timed out after 1 s (trial_timeout); the workload did "
+                                      "not stop, so its worker was killed")
+    pid = int((root / "runs" / "stuck" / "main" / "trial-00000" / "pid").read_text())
+    assert not pid_alive(pid)

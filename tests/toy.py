@@ -134,3 +134,14 @@ def wrong_name(hparams: dict[str, Any], trial: Trial) -> None:
 
 def silent(hparams: dict[str, Any], trial: Trial) -> None:
     """Returns without reporting anything."""
+
+
+def stubborn(hparams: dict[str, Any], trial: Trial) -> None:
+    """Hangs with SIGALRM blocked, as a workload stuck in native code that never returns to
+    the interpreter does: only killing its process stops it."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    trial.report(1, loss=1.0)
+    (trial.dir / "pid").write_text(str(os.getpid()))
+    time.sleep(3600)
