@@ -3,9 +3,9 @@
 It trains a seeded running sum (``random.Random(TUNEBOOK_SEED)``), reports ``loss`` and
 ``total`` every ``TUNEBOOK_EVAL_EVERY`` steps and checkpoints its state (the sum and the
 generator's state, as JSON) every ``checkpoint_every`` steps. For the tests it also records
-every start in ``attempts`` (``<pid> <worker pid> <start step>``) and publishes
-``<pid> <worker pid> <step>`` in ``progress`` after every step, sleeping ``sleep`` seconds per
-step so a kill lands at a step of the test's choosing.
+every start in ``attempts`` (``<pid> <worker pid> <start step>``), publishes
+``<pid> <worker pid> <step>`` in ``progress`` and appends ``<pid> <step>`` to ``steps`` after
+every step, sleeping ``sleep`` seconds per step so a kill lands at a step of the test's choosing.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ while step < steps:
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(f"{pid} {parent} {step}\n")
     os.replace(tmp, os.path.join(trial, "progress"))
+    with open(os.path.join(trial, "steps"), "a", encoding="utf-8") as f:
+        f.write(f"{pid} {step}\n")
     if step % every == 0 or step == steps:
         script.report(step, loss=math.exp(-abs(total)), total=total)
     if step % checkpoint_every == 0:
