@@ -148,3 +148,183 @@ def test_guess_goal() -> None:
         assert guess_goal(m) == "maximize", m
     for m in ("val_loss", "val_error", "perplexity", "accurate_loss_x"[:0] or "wer", "lost"):
         assert guess_goal(m) == "minimize", m
+
+
+# ----------------------------------------------------------------- metric names
+@pytest.mark.parametrize(("name", "why"), [
+    ("m" * 129, "longer than 128 characters"),
+    ("val\x00loss", "NUL"),
+    ("val\nloss", "control character"),
+    ("loss\x7f", "control character"),
+    ("\x85x", "control character"),
+    ("bad\ud800", "control character"),
+    ("", "must not be empty"),
+])
+def test_metric_names_every_backend_keeps_or_refused(tmp_path: Path, name: str, why: str
+                                                     ) -> None:
+    sink = Sink()
+    t = make(tmp_path, sink)
+    with pytest.raises(ValueError, match=why) as info:
+        t.report(10, loss=1.0, **{name: 2.0})
+    assert not name or repr(name[:60]) in str(info.value)  # the message names the metric
+    t.flush()
+    assert sink.rows == [] and t.reported_metrics == set()  # nothing of the call is kept
+
+
+def test_metric_name_at_the_limit_and_unicode_are_fine(tmp_path: Path) -> None:
+    from tunebook.trial import MAX_METRIC_LENGTH
+
+    sink = Sink()
+    t = make(tmp_path, sink)
+    t.report(1, **{"m" * MAX_METRIC_LENGTH: 1.0, "précision/val": 0.5, "a b": 2.0})
+    t.report(2, **{"m" * MAX_METRIC_LENGTH: 1.0})  # a known name is not checked again
+    t.flush()
+    assert len(sink.rows) == 4
+
+
+def test_long_metric_names_are_shown_cut(tmp_path: Path) -> None:
+    t = make(tmp_path, Sink())
+    with pytest.raises(ValueError, match=r"\.\.\. \(100000 characters\)") as info:
+        t.report(1, **{"x" * 100_000: 1.0})
+    assert len(str(info.value)) < 200
+
+
+# ----------------------------------------------------------------- save_state integrity
+def counter(trial: Trial, stop_at: int | None = None) -> None:
+    """A deterministic workload on save_state: a seeded running sum, checkpointed every 20
+    steps, evaluated every 10; ``stop_at`` simulates a kill after that step."""
+    import random
+
+    state = trial.load_state() or {"step": 0, "total": 0.0,
+                                   "rng": random.Random(trial.seed).getstate()}
+    rng = random.Random()
+    rng.setstate(state["rng"])
+    step, total = state["step"], state["total"]
+    while step < trial.max_train_steps:
+        step += 1
+        total += rng.random()
+        if step % trial.eval_every == 0:
+            trial.report(step, loss=1.0 / (1.0 + total), total=total)
+        if step % 20 == 0:
+            trial.save_state(step, {"step": step, "total": total, "rng": rng.getstate()})
+        if step == stop_at:
+            trial.flush()
+            return
+
+
+def _reference(tmp_path: Path) -> list[tuple[int, str, float]]:
+    sink = Sink()
+    counter(make(tmp_path / "ref", sink))
+    sink.rows.sort()
+    return sink.rows
+
+
+def _state(trial: Trial, step: int) -> Path:
+    return dict(trial.checkpoints())[step] / "state.pkl"
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksum can tell
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip])
+def test_corrupt_latest_state_resumes_from_the_older_one(tmp_path: Path, damage: object
+                                                         ) -> None:
+    reference = _reference(tmp_path)
+    sink, lines = Sink(), []
+    first = make(tmp_path, sink)
+    counter(first, stop_at=65)  # checkpoints at 20, 40 and 60 (20 pruned), evaluations to 60
+    assert [s for s, _ in first.checkpoints()] == [40, 60]
+    assert (dict(first.checkpoints())[60] / "tunebook-manifest.json").exists()
+    damage(_state(first, 60))  # type: ignore[operator]
+
+    resumed = make(tmp_path, sink, log=lines.append)
+    assert resumed.start_step == 60
+    sink.truncate_measurements(0, 60)  # what the worker does before resuming
+    counter(resumed)
+    assert resumed.start_step == 40
+    assert sink.checkpoint_steps == [20, 40, 60, 40, 60, 80, 100]  # rewound to 40 first
+    assert sorted(sink.rows) == reference  # every evaluation exactly once, same values
+    assert len(sink.rows) == len(set((s, m) for s, m, _ in sink.rows))
+    assert any("checkpoint at step 60 is corrupt" in line and "state.pkl" in line
+               for line in lines), lines
+    names = sorted(p.name for p in resumed.checkpoint_root.iterdir())
+    assert "corrupt-step-0000000060" in names  # kept for inspection, never resumed from
+
+
+def test_no_intact_state_starts_over(tmp_path: Path) -> None:
+    reference = _reference(tmp_path)
+    sink, lines = Sink(), []
+    first = make(tmp_path, sink)
+    counter(first, stop_at=45)
+    for step, _ in first.checkpoints():
+        _flip(_state(first, step))
+    resumed = make(tmp_path, sink, log=lines.append)
+    sink.truncate_measurements(0, resumed.start_step)
+    assert resumed.load_state() is None
+    assert resumed.start_step == 0 and sink.rows == [] and sink.checkpoint_steps[-1] == 0
+    assert any("no intact checkpoint" in line for line in lines)
+    counter(resumed)
+    assert sorted(sink.rows) == reference
+
+
+def test_state_without_checksums_still_loads(tmp_path: Path) -> None:
+    """Checkpoints written before checksums existed: loaded, or skipped when unreadable."""
+    t = make(tmp_path, Sink())
+    for step in (10, 20):
+        t.save_state(step, {"step": step})
+        (dict(t.checkpoints())[step] / "tunebook-manifest.json").unlink()
+    assert make(tmp_path, Sink()).load_state() == {"step": 20}
+    _truncate(_state(t, 20))
+    again = make(tmp_path, Sink())
+    assert again.load_state() == {"step": 10} and again.start_step == 10
+
+
+def test_checkpoint_without_state_is_not_corrupt(tmp_path: Path) -> None:
+    t = make(tmp_path, Sink())
+    t.save_state(10, {"step": 10})
+    with t.checkpoint(20) as folder:
+        (folder / "weights.bin").write_bytes(b"w")
+    resumed = make(tmp_path, Sink())
+    assert resumed.load_state() is None and resumed.start_step == 20
+    assert [s for s, _ in resumed.checkpoints()] == [10, 20]  # nothing set aside
+
+
+def test_a_folder_written_elsewhere_is_published_the_same_way(tmp_path: Path) -> None:
+    sink = Sink()
+    t = make(tmp_path, sink)
+    t.flush_every_seconds = 3600
+    t.report(10, loss=0.5)
+    folder = t.dir / "incoming" / "anything"
+    folder.mkdir(parents=True)
+    (folder / "weights.txt").write_text("w")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "opt.txt").write_text("o")
+    published = t.publish_checkpoint(10, folder, checksums=True)
+    assert sink.rows == [(10, "loss", 0.5)] and sink.checkpoint_steps == [10]
+    assert not folder.exists() and published == t.checkpoint_root / "step-0000000010"
+    assert (published / "sub" / "opt.txt").read_text() == "o"
+    assert t.restore_point() == (10, published)
+    (published / "sub" / "opt.txt").write_text("x")
+    lines: list[str] = []
+    resumed = make(tmp_path, sink, log=lines.append)
+    assert resumed.restore_point() is None and resumed.start_step == 0
+    assert "sub/opt.txt does not match its sha256" in lines[0]
+
+
+def test_rewind_forgets_this_attempts_points_past_the_step(tmp_path: Path) -> None:
+    t = make(tmp_path, Sink())
+    for step in (10, 20, 30):
+        t.report(step, loss=1.0 / step, acc=0.5)
+    t.rewind(10)
+    assert t.objective_points == [(10, 0.1)]
+    assert t.latest == {}  # only the last point per metric is kept, and it is gone
+    t.report(20, loss=0.05)
+    assert t.objective_points == [(10, 0.1), (20, 0.05)] and t.latest == {"loss": (20, 0.05)}

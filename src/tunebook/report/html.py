@@ -81,9 +81,20 @@ def reproduction(data: ExperimentData) -> str:
     parts = [cmd, f"tunebook {p.get('tunebook_version', '?')}",
              f"config {p.get('config_hash', data.experiment.identity())}"]
     if p.get("git_commit"):
-        parts.append(f"git {p['git_commit'][:12]}" + (" + uncommitted changes"
-                                                       if p.get("git_dirty") else ""))
+        git = f"git {p['git_commit'][:12]}"
+        # git_modified and git_untracked are absent from provenance stored by older versions.
+        modified, untracked = p.get("git_modified") or [], p.get("git_untracked") or []
+        if p.get("git_dirty"):
+            git += " + uncommitted changes" + (f" to {_and(modified)}" if modified else "")
+        parts.append(git)
+        if untracked:
+            parts.append(f"{_and(untracked)} untracked")
     return "; ".join(parts)
+
+
+def _and(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def tracking_rows(data: ExperimentData) -> list[dict[str, Any]]:

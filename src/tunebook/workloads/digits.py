@@ -50,6 +50,10 @@ from tunebook.workloads.common import (
 
 __all__ = ["HPARAMS", "load_digits_split", "train_mlp"]
 
+REQUIRES = {"torch": "demo", "sklearn": "demo"}
+"""Packages this workload needs (import name -> the tunebook extra that installs them), checked
+when it is loaded, before any trial starts."""
+
 HPARAMS = TRAINING_HPARAMS | {"num_layers", "width", "activation", "dropout"}
 """Every hyperparameter name :func:`train_mlp` reads."""
 

@@ -76,6 +76,10 @@ from tunebook.workloads.common import (
 __all__ = ["CNN_HPARAMS", "DATASET_ARGS", "MLP_HPARAMS", "ConvNet", "cache_file", "load_mnist1d",
            "train_cnn", "train_mlp"]
 
+REQUIRES = {"torch": "workloads", "mnist1d": "workloads"}
+"""Packages these workloads need (import name -> the tunebook extra that installs them), checked
+when one is loaded, before any trial starts."""
+
 MLP_HPARAMS = TRAINING_HPARAMS | {"num_layers", "width", "activation", "dropout"}
 """Every hyperparameter name :func:`train_mlp` reads."""
 

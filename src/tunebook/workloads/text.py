@@ -62,6 +62,10 @@ from tunebook.workloads.common import (
 __all__ = ["EVAL_WINDOWS", "HPARAMS", "VOCAB_SIZE", "CharTransformer", "load_text",
            "train_transformer", "windows"]
 
+REQUIRES = {"torch": "torch"}
+"""Packages this workload needs (import name -> the tunebook extra that installs them), checked
+when it is loaded, before any trial starts."""
+
 HPARAMS = TRAINING_HPARAMS | {"num_layers", "width", "num_heads", "mlp_ratio", "context_length",
                               "dropout"}
 """Every hyperparameter name :func:`train_transformer` reads."""
