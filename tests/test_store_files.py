@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from conftest import run_cli
 from tunebook.errors import StoreError
 from tunebook.store import Store, sqlite_url
+
+from conftest import run_cli
 
 
 def sha256(path: Path) -> str:

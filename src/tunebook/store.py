@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,18 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from tunebook.errors import StoreError
-from tunebook.store_retry import classify, one_line, resolve_outage_seconds, retry
+from tunebook.store_checks import (
+    MAX_METRIC_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_SEED,
+    MAX_STEP,
+    MAX_WORKER_LENGTH,
+    check_int,
+    check_sqlite_file,
+    check_text,
+    foreign_database,
+)
+from tunebook.store_retry import one_line, resolve_outage_seconds, retry
 
 __all__ = [
     "ACTIVE",
@@ -57,14 +66,6 @@ SCHEMA_VERSION = 1
 CLAIMABLE = ("pending", "interrupted")
 ACTIVE = ("pending", "interrupted", "running")
 TERMINAL = ("completed", "infeasible", "failed")
-
-# Limits of the columns, enforced up front on every backend (SQLite would accept more, PostgreSQL
-# refuses it mid-run); other modules can check earlier with the same numbers.
-MAX_NAME_LENGTH = 255  # experiment and study names: String(255)
-MAX_METRIC_LENGTH = 128  # metric names: String(128)
-MAX_STEP = 2**31 - 1  # steps, trial indices, budgets: Integer, 32-bit on PostgreSQL
-MAX_SEED = 2**63 - 1  # seeds: BigInteger, 64-bit signed
-_MAX_WORKER_LENGTH = 128  # worker names: String(128)
 
 T = TypeVar("T")
 
@@ -251,72 +252,6 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path)}"
 
 
-def _shown(text: str) -> str:
-    return repr(text if len(text) <= 40 else text[:40] + "…")
-
-
-def _check_text(what: str, text: str, limit: int | None) -> None:
-    """Refuse text the columns cannot hold on every backend (StoreError, one line)."""
-    if "\x00" in text:
-        raise StoreError(f"{what} {_shown(text)} contains a NUL character (\\x00), which "
-                         "PostgreSQL cannot store")
-    if limit is not None and len(text) > limit:
-        raise StoreError(f"{what} {_shown(text)} is {len(text)} characters long; the store "
-                         f"allows at most {limit}")
-
-
-def _check_int(what: str, value: int, limit: int) -> None:
-    """Refuse integers outside a signed column's range (StoreError, one line)."""
-    if not -limit - 1 <= value <= limit:
-        raise StoreError(f"{what} {value} is out of range: the store holds integers from "
-                         f"{-limit - 1} to {limit}")
-
-
-def _foreign(where: str, tables: Iterable[str], kind: str, hint: str) -> StoreError:
-    names = sorted(tables)
-    shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
-    return StoreError(f"{where} is another application's {kind} (tables: {shown}); "
-                      f"point {hint} elsewhere")
-
-
-def _check_sqlite_file(path: Path, busy_timeout_seconds: float) -> None:
-    """Refuse, before anything writes to it, a file that is not a tunebook store.
-
-    Read-only (``mode=ro``): not even the switch to WAL may touch another application's file.
-    A truncated or corrupt store fails here rather than hours into a run (SQLite itself
-    notices a file shorter than its header says). "Locked" goes through, to be retried.
-    """
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(16)
-    except OSError as exc:
-        raise StoreError(f"cannot read store {path}: {exc.strerror}") from None
-    if magic != b"SQLite format 3\x00":
-        raise StoreError(f"{path} is not a tunebook store: not an SQLite database")
-    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_seconds)
-        try:
-            tables = {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite^_%' ESCAPE '^'")}
-            if tables and meta_t.name not in tables:
-                raise _foreign(str(path), tables, "SQLite database", "--root/--store")
-            for name in sorted(tables & set(metadata.tables)):
-                conn.execute(f'SELECT 1 FROM "{name}" LIMIT 1').fetchall()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        if classify(exc) is not None:
-            raise
-        reason = str(exc)
-        if getattr(exc, "sqlite_errorname", "") == "SQLITE_CANTOPEN":
-            raise StoreError(f"cannot open store {path}: {reason}") from None
-        if "malformed" in reason:
-            reason = f"corrupt or truncated ({reason})"
-        raise StoreError(f"{path} is not a tunebook store: {reason}") from None
-
-
 def _schema_race(exc: BaseException) -> bool:
     """Errors of processes creating the same new store at once: the loser checks again."""
     return isinstance(exc, sa.exc.IntegrityError) or (
@@ -363,7 +298,8 @@ class Store:
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             path = Path(parsed.database or "")
             if path.exists() and path.stat().st_size > 0:
-                self._retry(lambda _: _check_sqlite_file(path, busy_timeout_seconds))
+                self._retry(lambda _: check_sqlite_file(path, busy_timeout_seconds, meta_t.name,
+                                                         metadata.tables))
             elif not create:
                 empty = " (the file is empty)" if path.exists() else ""
                 raise StoreError(f"no tunebook store at {path}{empty} (run an experiment first, "
@@ -438,7 +374,7 @@ class Store:
             tables = set(sa.inspect(conn).get_table_names())
             if tables and meta_t.name not in tables:
                 # Not ours: create nothing in another application's database.
-                raise _foreign(f"store {self.display_url}", tables, "database", "--store")
+                raise foreign_database(f"store {self.display_url}", tables, "database", "--store")
             if meta_t.name in tables:
                 row = conn.execute(sa.select(meta_t.c.value)
                                    .where(meta_t.c.key == "schema_version")).first()
@@ -502,15 +438,15 @@ class Store:
         than :data:`MAX_NAME_LENGTH` or holding NUL, and indices or seeds beyond the columns'
         range, are refused (StoreError) before anything is written.
         """
-        _check_text("experiment name", name, MAX_NAME_LENGTH)
+        check_text("experiment name", name, MAX_NAME_LENGTH)
         for st in studies:
-            _check_text("study name", st["name"], MAX_NAME_LENGTH)
-            _check_int(f"study {st['name']!r}: seed", int(st["seed"]), MAX_SEED)
-            _check_int(f"study {st['name']!r}: budget", int(st["budget"]), MAX_STEP)
+            check_text("study name", st["name"], MAX_NAME_LENGTH)
+            check_int(f"study {st['name']!r}: seed", int(st["seed"]), MAX_SEED)
+            check_int(f"study {st['name']!r}: budget", int(st["budget"]), MAX_STEP)
         for study, rows in trials.items():
             for index, _params, seed in rows:
-                _check_int(f"study {study!r}: trial index", int(index), MAX_STEP)
-                _check_int(f"study {study!r}, trial {index}: seed", int(seed), MAX_SEED)
+                check_int(f"study {study!r}: trial index", int(index), MAX_STEP)
+                check_int(f"study {study!r}, trial {index}: seed", int(seed), MAX_SEED)
         # Reads, then writes: on SQLite another process committing in between makes the write
         # fail at once with "locked" (no busy wait); the retry redoes it. Safe to redo: only
         # missing rows are inserted.
@@ -630,7 +566,7 @@ class Store:
         outage the trial it already holds in this experiment (an earlier attempt of this
         claim committed, its reply was lost) is returned rather than a second one.
         """
-        _check_text("worker name", worker, _MAX_WORKER_LENGTH)
+        check_text("worker name", worker, MAX_WORKER_LENGTH)
         # One start time for every attempt: first_start recognises the attempt that set it.
         start = time.time()
         params = {"exp_id": experiment_id, "who": worker, "start": start}
@@ -801,7 +737,7 @@ class Store:
 
     def set_checkpoint_step(self, trial_id: int, step: int) -> None:
         """Remember the step of the trial's latest complete checkpoint."""
-        _check_int("checkpoint step", int(step), MAX_STEP)
+        check_int("checkpoint step", int(step), MAX_STEP)
         self._tx(lambda conn: conn.execute(sa.update(trials_t).where(trials_t.c.id == trial_id)
                                            .values(checkpoint_step=step)))
 
@@ -830,11 +766,11 @@ class Store:
         if not rows:
             return
         for metric in {m for _, m, _ in rows}:
-            _check_text("metric name", metric, MAX_METRIC_LENGTH)
+            check_text("metric name", metric, MAX_METRIC_LENGTH)
         data = [(trial_id, metric, int(step), None if math.isnan(v) else v)
                 for step, metric, v in rows]
         for _, _, step, _ in data:
-            _check_int("step", step, MAX_STEP)
+            check_int("step", step, MAX_STEP)
         mark = "?" if self.is_sqlite else "%s"
         sql = ("INSERT INTO measurements (trial_id, metric, step, value) "
                f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (trial_id, metric, step) "
@@ -919,9 +855,9 @@ class Store:
     # ----------------------------------------------------------------- notes
     def add_note(self, experiment_id: int, text: str, study: str | None = None) -> None:
         """Attach a free-text note to an experiment (or one of its studies)."""
-        _check_text("note", text, None)
+        check_text("note", text, None)
         if study is not None:
-            _check_text("study name", study, MAX_NAME_LENGTH)
+            check_text("study name", study, MAX_NAME_LENGTH)
         created = time.time()
 
         def insert(conn: Connection) -> bool:
