@@ -314,7 +314,8 @@ class Store:
         try:
             self.engine: Engine = sa.create_engine(url, **options)
         except Exception as exc:  # bad URL or missing driver
-            raise StoreError(f"cannot open store {self.display_url!r}: {exc}") from None
+            raise StoreError(f"cannot open store {self.display_url!r}: {one_line(str(exc))}"
+                             ) from None
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._claim: Any = None
         self._claimable: Any = None
