@@ -235,10 +235,10 @@ class CuttingRelay:
 def test_lost_replies_after_a_commit_are_not_done_twice(postgres: Any) -> None:
     url = postgres.new_database()
     relay = CuttingRelay(postgres.port)
+    heard = Recorder()
+    store = Store(url.replace(f":{postgres.port}/", f":{relay.port}/") + "?sslmode=disable",
+                  on_outage=heard)
     try:
-        heard = Recorder()
-        store = Store(url.replace(f":{postgres.port}/", f":{relay.port}/") + "?sslmode=disable",
-                      on_outage=heard)
         exp_id = _register(store, n=3)
 
         relay.arm()
@@ -271,6 +271,7 @@ def test_lost_replies_after_a_commit_are_not_done_twice(postgres: Any) -> None:
         nxt = store.claim(exp_id, "w")
         assert nxt is not None and nxt.index == 1 and nxt.first_start
     finally:
+        store.close()
         relay.close()
 
 
