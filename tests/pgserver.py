@@ -57,10 +57,15 @@ class PostgresServer:
         """initdb and start the server; raises with PostgreSQL's output on failure."""
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
-        initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
-        assert initdb and pg_ctl
+        initdb = _bin("initdb")
+        assert initdb
         self._run(initdb, "-D", str(self.data), "-A", "trust", "-U", "tunebook",
                   "--no-sync", "-E", "UTF8")
+        self._start()
+
+    def _start(self) -> None:
+        pg_ctl = _bin("pg_ctl")
+        assert pg_ctl
         self._run(pg_ctl, "-D", str(self.data), "-l", str(self.dir / "log.txt"), "-w", "-o",
                   f"-p {self.port} -h 127.0.0.1 -k {self.dir} -F", "start")
         deadline = time.monotonic() + 30
@@ -81,6 +86,17 @@ class PostgresServer:
                              autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return f"postgresql+psycopg://tunebook@127.0.0.1:{self.port}/{name}"
+
+    def pause(self) -> None:
+        """Stop the server as an administrator restarting it would (fast shutdown: sessions
+        are terminated), keeping its data and port for :meth:`resume`."""
+        pg_ctl = _bin("pg_ctl")
+        assert pg_ctl
+        self._run(pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server paused by :meth:`pause` again, on the same port, with its data."""
+        self._start()
 
     def stop(self) -> None:
         """Stop the server and remove its folder."""

@@ -12,15 +12,24 @@ import pytest
 import sqlalchemy as sa
 
 from tunebook.errors import StoreError
-from tunebook.store import SCHEMA_VERSION, Store, sqlite_url
+from tunebook.store import (
+    MAX_METRIC_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_SEED,
+    MAX_STEP,
+    SCHEMA_VERSION,
+    Store,
+    sqlite_url,
+)
 
 
-def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2) -> int:
-    specs = [{"name": f"s{k}", "position": k, "scientific": {"k": k}, "algorithm": "quasi_random",
-              "seed": 0, "budget": n} for k in range(studies)]
-    trials = {f"s{k}": [(i, {"x": i / 10, "k": k}, 100 * k + i) for i in range(n)]
-              for k in range(studies)}
-    return store.register("exp", identity, {"objective": {"metric": "loss", "goal": "minimize"}},
+def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2,
+              name: str = "exp", study: str = "s", seed: int = 0, first_index: int = 0) -> int:
+    specs = [{"name": f"{study}{k}", "position": k, "scientific": {"k": k},
+              "algorithm": "quasi_random", "seed": 0, "budget": n} for k in range(studies)]
+    trials = {f"{study}{k}": [(first_index + i, {"x": i / 10, "k": k}, seed or 100 * k + i)
+                              for i in range(n)] for k in range(studies)}
+    return store.register(name, identity, {"objective": {"metric": "loss", "goal": "minimize"}},
                           specs, trials)
 
 
@@ -208,3 +217,78 @@ def test_runs_and_best_trial(store: Store) -> None:
         store.finish(t.id, "w", "completed", best_value=value, best_step=1)
     assert store.best_trial(exp_id, "minimize").best_value == 0.2  # type: ignore[union-attr]
     assert store.best_trial(exp_id, "maximize").best_value == 0.9  # type: ignore[union-attr]
+
+
+LONG_NAME = "n" * (MAX_NAME_LENGTH + 1)
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ({"name": LONG_NAME},
+     f"experiment name 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn…' is {MAX_NAME_LENGTH + 1} "
+     f"characters long; the store allows at most {MAX_NAME_LENGTH}"),
+    ({"name": "e\x00xp"},
+     "experiment name 'e\\x00xp' contains a NUL character (\\x00), which PostgreSQL cannot "
+     "store"),
+    ({"study": LONG_NAME[:-1]}, "study name 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn…' is 256 "
+     "characters long; the store allows at most 255"),
+    ({"study": "s\x00"}, "study name 's\\x000' contains a NUL character"),
+    ({"seed": MAX_SEED + 1}, f"study 's0', trial 0: seed {MAX_SEED + 1} is out of range: the "
+     f"store holds integers from {-MAX_SEED - 1} to {MAX_SEED}"),
+    ({"first_index": MAX_STEP}, f"study 's0': trial index {MAX_STEP + 1} is out of range"),
+])
+def test_names_and_numbers_beyond_the_columns_are_refused_up_front(
+        store: Store, override: dict[str, object], says: str) -> None:
+    with pytest.raises(StoreError) as info:
+        _register(store, n=2, **override)  # type: ignore[arg-type]
+    assert str(info.value).startswith(says) and "\n" not in str(info.value)
+    assert store.experiments() == []  # nothing written, on either backend
+
+
+def test_names_and_numbers_at_the_limits_are_stored(store: Store) -> None:
+    name = "e" * MAX_NAME_LENGTH
+    exp_id = _register(store, n=1, studies=1, name=name, study="s" * (MAX_NAME_LENGTH - 1),
+                       seed=MAX_SEED, first_index=MAX_STEP)
+    [t] = store.trials(exp_id)
+    assert (store.require_experiment(name).id, t.index, t.seed) == (exp_id, MAX_STEP, MAX_SEED)
+    metric = "m" * MAX_METRIC_LENGTH
+    store.add_measurements(t.id, [(MAX_STEP, metric, 1.0), (-MAX_STEP - 1, metric, 2.0)])
+    assert store.measurements([t.id]) == [(t.id, -MAX_STEP - 1, metric, 2.0),
+                                          (t.id, MAX_STEP, metric, 1.0)]
+
+
+@pytest.mark.parametrize(("rows", "says"), [
+    ([(1, "m" * (MAX_METRIC_LENGTH + 1), 1.0)],
+     f"metric name 'mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm…' is {MAX_METRIC_LENGTH + 1} "
+     f"characters long; the store allows at most {MAX_METRIC_LENGTH}"),
+    ([(1, "lo\x00ss", 1.0)], "metric name 'lo\\x00ss' contains a NUL character"),
+    ([(MAX_STEP + 1, "loss", 1.0)], f"step {MAX_STEP + 1} is out of range"),
+])
+def test_metric_names_and_steps_beyond_the_columns_are_refused_up_front(
+        store: Store, rows: list[tuple[int, str, float]], says: str) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    tid = store.trials(exp_id)[0].id
+    with pytest.raises(StoreError) as info:
+        store.add_measurements(tid, [(1, "loss", 0.5), *rows])
+    assert str(info.value).startswith(says) and "\n" not in str(info.value)
+    assert store.measurements([tid]) == []  # the whole batch, valid rows too
+
+
+def test_a_nul_in_an_error_message_is_recorded_escaped(store: Store) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    t = store.claim(exp_id, "w")
+    assert t is not None
+    assert store.finish(t.id, "w", "failed", error="bad byte \x00 here")
+    assert store.trial(t.id).error == "bad byte \\x00 here"
+
+
+def test_a_database_with_other_tables_is_not_a_store(connect: Callable[[], Store]) -> None:
+    s = connect()
+    with s.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
+        conn.execute(sa.text("DROP TABLE tunebook_meta"))
+    s.close()
+    with pytest.raises(StoreError) as info:
+        connect()
+    assert "is another application's " in str(info.value)
+    assert "database (tables: customers, experiments, measurements, notes, runs, …); point " in (
+        str(info.value))

@@ -6,7 +6,9 @@ Everything tunebook raises on purpose derives from :class:`TunebookError`::
     ├── ConfigError        an experiment description is wrong (names file, key and value)
     ├── WorkloadError      a workload cannot be loaded or run (bad import, missing command,
     │                      an objective metric it never reports)
-    ├── StoreError         the store cannot be opened or holds something incompatible
+    ├── StoreError         the store cannot be opened, is not a tunebook store, holds
+    │                      something incompatible, cannot hold a value (too long, NUL,
+    │                      out of range) or stayed unreachable past the outage bound
     └── Infeasible         raised inside a trial: the trial diverged or is otherwise
                            infeasible; recorded as a state, never a crash
 
@@ -46,7 +48,7 @@ class WorkloadError(TunebookError):
 
 
 class StoreError(TunebookError):
-    """The store cannot be opened, or it holds data incompatible with the request."""
+    """The store cannot be opened or reached, or it holds data incompatible with the request."""
 
 
 class Infeasible(TunebookError):

@@ -8,6 +8,15 @@ other machines use the same mechanism.
 Statuses: ``pending`` -> ``running`` -> ``completed`` | ``infeasible`` | ``failed``; a running
 trial whose worker died goes back to ``pending`` (or ``failed`` after ``max_attempts``); one
 stopped by Ctrl-C becomes ``interrupted`` and is claimed again by the next run.
+
+Every method runs in one transaction that rides out store outages (a PostgreSQL restart, a
+SQLite lock held past the busy timeout): see :mod:`tunebook.store_retry`. A retried transaction
+may be one whose commit succeeded but whose reply was lost, so each method is safe to redo.
+
+Before anything is written, a SQLite file that is not a tunebook store (another application's
+database, a corrupt or truncated file) and a PostgreSQL database holding other tables are
+refused, untouched. Names, metric names, steps and seeds are checked against the limits of the
+columns (``MAX_*``) up front, identically on every backend.
 """
 
 from __future__ import annotations
@@ -15,20 +24,36 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from tunebook.errors import StoreError
+from tunebook.store_checks import (
+    MAX_METRIC_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_SEED,
+    MAX_STEP,
+    MAX_WORKER_LENGTH,
+    check_int,
+    check_sqlite_file,
+    check_text,
+    foreign_database,
+)
+from tunebook.store_retry import one_line, resolve_outage_seconds, retry
 
 __all__ = [
     "ACTIVE",
     "CLAIMABLE",
+    "MAX_METRIC_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_SEED",
+    "MAX_STEP",
     "SCHEMA_VERSION",
     "TERMINAL",
     "ExperimentRow",
@@ -41,6 +66,8 @@ SCHEMA_VERSION = 1
 CLAIMABLE = ("pending", "interrupted")
 ACTIVE = ("pending", "interrupted", "running")
 TERMINAL = ("completed", "infeasible", "failed")
+
+T = TypeVar("T")
 
 metadata = sa.MetaData()
 
@@ -184,16 +211,33 @@ def _in_budget() -> Any:
     return trials_t.c.idx < studies_t.c.budget
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    # The busy timeout first: switching to WAL needs a lock another process may hold.
-    cur.execute("PRAGMA busy_timeout=60000")
-    # WAL lets readers (progress, reports) run while a worker writes; NORMAL sync is durable
-    # across process crashes, which is the failure tunebook must survive.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _sqlite_pragmas(busy_timeout_seconds: float) -> Callable[[Any, Any], None]:
+    busy_ms = max(0, round(busy_timeout_seconds * 1000))
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        # The busy timeout first: switching to WAL needs a lock another process may hold.
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        # WAL lets readers (progress, reports) run while a worker writes; NORMAL sync is durable
+        # across process crashes, which is the failure tunebook must survive.
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return on_connect
+
+
+def _libpq_args(parsed: sa.engine.URL) -> dict[str, Any]:
+    """Connection options for libpq drivers, unless the URL sets them: a server that vanished
+    without closing its connections (a network cut, a crashed host) is noticed within about a
+    minute instead of TCP's hours, so the outage retry can start."""
+    if parsed.get_backend_name() != "postgresql" or not parsed.get_driver_name().startswith(
+            "psycopg"):
+        return {}
+    wanted = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+              "keepalives_interval": 10, "keepalives_count": 3}
+    return {k: v for k, v in wanted.items() if k not in parsed.query}
 
 
 def _new_id(result: Any) -> int:
@@ -208,10 +252,38 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path)}"
 
 
-class Store:
-    """Access to one tunebook database. Cheap to create; make one per process."""
+def _schema_race(exc: BaseException) -> bool:
+    """Errors of processes creating the same new store at once: the loser checks again."""
+    return isinstance(exc, sa.exc.IntegrityError) or (
+        isinstance(exc, sa.exc.DBAPIError) and "already exists" in str(exc.orig).lower())
 
-    def __init__(self, url: str, create: bool = True) -> None:
+
+class Store:
+    """Access to one tunebook database. Cheap to create; make one per process.
+
+    Args:
+        url: a SQLAlchemy URL (see :func:`sqlite_url`).
+        create: create the store if it does not exist; False refuses a missing SQLite file.
+        outage_seconds: how long a call keeps retrying a store it cannot reach (or a lock it
+            cannot take) before :class:`StoreError`; default ``$TUNEBOOK_STORE_OUTAGE_SECONDS``,
+            else 600.
+        on_outage: called as ``on_outage(elapsed_seconds, cause)`` before each pause of such a
+            retry; ``cause`` is one short line without the password. Progress displays use it.
+        busy_timeout_seconds: how long SQLite waits for another process's lock before the
+            attempt fails (and is retried, within ``outage_seconds``).
+        wait_for_store: also wait out an unreachable server when opening. By default the
+            first contact fails at once: an address nobody ever reached is most likely wrong,
+            and a person is waiting for the answer. Worker processes of a run, which know the
+            store exists, pass True.
+
+    Raises:
+        StoreError: bad URL; missing store with ``create=False``; a file or database that is
+            not a tunebook store; another schema version; the store unreachable.
+    """
+
+    def __init__(self, url: str, create: bool = True, *, outage_seconds: float | None = None,
+                 on_outage: Callable[[float, str], None] | None = None,
+                 busy_timeout_seconds: float = 60.0, wait_for_store: bool = False) -> None:
         self.url = url
         try:
             parsed = sa.engine.make_url(url)
@@ -219,70 +291,117 @@ class Store:
             raise StoreError("not a database URL: " + repr(url.split("@")[-1])) from None
         # What messages show: never a password.
         self.display_url = parsed.render_as_string(hide_password=True)
+        self._password = str(parsed.password) if parsed.password else None
+        self.outage_seconds = resolve_outage_seconds(outage_seconds)
+        self.on_outage = on_outage
+        self._wait = wait_for_store
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             path = Path(parsed.database or "")
-            if not path.exists():
-                if not create:
-                    raise StoreError(f"no tunebook store at {path} (run an experiment first, or "
-                                     "point --root/--store at an existing store)")
+            if path.exists() and path.stat().st_size > 0:
+                self._retry(lambda _: check_sqlite_file(path, busy_timeout_seconds, meta_t.name,
+                                                         metadata.tables))
+            elif not create:
+                empty = " (the file is empty)" if path.exists() else ""
+                raise StoreError(f"no tunebook store at {path}{empty} (run an experiment first, "
+                                 "or point --root/--store at an existing store)")
+            else:
                 path.parent.mkdir(parents=True, exist_ok=True)
+        options: dict[str, Any] = {}
+        if parsed.get_backend_name() != "sqlite":
+            # After a server restart every pooled connection is dead: test each on checkout.
+            options["pool_pre_ping"] = True
+            options["connect_args"] = _libpq_args(parsed)
         try:
-            self.engine: Engine = sa.create_engine(url, future=True)
+            self.engine: Engine = sa.create_engine(url, **options)
         except Exception as exc:  # bad URL or missing driver
-            raise StoreError(f"cannot open store {self.display_url!r}: {exc}") from None
+            raise StoreError(f"cannot open store {self.display_url!r}: {one_line(str(exc))}"
+                             ) from None
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._claim: Any = None
         self._claimable: Any = None
+        self._reclaim: Any = None
         self._study_names: dict[int, str] = {}
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_seconds))
         self._ensure_schema()
 
     @classmethod
-    def at_root(cls, root: str | Path, create: bool = True) -> Store:
-        """The default SQLite store inside a tunebook root folder."""
-        return cls(sqlite_url(Path(root) / "tunebook.db"), create=create)
+    def at_root(cls, root: str | Path, create: bool = True, **options: Any) -> Store:
+        """The default SQLite store inside a tunebook root folder (options as for Store)."""
+        return cls(sqlite_url(Path(root) / "tunebook.db"), create=create, **options)
 
     def close(self) -> None:
         """Release connections."""
         self.engine.dispose()
 
+    # ----------------------------------------------------------------- transactions
+    def _retry(self, attempt: Callable[[bool], T], *,
+               races: Callable[[BaseException], bool] | None = None,
+               fail_fast: bool = False) -> T:
+        return retry(attempt, where=self.display_url, outage_seconds=self.outage_seconds,
+                     on_outage=self.on_outage, races=races, fail_fast=fail_fast,
+                     secret=self._password)
+
+    def _tx(self, work: Callable[[Connection], T], *,
+            recover: Callable[[Connection], T | None] | None = None,
+            races: Callable[[BaseException], bool] | None = None,
+            fail_fast: bool = False) -> T:
+        """``work(conn)`` in one transaction, retried across store outages.
+
+        Every method goes through here. A retry may follow a commit whose reply was lost, so
+        ``work`` must be safe to redo; where it is not, ``recover(conn)`` runs first in each
+        retry and returns the earlier attempt's result if it finds its effect (None if not).
+        Errors that are not transient become one-line :class:`StoreError`.
+        """
+        def attempt(retrying: bool) -> T:
+            with self.engine.begin() as conn:
+                if retrying and recover is not None:
+                    found = recover(conn)
+                    if found is not None:
+                        return found
+                return work(conn)
+
+        try:
+            return self._retry(attempt, races=races, fail_fast=fail_fast)
+        except sa.exc.DBAPIError as exc:
+            cause = one_line(str(exc.orig))
+            if self._password:
+                cause = cause.replace(self._password, "***")
+            raise StoreError(f"store {self.display_url}: {cause}") from exc
+
     # ----------------------------------------------------------------- schema
     def _ensure_schema(self) -> None:
-        # Several processes may open a new store at once; whoever loses the race to create a
-        # table sees "already exists" (or, on SQLite, "locked": a read transaction cannot be
-        # upgraded once another writer committed) and simply checks again.
-        attempts = 10
-        for attempt in range(attempts):
-            try:
-                with self.engine.begin() as conn:
-                    metadata.create_all(conn)
-                    row = conn.execute(sa.select(meta_t.c.value)
-                                       .where(meta_t.c.key == "schema_version")).first()
-                    if row is None:
-                        conn.execute(sa.insert(meta_t).values(
-                            key="schema_version", value=str(SCHEMA_VERSION)))
-                    elif int(row[0]) != SCHEMA_VERSION:
-                        raise StoreError(
-                            f"store {self.display_url!r} has schema version {row[0]}, this "
-                            f"tunebook understands version {SCHEMA_VERSION}")
-                return
-            except (sa.exc.OperationalError, sa.exc.IntegrityError,
-                    sa.exc.ProgrammingError) as exc:
-                message = str(exc.orig).lower()
-                racing = ("exist" in message or "locked" in message
-                          or isinstance(exc, sa.exc.IntegrityError))
-                if attempt == attempts - 1 or not racing:
+        def ensure(conn: Connection) -> None:
+            tables = set(sa.inspect(conn).get_table_names())
+            if tables and meta_t.name not in tables:
+                # Not ours: create nothing in another application's database.
+                raise foreign_database(f"store {self.display_url}", tables, "database", "--store")
+            if meta_t.name in tables:
+                row = conn.execute(sa.select(meta_t.c.value)
+                                   .where(meta_t.c.key == "schema_version")).first()
+                if row is not None and int(row[0]) != SCHEMA_VERSION:
                     raise StoreError(
-                        f"cannot open store {self.display_url!r}: {exc.orig}") from None
-                time.sleep(0.05 * (attempt + 1))
+                        f"store {self.display_url!r} has schema version {row[0]}, this "
+                        f"tunebook understands version {SCHEMA_VERSION}")
+            # The marker table first: SQLite commits each CREATE TABLE on its own, and a
+            # process opening the store meanwhile must not take it for a foreign database.
+            meta_t.create(conn, checkfirst=True)
+            metadata.create_all(conn)
+            if conn.execute(sa.select(meta_t.c.value)
+                            .where(meta_t.c.key == "schema_version")).first() is None:
+                conn.execute(sa.insert(meta_t).values(
+                    key="schema_version", value=str(SCHEMA_VERSION)))
+
+        # Several processes may open a new store at once; whoever loses the race to create a
+        # table sees "already exists" or a duplicate key (or, on SQLite, "locked": a read
+        # transaction cannot be upgraded once another writer committed) and checks again.
+        self._tx(ensure, races=_schema_race, fail_fast=not self._wait)
 
     # ----------------------------------------------------------------- experiments
     def get_experiment(self, name: str) -> ExperimentRow | None:
         """The experiment called ``name``, or None."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(experiments_t).where(experiments_t.c.name == name)).first()
+        row = self._tx(lambda conn: conn.execute(
+            sa.select(experiments_t).where(experiments_t.c.name == name)).first())
         if row is None:
             return None
         return ExperimentRow(row.id, row.name, row.identity, json.loads(row.config), row.created_at)
@@ -298,8 +417,8 @@ class Store:
 
     def experiments(self) -> list[ExperimentRow]:
         """Every experiment, oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(experiments_t).order_by(experiments_t.c.id)).all()
+        rows = self._tx(lambda conn: conn.execute(
+            sa.select(experiments_t).order_by(experiments_t.c.id)).all())
         return [ExperimentRow(r.id, r.name, r.identity, json.loads(r.config), r.created_at)
                 for r in rows]
 
@@ -316,67 +435,70 @@ class Store:
         ``studies`` are dicts with name, position, scientific, algorithm, seed, budget;
         ``trials`` maps a study name to ``(index, params, seed)`` rows. Existing trials are
         kept untouched; only missing indices are added. An experiment of the same name whose
-        identity differs is refused: its trials would not mean the same thing.
+        identity differs is refused: its trials would not mean the same thing. Names longer
+        than :data:`MAX_NAME_LENGTH` or holding NUL, and indices or seeds beyond the columns'
+        range, are refused (StoreError) before anything is written.
         """
+        check_text("experiment name", name, MAX_NAME_LENGTH)
+        for st in studies:
+            check_text("study name", st["name"], MAX_NAME_LENGTH)
+            check_int(f"study {st['name']!r}: seed", int(st["seed"]), MAX_SEED)
+            check_int(f"study {st['name']!r}: budget", int(st["budget"]), MAX_STEP)
+        for study, rows in trials.items():
+            for index, _params, seed in rows:
+                check_int(f"study {study!r}: trial index", int(index), MAX_STEP)
+                check_int(f"study {study!r}, trial {index}: seed", int(seed), MAX_SEED)
         # Reads, then writes: on SQLite another process committing in between makes the write
-        # fail at once with "locked" (no busy wait). The transaction is idempotent: redo it.
-        for attempt in range(10):
-            try:
-                return self._register(name, identity, config, studies, trials)
-            except sa.exc.OperationalError as exc:
-                if "locked" not in str(exc.orig).lower() or attempt == 9:
-                    raise StoreError(f"cannot register {name!r} in {self.display_url}: {exc.orig}"
-                                     ) from None
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+        # fail at once with "locked" (no busy wait); the retry redoes it. Safe to redo: only
+        # missing rows are inserted.
+        return self._tx(lambda conn: self._register(conn, name, identity, config, studies,
+                                                    trials))
 
-    def _register(self, name: str, identity: str, config: dict[str, Any],
+    def _register(self, conn: Connection, name: str, identity: str, config: dict[str, Any],
                   studies: Sequence[dict[str, Any]],
                   trials: dict[str, Sequence[tuple[int, dict[str, Any], int]]]) -> int:
         now = time.time()
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(experiments_t).where(experiments_t.c.name == name)).first()
-            if row is not None and row.identity != identity:
-                raise StoreError(
-                    f"experiment {name!r} already exists in {self.display_url} with a different "
-                    "search space, workload or training length; give the new round a new name "
-                    "(only the objective, goal and trial budget may change between runs)")
-            if row is None:
-                exp_id = _new_id(conn.execute(sa.insert(experiments_t).values(
-                    name=name, identity=identity, config=json.dumps(config),
-                    created_at=now, updated_at=now)))
+        row = conn.execute(
+            sa.select(experiments_t).where(experiments_t.c.name == name)).first()
+        if row is not None and row.identity != identity:
+            raise StoreError(
+                f"experiment {name!r} already exists in {self.display_url} with a different "
+                "search space, workload or training length; give the new round a new name "
+                "(only the objective, goal and trial budget may change between runs)")
+        if row is None:
+            exp_id = _new_id(conn.execute(sa.insert(experiments_t).values(
+                name=name, identity=identity, config=json.dumps(config),
+                created_at=now, updated_at=now)))
+        else:
+            exp_id = row.id
+            conn.execute(sa.update(experiments_t).where(experiments_t.c.id == exp_id)
+                         .values(config=json.dumps(config), updated_at=now))
+        existing = {r.name: r for r in conn.execute(
+            sa.select(studies_t).where(studies_t.c.experiment_id == exp_id))}
+        for st in studies:
+            if st["name"] in existing:
+                study_id = existing[st["name"]].id
+                conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
+                             .values(budget=st["budget"]))
             else:
-                exp_id = row.id
-                conn.execute(sa.update(experiments_t).where(experiments_t.c.id == exp_id)
-                             .values(config=json.dumps(config), updated_at=now))
-            existing = {r.name: r for r in conn.execute(
-                sa.select(studies_t).where(studies_t.c.experiment_id == exp_id))}
-            for st in studies:
-                if st["name"] in existing:
-                    study_id = existing[st["name"]].id
-                    conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
-                                 .values(budget=st["budget"]))
-                else:
-                    study_id = _new_id(conn.execute(sa.insert(studies_t).values(
-                        experiment_id=exp_id, name=st["name"], position=st["position"],
-                        scientific=json.dumps(st["scientific"]), algorithm=st["algorithm"],
-                        seed=st["seed"], budget=st["budget"], designer_state="{}",
-                    )))
-                have = {r[0] for r in conn.execute(
-                    sa.select(trials_t.c.idx).where(trials_t.c.study_id == study_id))}
-                new = [{"study_id": study_id, "idx": i, "params": json.dumps(p), "seed": s,
-                        "status": "pending", "attempts": 0, "created_at": now, "run_seconds": 0.0}
-                       for i, p, s in trials.get(st["name"], ()) if i not in have]
-                if new:
-                    conn.execute(sa.insert(trials_t), new)
+                study_id = _new_id(conn.execute(sa.insert(studies_t).values(
+                    experiment_id=exp_id, name=st["name"], position=st["position"],
+                    scientific=json.dumps(st["scientific"]), algorithm=st["algorithm"],
+                    seed=st["seed"], budget=st["budget"], designer_state="{}",
+                )))
+            have = {r[0] for r in conn.execute(
+                sa.select(trials_t.c.idx).where(trials_t.c.study_id == study_id))}
+            new = [{"study_id": study_id, "idx": i, "params": json.dumps(p), "seed": s,
+                    "status": "pending", "attempts": 0, "created_at": now, "run_seconds": 0.0}
+                   for i, p, s in trials.get(st["name"], ()) if i not in have]
+            if new:
+                conn.execute(sa.insert(trials_t), new)
         return int(exp_id)
 
     def studies(self, experiment_id: int) -> list[StudyRow]:
         """The studies of an experiment, in order."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(studies_t).where(
-                studies_t.c.experiment_id == experiment_id).order_by(studies_t.c.position)).all()
+        rows = self._tx(lambda conn: conn.execute(sa.select(studies_t).where(
+            studies_t.c.experiment_id == experiment_id).order_by(studies_t.c.position)).all())
         return [StudyRow(r.id, r.experiment_id, r.name, r.position, json.loads(r.scientific),
                          r.algorithm, r.seed, r.budget) for r in rows]
 
@@ -408,13 +530,12 @@ class Store:
         if statuses is not None:
             q = q.where(trials_t.c.status.in_(tuple(statuses)))
         q = q.order_by(studies_t.c.position, trials_t.c.idx)
-        with self.engine.connect() as conn:
-            return [self._trial(r) for r in conn.execute(q)]
+        return [self._trial(r) for r in self._tx(lambda conn: conn.execute(q).all())]
 
     def trial(self, trial_id: int) -> TrialRow:
         """One trial by id."""
-        with self.engine.connect() as conn:
-            row = conn.execute(self._trial_select().where(trials_t.c.id == trial_id)).first()
+        row = self._tx(lambda conn: conn.execute(
+            self._trial_select().where(trials_t.c.id == trial_id)).first())
         if row is None:
             raise StoreError(f"no trial with id {trial_id}")
         return self._trial(row)
@@ -425,8 +546,7 @@ class Store:
              .join(studies_t, trials_t.c.study_id == studies_t.c.id)
              .where(studies_t.c.experiment_id == experiment_id, _in_budget())
              .group_by(trials_t.c.status))
-        with self.engine.connect() as conn:
-            return {status: n for status, n in conn.execute(q)}
+        return {status: n for status, n in self._tx(lambda conn: conn.execute(q).all())}
 
     def best_trial(self, experiment_id: int, goal: str) -> TrialRow | None:
         """The completed trial with the best stored objective value, or None."""
@@ -435,8 +555,7 @@ class Store:
              .where(studies_t.c.experiment_id == experiment_id,
                     trials_t.c.status == "completed", trials_t.c.best_value.is_not(None))
              .order_by(order, trials_t.c.id).limit(1))
-        with self.engine.connect() as conn:
-            row = conn.execute(q).first()
+        row = self._tx(lambda conn: conn.execute(q).first())
         return None if row is None else self._trial(row)
 
     def claim(self, experiment_id: int, worker: str) -> TrialRow | None:
@@ -444,29 +563,44 @@ class Store:
 
         A compare-and-swap on the status: of two workers racing for the same row exactly one
         update matches, the other tries the next candidate. Trials beyond a study's budget (it
-        was lowered) stay in the store, dormant.
+        was lowered) stay in the store, dormant. A worker runs one trial at a time: after an
+        outage the trial it already holds in this experiment (an earlier attempt of this
+        claim committed, its reply was lost) is returned rather than a second one.
         """
-        # One statement: pick the next candidate and take it. Another worker may win the race
-        # for the same row (its status is then no longer claimable and nothing is updated):
-        # try again. On PostgreSQL, SKIP LOCKED lets racing workers pick different rows.
+        check_text("worker name", worker, MAX_WORKER_LENGTH)
+        # One start time for every attempt: first_start recognises the attempt that set it.
+        start = time.time()
+        params = {"exp_id": experiment_id, "who": worker, "start": start}
+
+        def take(conn: Connection) -> tuple[Any, bool]:
+            # One statement: pick the next candidate and take it. Another worker may win the
+            # race for the same row (its status is then no longer claimable and nothing is
+            # updated): try again. On PostgreSQL, SKIP LOCKED lets racing workers pick
+            # different rows.
+            row = conn.execute(self._claim_statement(), {**params, "now": time.time()}).first()
+            if row is None and conn.execute(self._claimable_statement(), params).first():
+                return None, True
+            return row, False
+
+        def held(conn: Connection) -> tuple[Any, bool] | None:
+            row = conn.execute(self._reclaim_statement(), {**params, "now": time.time()}).first()
+            return None if row is None else (row, False)
+
         for _ in range(1000):
-            now = time.time()
-            with self.engine.begin() as conn:
-                row = conn.execute(self._claim_statement(), {
-                    "exp_id": experiment_id, "who": worker, "now": now}).first()
-                if row is None and not conn.execute(
-                        self._claimable_statement(), {"exp_id": experiment_id}).first():
-                    return None
-            if row is not None:
-                m = row._mapping
-                return TrialRow(
-                    id=m["id"], study_id=m["study_id"], study=self._study_name(m["study_id"]),
-                    index=m["idx"], params=json.loads(m["params"]), seed=m["seed"],
-                    status=m["status"], attempts=m["attempts"], worker=m["worker"],
-                    heartbeat=m["heartbeat"], created_at=m["created_at"],
-                    started_at=m["started_at"], run_seconds=m["run_seconds"] or 0.0,
-                    error=m["error"], checkpoint_step=m["checkpoint_step"],
-                    first_start=m["started_at"] == now and m["attempts"] == 1)
+            row, again = self._tx(take, recover=held)
+            if again:
+                continue
+            if row is None:
+                return None
+            m = row._mapping
+            return TrialRow(
+                id=m["id"], study_id=m["study_id"], study=self._study_name(m["study_id"]),
+                index=m["idx"], params=json.loads(m["params"]), seed=m["seed"],
+                status=m["status"], attempts=m["attempts"], worker=m["worker"],
+                heartbeat=m["heartbeat"], created_at=m["created_at"],
+                started_at=m["started_at"], run_seconds=m["run_seconds"] or 0.0,
+                error=m["error"], checkpoint_step=m["checkpoint_step"],
+                first_start=m["started_at"] == start and m["attempts"] == 1)
         return None
 
     def _claim_statement(self) -> Any:
@@ -484,9 +618,22 @@ class Store:
                 .where(trials_t.c.id == candidate, trials_t.c.status.in_(CLAIMABLE))
                 .values(status="running", worker=sa.bindparam("who"),
                         heartbeat=sa.bindparam("now"), attempts=trials_t.c.attempts + 1,
-                        started_at=sa.func.coalesce(trials_t.c.started_at, sa.bindparam("now")))
+                        started_at=sa.func.coalesce(trials_t.c.started_at,
+                                                    sa.bindparam("start")))
                 .returning(*trials_t.c))
         return self._claim
+
+    def _reclaim_statement(self) -> Any:
+        """The trial a worker already holds in an experiment, its heartbeat refreshed."""
+        if self._reclaim is None:
+            self._reclaim = (
+                sa.update(trials_t)
+                .where(trials_t.c.worker == sa.bindparam("who"), trials_t.c.status == "running",
+                       trials_t.c.study_id.in_(sa.select(studies_t.c.id).where(
+                           studies_t.c.experiment_id == sa.bindparam("exp_id"))))
+                .values(heartbeat=sa.bindparam("now"))
+                .returning(*trials_t.c))
+        return self._reclaim
 
     def _claimable_statement(self) -> Any:
         if self._claimable is None:
@@ -500,18 +647,17 @@ class Store:
     def _study_name(self, study_id: int) -> str:
         name = self._study_names.get(study_id)
         if name is None:
-            with self.engine.connect() as conn:
-                for sid, sname in conn.execute(sa.select(studies_t.c.id, studies_t.c.name)):
-                    self._study_names[sid] = sname
+            rows = self._tx(lambda conn: conn.execute(
+                sa.select(studies_t.c.id, studies_t.c.name)).all())
+            self._study_names.update((sid, sname) for sid, sname in rows)
             name = self._study_names[study_id]
         return name
 
     def heartbeat(self, trial_id: int, worker: str) -> bool:
         """Refresh a running trial's heartbeat; False if the worker no longer owns it."""
-        with self.engine.begin() as conn:
-            res = conn.execute(sa.update(trials_t).where(
-                trials_t.c.id == trial_id, trials_t.c.worker == worker,
-                trials_t.c.status == "running").values(heartbeat=time.time()))
+        res = self._tx(lambda conn: conn.execute(sa.update(trials_t).where(
+            trials_t.c.id == trial_id, trials_t.c.worker == worker,
+            trials_t.c.status == "running").values(heartbeat=time.time())))
         return res.rowcount == 1
 
     def finish(self, trial_id: int, worker: str, status: str, *, elapsed: float = 0.0,
@@ -519,18 +665,31 @@ class Store:
         """Record the end of an attempt; ignored (False) if ``worker`` lost the trial."""
         if status not in (*TERMINAL, "interrupted", "pending"):
             raise ValueError(f"cannot finish a trial as {status!r}")
-        values: dict[str, Any] = dict(fields, status=status, heartbeat=None,
-                                      run_seconds=trials_t.c.run_seconds + elapsed)
+        # A workload's error message with a NUL in it must not make its trial unrecordable on
+        # PostgreSQL: the text is kept, the character escaped.
+        values: dict[str, Any] = {
+            k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in fields.items()}
+        values.update(status=status, heartbeat=None, run_seconds=trials_t.c.run_seconds + elapsed)
         if status in TERMINAL:
             values["finished_at"] = time.time()
         if status == "interrupted":
             # A user's Ctrl-C does not count against the trial's attempts.
             values["attempts"] = trials_t.c.attempts - 1
-        with self.engine.begin() as conn:
+
+        def end(conn: Connection) -> bool:
             res = conn.execute(sa.update(trials_t).where(
                 trials_t.c.id == trial_id, trials_t.c.worker == worker,
                 trials_t.c.status == "running").values(**values))
-        return res.rowcount == 1
+            return bool(res.rowcount == 1)
+
+        def ended(conn: Connection) -> bool | None:
+            # Redone after a lost reply the update matches nothing: the trial already shows
+            # this worker's outcome, and that is a success, not a lost trial.
+            row = conn.execute(sa.select(trials_t.c.status, trials_t.c.worker)
+                               .where(trials_t.c.id == trial_id)).first()
+            return True if row is not None and tuple(row) == (status, worker) else None
+
+        return self._tx(end, recover=ended)
 
     def release_worker(self, worker: str, reason: str, max_attempts: int,
                        interrupted: bool = False) -> list[int]:
@@ -595,61 +754,64 @@ class Store:
                     (gave_up, sa.literal(f"{reason}; gave up after ") + text_attempts
                      + sa.literal(" attempts")),
                     else_=sa.literal("attempt ") + text_attempts + sa.literal(f": {reason}"))}
-        with self.engine.begin() as conn:
-            rows = conn.execute(
-                sa.update(trials_t).where(cond, trials_t.c.status == "running")
-                .values(heartbeat=None, **values).returning(trials_t.c.id)).all()
+        # Safe to redo (only running trials match), but a redo after a lost reply returns no
+        # ids: the trials were released all the same.
+        rows = self._tx(lambda conn: conn.execute(
+            sa.update(trials_t).where(cond, trials_t.c.status == "running")
+            .values(heartbeat=None, **values).returning(trials_t.c.id)).all())
         return [r[0] for r in rows]
 
     def set_checkpoint_step(self, trial_id: int, step: int) -> None:
         """Remember the step of the trial's latest complete checkpoint."""
-        with self.engine.begin() as conn:
-            conn.execute(sa.update(trials_t).where(trials_t.c.id == trial_id)
-                         .values(checkpoint_step=step))
+        check_int("checkpoint step", int(step), MAX_STEP)
+        self._tx(lambda conn: conn.execute(sa.update(trials_t).where(trials_t.c.id == trial_id)
+                                           .values(checkpoint_step=step)))
 
     def set_summaries(self, rows: Sequence[dict[str, Any]]) -> None:
         """Update best/final summaries: dicts with id, best_step, best_value, final_*."""
         if not rows:
             return
-        with self.engine.begin() as conn:
+
+        def update(conn: Connection) -> None:
             for r in rows:
                 conn.execute(sa.update(trials_t).where(trials_t.c.id == r["id"]).values(
                     best_step=r["best_step"], best_value=r["best_value"],
                     final_step=r["final_step"], final_value=r["final_value"]))
 
+        self._tx(update)
+
     # ----------------------------------------------------------------- measurements
     def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
         """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old value.
 
-        Bulk path: one transaction, one executemany, no ORM objects.
+        Bulk path: one transaction, one executemany of a driver-level statement, no ORM
+        objects. An upsert, so safe to redo. Metric names longer than
+        :data:`MAX_METRIC_LENGTH` or holding NUL, and steps beyond :data:`MAX_STEP`, refuse the
+        whole batch (StoreError) before anything is written.
         """
         if not rows:
             return
+        for metric in {m for _, m, _ in rows}:
+            check_text("metric name", metric, MAX_METRIC_LENGTH)
         data = [(trial_id, metric, int(step), None if math.isnan(v) else v)
                 for step, metric, v in rows]
-        with self.engine.begin() as conn:
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            cur = raw.cursor()
-            try:
-                if self.is_sqlite:
-                    cur.executemany(
-                        "INSERT INTO measurements (trial_id, metric, step, value) VALUES "
-                        "(?, ?, ?, ?) ON CONFLICT (trial_id, metric, step) "
-                        "DO UPDATE SET value = excluded.value", data)
-                else:
-                    cur.executemany(
-                        "INSERT INTO measurements (trial_id, metric, step, value) VALUES "
-                        "(%s, %s, %s, %s) ON CONFLICT (trial_id, metric, step) "
-                        "DO UPDATE SET value = excluded.value", data)
-            finally:
-                cur.close()
+        for _, _, step, _ in data:
+            check_int("step", step, MAX_STEP)
+        mark = "?" if self.is_sqlite else "%s"
+        sql = ("INSERT INTO measurements (trial_id, metric, step, value) "
+               f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (trial_id, metric, step) "
+               "DO UPDATE SET value = excluded.value")
+        # exec_driver_sql, not the raw DBAPI cursor: a dropped connection is then recognised
+        # (and the pooled connection discarded) like anywhere else.
+        self._tx(lambda conn: conn.exec_driver_sql(sql, data))
 
     def truncate_measurements(self, trial_id: int, after_step: int) -> int:
-        """Delete a trial's measurements past ``after_step`` (they are about to be recomputed)."""
-        with self.engine.begin() as conn:
-            res = conn.execute(sa.delete(measurements_t).where(
-                measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step))
+        """Delete a trial's measurements past ``after_step`` (they are about to be recomputed).
+
+        Safe to redo; a redo after a lost reply counts 0 deleted rows.
+        """
+        res = self._tx(lambda conn: conn.execute(sa.delete(measurements_t).where(
+            measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step)))
         return int(res.rowcount or 0)
 
     def measurements(self, trial_ids: Sequence[int] | None = None, metric: str | None = None,
@@ -669,8 +831,7 @@ class Store:
         if metric is not None:
             q = q.where(measurements_t.c.metric == metric)
         q = q.order_by(measurements_t.c.trial_id, measurements_t.c.metric, measurements_t.c.step)
-        with self.engine.connect() as conn:
-            rows = conn.execute(q).all()
+        rows = self._tx(lambda conn: conn.execute(q).all())
         return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
 
     def metric_names(self, experiment_id: int) -> list[str]:
@@ -679,29 +840,40 @@ class Store:
              .where(measurements_t.c.trial_id.in_(
                  sa.select(trials_t.c.id).join(studies_t, trials_t.c.study_id == studies_t.c.id)
                  .where(studies_t.c.experiment_id == experiment_id))))
-        with self.engine.connect() as conn:
-            return sorted(r[0] for r in conn.execute(q))
+        return sorted(r[0] for r in self._tx(lambda conn: conn.execute(q).all()))
 
     # ----------------------------------------------------------------- runs
     def start_run(self, experiment_id: int, host: str, workers: int,
                   provenance: dict[str, Any]) -> int:
         """Record that a run of the experiment started; returns its id."""
-        with self.engine.begin() as conn:
+        started = time.time()
+        host = host.replace("\x00", "")[:MAX_NAME_LENGTH]
+
+        def insert(conn: Connection) -> int:
             return _new_id(conn.execute(sa.insert(runs_t).values(
-                experiment_id=experiment_id, started_at=time.time(), host=host,
+                experiment_id=experiment_id, started_at=started, host=host,
                 workers=workers, provenance=json.dumps(provenance))))
+
+        def inserted(conn: Connection) -> int | None:
+            # Guarded, not a rare duplicate: a run row that never ends would show in the
+            # history. Its start time, taken once for every attempt, identifies it.
+            found = conn.execute(sa.select(runs_t.c.id).where(
+                runs_t.c.experiment_id == experiment_id, runs_t.c.host == host,
+                runs_t.c.started_at == started)).scalar()
+            return None if found is None else int(found)
+
+        return self._tx(insert, recover=inserted)
 
     def end_run(self, run_id: int, outcome: dict[str, Any]) -> None:
         """Record how a run ended (counts per status, interrupted or not)."""
-        with self.engine.begin() as conn:
-            conn.execute(sa.update(runs_t).where(runs_t.c.id == run_id).values(
-                finished_at=time.time(), outcome=json.dumps(outcome)))
+        self._tx(lambda conn: conn.execute(sa.update(runs_t).where(runs_t.c.id == run_id).values(
+            finished_at=time.time(), outcome=json.dumps(outcome))))
 
     def runs(self, experiment_id: int) -> list[dict[str, Any]]:
         """Runs of an experiment, oldest first, as dicts (provenance and outcome decoded)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(runs_t).where(runs_t.c.experiment_id == experiment_id)
-                                .order_by(runs_t.c.id)).all()
+        rows = self._tx(lambda conn: conn.execute(
+            sa.select(runs_t).where(runs_t.c.experiment_id == experiment_id)
+            .order_by(runs_t.c.id)).all())
         return [{"id": r.id, "started_at": r.started_at, "finished_at": r.finished_at,
                  "host": r.host, "workers": r.workers, "provenance": json.loads(r.provenance),
                  "outcome": json.loads(r.outcome) if r.outcome else None} for r in rows]
@@ -709,14 +881,28 @@ class Store:
     # ----------------------------------------------------------------- notes
     def add_note(self, experiment_id: int, text: str, study: str | None = None) -> None:
         """Attach a free-text note to an experiment (or one of its studies)."""
-        with self.engine.begin() as conn:
+        check_text("note", text, None)
+        if study is not None:
+            check_text("study name", study, MAX_NAME_LENGTH)
+        created = time.time()
+
+        def insert(conn: Connection) -> bool:
             conn.execute(sa.insert(notes_t).values(
-                experiment_id=experiment_id, study=study, created_at=time.time(), text=text))
+                experiment_id=experiment_id, study=study, created_at=created, text=text))
+            return True
+
+        def inserted(conn: Connection) -> bool | None:
+            # Guarded like start_run: the same note twice would read as a user's mistake.
+            found = conn.execute(sa.select(notes_t.c.id).where(
+                notes_t.c.experiment_id == experiment_id, notes_t.c.created_at == created,
+                notes_t.c.text == text)).first()
+            return None if found is None else True
+
+        self._tx(insert, recover=inserted)
 
     def notes(self, experiment_id: int) -> list[tuple[float, str | None, str]]:
         """``(created_at, study, text)`` for an experiment, oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(notes_t.c.created_at, notes_t.c.study, notes_t.c.text)
-                                .where(notes_t.c.experiment_id == experiment_id)
-                                .order_by(notes_t.c.id)).all()
+        rows = self._tx(lambda conn: conn.execute(
+            sa.select(notes_t.c.created_at, notes_t.c.study, notes_t.c.text)
+            .where(notes_t.c.experiment_id == experiment_id).order_by(notes_t.c.id)).all())
         return [(r[0], r[1], r[2]) for r in rows]
