@@ -75,6 +75,9 @@ TOP_KEYS = (
     "fixed",
     "trial_timeout",
 )
+# Keys written at the top level that belong one level down.
+_MOVED = {"trials": "search.trials", "seed": "search.seed", "algorithm": "search.algorithm",
+          "metric": "objective.metric", "timeout": "trial_timeout"}
 _EXP_RE = re.compile(r"^[+-]?\d+(\.\d*)?[eE][+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -204,14 +207,16 @@ class _Reader:
                 raise self.fail(key, f"keys must be strings, {_got(k)}")
             if allowed and k not in allowed:
                 where = f"{key}.{k}" if key else k
-                raise self.fail(self.key(where), f"unknown key {_show(k)}{_nearest(k, allowed)}")
+                hint = (f" (did you mean {_MOVED[k]!r}?)" if not key and k in _MOVED
+                        else _nearest(k, allowed))
+                raise self.fail(self.key(where), f"unknown key {_show(k)}{hint}")
         return dict(value)
 
     def key(self, text: str) -> str:
         """A key path as shown in messages: control characters escaped, long names cut."""
-        if len(text) <= 300 and not any(_bad_char(c, names=True) for c in text):
+        if len(text) <= 80 and _bad_char(text, names=True) is None:
             return text
-        return _show(text)[1:-1]
+        return _show(text[:80])[1:-1] + ("..." if len(text) > 80 else "")
 
     def text(self, key: str, value: str, names: bool = False) -> str:
         bad = _bad_char(value, names)
@@ -485,7 +490,8 @@ class Experiment:
         total = studies * budget
         if total > MAX_TRIALS:
             what = "grid points" if key == "nuisance" else "trials"
-            raise r.fail(key, f"{studies:,} studies x {budget:,} {what} = {total:,} trials; an "
+            raise r.fail(key, f"{studies:,} stud{'y' if studies == 1 else 'ies'} x {budget:,} "
+                         f"{what} = {total:,} trials; an "
                          f"experiment holds at most {MAX_TRIALS:,} (every trial is written to "
                          "the store when a run starts): lower search.trials, use fewer values, "
                          "or split the experiment")
@@ -603,7 +609,7 @@ class Experiment:
             scientific=scientific,
             nuisance=SearchSpace(nuisance),
             fixed={k: r.scalar(f"fixed.{k}", v) for k, v in fixed_doc.items()},
-            trial_timeout=None if timeout is None else float(r.number("trial_timeout", timeout)),
+            trial_timeout=None if timeout is None else r.number("trial_timeout", timeout),
             source=source,
             base_dir=base_dir,
         )

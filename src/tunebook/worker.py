@@ -51,12 +51,14 @@ def slug(text: str) -> str:
 
     Names that are already safe are kept as they are; any other gets a short hash of the
     original appended, so two names that differ only in unsafe characters (``a/b``, ``a_b``)
-    never share a folder.
+    never share a folder. A safe name that already ends like such a hash (``a_b-c14cddc0``, the
+    slug of ``a/b``) gets one too: a kept name never ends like a hashed one, so two names map to
+    the same folder only if their hashes collide.
     """
     s = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text).strip("._")[:80] or "_"
-    if s == text:
+    if s == text and not re.search(r"-[0-9a-f]{8}$", s):
         return s
-    return f"{s}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return f"{s}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def trial_dir(root: str | Path, experiment: str, study: str, index: int) -> Path:
