@@ -427,7 +427,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
     if args.format == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(base + param_names)
+        w.writerow([csv_cell(h) for h in base + param_names])
         # Spreadsheet-safe: a cell starting with = + - @ is not run as a formula.
         w.writerows([[csv_cell(c) for c in row] for row in rows])
         sys.stdout.write(buf.getvalue())

@@ -5,6 +5,17 @@ value, or per combination of values), the nuisance search space (optimised away 
 and the fixed values. It is built from YAML (:meth:`Experiment.from_yaml`), from a plain dict
 (:meth:`Experiment.from_dict`) or directly in Python; every path validates the same way and every
 error names the source, the key and the bad value.
+
+Limits, checked here so that bad input is refused before anything is written, whatever the store:
+
+- names (experiment, studies, hyperparameters) hold at most 255 characters, metric names 128, and
+  no control characters (newline, tab, NUL, terminal escapes);
+- ``max_train_steps`` and ``eval_every`` are at most 2**31 - 1, ``search.seed`` at most 2**63 - 1;
+- an experiment holds at most :data:`MAX_TRIALS` (100,000) trials in all, studies times trials
+  per study (or grid points): every trial is written to the store when a run starts;
+- numbers are finite (no ``.nan``, ``.inf``), a float range's width too; ``int`` bounds are
+  within +-2**53; ``trial_timeout`` is at most 1e9 seconds;
+- a YAML document is nested at most :data:`MAX_DEPTH` (64) levels.
 """
 
 from __future__ import annotations
@@ -212,8 +223,10 @@ class _Reader:
                 raise self.fail(self.key(where), f"unknown key {_show(k)}{hint}")
         return dict(value)
 
-    def key(self, text: str) -> str:
+    def key(self, text: object) -> str:
         """A key path as shown in messages: control characters escaped, long names cut."""
+        if not isinstance(text, str):
+            return _show(text)
         if len(text) <= 80 and _bad_char(text, names=True) is None:
             return text
         return _show(text[:80])[1:-1] + ("..." if len(text) > 80 else "")
