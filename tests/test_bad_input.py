@@ -778,6 +778,21 @@ CLI_CASES: list[Cli] = [
     K("note-unknown-study", "note " + NAME + " hello --study arm=c", "--study", "'arm=c'",
       "did you mean 'arm=", "its studies: arm=a, arm=b"),
     K("note-empty-text", "note " + NAME + " ", "text", "empty"),
+    # Bytes that are not UTF-8 reach Python as lone surrogates; NUL only through main(argv).
+    K("best-name-not-utf8", "best caf\udce9", "name", "UTF-8", "'caf\\udce9'"),
+    K("status-name-not-utf8", "status \udcff", "name", "'\\udcff'"),
+    K("trials-metric-not-utf8", "trials " + NAME + " --metric loss\udcff", "--metric",
+      "'loss\\udcff'"),
+    K("note-text-not-utf8", "note " + NAME + " caf\udce9", "text", "'caf\\udce9'"),
+    K("note-study-not-utf8", "note " + NAME + " hi --study arm=\udce9", "--study",
+      "'arm=\\udce9'"),
+    K("store-not-utf8", "status --store sqlite:///x\udce9.db", "--store", "'sqlite:///x\\udce9.db'",
+      store=False),
+    K("note-text-nul", "note " + NAME + " a\0b", "text", "'a\\x00b'"),
+    K("note-study-nul", "note " + NAME + " hi --study arm=a\0", "--study", "'arm=a\\x00'"),
+    K("best-name-nul", "best bad\0input", "name", "'bad\\x00input'"),
+    K("findings-metric-nul", "findings " + NAME + " --metric val\0error", "--metric",
+      "'val\\x00error'"),
     # --- a second run of a changed file, against the store
     K("run-changed-space", "run {tmp}/changed.yaml --workers 0 --quiet", "'" + NAME + "'",
       "already exists", files=CHANGED),
@@ -849,18 +864,6 @@ def test_unwritable_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o700)
-
-
-def test_nul_in_command_line_values(sqlite_backend: Backend,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """Not reachable from a shell, but from ``main(argv)``: refused before the store."""
-    before = sqlite_backend.state()
-    for argv, fragments in (
-            (["note", NAME, "a\0b"], ("text", "'\\x00'")),
-            (["note", NAME, "ok", "--study", "arm=a\0"], ("--study", "'\\x00'"))):
-        code, _, err = cli(capsys, *argv, *sqlite_backend.store_args())
-        error_line(code, err, *fragments)
-    assert sqlite_backend.state() == before
 
 
 def test_case_count() -> None:

@@ -437,10 +437,6 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 
 def cmd_note(args: argparse.Namespace) -> int:
-    for option, value in (("text", args.text), ("--study", args.study)):
-        bad = next((c for c in value or "" if c == "\0" or unicodedata.category(c) == "Cs"), None)
-        if bad is not None:
-            raise TunebookError(f"{option}: must not contain {bad!r}, got {value!r}")
     if not args.text.strip():
         raise TunebookError(f"text: must not be empty, got {args.text!r}")
     store = _store(args)
@@ -484,7 +480,18 @@ def _file_name(text: str) -> Path:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks of options whose parser entries belong to others (the ``run`` options)."""
+    """Checks every command shares, and those of options whose parser entries belong to others
+    (the ``run`` options)."""
+    # Bytes that are not UTF-8 reach Python as lone surrogates (and NUL through main(argv)):
+    # no store can hold them, SQLite's driver raises on them.
+    for option, value in (("name", getattr(args, "name", None)),
+                          ("text", getattr(args, "text", None)),
+                          ("--study", getattr(args, "study", None)),
+                          ("--metric", getattr(args, "metric", None)),
+                          ("--store", getattr(args, "store", None))):
+        if isinstance(value, str) and any(
+                c == "\0" or unicodedata.category(c) == "Cs" for c in value):
+            parser.error(f"{option}: must be UTF-8 text without NUL characters, got {value!r}")
     for option, value, minimum in (("--top", getattr(args, "top", None), 1),
                                    ("--max-attempts", getattr(args, "max_attempts", None), 1)):
         if isinstance(value, int) and value < minimum:
