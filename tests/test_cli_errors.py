@@ -307,3 +307,26 @@ def test_negative_workers_is_refused(tmp_path: Path) -> None:
                     cwd=tmp_path)
     assert proc.returncode == 2 and "--workers: must be >= 0, got -1" in proc.stderr
     assert_no_store(tmp_path)
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (("best", "cli-errors", "--top", "0"), ("--top: must be >= 1, got 0",)),
+    (("trials", "cli-errors", "--format", "xml"), ("--format: invalid choice: 'xml'",)),
+], ids=["top-zero", "bad-format"])
+def test_option_errors_are_one_line_in_a_real_process(tmp_path: Path, populated: Path,
+                                                      args: tuple[str, ...],
+                                                      fragments: tuple[str, ...]) -> None:
+    before = snapshot(populated)
+    proc = tunebook(*args, "--root", str(populated), cwd=tmp_path)
+    error_line(proc, *fragments)
+    assert "usage:" not in proc.stderr
+    assert snapshot(populated) == before
+
+
+def test_root_that_is_a_file_is_refused_before_anything(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    path = write(tmp_path, doc())
+    proc = tunebook("run", str(path), "--root", str(afile / "sub"), cwd=tmp_path)
+    error_line(proc, "--root: ", str(afile), "is not a folder")
+    assert afile.read_text() == ""

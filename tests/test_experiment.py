@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -565,3 +566,37 @@ def test_goal_must_be_text_and_name_not_a_boolean() -> None:
         Experiment.from_dict({**base, "name": True}, source="x.yaml")
     assert info.value.key == "name" and "True" in str(info.value)
     assert Experiment.from_dict({**base, "name": 2024}).name == "2024"
+
+
+# ----------------------------------------------------------------------------- limits
+@pytest.mark.parametrize(("overrides", "key", "fragment"), [
+    ({"workload": None, "command": "python 'train.py"}, "command", "No closing quotation"),
+    ({"search": Search("quasi_random", 10**9, 0)}, "search.trials", "got 1000000000"),
+    ({"search": Search("quasi_random", 60_000, 0)}, "search.trials", "2 studies x 60,000"),
+    ({"search": Search("quasi_random", 8, 2**63)}, "search.seed", "9223372036854775807"),
+    ({"max_train_steps": 2**31, "eval_every": 100}, "max_train_steps", "2147483647"),
+    ({"name": "x" * 256}, "name", "256 characters"),
+    ({"name": "a\x1b[2Jb"}, "name", "'\\x1b'"),
+    ({"objective": Objective("m" * 129)}, "objective.metric", "at most 128"),
+    ({"fixed": {"batch_size": math.nan}}, "fixed.batch_size", "finite"),
+    ({"scientific": {"num_layers": ["a\nb", 2]}}, "scientific.num_layers[0]", "'\\n'"),
+    ({"trial_timeout": 0}, "trial_timeout", "got 0"),
+    ({"trial_timeout": math.inf}, "trial_timeout", "finite"),
+], ids=["command-quote", "trials", "studies-x-trials", "seed", "steps", "name-length",
+        "name-escape", "metric-length", "fixed-nan", "study-name-newline", "timeout-zero",
+        "timeout-inf"])
+def test_python_api_enforces_the_same_limits(overrides: dict[str, Any], key: str,
+                                             fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        python_experiment(**overrides)
+    assert info.value.key == key, str(info.value)
+    assert fragment in info.value.message, str(info.value)
+
+
+def test_largest_allowed_values_are_accepted() -> None:
+    from tunebook.experiment import MAX_SEED, MAX_STEP, MAX_TRIALS
+
+    exp = python_experiment(search=Search("random", MAX_TRIALS // 2, MAX_SEED),
+                            max_train_steps=MAX_STEP, eval_every=MAX_STEP,
+                            name="n" * 255, objective=Objective("m" * 128))
+    assert len(exp.studies()) == 2

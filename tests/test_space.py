@@ -276,6 +276,13 @@ class TestCategorical:
     (lambda: Categorical(("a",)), r"^values must list at least 2 choices, got \['a'\]"),
     (lambda: Categorical(("a", None)), r"^each value must be .*got None"),
     (lambda: Categorical(("a", "a")), r"^values must be distinct, got \['a', 'a'\]"),
+    # Every sample of a range whose width overflows would be inf.
+    (lambda: Float(-1.7e308, 1.7e308), r"^high - low must be a finite number.*width of inf"),
+    (lambda: Float(0.0, 10**400), r"^high must be finite"),
+    (lambda: Discrete((1, 10**400)), r"^each value must be finite"),
+    (lambda: Int(0, 2**60), r"^high must be within \+-2\*\*53"),
+    (lambda: Categorical((math.nan, 1.0)), r"^each value must be finite, got nan"),
+    (lambda: Categorical(("a", -math.inf)), r"^each value must be finite, got -inf"),
 ])
 def test_validation_names_field_and_value(make, pattern: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=pattern):
@@ -286,6 +293,8 @@ def test_valid_edge_cases_are_accepted() -> None:
     assert Int(1, 2, "log").from_unit(0.0) == 1
     assert Float(1e-300, 1e300, "log").from_unit(0.5) == pytest.approx(1.0)
     assert Float(-5.0, 0.0, "one_minus_log").high == 0.0
+    assert math.isfinite(Float(-8e307, 8e307).from_unit(0.999))
+    assert Int(-(2**53), 2**53).from_unit(0.0) == -(2**53)
 
 
 # ----------------------------------------------------------------------------- SearchSpace

@@ -2,12 +2,18 @@
 
 Exit codes:
 
-* 0: every trial reached a result (completed or infeasible);
-* 1: the run finished but some trials failed (``tunebook run FILE --retry-failed`` re-queues
+* 0: success (for ``run``: every trial reached a result, completed or infeasible);
+* 1: ``run`` finished but some trials failed (``tunebook run FILE --retry-failed`` re-queues
   them once the cause is fixed);
-* 2: bad input (experiment file, options, workload that cannot start, store), one line on stderr;
+* 2: bad input (experiment file, command-line options, a workload that cannot start, store),
+  one line on stderr;
 * 130: interrupted by Ctrl-C; 143: stopped by SIGTERM (129: SIGHUP) — running trials resume on
-  the next run.
+  the next run;
+* 141: the reader of standard output went away (``tunebook trials X | head -1``), like a
+  program killed by SIGPIPE.
+
+Every bad input gives exactly one line on stderr, ``tunebook: error: WHERE: WHAT, got VALUE``,
+and leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from tunebook.errors import TunebookError
 from tunebook.summary import error_line
@@ -33,16 +41,94 @@ EXIT_FAILED_TRIALS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_SIGNAL = {"SIGHUP": 129, "SIGTERM": 143}
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+
+# Stores opened by the command being run, closed by main(): a SQLite store left open keeps its
+# -wal and -shm files beside the database.
+_OPENED: list[Any] = []
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with tunebook's one-line errors: ``tunebook: error: --top: must be >= 1``."""
+
+    def error(self, message: str) -> NoReturn:
+        message = message.removeprefix("argument ")
+        raise SystemExit(_error_line(message))
+
+
+def _error_line(message: str) -> int:
+    # One line, always: a workload's import error may span several; control characters
+    # (a name's terminal escape codes) are shown, not sent to the terminal.
+    text = "; ".join(s.strip() for s in str(message).splitlines() if s.strip())
+    print(f"tunebook: error: {_visible(text)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _visible(text: str) -> str:
+    """``text`` with control characters (terminal escapes, newlines, bidi overrides) written as
+    escapes like ``\\x1b``: what tables and messages print to a terminal."""
+    def hidden(c: str) -> bool:
+        return unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in _BIDI
+
+    if not any(hidden(c) for c in text):
+        return text
+    return "".join(repr(c)[1:-1] if hidden(c) else c for c in text)
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder tunebook writes into; None when it can."""
+    if path.exists() and not path.is_dir():
+        return f"{str(path)!r} is not a folder"
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot create {str(path)!r}: {str(existing)!r} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{str(existing)!r} is not writable"
+    return None
+
+
+def _check_root(args: argparse.Namespace, writing: bool) -> None:
+    """Refuse a --root (and a SQLite --store) tunebook cannot use, before anything is created."""
+    root = Path(args.root)
+    if writing:
+        problem = _folder_problem(root)
+    else:
+        problem = f"{str(root)!r} is not a folder" if root.exists() and not root.is_dir() else None
+    if problem:
+        raise TunebookError(f"--root: {problem}")
+    if writing and args.store:
+        import sqlalchemy as sa
+
+        try:
+            url = sa.engine.make_url(args.store)
+        except Exception:
+            return  # the store says why
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            db = Path(url.database or "")
+            problem = (f"{str(db)!r} is a folder" if db.is_dir()
+                       else _folder_problem(db.parent))
+            if problem:
+                raise TunebookError(f"--store: {problem}")
 
 
 def _store(args: argparse.Namespace) -> Any:
     from tunebook.store import Store
 
-    return Store(args.store, create=False) if args.store else Store.at_root(args.root, create=False)
+    _check_root(args, writing=False)
+    store = (Store(args.store, create=False) if args.store
+             else Store.at_root(args.root, create=False))
+    _OPENED.append(store)
+    return store
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    cells = [[_visible(str(h)) for h in headers]] + [[_visible(_fmt(c)) for c in r]
+                                                     for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for n, r in enumerate(cells):
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
@@ -154,6 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tunebook.runner import run
     from tunebook.store import Store, sqlite_url
 
+    _check_root(args, writing=True)
     experiment = Experiment.from_yaml(args.file)
     url = args.store or sqlite_url(args.root / "tunebook.db")
     bar = _ProgressBar(sys.stderr, bar=not args.quiet)
@@ -165,6 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     store = Store(url)
+    _OPENED.append(store)
     records = trial_records(store, experiment.name)
     obj = experiment.objective
     failed = result.counts.get("failed", 0)
@@ -251,14 +339,38 @@ def _goal(args: argparse.Namespace) -> Any:
     return {"min": "minimize", "max": "maximize"}.get(args.goal, args.goal) if args.goal else None
 
 
+def _check_out(out: Path) -> None:
+    """Refuse a report path that cannot be written, before anything is computed."""
+    if out.is_dir():
+        raise TunebookError(f"--out: {str(out)!r} is a folder; give a file name such as "
+                            f"{str(out / 'report.html')!r}")
+    if out.suffix.lower() in (".csv", ".md"):
+        raise TunebookError(f"--out: {str(out)!r} would be overwritten by the tracking table "
+                            "written beside the page (.csv and .md); give an .html name")
+    for side in (out.with_suffix(".csv"), out.with_suffix(".md")):
+        if side.is_dir():
+            raise TunebookError(f"--out: the tracking table {str(side)!r} would replace a "
+                                "folder; give another name")
+    problem = _folder_problem(out.parent)
+    if problem:
+        raise TunebookError(f"--out: {problem}")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from tunebook.report import default_report_path, write_report
 
+    if args.out is not None:
+        _check_out(args.out)
     store = _store(args)
     _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
     out = args.out or default_report_path(args.root, args.name)
-    path, report = write_report(store, args.name, out, metric=args.metric, goal=_goal(args),
-                                final=args.final)
+    try:
+        path, report = write_report(store, args.name, out, metric=args.metric,
+                                    goal=_goal(args), final=args.final)
+    except OSError as exc:
+        option = "--out" if args.out is not None else "--root"
+        raise TunebookError(f"{option}: cannot write the report {str(out)!r}: "
+                            f"{exc.strerror or exc}") from None
     print(_findings_line(report.findings, _again("findings", args.name, args)))
     print(f"report: {path}")
     print(f"tracking table: {path.with_suffix('.csv')}, {path.with_suffix('.md')}")
@@ -271,7 +383,10 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
     store = _store(args)
     _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
-    data = load(store, args.name, metric=args.metric, goal=_goal(args), final=args.final)
+    from tunebook.results import within_budget
+
+    data = within_budget(store, load(store, args.name, metric=args.metric, goal=_goal(args),
+                                     final=args.final))
     findings = run_checks(data)
     if args.format == "json":
         # Strict JSON for other tools: non-finite numbers in the evidence become null.
@@ -283,8 +398,9 @@ def cmd_findings(args: argparse.Namespace) -> int:
         print("None of the playbook's checks fired.")
     for f in findings:
         where = " ".join(x for x in (f.hyperparameter or "", f.study or "") if x)
-        print(f"[{f.severity}] {f.check}{' (' + where + ')' if where else ''}: {f.message}")
-        print(f"    action: {f.action}")
+        print(_visible(f"[{f.severity}] {f.check}{' (' + where + ')' if where else ''}: "
+                       f"{f.message}"))
+        print(_visible(f"    action: {f.action}"))
         print(f"    playbook: {f.section}")
     return 0
 
@@ -293,13 +409,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _store(args)
     exps = [store.require_experiment(args.name)] if args.name else store.experiments()
     if not exps:
-        print(f"no experiments in {store.url}")
+        print(f"no experiments in {store.display_url}")
         return 0
     rows = []
     for e in exps:
         for st in store.studies(e.id):
             c: dict[str, int] = {}
+            # Only the study's current budget: trials past a lowered search.trials stay in the
+            # store, dormant, until the budget grows again.
             for t in store.trials(e.id, study=st.name):
+                if t.index >= st.budget:
+                    continue
                 c[t.status] = c.get(t.status, 0) + 1
             rows.append([e.name, st.name, sum(c.values()), c.get("completed", 0),
                          c.get("running", 0), c.get("pending", 0) + c.get("interrupted", 0),
@@ -348,8 +468,9 @@ def cmd_best(args: argparse.Namespace) -> int:
             raise TunebookError(f"experiment {args.name!r} has no study {args.study!r}")
     if args.format == "json":
         best = best_per_study(records, goal, args.final, args.top)  # type: ignore[arg-type]
-        json.dump({s: [r.as_dict() for r in rs] for s, rs in best.items()}, sys.stdout,
-                  indent=2)
+        # Strict JSON for other tools: a non-finite number becomes null.
+        json.dump(_finite_json({s: [r.as_dict() for r in rs] for s, rs in best.items()}),
+                  sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
     else:
         _print_best(records, goal, args.final, args.top, metric, sys.stdout)
@@ -357,13 +478,14 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    from tunebook.results import trial_records
+    from tunebook.results import csv_cell, trial_records
 
     store = _store(args)
     metric, goal = _objective_args(args, store)
     records = [r.as_dict() for r in trial_records(store, args.name, metric, goal)]  # type: ignore[arg-type]
     if args.format == "json":
-        json.dump(records, sys.stdout, indent=2)
+        # Strict JSON for other tools: a non-finite number becomes null.
+        json.dump(_finite_json(records), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
         return 0
     param_names = sorted({k for r in records for k in r["params"]})
@@ -373,8 +495,9 @@ def cmd_trials(args: argparse.Namespace) -> int:
     if args.format == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(base + param_names)
-        w.writerows([["" if c is None else c for c in row] for row in rows])
+        w.writerow([csv_cell(h) for h in base + param_names])
+        # Spreadsheet-safe: a cell starting with = + - @ is not run as a formula.
+        w.writerows([[csv_cell(c) for c in row] for row in rows])
         sys.stdout.write(buf.getvalue())
     else:
         _table(base + param_names, rows, sys.stdout)
@@ -382,28 +505,65 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 
 def cmd_note(args: argparse.Namespace) -> int:
+    if not args.text.strip():
+        raise TunebookError(f"text: must not be empty, got {args.text!r}")
     store = _store(args)
     exp = store.require_experiment(args.name)
+    if args.study is not None:
+        known = [st.name for st in store.studies(exp.id)]
+        if args.study not in known:
+            import difflib
+
+            close = difflib.get_close_matches(args.study, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TunebookError(f"--study: experiment {args.name!r} has no study "
+                                f"{args.study!r}{hint}; its studies: {', '.join(known)}")
     store.add_note(exp.id, args.text, study=args.study)
     print(f"note added to {args.name!r}")
     return 0
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_non_negative = _at_least(0)
+_positive = _at_least(1)
+
+
+def _file_name(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a file name, got {text!r}")
+    return Path(text)
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks every command shares, and those of options whose parser entries belong to others
+    (the ``run`` options)."""
+    # Bytes that are not UTF-8 reach Python as lone surrogates (and NUL through main(argv)):
+    # no store can hold them, SQLite's driver raises on them.
+    for option, value in (("name", getattr(args, "name", None)),
+                          ("text", getattr(args, "text", None)),
+                          ("--study", getattr(args, "study", None)),
+                          ("--metric", getattr(args, "metric", None)),
+                          ("--store", getattr(args, "store", None))):
+        if isinstance(value, str) and any(
+                c == "\0" or unicodedata.category(c) == "Cs" for c in value):
+            parser.error(f"{option}: must be UTF-8 text without NUL characters, got {value!r}")
+    for option, value, minimum in (("--top", getattr(args, "top", None), 1),
+                                   ("--max-attempts", getattr(args, "max_attempts", None), 1)):
+        if isinstance(value, int) and value < minimum:
+            parser.error(f"{option}: must be >= {minimum}, got {value}")
 
 
 def _seconds(text: str) -> float:
@@ -418,9 +578,9 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tunebook`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tunebook", description="The Deep Learning Tuning Playbook as software.")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--root", default="tunebook", type=Path,
                         help="folder with the SQLite store and trial folders (default ./tunebook)")
     common.add_argument("--store", default=None,
@@ -464,10 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rank by the final value instead of the best over training")
         if cmd == "best":
             p.add_argument("--study", help="only this study")
-            p.add_argument("--top", type=int, default=1)
+            p.add_argument("--top", type=_positive, default=1, help="trials shown per study")
             p.add_argument("--format", choices=["table", "json"], default="table")
         elif cmd == "report":
-            p.add_argument("--out", type=Path,
+            p.add_argument("--out", type=_file_name,
                            help="HTML file to write (default <root>/reports/<name>.html)")
         elif cmd == "findings":
             p.add_argument("--format", choices=["text", "json"], default="text")
@@ -485,18 +645,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tunebook`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _check_args(parser, args)
+    except SystemExit as exc:  # --help (0) or a bad option (2, its line already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows up here, not at exit
         return code
     except TunebookError as exc:
-        # One line, always: a workload's import error may span several.
-        message = "; ".join(s.strip() for s in str(exc).splitlines() if s.strip())
-        print(f"tunebook: error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _error_line(str(exc))
     except KeyboardInterrupt:
         print("tunebook: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `tunebook trials X | head -1`: the reader has what it wanted. Point stdout at
+        # /dev/null so that the interpreter's final flush does not fail again, and go quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
+    finally:
+        while _OPENED:
+            _OPENED.pop().close()
 
 
 if __name__ == "__main__":

@@ -6,14 +6,56 @@ training or final value) can change in post-hoc analysis without rerunning anyth
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from tunebook.store import Store
+from tunebook.store import Store, TrialRow
 from tunebook.summary import CurveSummary, summarize
 
-__all__ = ["TrialRecord", "best_per_study", "summaries_for", "trial_records"]
+if TYPE_CHECKING:
+    from tunebook.analysis.data import ExperimentData
+
+__all__ = [
+    "TrialRecord",
+    "best_per_study",
+    "csv_cell",
+    "current_trials",
+    "summaries_for",
+    "trial_records",
+    "within_budget",
+]
+
+def csv_cell(value: Any) -> Any:
+    """A value for a CSV cell that a spreadsheet shows as text: a string starting with ``=``,
+    ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` (otherwise it would be
+    run as a formula). Numbers are kept as they are; None becomes an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def current_trials(store: Store, experiment_id: int) -> list[TrialRow]:
+    """The trials of an experiment within each study's current budget, in store order.
+
+    Lowering ``search.trials`` between runs leaves the trials past the new budget in the store,
+    dormant (they come back if the budget grows): what is shown counts only the others, like
+    the runner does.
+    """
+    budgets = {st.name: st.budget for st in store.studies(experiment_id)}
+    return [t for t in store.trials(experiment_id) if t.index < budgets.get(t.study, 0)]
+
+
+def within_budget(store: Store, data: ExperimentData) -> ExperimentData:
+    """``data`` restricted to the trials within each study's current budget (see
+    :func:`current_trials`)."""
+    exp = store.require_experiment(data.name)
+    budgets = {st.name: st.budget for st in store.studies(exp.id)}
+    trials = tuple(t for t in data.trials if t.index < budgets.get(t.study, 0))
+    return dataclasses.replace(data, trials=trials)
 
 
 @dataclass(frozen=True)
@@ -64,7 +106,7 @@ def trial_records(store: Store, name: str, metric: str | None = None,
     objective = exp.config["objective"]
     metric = metric or objective["metric"]
     goal = goal or objective["goal"]
-    rows = store.trials(exp.id)
+    rows = current_trials(store, exp.id)
     summaries: dict[int, dict[str, Any]] = {}
     if metric != objective["metric"] or goal != objective["goal"]:
         summaries = {tid: s.as_dict() for tid, s in

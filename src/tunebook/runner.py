@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +275,8 @@ def run(
                        progress=progress, total=sum(len(v) for v in trials.values()),
                        started=started, result=result, timeout=timeout,
                        seen_failures={t.id for t in store.trials(exp_id, statuses=("failed",))})
+    if progress is not None and store.on_outage is None:
+        store.on_outage = session.outage
     try:
         with _signals_as_interrupt(result):
             if workers <= 0:
@@ -342,6 +344,14 @@ class _Session:
     checked_objective: bool = False
     # (worker, trial id) -> when this run first saw that worker running that trial
     running_since: dict[tuple[str, int], float] = field(default_factory=dict)
+    last: Progress | None = None  # the latest snapshot shown
+
+    def outage(self, elapsed: float, cause: str) -> None:
+        """The store is unreachable (it retries): say so on the progress display."""
+        if self.progress is not None and self.last is not None:
+            self.progress(replace(self.last, new_failures=(), outage=(
+                f"{elapsed:.0f} s, retrying for up to {self.store.outage_seconds:.0f} s "
+                f"({cause})")))
 
     def snapshot(self) -> dict[str, int]:
         """Counts per status; tells the progress display (with the new failures)."""
@@ -355,8 +365,9 @@ class _Session:
         self.check_failures(fresh)
         if self.progress is not None:
             obj = self.experiment.objective
-            self.progress(Progress(self.total, counts, self.store.best_trial(self.exp_id, obj.goal),
-                                   time.monotonic() - self.started, obj.metric, fresh))
+            self.last = Progress(self.total, counts, self.store.best_trial(self.exp_id, obj.goal),
+                                 time.monotonic() - self.started, obj.metric, fresh)
+            self.progress(self.last)
         return counts
 
     def check_failures(self, fresh: Sequence[TrialRow]) -> None:

@@ -31,9 +31,13 @@ SCALES: tuple[str, ...] = ("linear", "log", "one_minus_log")
 def _check_number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)  # OverflowError: an int beyond the largest float
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
+    return number
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,10 @@ class Float:
             raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if low >= high:
             raise ValueError(f"low must be < high, got low={self.low!r}, high={self.high!r}")
+        if not math.isfinite(high - low):
+            # Every sample would be inf: low + u * (high - low) overflows.
+            raise ValueError(f"high - low must be a finite number, got low={self.low!r}, "
+                             f"high={self.high!r} (a width of {high - low!r})")
         if self.scale == "log" and low <= 0:
             raise ValueError(f"low must be > 0 for log scale, got {self.low!r}")
         if self.scale == "one_minus_log" and high >= 1:
@@ -104,6 +112,12 @@ class Int:
             raise ValueError(f"low must be < high, got low={self.low!r}, high={self.high!r}")
         if self.scale == "log" and self.low <= 0:
             raise ValueError(f"low must be > 0 for log scale, got {self.low!r}")
+        for name in ("low", "high"):
+            # Sampling goes through floats: beyond 2**53 integers are skipped, beyond ~1e308
+            # there is no float at all.
+            if abs(getattr(self, name)) > 2**53:
+                raise ValueError(f"{name} must be within +-2**53 (integers are sampled through "
+                                 f"floats), got {getattr(self, name)!r}")
 
     def _bounds(self) -> tuple[float, float]:
         # Each integer owns an equal slice of [low, high + 1) in the scaled space, so both
@@ -161,6 +175,8 @@ class Categorical:
         for v in self.values:
             if not isinstance(v, str | int | float | bool):
                 raise ValueError(f"each value must be a string, number or boolean, got {v!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"each value must be finite, got {v!r}")
         if len(set(self.values)) != len(self.values):
             raise ValueError(f"values must be distinct, got {list(self.values)!r}")
 

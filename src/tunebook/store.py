@@ -718,12 +718,12 @@ class Store:
         Infeasible trials are results, not failures: they are never re-queued. Returns the ids.
         """
         study_ids = sa.select(studies_t.c.id).where(studies_t.c.experiment_id == experiment_id)
-        with self.engine.begin() as conn:
-            rows = conn.execute(
-                sa.update(trials_t).where(trials_t.c.study_id.in_(study_ids),
-                                          trials_t.c.status == "failed")
-                .values(status="pending", attempts=0, finished_at=None, worker=None,
-                        heartbeat=None).returning(trials_t.c.id)).all()
+        # Safe to redo (only failed trials match); a redo after a lost reply returns no ids.
+        rows = self._tx(lambda conn: conn.execute(
+            sa.update(trials_t).where(trials_t.c.study_id.in_(study_ids),
+                                      trials_t.c.status == "failed")
+            .values(status="pending", attempts=0, finished_at=None, worker=None,
+                    heartbeat=None).returning(trials_t.c.id)).all())
         return [r[0] for r in rows]
 
     def mark_completed(self, trial_ids: Sequence[int]) -> None:
@@ -731,10 +731,10 @@ class Store:
         objective that has since been corrected) become ``completed``, their error cleared."""
         if not trial_ids:
             return
-        with self.engine.begin() as conn:
-            conn.execute(sa.update(trials_t).where(trials_t.c.id.in_(list(trial_ids)),
-                                                   trials_t.c.status == "failed")
-                         .values(status="completed", error=None))
+        self._tx(lambda conn: conn.execute(
+            sa.update(trials_t).where(trials_t.c.id.in_(list(trial_ids)),
+                                      trials_t.c.status == "failed")
+            .values(status="completed", error=None)))
 
     def _release(self, cond: Any, reason: str, max_attempts: int, interrupted: bool) -> list[int]:
         # One UPDATE ... RETURNING, never a read then a write: on SQLite a transaction that

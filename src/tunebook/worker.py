@@ -123,12 +123,14 @@ def slug(text: str) -> str:
 
     Names that are already safe are kept as they are; any other gets a short hash of the
     original appended, so two names that differ only in unsafe characters (``a/b``, ``a_b``)
-    never share a folder.
+    never share a folder. A safe name that already ends like such a hash (``a_b-c14cddc0``, the
+    slug of ``a/b``) gets one too: a kept name never ends like a hashed one, so two names map to
+    the same folder only if their hashes collide.
     """
     s = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text).strip("._")[:80] or "_"
-    if s == text:
+    if s == text and not re.search(r"-[0-9a-f]{8}$", s):
         return s
-    return f"{s}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return f"{s}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def trial_dir(root: str | Path, experiment: str, study: str, index: int) -> Path:
@@ -163,9 +165,10 @@ class Heartbeat:
 
     A thread per trial would cost a start and a join for every trial; short trials notice.
 
-    The same thread watches the process that started the worker: when it is gone (killed by
-    SIGKILL, the OOM killer, a scheduler), the worker sends itself SIGTERM, so its trial is
-    marked ``interrupted`` and no worker outlives its run by more than about a second.
+    With ``parent_pid``, a second thread watches the process that started the worker: when it
+    is gone (killed by SIGKILL, the OOM killer, a scheduler), the worker sends itself SIGTERM,
+    so its trial is marked ``interrupted`` and no worker outlives its run by more than about a
+    second.
     """
 
     def __init__(self, store: Store, worker: str, every: float,
@@ -176,21 +179,17 @@ class Heartbeat:
         self._parent = parent_pid
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
+        # Its own thread: a heartbeat may wait out a store outage for minutes.
+        self._watch = threading.Thread(target=self._watch_parent, daemon=True)
 
-    def _orphaned(self) -> bool:
-        return self._parent is not None and os.getppid() != self._parent
+    def _watch_parent(self) -> None:
+        while not self._stop.wait(0.5):
+            if os.getppid() != self._parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     def _beat(self) -> None:
-        tick = min(self._every, 1.0) if self._parent is not None else self._every
-        last = time.monotonic()
-        signalled = False
-        while not self._stop.wait(tick):
-            if not signalled and self._orphaned():
-                signalled = True
-                os.kill(os.getpid(), signal.SIGTERM)
-            if time.monotonic() - last < self._every - 1e-3:
-                continue
-            last = time.monotonic()
+        while not self._stop.wait(self._every):
             tid = self.trial_id
             if tid is not None:
                 # A transient store error must not kill the trial.
@@ -200,6 +199,8 @@ class Heartbeat:
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
+        if self._parent is not None:
+            self._watch.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -439,9 +440,14 @@ def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: s
             errors.put(str(exc))
             sys.exit(EXIT_WORKLOAD_ERROR)
         limit_threads()
-        store = Store(store_url)
+        # The run checked the store a moment ago: wait out an outage rather than fail.
+        store = Store(store_url, wait_for_store=True)
         worker_loop(store, experiment, experiment_id, workload, root, worker_name(label),
                     options)
+    except TunebookError as exc:
+        # The store unreachable past its bound, say: one line, through the run.
+        errors.put(str(exc))
+        sys.exit(EXIT_WORKLOAD_ERROR)
     except Stop:
         pass  # asked to stop (SIGTERM, or the run died) at any point: a quiet exit
     finally:

@@ -233,13 +233,19 @@ class _Output:
 
     def line(self, text: str, cut: int) -> None:
         with self.lock:
-            self.log.write(_log_text(text, cut) + "\n")
+            self._write(_log_text(text, cut) + "\n")
             self.tail.append(_tail_text(text, cut))
 
     def note(self, message: str) -> None:
         """A line of tunebook's own, in order with the command's lines."""
         with self.lock:
-            self.log.write(message + "\n")
+            self._write(message + "\n")
+
+    def _write(self, text: str) -> None:
+        # The stderr pump may outlive the log when the trial is stopped (SIGTERM) while it
+        # waits for the pump: the program is killed already, its last words can go.
+        with contextlib.suppress(ValueError):
+            self.log.write(text)
 
 
 class CommandWorkload:

@@ -21,6 +21,7 @@ from typing import Any
 from tunebook.analysis.data import ExperimentData, TrialData, load
 from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
+from tunebook.results import csv_cell, within_budget
 from tunebook.space import Categorical, Discrete, Float, Int
 from tunebook.summary import format_value as _fmt
 
@@ -45,9 +46,21 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def _json_for_html(data: Any) -> str:
     # Inside <script>, "</script>" or "<!--" in a user string would end the element early.
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    # A non-finite number (a trial that reported inf, a stored value) becomes null.
+    text = json.dumps(_finite_json(data), separators=(",", ":"), allow_nan=False, default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -131,18 +144,23 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
-        w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+        # Spreadsheet-safe: a cell starting with = + - @ is not run as a formula.
+        w.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
     return buf.getvalue()
 
 
-def _markdown(data: ExperimentData, rows: list[dict[str, Any]]) -> str:
-    def cell(v: Any) -> str:
-        return _fmt(v).replace("|", "\\|").replace("\n", " ")
+def _md_cell(v: Any) -> str:
+    """One Markdown table cell: no raw HTML, no cell or row breaks."""
+    text = html.escape(_fmt(v), quote=False).replace("\\", "\\\\").replace("|", "\\|")
+    return " ".join(text.splitlines())
 
+
+def _markdown(data: ExperimentData, rows: list[dict[str, Any]]) -> str:
+    cell = _md_cell
     head = ["study", "config", "notes", "trials (ok/inf/fail)", f"best {data.metric}",
             "best step", "best trial", "reproduce"]
     out = [f"# {cell(data.name)}", "", f"Goal: {cell(data.experiment.goal or '-')}", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+           "| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         out.append("| " + " | ".join(cell(c) for c in [
             r["study"], r["config"], r["notes"] or "-",
@@ -377,7 +395,8 @@ def write_report(store: Any, name: str, out: str | Path, metric: str | None = No
                  goal: Any = None, final: bool = False) -> tuple[Path, Report]:
     """Build the report of experiment ``name`` and write ``out`` plus its ``.csv`` and ``.md``
     tracking tables beside it; returns the page's path and the report."""
-    data = load(store, name, metric=metric, goal=goal, final=final)
+    # Only the trials within each study's current budget, like status, best and trials.
+    data = within_budget(store, load(store, name, metric=metric, goal=goal, final=final))
     report = build_report(data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
