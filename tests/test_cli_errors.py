@@ -237,10 +237,12 @@ def test_metric_the_workload_never_reports(tmp_path: Path) -> None:
     assert len(records) >= 1
     # A trial that never reported the objective is failed, never completed; its
     # measurements are kept.
-    assert records and all(r["status"] == "failed" for r in records)
-    assert all(r["error"].startswith("finished without reporting 'val_eror'") for r in records)
+    # The run stopped at the first one (others may have been interrupted on their way).
+    failed = [r for r in records if r["status"] == "failed"]
+    assert failed and all(r["status"] in ("failed", "interrupted", "pending") for r in records)
+    assert all(r["error"].startswith("finished without reporting 'val_eror'") for r in failed)
     measured = trials_json(root, "typo", "--metric", "val_error")
-    assert all(r["best_value"] is not None for r in measured)
+    assert all(r["best_value"] is not None for r in measured if r["status"] == "failed")
 
     # Fixing the metric is allowed (it is not part of the identity) and reuses the trials.
     fixed = write(tmp_path, doc(name="typo"))
