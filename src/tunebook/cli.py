@@ -122,8 +122,23 @@ def _store(args: argparse.Namespace) -> Any:
     _check_root(args, writing=False)
     store = (Store(args.store, create=False) if args.store
              else Store.at_root(args.root, create=False))
+    store.on_outage = _OutageNotice(store.outage_seconds)
     _OPENED.append(store)
     return store
+
+
+class _OutageNotice:
+    """Says on stderr, every 10 s at most, that a command waits for an unreachable store."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+        self.said = -math.inf
+
+    def __call__(self, elapsed: float, cause: str) -> None:
+        if elapsed - self.said >= 10:
+            self.said = elapsed
+            print(f"tunebook: store unreachable for {elapsed:.0f} s, retrying for up to "
+                  f"{self.bound:.0f} s ({_visible(cause)})", file=sys.stderr, flush=True)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:

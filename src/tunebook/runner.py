@@ -243,56 +243,62 @@ def run(
     workload = load_workload(experiment)
     limit_threads()
     studies, trials = materialize(experiment)
+    owned = not isinstance(store, Store)  # opened here: closed here, whatever happens
     if isinstance(store, str):
         store = Store(store)
     elif store is None:
         store = Store.at_root(root)
-    previous = store.get_experiment(experiment.name)
-    obj = experiment.objective
-    if previous is not None and previous.config.get("objective", {}).get("metric") != obj.metric:
-        # A new objective for stored trials: it must be a metric they reported, checked before
-        # anything is written (a typo must not wipe every trial's summary).
-        names = store.metric_names(previous.id)
-        if names and obj.metric not in names:
-            raise _unknown_metric(experiment, names)
-    exp_id = store.register(experiment.name, experiment.identity(), experiment.to_dict(),
-                            studies, trials)
-    if previous is not None and previous.config.get("objective") != {"metric": obj.metric,
-                                                                     "goal": obj.goal}:
-        refresh_summaries(store, exp_id, obj.metric, obj.goal)
-    _close_abandoned_runs(store, exp_id)
-    _release_orphans(store, exp_id, max_attempts)
-    result = RunResult(exp_id)
-    if retry_failed:
-        result.retried = _requeue_failed(store, experiment, exp_id, root)
-    record = provenance(experiment.source, experiment.base_dir, experiment.identity(),
-                        argv).as_dict()
-    # The pid lets the next run tell a run that died (SIGKILL) from one still going.
-    run_id = store.start_run(exp_id, socket.gethostname(), workers, {**record,
-                                                                     "pid": os.getpid()})
-    session = _Session(experiment=experiment, store=store, exp_id=exp_id, workload=workload,
-                       root=root, max_attempts=max_attempts, options=options,
-                       progress=progress, total=sum(len(v) for v in trials.values()),
-                       started=started, result=result, timeout=timeout,
-                       seen_failures={t.id for t in store.trials(exp_id, statuses=("failed",))})
-    if progress is not None and store.on_outage is None:
-        store.on_outage = session.outage
     try:
-        with _signals_as_interrupt(result):
-            if workers <= 0:
-                session.in_process()
-            else:
-                session.with_workers(workers, poll_seconds, stale_after_seconds)
+        previous = store.get_experiment(experiment.name)
+        obj = experiment.objective
+        old_metric = previous.config.get("objective", {}).get("metric") if previous else None
+        if previous is not None and old_metric != obj.metric:
+            # A new objective for stored trials: it must be a metric they reported, checked
+            # before anything is written (a typo must not wipe every trial's summary).
+            names = store.metric_names(previous.id)
+            if names and obj.metric not in names:
+                raise _unknown_metric(experiment, names)
+        exp_id = store.register(experiment.name, experiment.identity(), experiment.to_dict(),
+                                studies, trials)
+        if previous is not None and previous.config.get("objective") != {"metric": obj.metric,
+                                                                         "goal": obj.goal}:
+            refresh_summaries(store, exp_id, obj.metric, obj.goal)
+        _close_abandoned_runs(store, exp_id)
+        _release_orphans(store, exp_id, max_attempts)
+        result = RunResult(exp_id)
+        if retry_failed:
+            result.retried = _requeue_failed(store, experiment, exp_id, root)
+        record = provenance(experiment.source, experiment.base_dir, experiment.identity(),
+                            argv, experiment=experiment).as_dict()
+        # The pid lets the next run tell a run that died (SIGKILL) from one still going.
+        run_id = store.start_run(exp_id, socket.gethostname(), workers, {**record,
+                                                                         "pid": os.getpid()})
+        session = _Session(experiment=experiment, store=store, exp_id=exp_id, workload=workload,
+                           root=root, max_attempts=max_attempts, options=options,
+                           progress=progress, total=sum(len(v) for v in trials.values()),
+                           started=started, result=result, timeout=timeout,
+                           seen_failures={t.id for t in store.trials(exp_id, statuses=("failed",))})
+        if progress is not None and store.on_outage is None:
+            store.on_outage = session.outage
+        try:
+            with _signals_as_interrupt(result):
+                if workers <= 0:
+                    session.in_process()
+                else:
+                    session.with_workers(workers, poll_seconds, stale_after_seconds)
+        finally:
+            # Closing the record must not hide why the run stopped, nor hang on a dead store.
+            with contextlib.suppress(Exception):
+                result.counts = session.snapshot()
+            result.elapsed = time.monotonic() - started
+            with contextlib.suppress(Exception):
+                store.end_run(run_id, {"counts": result.counts, "interrupted": result.interrupted,
+                                       "signal": result.signal,
+                                       "elapsed": round(result.elapsed, 3)})
+        return result
     finally:
-        # Closing the record must not hide why the run stopped, nor hang on a dead store.
-        with contextlib.suppress(Exception):
-            result.counts = session.snapshot()
-        result.elapsed = time.monotonic() - started
-        with contextlib.suppress(Exception):
-            store.end_run(run_id, {"counts": result.counts, "interrupted": result.interrupted,
-                                   "signal": result.signal,
-                                   "elapsed": round(result.elapsed, 3)})
-    return result
+        if owned:
+            store.close()
 
 
 @contextlib.contextmanager

@@ -305,7 +305,11 @@ class Store:
                 raise StoreError(f"no tunebook store at {path}{empty} (run an experiment first, "
                                  "or point --root/--store at an existing store)")
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create a store at {path}: "
+                                     f"{exc.strerror or exc}") from None
         options: dict[str, Any] = {}
         if parsed.get_backend_name() != "sqlite":
             # After a server restart every pooled connection is dead: test each on checkout.

@@ -290,7 +290,9 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
             if _could_not_start(exc, trial):
                 text = COULD_NOT_START + _one_line(exc) + "\n" + text
             fields = {"error": text}
-            log(text)
+            # A command's own output is in the log already: do not copy its tail there again.
+            log(text if type(exc).__name__ != "WorkloadFailed"
+                else "failed: " + str(exc).splitlines()[0])
         if not _safe_flush(trial) and status != "failed":
             status, fields = "failed", {"error": "could not write measurements to the store"}
     finally:
