@@ -328,7 +328,7 @@ def test_a_run_survives_a_postgresql_restart(server: Any, tmp_path: Path) -> Non
                             fixed={"sleep": 0.1})
     proc = subprocess.Popen(
         [sys.executable, "-m", "tunebook.cli", "run", str(path), "--store", url, "--workers",
-         "2", "--root", str(tmp_path / "root"), "--quiet", "--no-report"],
+         "2", "--root", str(tmp_path / "root"), "--no-report"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     try:
         watcher = Store(url, wait_for_store=True, outage_seconds=60)
@@ -349,6 +349,8 @@ def test_a_run_survives_a_postgresql_restart(server: Any, tmp_path: Path) -> Non
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err[-3000:]
+    # The progress line said so while it lasted (the run is not silent in an outage).
+    assert "STORE UNREACHABLE" in err and "retrying for up to 600 s" in err, err[-3000:]
     store = Store(url)
     exp_id = store.require_experiment("toy").id
     trials = store.trials(exp_id)
