@@ -269,3 +269,28 @@ def test_a_workload_that_ignores_its_timeout_is_killed_with_its_worker(
                                       "not stop, so its worker was killed")
     pid = int((root / "runs" / "stuck" / "main" / "trial-00000" / "pid").read_text())
     assert not pid_alive(pid)
+
+
+def test_fixing_the_file_after_a_workload_could_not_start_needs_no_new_name(
+        tmp_path: Path) -> None:
+    # A new user's first run: the workload reads a hyperparameter the file does not set.
+    path = write_experiment(tmp_path, name="first", scientific={}, workload="toy:wrong_name",
+                            search={"algorithm": "quasi_random", "trials": 4, "seed": 0})
+    root = tmp_path / "root"
+    proc = run_cli("run", str(path), "--root", str(root), "--quiet")
+    assert proc.returncode == 2 and "could not start: KeyError: 'learning_rate'" in proc.stderr
+    # The fix is in the file (a new identity): nothing was measured, so the same name works.
+    path = write_experiment(tmp_path, name="first", scientific={}, workload="toy:wrong_name",
+                            search={"algorithm": "quasi_random", "trials": 4, "seed": 0},
+                            fixed={"learning_rate": 0.1})
+    proc = run_cli("run", str(path), "--root", str(root), "--quiet", "--retry-failed")
+    assert proc.returncode == 0, proc.stderr
+    store = Store.at_root(root)
+    trials = store.trials(store.require_experiment("first").id)
+    assert [t.status for t in trials] == ["completed"] * 4
+    # Once something was measured, a changed file is a new round: refused, one line.
+    path = write_experiment(tmp_path, name="first", scientific={}, workload="toy:wrong_name",
+                            search={"algorithm": "quasi_random", "trials": 4, "seed": 0},
+                            fixed={"learning_rate": 0.2})
+    proc = run_cli("run", str(path), "--root", str(root), "--quiet")
+    assert proc.returncode == 2 and "already exists" in proc.stderr

@@ -77,10 +77,33 @@ def test_register_is_idempotent_and_extends(store: Store) -> None:
     assert rows[1].params == {"x": 0.1, "k": 0} and rows[1].seed == 1
 
 
-def test_register_refuses_a_different_identity(store: Store) -> None:
-    _register(store)
+def test_register_refuses_a_different_identity_once_anything_was_measured(store: Store) -> None:
+    exp_id = _register(store)
+    t = store.claim(exp_id, "w")
+    assert t is not None
+    store.add_measurements(t.id, [(1, "loss", 1.0)])
+    store.finish(t.id, "w", "failed", error="boom")
     with pytest.raises(StoreError, match="'exp' already exists"):
         _register(store, identity="other")
+
+
+def test_an_experiment_that_never_measured_anything_takes_the_new_file(store: Store) -> None:
+    # Its trials failed before their first report (a typo in the file): fixing the file must
+    # not force a new name. Its notes stay.
+    exp_id = _register(store, n=3)
+    t = store.claim(exp_id, "w")
+    assert t is not None
+    store.finish(t.id, "w", "failed", error="could not start: KeyError")
+    store.add_note(exp_id, "typo in the file")
+    assert _register(store, n=2, identity="other") == exp_id
+    rows = store.trials(exp_id)
+    assert len(rows) == 4 and {r.status for r in rows} == {"pending"}
+    assert store.notes(exp_id)[0][2] == "typo in the file"
+    assert store.get_experiment("exp").identity == "other"  # type: ignore[union-attr]
+    # A trial being run blocks the replacement.
+    assert store.claim(exp_id, "w") is not None
+    with pytest.raises(StoreError, match="'exp' already exists"):
+        _register(store, identity="third")
 
 
 def test_claim_order_interleaves_studies_and_is_exclusive(store: Store) -> None:

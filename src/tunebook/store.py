@@ -258,6 +258,24 @@ def _schema_race(exc: BaseException) -> bool:
         isinstance(exc, sa.exc.DBAPIError) and "already exists" in str(exc.orig).lower())
 
 
+def _never_ran(conn: Connection, experiment_id: int) -> bool:
+    """No trial of the experiment has a measurement, a result, or a live attempt."""
+    ids = (sa.select(trials_t.c.id).join(studies_t, trials_t.c.study_id == studies_t.c.id)
+           .where(studies_t.c.experiment_id == experiment_id))
+    measured = conn.execute(sa.select(measurements_t.c.trial_id)
+                            .where(measurements_t.c.trial_id.in_(ids)).limit(1)).first()
+    busy = conn.execute(sa.select(trials_t.c.id).where(
+        trials_t.c.id.in_(ids),
+        trials_t.c.status.in_(("completed", "infeasible", "running"))).limit(1)).first()
+    return measured is None and busy is None
+
+
+def _drop_trials(conn: Connection, experiment_id: int) -> None:
+    study_ids = sa.select(studies_t.c.id).where(studies_t.c.experiment_id == experiment_id)
+    conn.execute(sa.delete(trials_t).where(trials_t.c.study_id.in_(study_ids)))
+    conn.execute(sa.delete(studies_t).where(studies_t.c.experiment_id == experiment_id))
+
+
 class Store:
     """Access to one tunebook database. Cheap to create; make one per process.
 
@@ -464,6 +482,15 @@ class Store:
         now = time.time()
         row = conn.execute(
             sa.select(experiments_t).where(experiments_t.c.name == name)).first()
+        if row is not None and row.identity != identity and _never_ran(conn, row.id):
+            # Nothing was ever measured (its trials failed before their first report: a typo
+            # in the file, say): no result to protect, and the fix is a new file. Its trials
+            # are replaced; the experiment's notes and runs stay.
+            _drop_trials(conn, row.id)
+            conn.execute(sa.update(experiments_t).where(experiments_t.c.id == row.id)
+                         .values(identity=identity))
+            row = conn.execute(
+                sa.select(experiments_t).where(experiments_t.c.id == row.id)).first()
         if row is not None and row.identity != identity:
             raise StoreError(
                 f"experiment {name!r} already exists in {self.display_url} with a different "

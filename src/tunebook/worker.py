@@ -52,9 +52,13 @@ COULD_NOT_START = "could not start: "
 NO_OBJECTIVE = "finished without reporting "
 MAX_ERROR_CHARS = 20_000  # a 30 MB exception message must not land in the store whole
 # A workload failing with one of these before its first report is broken, not unlucky: a
-# missing package, a hyperparameter name the code does not know, a wrong signature.
+# missing package, a hyperparameter name the code does not know (KeyError, or the ValueError
+# that the built-in workloads and most argument checks raise), a wrong signature. The run
+# stops at such a failure only while no trial of the experiment ever reported anything, and
+# the trial stays failed, so a plain re-run moves on if it was the trial's own values.
 _STARTUP_ERRORS: tuple[type[BaseException], ...] = (
-    ImportError, NameError, AttributeError, KeyError, TypeError, SyntaxError, OSError)
+    ImportError, NameError, AttributeError, KeyError, TypeError, ValueError, SyntaxError,
+    OSError)
 
 
 class Stop(BaseException):
