@@ -396,26 +396,18 @@ class _Session:
                     "after fixing it, run again with --retry-failed)")
 
     def in_process(self) -> None:
-        """Run every trial in this process (``workers=0``: debugging, benchmarks)."""
+        """Run every trial in this process (``workers=0``: debugging, benchmarks).
+
+        No snapshot between trials (it would cost more than a short trial): the loop itself
+        stops at a workload that could not start, and the snapshot after it says why.
+        """
         name = worker_name("inproc")
-        stop_now: list[BaseException] = []
-
-        def should_stop() -> bool:
-            try:
-                self.snapshot()
-            except WorkloadError as exc:
-                stop_now.append(exc)
-                return True
-            return False
-
         try:
             worker_loop(self.store, self.experiment, self.exp_id, self.workload, self.root,
-                        name, self.options, should_stop=should_stop)
+                        name, self.options)
         except KeyboardInterrupt:
             self.store.release_worker(name, "interrupted", self.max_attempts, interrupted=True)
             self.result.interrupted = True
-        if stop_now:
-            raise stop_now[0]
         self.snapshot()
         _check_objective(self.store, self.exp_id, self.experiment)
 

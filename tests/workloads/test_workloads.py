@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import socket
 import urllib.request
@@ -14,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from tunebook.errors import WorkloadError
 from tunebook.experiment import Experiment
 from tunebook.results import trial_records
 from tunebook.runner import run
@@ -120,9 +122,13 @@ def test_a_huge_learning_rate_is_infeasible_not_failed(tmp_path: Path, workload:
         assert r.infeasible_step is not None and 1 <= r.infeasible_step <= 40
 
 
-def test_an_unknown_hyperparameter_fails_the_trial_with_a_hint(tmp_path: Path) -> None:
-    _, (record,) = _run(tmp_path, tmp_path / "r", "typo", "tunebook.workloads.digits:train_mlp",
-                        {"num_layer": 2}, steps=4, every=2)
+def test_an_unknown_hyperparameter_stops_the_run_with_a_hint(tmp_path: Path) -> None:
+    # The trial fails before its first report: the workload cannot start, the run stops there.
+    hint = "unknown hyperparameter 'num_layer' (did you mean 'num_layers'?)"
+    with pytest.raises(WorkloadError, match="could not start: ValueError: " + re.escape(hint)):
+        _run(tmp_path, tmp_path / "r", "typo", "tunebook.workloads.digits:train_mlp",
+             {"num_layer": 2}, steps=4, every=2)
+    (record,) = trial_records(Store.at_root(tmp_path / "r"), "typo")
     assert record.status == "failed"
     assert "unknown hyperparameter 'num_layer' (did you mean 'num_layers'?)" in (record.error
                                                                                   or "")
