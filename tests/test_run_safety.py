@@ -49,8 +49,11 @@ def _executions(folder: Path) -> dict[int, list[tuple[str, float]]]:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_killing_the_main_process_alone_runs_nothing_twice(tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGTERM, False), (signal.SIGKILL, False),
+                                           (signal.SIGKILL, True)],
+                         ids=["SIGTERM", "SIGKILL", "SIGKILL-whole-group"])
+def test_killing_a_run_never_runs_a_trial_twice(tmp_path: Path, sig: int,
+                                                           group: bool) -> None:
     path = write_experiment(tmp_path, name="kill-main", workload="toy:lifecycle",
                             max_train_steps=20, eval_every=5, scientific={},
                             search={"algorithm": "quasi_random", "trials": 4, "seed": 1},
@@ -76,7 +79,10 @@ def test_killing_the_main_process_alone_runs_nothing_twice(tmp_path: Path, sig: 
         assert first.poll() is None, first.communicate()
         time.sleep(0.05)
     assert workers, "the run never had two trials going"
-    os.kill(first.pid, sig)  # the main process alone, as a scheduler or the OOM killer does
+    if group:  # everything at once: nobody is left to mark anything
+        os.killpg(first.pid, sig)
+    else:  # the main process alone, as a scheduler or the OOM killer does
+        os.kill(first.pid, sig)
     killed_at = time.monotonic()
     # Re-run at once: it must never hand a trial to a second process while the first lives.
     second = run_cli("run", str(path), "--root", str(root), "--workers", "2", "--quiet",
