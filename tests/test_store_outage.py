@@ -361,3 +361,47 @@ def test_a_run_survives_a_postgresql_restart(server: Any, tmp_path: Path) -> Non
     keys = [(t, s, m) for t, s, m, _ in rows]
     assert len(keys) == len(set(keys)) == 6 * 3 * 2  # steps 10, 20, 30; loss and other
     assert not any(math.isnan(v) for *_, v in rows)
+
+
+@pytest.mark.slow
+def test_a_run_stops_with_one_line_when_the_store_stays_away(server: Any,
+                                                              tmp_path: Path) -> None:
+    url = server.new_database()
+    path = write_experiment(tmp_path, max_train_steps=40, search={"trials": 2, "seed": 5},
+                            fixed={"sleep": 0.1})
+    env = dict(cli_env(), TUNEBOOK_STORE_OUTAGE_SECONDS="4")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunebook.cli", "run", str(path), "--store", url, "--workers",
+         "2", "--root", str(tmp_path / "root"), "--quiet", "--no-report"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        watcher = Store(url, wait_for_store=True, outage_seconds=60)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            exp = watcher.get_experiment("toy")
+            if exp is not None and watcher.counts(exp.id).get("running", 0) >= 2:
+                break
+            time.sleep(0.2)
+        watcher.close()
+        server.pause()
+        down = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - down
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        server.resume()
+    assert proc.returncode == 2, err[-3000:]
+    errors = [ln for ln in err.splitlines() if ln.startswith("tunebook: error: ")]
+    assert len(errors) == 1 and "unreachable for 4 s" in errors[0], err[-3000:]
+    assert "Traceback" not in err
+    # The clean-up after giving up does not wait out the bound again for every call.
+    assert took < 60, took
+    print(f"\nstore gone for good: the run stopped {took:.1f} s after the server did")
+    # Back up: the next run resumes everything (nothing recorded was lost).
+    again = subprocess.run(
+        [sys.executable, "-m", "tunebook.cli", "run", str(path), "--store", url, "--workers",
+         "2", "--root", str(tmp_path / "root"), "--quiet", "--no-report"],
+        capture_output=True, text=True, env=cli_env(), timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]

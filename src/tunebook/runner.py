@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tunebook.errors import WorkloadError
+from tunebook.errors import StoreError, WorkloadError
 from tunebook.experiment import Experiment
 from tunebook.provenance import provenance
 from tunebook.results import summaries_for
@@ -286,6 +286,9 @@ def run(
                     session.in_process()
                 else:
                     session.with_workers(workers, poll_seconds, stale_after_seconds)
+        except StoreError:
+            _store_gone(store)
+            raise
         finally:
             # Closing the record must not hide why the run stopped, nor hang on a dead store.
             with contextlib.suppress(Exception):
@@ -504,9 +507,18 @@ class _Session:
                     time.sleep(poll_seconds)
         except KeyboardInterrupt:
             self.result.interrupted = True
+        except StoreError:
+            _store_gone(self.store)
+            raise
         finally:
             _stop_workers(self.procs, self.store, self.max_attempts)
             errors.close()
+
+
+def _store_gone(store: Store) -> None:
+    """The store stayed unreachable past its bound: the clean-up that follows (closing the
+    run's record, releasing trials) tries briefly instead of waiting as long again."""
+    store.outage_seconds = min(store.outage_seconds, 1.0)
 
 
 def _stop_workers(procs: dict[str, Any], store: Store, max_attempts: int) -> None:
