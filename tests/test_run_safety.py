@@ -300,3 +300,48 @@ def test_fixing_the_file_after_a_workload_could_not_start_needs_no_new_name(
                             fixed={"learning_rate": 0.2})
     proc = run_cli("run", str(path), "--root", str(root), "--quiet")
     assert proc.returncode == 2 and "already exists" in proc.stderr
+
+
+def test_what_a_command_started_dies_before_its_trial_runs_again(tmp_path: Path) -> None:
+    import yaml
+
+    # A shell wrapper that starts the trainer as its child (no exec): when the worker is
+    # SIGKILLed, the wrapper dies with it, the trainer would be re-parented and go on.
+    (tmp_path / "train.py").write_text(
+        "import json, os, sys, time\n"
+        "path = os.path.join(os.environ['TUNEBOOK_TRIAL_DIR'], 'ticks')\n"
+        "for step in range(1, 61):\n"
+        "    time.sleep(0.05)\n"
+        "    with open(path, 'a') as f:\n"
+        "        f.write(f'{os.getpid()} {time.time():.6f}\\n')\n"
+        "    if step % 10 == 0:\n"
+        "        print(json.dumps({'step': step, 'loss': 1.0 / step}), flush=True)\n")
+    (tmp_path / "wrap.sh").write_text(f'"{sys.executable}" train.py "$@"\necho done\n')
+    path = write_experiment(tmp_path, name="wrapped", scientific={},
+                            search={"algorithm": "quasi_random", "trials": 1, "seed": 0},
+                            max_train_steps=60, eval_every=10)
+    d = yaml.safe_load(path.read_text())
+    d.pop("workload")
+    d["command"] = ["sh", "wrap.sh"]
+    path.write_text(yaml.safe_dump(d))
+    root = tmp_path / "root"
+    run = subprocess.Popen([sys.executable, "-m", "tunebook.cli", "run", str(path), "--root",
+                            str(root), "--quiet", "--no-report"], env=cli_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ticks = root / "runs" / "wrapped" / "main" / "trial-00000" / "ticks"
+    deadline = time.monotonic() + 60
+    while not (ticks.exists() and len(ticks.read_text().splitlines()) >= 10):
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.05)
+    (worker,) = [p for p in _children(run.pid)
+                 if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    os.kill(worker, signal.SIGKILL)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    spans: dict[str, list[float]] = {}
+    for line in ticks.read_text().splitlines():
+        pid, t = line.split()
+        spans.setdefault(pid, []).append(float(t))
+    assert len(spans) == 2, spans.keys()  # the killed attempt's trainer, then the retry's
+    first, second = sorted(spans.values(), key=min)
+    assert max(first) < min(second), "the old trainer went on next to the retry"

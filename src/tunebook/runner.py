@@ -36,6 +36,7 @@ from typing import Any
 
 from tunebook.errors import StoreError, WorkloadError
 from tunebook.experiment import Experiment
+from tunebook.interrupts import deliver
 from tunebook.provenance import provenance
 from tunebook.results import summaries_for
 from tunebook.search import make_designer, trial_seed
@@ -53,7 +54,7 @@ from tunebook.worker import (
     worker_name,
     worker_pid,
 )
-from tunebook.workload import load_workload
+from tunebook.workload import kill_leftovers, load_workload
 
 __all__ = ["Progress", "RunResult", "materialize", "refresh_summaries", "run"]
 
@@ -306,16 +307,19 @@ def run(
 
 @contextlib.contextmanager
 def _signals_as_interrupt(result: RunResult) -> Iterator[None]:
-    """SIGTERM and SIGHUP (a scheduler, a closed terminal) stop the run like Ctrl-C does."""
+    """SIGTERM and SIGHUP (a scheduler, a closed terminal) stop the run like Ctrl-C does; none
+    of the three interrupts a store transaction half-way."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: Any) -> None:
-        result.signal = signal.Signals(signum).name
-        raise KeyboardInterrupt
+        if signum != signal.SIGINT:
+            result.signal = signal.Signals(signum).name
+        deliver(KeyboardInterrupt())  # never inside a store transaction
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, stop)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
@@ -436,6 +440,7 @@ class _Session:
             del self.procs[name]
             released = self.store.release_worker(name, f"worker exited with code {p.exitcode}",
                                                  self.max_attempts)
+            self.kill_leftovers(released)
             if p.exitcode == EXIT_WORKLOAD_ERROR:
                 # Only a worker that could not load the workload says so on the queue; an exit
                 # code alone could come from anything the worker ran.
@@ -455,6 +460,13 @@ class _Session:
             else:
                 self.early_deaths = 0
 
+    def kill_leftovers(self, trial_ids: Sequence[int]) -> None:
+        """Processes a dead worker's command started must not run on (next to the retry)."""
+        for tid in trial_ids:
+            t = self.store.trial(tid)
+            kill_leftovers(trial_dir(self.root, self.experiment.name, t.study, t.index),
+                           wait=0.0)
+
     def enforce_timeout(self, running: Sequence[TrialRow]) -> None:
         """Kill a worker whose trial ignored its timeout (stuck in native code, say)."""
         if self.timeout is None:
@@ -469,6 +481,7 @@ class _Session:
                 p = self.procs.pop(worker)
                 p.kill()
                 p.join()
+                self.kill_leftovers([trial_id])
                 self.store.finish(trial_id, worker, "failed", error=(
                     f"timed out after {self.timeout:g} s (trial_timeout); the workload did not "
                     f"stop, so its worker was killed {HARD_KILL_GRACE:g} s later"))
@@ -480,15 +493,20 @@ class _Session:
         try:
             while True:
                 self.reap(errors)
-                # Local workers that are alive keep their trials, however old the heartbeat
-                # (a laptop suspend jumps the wall clock); dead ones were reaped above.
-                self.store.release_stale(self.exp_id, stale_after, self.max_attempts,
-                                         exclude_workers=tuple(self.procs))
                 running = self.store.trials(self.exp_id, statuses=("running",))
+                # Workers on this host that are alive keep their trials, however old the
+                # heartbeat (a laptop suspend jumps the wall clock; a long native call starves
+                # the heartbeat thread): ours, and those of another run or a killed one.
+                alive = set(self.procs) | {
+                    t.worker for t in running if t.worker and (pid := worker_pid(t.worker))
+                    and pid_alive(pid)}
+                if self.store.release_stale(self.exp_id, stale_after, self.max_attempts,
+                                            exclude_workers=tuple(sorted(alive))):
+                    running = self.store.trials(self.exp_id, statuses=("running",))
                 if any(t.worker not in self.procs for t in running):
                     # Left by a run that was killed: free them once their process is gone.
-                    _release_orphans(self.store, self.exp_id, self.max_attempts,
-                                     tuple(self.procs))
+                    self.kill_leftovers(_release_orphans(self.store, self.exp_id,
+                                                         self.max_attempts, tuple(self.procs)))
                 self.enforce_timeout(running)
                 counts = self.snapshot()
                 if not self.checked_objective and counts.get("completed", 0) > 0:
@@ -507,6 +525,7 @@ class _Session:
                     time.sleep(poll_seconds)
         except KeyboardInterrupt:
             self.result.interrupted = True
+            _store_gone(self.store)  # a user who stops a run must not wait out an outage
         except StoreError:
             _store_gone(self.store)
             raise
@@ -516,8 +535,9 @@ class _Session:
 
 
 def _store_gone(store: Store) -> None:
-    """The store stayed unreachable past its bound: the clean-up that follows (closing the
-    run's record, releasing trials) tries briefly instead of waiting as long again."""
+    """The store stayed unreachable past its bound, or the user stopped the run: the clean-up
+    that follows (closing the run's record, releasing trials) tries briefly instead of waiting
+    out an outage again."""
     store.outage_seconds = min(store.outage_seconds, 1.0)
 
 

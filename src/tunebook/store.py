@@ -34,6 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from tunebook.errors import StoreError
+from tunebook.interrupts import protected
 from tunebook.store_checks import (
     MAX_METRIC_LENGTH,
     MAX_NAME_LENGTH,
@@ -376,7 +377,9 @@ class Store:
         Errors that are not transient become one-line :class:`StoreError`.
         """
         def attempt(retrying: bool) -> T:
-            with self.engine.begin() as conn:
+            # A stop (SIGTERM, a timeout) waits for the transaction's end: raised inside it,
+            # it would leave the connection, and SQLite's write lock, held (interrupts.py).
+            with protected(), self.engine.begin() as conn:
                 if retrying and recover is not None:
                     found = recover(conn)
                     if found is not None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from tunebook.errors import Infeasible, TunebookError
 from tunebook.experiment import Experiment
+from tunebook.interrupts import deliver
 from tunebook.store import Store, TrialRow
 from tunebook.summary import summarize
 from tunebook.trial import Lost, Trial
@@ -274,6 +275,9 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
             fields = {"infeasible_reason": exc.reason, "infeasible_step": exc.step}
             log(f"infeasible: {exc}")
         except Stop:
+            # Stopping must not wait out a store outage for ten minutes: a few seconds, then
+            # the trial stays running and the next run frees it (its process is gone by then).
+            store.outage_seconds = min(store.outage_seconds, 5.0)
             _safe_flush(trial)
             store.finish(row.id, worker, "interrupted", elapsed=time.monotonic() - started)
             log("interrupted")
@@ -351,7 +355,7 @@ def _alarm(seconds: float | None) -> Iterator[None]:
         return
 
     def expire(signum: int, frame: FrameType | None) -> None:
-        raise TrialTimeout()
+        deliver(TrialTimeout())
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -405,7 +409,10 @@ def _broken(store: Store, experiment_id: int, trial_id: int) -> bool:
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop()
+    # Once is enough: a second SIGTERM (the parent-death signal and the parent check both
+    # send one) must not interrupt the handling of the first, which marks the trial.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    deliver(Stop())
 
 
 def _die_with_parent() -> None:

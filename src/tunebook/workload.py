@@ -43,6 +43,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -248,6 +249,45 @@ class _Output:
             self.log.write(text)
 
 
+def kill_leftovers(trial_dir: Path, wait: float = 5.0) -> list[int]:
+    """SIGKILL every process still running for this trial folder; returns their pids.
+
+    A command's own child dies with its worker (parent-death signal), but what that child
+    started (a shell script's trainer, ``torchrun``'s processes) is re-parented and would go on
+    writing next to the trial's next attempt. Each of them carries ``TUNEBOOK_TRIAL_DIR`` in
+    its environment: that is how they are found (Linux ``/proc``; elsewhere nothing is found).
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    marker = f"TUNEBOOK_TRIAL_DIR={trial_dir.absolute()}".encode()
+    me = os.getpid()
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in env.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                found.append(int(entry.name))
+    deadline = time.monotonic() + wait
+    while found and time.monotonic() < deadline and any(
+            (proc / str(p)).exists() and not _zombie(proc / str(p)) for p in found):
+        time.sleep(0.02)
+    return found
+
+
+def _zombie(entry: Path) -> bool:
+    try:
+        return entry.joinpath("stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 class CommandWorkload:
     """Any program; see the module docstring for its contract.
 
@@ -310,6 +350,12 @@ class CommandWorkload:
                   ) -> tuple[int, bool]:
         """One start of the program: its exit status (negative: killed by that signal) and
         whether it published a checkpoint."""
+        # A previous attempt's processes that outlived their worker (SIGKILL) must be gone
+        # before this one starts: one trial never runs in two processes at once.
+        killed = kill_leftovers(trial.dir)
+        if killed:
+            out.note(f"--- killed {len(killed)} process(es) left by a previous attempt: "
+                     f"{', '.join(map(str, killed))}")
         staging = (trial.checkpoint_root / _STAGING).absolute()
         # Whatever a previous start left half-written is garbage now: it never announced it.
         shutil.rmtree(staging, ignore_errors=True)
