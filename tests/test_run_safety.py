@@ -157,7 +157,7 @@ def test_failures_are_loud_and_can_be_retried_after_the_fix(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("case", ["missing_package", "wrong_name", "python_missing_file",
                                   "not_executable"])
-def test_a_workload_that_cannot_start_stops_the_run_at_the_first_trial(
+def test_a_workload_that_cannot_start_stops_the_run_at_once(
         tmp_path: Path, case: str) -> None:
     extra: dict[str, Any] = {"workload": f"toy:{case}"}
     if case == "python_missing_file":
@@ -188,9 +188,12 @@ def test_a_workload_that_cannot_start_stops_the_run_at_the_first_trial(
     assert expected[case] in errors[0], errors[0]
     store = Store.at_root(root)
     trials = store.trials(store.require_experiment("broken").id)
-    # Not every trial burnt: each of the 2 workers stopped at its first failure.
-    assert 1 <= sum(t.status == "failed" for t in trials) <= 2
-    assert sum(t.attempts > 0 for t in trials) <= 2
+    # Not every trial of 20 burnt: an import, name or permission error stops each of the 2
+    # workers at its first failure; a command's exit status needs a second trial failing the
+    # same way (one could be the trial's own values), and the other worker may be on a third.
+    most = 2 if case != "python_missing_file" else 3
+    assert 1 <= sum(t.status == "failed" for t in trials) <= most
+    assert sum(t.attempts > 0 for t in trials) <= most
     assert not [t for t in trials if t.status == "running"]
 
 
@@ -345,3 +348,14 @@ def test_what_a_command_started_dies_before_its_trial_runs_again(tmp_path: Path)
     assert len(spans) == 2, spans.keys()  # the killed attempt's trainer, then the retry's
     first, second = sorted(spans.values(), key=min)
     assert max(first) < min(second), "the old trainer went on next to the retry"
+
+
+def test_one_trial_failing_on_its_own_values_does_not_stop_the_run(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, name="picky", scientific={}, workload="toy:picky",
+                            search={"algorithm": "quasi_random", "trials": 4, "seed": 0})
+    proc = run_cli("run", str(path), "--root", str(tmp_path / "root"), "--quiet")
+    assert proc.returncode == 1, proc.stderr  # finished, with a failed trial
+    assert "tunebook: error" not in proc.stderr
+    store = Store.at_root(tmp_path / "root")
+    trials = store.trials(store.require_experiment("picky").id)
+    assert [t.status for t in trials] == ["failed", "completed", "completed", "completed"]

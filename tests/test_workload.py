@@ -172,11 +172,7 @@ def test_a_30_mb_line_stays_out_of_the_store(tmp_path: Path) -> None:
     (tmp_path / "prog.py").write_text(f"import sys\nprint('A' * {BIG})\nsys.exit(1)\n")
     path = write_experiment(tmp_path, workload=None, command="python prog.py",
                             scientific={}, search={"trials": 1, "seed": 0})
-    # It printed no measurement before failing: the run stops at it (a workload that cannot
-    # start), with a one-line message that does not carry the 30 MB line either.
-    with pytest.raises(WorkloadError, match="could not start") as stopped:
-        run(Experiment.from_yaml(path), root=tmp_path / "r", workers=0)
-    assert len(str(stopped.value)) < 2000
+    run(Experiment.from_yaml(path), root=tmp_path / "r", workers=0)
     (record,) = trial_records(Store.at_root(tmp_path / "r"), "toy")
     assert record.status == "failed" and "bytes cut]" in (record.error or "")
     assert len(record.error or "") < 5000

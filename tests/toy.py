@@ -145,3 +145,11 @@ def stubborn(hparams: dict[str, Any], trial: Trial) -> None:
     trial.report(1, loss=1.0)
     (trial.dir / "pid").write_text(str(os.getpid()))
     time.sleep(3600)
+
+
+def picky(hparams: dict[str, Any], trial: Trial) -> None:
+    """The first trial's values are out of the code's domain (a ValueError before any report);
+    every other trial is fine."""
+    if trial.index == 0:
+        raise ValueError("math domain error")
+    trial.report(1, loss=float(hparams["x"]))

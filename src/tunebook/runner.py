@@ -46,6 +46,7 @@ from tunebook.worker import (
     EXIT_WORKLOAD_ERROR,
     NO_OBJECTIVE,
     WorkerOptions,
+    broken_workload,
     limit_threads,
     pid_alive,
     trial_dir,
@@ -394,13 +395,18 @@ class _Session:
             error = t.error or ""
             if error.startswith(NO_OBJECTIVE):
                 _check_objective(self.store, self.exp_id, self.experiment)
-            if error.startswith(COULD_NOT_START) and not self.store.metric_names(self.exp_id):
-                cause = error.splitlines()[0][len(COULD_NOT_START):]
+            if error.startswith(COULD_NOT_START):
+                broken = broken_workload(self.store, self.exp_id)
+                if broken is None:
+                    continue
+                cause = (broken.error or "").splitlines()[0][len(COULD_NOT_START):]
+                folder = trial_dir(self.root, self.experiment.name, broken.study, broken.index)
                 raise WorkloadError(
-                    f"{self.experiment.source}: workload: trial {t.study}#{t.index} could not "
-                    f"start: {cause} (the run stopped at this first failure; its log: "
-                    f"{trial_dir(self.root, self.experiment.name, t.study, t.index)}/log.txt; "
-                    "after fixing it, run again with --retry-failed)")
+                    f"{self.experiment.source}: workload: trial {broken.study}#{broken.index} "
+                    f"could not start: {cause} (the run stopped there, before any trial "
+                    f"reported anything; its log: {folder}/log.txt; after fixing it, run "
+                    "again with --retry-failed; if the failure comes from the trial's own "
+                    "values, a plain run goes on with the other trials)")
 
     def in_process(self) -> None:
         """Run every trial in this process (``workers=0``: debugging, benchmarks).

@@ -38,6 +38,7 @@ __all__ = [
     "Stop",
     "TrialTimeout",
     "WorkerOptions",
+    "broken_workload",
     "run_trial",
     "trial_dir",
     "worker_loop",
@@ -398,14 +399,39 @@ def _loop(store: Store, experiment: Experiment, experiment_id: int, workload: Wo
             continue
         status = run_trial(store, experiment, workload, row, root, worker, options, heartbeat)
         ran += 1
-        if status == "failed" and _broken(store, experiment_id, row.id):
+        if status == "failed" and broken_workload(store, experiment_id) is not None:
             return ran  # every next trial would fail the same way: the runner says why
 
 
-def _broken(store: Store, experiment_id: int, trial_id: int) -> bool:
-    """The trial could not even start and no trial of the experiment ever reported anything."""
-    error = store.trial(trial_id).error or ""
-    return error.startswith(COULD_NOT_START) and not store.metric_names(experiment_id)
+# Failures that say the code cannot run at all, whatever the trial's values: one is enough.
+# Any other kind (a ValueError, a command's non-zero exit) stops the run at the second trial
+# that fails the same way, numbers aside.
+_UNAMBIGUOUS = ("ImportError", "ModuleNotFoundError", "NameError", "AttributeError",
+                "KeyError", "TypeError", "SyntaxError", "PermissionError", "FileNotFoundError")
+
+
+def broken_workload(store: Store, experiment_id: int) -> TrialRow | None:
+    """The failed trial showing that the workload cannot start, or None.
+
+    Only while no trial of the experiment ever reported anything: a failure before the first
+    report of an unambiguous kind (import, name, signature), or the same failure (numbers
+    aside) on two trials.
+    """
+    if store.metric_names(experiment_id):
+        return None
+    seen: dict[str, int] = {}
+    for t in store.trials(experiment_id, statuses=("failed",)):
+        error = t.error or ""
+        if not error.startswith(COULD_NOT_START):
+            continue
+        cause = error.splitlines()[0][len(COULD_NOT_START):]
+        if cause.split(":", 1)[0] in _UNAMBIGUOUS:
+            return t
+        key = re.sub(r"[-+]?\d[\w.+-]*", "#", cause)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] >= 2:
+            return t
+    return None
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:

@@ -123,13 +123,18 @@ def test_a_huge_learning_rate_is_infeasible_not_failed(tmp_path: Path, workload:
 
 
 def test_an_unknown_hyperparameter_stops_the_run_with_a_hint(tmp_path: Path) -> None:
-    # The trial fails before its first report: the workload cannot start, the run stops there.
-    hint = "unknown hyperparameter 'num_layer' (did you mean 'num_layers'?)"
-    with pytest.raises(WorkloadError, match="could not start: ValueError: " + re.escape(hint)):
-        _run(tmp_path, tmp_path / "r", "typo", "tunebook.workloads.digits:train_mlp",
-             {"num_layer": 2}, steps=4, every=2)
-    (record,) = trial_records(Store.at_root(tmp_path / "r"), "typo")
+    # One trial fails that way: its trial fails (it could be the trial's own values).
+    _, (record,) = _run(tmp_path, tmp_path / "r", "typo", "tunebook.workloads.digits:train_mlp",
+                        {"num_layer": 2}, steps=4, every=2)
     assert record.status == "failed"
+    hint = "unknown hyperparameter 'num_layer' (did you mean 'num_layers'?)"
+    assert hint in (record.error or "")
+    # The second one that fails the same way shows the workload cannot start: the run stops.
+    with pytest.raises(WorkloadError, match="could not start: ValueError: " + re.escape(hint)):
+        _run(tmp_path, tmp_path / "r2", "typo", "tunebook.workloads.digits:train_mlp",
+             {"num_layer": 2}, steps=4, every=2, trials=5)
+    records = trial_records(Store.at_root(tmp_path / "r2"), "typo")
+    assert [r.status for r in records] == ["failed", "failed", "pending", "pending", "pending"]
     assert "unknown hyperparameter 'num_layer' (did you mean 'num_layers'?)" in (record.error
                                                                                   or "")
 
