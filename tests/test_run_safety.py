@@ -359,3 +359,23 @@ def test_one_trial_failing_on_its_own_values_does_not_stop_the_run(tmp_path: Pat
     store = Store.at_root(tmp_path / "root")
     trials = store.trials(store.require_experiment("picky").id)
     assert [t.status for t in trials] == ["failed", "completed", "completed", "completed"]
+
+
+def test_printed_commands_can_be_pasted_as_they_are() -> None:
+    import argparse
+    import shlex
+
+    from tunebook.cli import _again, build_parser
+
+    args = argparse.Namespace(root=Path("my root"), trial_timeout=90.0, workers=2,
+                              store="postgresql+psycopg://me:secret@db:5432/tb")
+    line = _again("run", "exp.yaml", args)
+    assert "secret" not in line and "***" not in line  # no password, not a masked one
+    argv = shlex.split(line)
+    assert argv[:1] == ["tunebook"]
+    parsed = build_parser().parse_args([*argv[1:], "--retry-failed"])
+    assert (parsed.root, parsed.store, parsed.trial_timeout, parsed.workers, parsed.file) == (
+        Path("my root"), "postgresql+psycopg://me@db:5432/tb", 90.0, 2, "exp.yaml")
+    # A name that starts with "-" is still the name.
+    parsed = build_parser().parse_args(shlex.split(_again("findings", "-x", args))[1:])
+    assert parsed.name == "-x" and parsed.root == Path("my root")

@@ -298,14 +298,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _again(command: str, target: str, args: argparse.Namespace) -> str:
-    """A command line that can be pasted as is: same root or store as this one."""
+    """A command line that can be pasted as is: the same root, store and run options.
+
+    A store URL's password is left out (libpq then reads ``PGPASSWORD`` or ``~/.pgpass``):
+    a masked one would fail, a real one does not belong on a terminal.
+    """
     import shlex
 
-    argv = ["tunebook", command, str(target)]
-    if args.store:
-        argv += ["--store", _without_password(["--store", args.store])[1]]
-    elif str(args.root) != "tunebook":
+    import sqlalchemy as sa
+
+    argv = ["tunebook", command]
+    if str(args.root) != "tunebook":
         argv += ["--root", str(args.root)]
+    if args.store:
+        try:
+            u = sa.engine.make_url(args.store)
+            bare = sa.engine.URL.create(u.drivername, u.username, None, u.host, u.port,
+                                        u.database, u.query)
+            argv += ["--store", bare.render_as_string(hide_password=False)]
+        except Exception:
+            argv += ["--store", "URL"]
+    if command == "run" and getattr(args, "trial_timeout", None) is not None:
+        argv += ["--trial-timeout", f"{args.trial_timeout:g}"]
+    if command == "run" and getattr(args, "workers", 1) != 1:
+        argv += ["--workers", str(args.workers)]
+    # "--" keeps a name that starts with "-" from being read as an option.
+    argv += ["--", str(target)] if str(target).startswith("-") else [str(target)]
     return shlex.join(argv)
 
 
