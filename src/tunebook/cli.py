@@ -251,7 +251,6 @@ def _print_best(records: Sequence[Any], goal: str, final: bool, top: int, metric
 # ----------------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace) -> int:
     from tunebook.experiment import Experiment
-    from tunebook.results import trial_records
     from tunebook.runner import run
     from tunebook.store import Store, sqlite_url
 
@@ -266,7 +265,34 @@ def cmd_run(args: argparse.Namespace) -> int:
                      retry_failed=args.retry_failed, trial_timeout=args.trial_timeout)
     finally:
         bar.close()
-    store = Store(url)
+    try:
+        # After a stop, a store that is down is waited for a few seconds, not ten minutes.
+        store = Store(url, outage_seconds=5.0) if result.interrupted else Store(url)
+        _summarise(args, experiment, result, store)
+    except TunebookError as exc:
+        if not result.interrupted:
+            raise
+        # Stopped during a store outage, say: the stop is the news, not the summary.
+        print(f"tunebook: no summary ({_visible(str(exc))})", file=sys.stderr)
+    if result.interrupted:
+        left = result.counts.get("interrupted", 0) + result.counts.get("pending", 0)
+        how = result.signal or "interrupted"
+        print(f"{how}: {left} trials will run (resuming from checkpoints) next time: "
+              f"{_again('run', args.file, args)}", file=sys.stderr)
+        return EXIT_SIGNAL.get(result.signal or "", EXIT_INTERRUPTED)
+    failed = result.counts.get("failed", 0)
+    if failed:
+        print(f"{failed} trials failed (causes: {_again('findings', experiment.name, args)}"
+              f"); after fixing the cause, re-queue them with: "
+              f"{_again('run', args.file, args)} --retry-failed", file=sys.stderr)
+        return EXIT_FAILED_TRIALS
+    return 0
+
+
+def _summarise(args: argparse.Namespace, experiment: Any, result: Any, store: Any) -> None:
+    """The end-of-run summary: counts, the best trials, the findings and the report."""
+    from tunebook.results import trial_records
+
     _OPENED.append(store)
     records = trial_records(store, experiment.name)
     obj = experiment.objective
@@ -283,18 +309,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                                     default_report_path(args.root, experiment.name))
         print(_findings_line(report.findings, _again("findings", experiment.name, args)))
         print(f"report: {path}")
-    if result.interrupted:
-        left = result.counts.get("interrupted", 0) + result.counts.get("pending", 0)
-        how = result.signal or "interrupted"
-        print(f"{how}: {left} trials will run (resuming from checkpoints) next time: "
-              f"{_again('run', args.file, args)}", file=sys.stderr)
-        return EXIT_SIGNAL.get(result.signal or "", EXIT_INTERRUPTED)
-    if failed:
-        print(f"{failed} trials failed (causes: {_again('findings', experiment.name, args)}"
-              f"); after fixing the cause, re-queue them with: "
-              f"{_again('run', args.file, args)} --retry-failed", file=sys.stderr)
-        return EXIT_FAILED_TRIALS
-    return 0
 
 
 def _again(command: str, target: str, args: argparse.Namespace) -> str:

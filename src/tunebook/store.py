@@ -260,14 +260,15 @@ def _schema_race(exc: BaseException) -> bool:
 
 
 def _never_ran(conn: Connection, experiment_id: int) -> bool:
-    """No trial of the experiment has a measurement, a result, or a live attempt."""
+    """No trial of the experiment has a measurement, a result, a checkpoint or a live attempt."""
     ids = (sa.select(trials_t.c.id).join(studies_t, trials_t.c.study_id == studies_t.c.id)
            .where(studies_t.c.experiment_id == experiment_id))
     measured = conn.execute(sa.select(measurements_t.c.trial_id)
                             .where(measurements_t.c.trial_id.in_(ids)).limit(1)).first()
     busy = conn.execute(sa.select(trials_t.c.id).where(
         trials_t.c.id.in_(ids),
-        trials_t.c.status.in_(("completed", "infeasible", "running"))).limit(1)).first()
+        sa.or_(trials_t.c.status.in_(("completed", "infeasible", "running")),
+               trials_t.c.checkpoint_step.is_not(None))).limit(1)).first()
     return measured is None and busy is None
 
 

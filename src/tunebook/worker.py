@@ -222,7 +222,7 @@ class _TrialLog:
 
     def __call__(self, message: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as f:
             f.write(message.rstrip("\n") + "\n")
 
 
@@ -317,6 +317,10 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
                            + (", ".join(repr(m) for m in seen) if seen else "nothing"))
         log(fields["error"])
     fields.update(summarize(points, experiment.objective.goal).as_dict())
+    for key in ("error", "infeasible_reason"):
+        if isinstance(fields.get(key), str):
+            # An undecodable file name in a message (a lone surrogate) cannot be stored.
+            fields[key] = fields[key].encode("utf-8", "backslashreplace").decode("utf-8")
     if status == "completed":
         fields["error"] = None
     store.finish(row.id, worker, status, elapsed=time.monotonic() - started, **fields)
