@@ -379,3 +379,33 @@ def test_printed_commands_can_be_pasted_as_they_are() -> None:
     # A name that starts with "-" is still the name.
     parsed = build_parser().parse_args(shlex.split(_again("findings", "-x", args))[1:])
     assert parsed.name == "-x" and parsed.root == Path("my root")
+
+
+@pytest.mark.slow
+def test_a_worker_stuck_in_native_code_dies_soon_after_its_run(tmp_path: Path) -> None:
+    from tunebook.worker import STUCK_GRACE
+
+    path = write_experiment(tmp_path, name="stuck", scientific={}, workload="toy:native_busy",
+                            search={"algorithm": "quasi_random", "trials": 1, "seed": 0})
+    root = tmp_path / "root"
+    run = subprocess.Popen([sys.executable, "-m", "tunebook.cli", "run", str(path), "--root",
+                            str(root), "--quiet", "--no-report"], env=cli_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           start_new_session=True)
+    pid_file = root / "runs" / "stuck" / "main" / "trial-00000" / "pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists():
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    time.sleep(0.5)  # inside the native call now
+    os.kill(run.pid, signal.SIGKILL)
+    run.communicate()
+    killed = time.monotonic()
+    while pid_alive(worker) and time.monotonic() - killed < STUCK_GRACE + 10:
+        time.sleep(0.2)
+    assert not pid_alive(worker), "a worker stuck in native code outlived its run"
+    # Its trial was never marked (it could not run Python): the next run frees it.
+    proc = run_cli("run", str(path), "--root", str(root), "--quiet", "--no-report",
+                   "--trial-timeout", "1")
+    assert proc.returncode == 1 and "timed out" in proc.stderr, proc.stderr

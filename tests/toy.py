@@ -153,3 +153,11 @@ def picky(hparams: dict[str, Any], trial: Trial) -> None:
     if trial.index == 0:
         raise ValueError("math domain error")
     trial.report(1, loss=float(hparams["x"]))
+
+
+def native_busy(hparams: dict[str, Any], trial: Trial) -> None:
+    """Holds the GIL in one long native call (minutes), as a stuck C extension does."""
+    trial.report(1, loss=1.0)
+    trial.flush()
+    (trial.dir / "pid").write_text(str(os.getpid()))
+    sum(range(10**12))

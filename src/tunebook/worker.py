@@ -459,6 +459,35 @@ def _die_with_parent() -> None:
         pass
 
 
+STUCK_GRACE = 10  # seconds a worker gets to stop by itself once its run is gone
+# Watches the worker (its parent): once the worker's own parent is no longer the run, waits
+# STUCK_GRACE seconds and SIGKILLs it. The worker's SIGTERM handler cannot run while its main
+# thread holds the GIL in a long native call; this costs a shell and one `cut` a second. The
+# sentinel dies with the worker (parent-death signal), so it never kills a reused pid.
+_SENTINEL = """
+while [ "$(cut -d' ' -f4 /proc/$PPID/stat 2>/dev/null)" = "$1" ]; do sleep 1; done
+sleep "$2"
+kill -9 $PPID 2>/dev/null
+"""
+
+
+_SENTINELS: list[Any] = []  # kept: a collected Popen of a live process warns
+
+
+def _start_sentinel(run_pid: int) -> None:
+    if sys.platform != "linux" or not os.path.exists(f"/proc/{os.getpid()}/stat"):
+        return
+    import subprocess
+
+    from tunebook.workload import _die_with_parent as die_with_worker
+
+    with contextlib.suppress(OSError):
+        _SENTINELS.append(subprocess.Popen(
+            ["sh", "-c", _SENTINEL, "tunebook-sentinel", str(run_pid), str(STUCK_GRACE)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=die_with_worker))
+
+
 def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: str,
                 experiment_id: int, root: str, label: str, errors: Any,
                 options: WorkerOptions = WorkerOptions()) -> None:
@@ -471,8 +500,10 @@ def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: s
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_stop)
     _die_with_parent()
-    if options.parent_pid is not None and os.getppid() != options.parent_pid:
-        return  # the run died while we were starting
+    if options.parent_pid is not None:
+        if os.getppid() != options.parent_pid:
+            return  # the run died while we were starting
+        _start_sentinel(options.parent_pid)
     limit_threads()
     store: Store | None = None
     try:
