@@ -525,5 +525,8 @@ def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: s
     except Stop:
         pass  # asked to stop (SIGTERM, or the run died) at any point: a quiet exit
     finally:
+        # On the way out: a SIGTERM now (the run stopping its workers) has nothing to stop.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if store is not None:
-            store.close()
+            with contextlib.suppress(Stop):  # one delivered just before the line above
+                store.close()
