@@ -409,3 +409,16 @@ def test_a_worker_stuck_in_native_code_dies_soon_after_its_run(tmp_path: Path) -
     proc = run_cli("run", str(path), "--root", str(root), "--quiet", "--no-report",
                    "--trial-timeout", "1")
     assert proc.returncode == 1 and "timed out" in proc.stderr, proc.stderr
+
+
+def test_a_reused_pid_does_not_keep_a_dead_workers_trial() -> None:
+    from tunebook.worker import worker_alive, worker_name, worker_pid
+
+    name = worker_name("w1")
+    assert worker_pid(name) == os.getpid() and worker_alive(name) is True
+    host, ident, label = name.split(":")
+    pid, started = ident.split(".")
+    # The same pid, started at another time: another process, so the worker is gone.
+    assert worker_alive(f"{host}:{pid}.{int(started) + 1}:{label}") is False
+    assert worker_alive(f"{host}:{pid}:{label}") is True  # names of older versions: pid only
+    assert worker_alive(f"elsewhere-{host}:{pid}:{label}") is None  # another host: unknown

@@ -50,6 +50,7 @@ from tunebook.worker import (
     limit_threads,
     pid_alive,
     trial_dir,
+    worker_alive,
     worker_loop,
     worker_main,
     worker_name,
@@ -158,8 +159,7 @@ def _release_orphans(store: Store, experiment_id: int, max_attempts: int,
     for t in store.trials(experiment_id, statuses=("running",)):
         if t.worker in mine:
             continue
-        pid = worker_pid(t.worker)
-        if pid is not None and pid != os.getpid() and not pid_alive(pid):
+        if worker_pid(t.worker) != os.getpid() and worker_alive(t.worker) is False:
             released += store.release_worker(t.worker or "", "the process running it is gone",
                                              max_attempts, interrupted=True)
     return released
@@ -504,8 +504,7 @@ class _Session:
                 # heartbeat (a laptop suspend jumps the wall clock; a long native call starves
                 # the heartbeat thread): ours, and those of another run or a killed one.
                 alive = set(self.procs) | {
-                    t.worker for t in running if t.worker and (pid := worker_pid(t.worker))
-                    and pid_alive(pid)}
+                    t.worker for t in running if t.worker and worker_alive(t.worker)}
                 if self.store.release_stale(self.exp_id, stale_after, self.max_attempts,
                                             exclude_workers=tuple(sorted(alive))):
                     running = self.store.trials(self.exp_id, statuses=("running",))
