@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from tunebook.processes import pid_alive
 from tunebook.store import Store
-from tunebook.worker import pid_alive
 
 from conftest import cli_env, run_cli, write_experiment
 from toy import expected_value

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from tunebook.errors import TunebookError
-from tunebook.summary import error_line
+from tunebook.summary import error_line, finite_json
 from tunebook.summary import format_value as _fmt
 
 __all__ = ["main"]
@@ -362,16 +362,6 @@ def _without_password(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _finite_json(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_json(v) for v in value]
-    return value
-
-
 def _findings_line(findings: Sequence[Any], command: str) -> str:
     if not findings:
         return "findings: none of the playbook's checks fired"
@@ -437,7 +427,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
     findings = run_checks(data)
     if args.format == "json":
         # Strict JSON for other tools: non-finite numbers in the evidence become null.
-        json.dump([_finite_json(f.as_dict()) for f in findings], sys.stdout, indent=2,
+        json.dump([finite_json(f.as_dict()) for f in findings], sys.stdout, indent=2,
                   default=str, allow_nan=False)
         sys.stdout.write("\n")
         return 0
@@ -516,7 +506,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.format == "json":
         best = best_per_study(records, goal, args.final, args.top)  # type: ignore[arg-type]
         # Strict JSON for other tools: a non-finite number becomes null.
-        json.dump(_finite_json({s: [r.as_dict() for r in rs] for s, rs in best.items()}),
+        json.dump(finite_json({s: [r.as_dict() for r in rs] for s, rs in best.items()}),
                   sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
     else:
@@ -532,7 +522,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
     records = [r.as_dict() for r in trial_records(store, args.name, metric, goal)]  # type: ignore[arg-type]
     if args.format == "json":
         # Strict JSON for other tools: a non-finite number becomes null.
-        json.dump(_finite_json(records), sys.stdout, indent=2, allow_nan=False)
+        json.dump(finite_json(records), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
         return 0
     param_names = sorted({k for r in records for k in r["params"]})

@@ -37,6 +37,7 @@ from typing import Any
 from tunebook.errors import StoreError, WorkloadError
 from tunebook.experiment import Experiment
 from tunebook.interrupts import deliver
+from tunebook.processes import pid_alive
 from tunebook.provenance import provenance
 from tunebook.results import summaries_for
 from tunebook.search import make_designer, trial_seed
@@ -48,7 +49,6 @@ from tunebook.worker import (
     WorkerOptions,
     broken_workload,
     limit_threads,
-    pid_alive,
     trial_dir,
     worker_alive,
     worker_loop,

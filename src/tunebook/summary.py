@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["CurveSummary", "format_value", "guess_goal", "summarize"]
+__all__ = ["CurveSummary", "error_line", "finite_json", "format_value", "guess_goal", "summarize"]
 
 
 def format_value(v: object, digits: int = 4) -> str:
@@ -83,3 +83,15 @@ def error_line(error: str | None, limit: int = 200) -> str:
     """
     lines = [ln.strip() for ln in (error or "").splitlines() if ln.strip()]
     return lines[-1][:limit] if lines else "(no error recorded)"
+
+
+def finite_json(value: object) -> object:
+    """``value`` with every non-finite float replaced by None: strict JSON has no NaN or
+    Infinity (for the command line's ``--format json`` and the report's embedded data)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value

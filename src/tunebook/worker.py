@@ -27,6 +27,7 @@ from typing import Any
 from tunebook.errors import Infeasible, TunebookError
 from tunebook.experiment import Experiment
 from tunebook.interrupts import deliver
+from tunebook.processes import die_with_parent, die_with_parent_sigkill, pid_alive
 from tunebook.store import Store, TrialRow
 from tunebook.summary import summarize
 from tunebook.trial import Lost, Trial
@@ -139,21 +140,6 @@ def worker_alive(name: str | None) -> bool | None:
         started = _started(pid)
         return started is None or started == ident.split(".", 1)[1]
     return True
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists (and is not a zombie we could reap)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    try:  # a zombie (dead, not yet reaped by its parent) is dead for our purposes
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def slug(text: str) -> str:
@@ -477,20 +463,6 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     deliver(Stop())
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to send us SIGTERM the moment the process that started us dies (the
-    heartbeat thread's parent check covers other systems, within a second)."""
-    if sys.platform != "linux":
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 STUCK_GRACE = 10  # seconds a worker gets to stop by itself once its run is gone
 # Watches the worker (its parent): once the worker's own parent is no longer the run, waits
 # STUCK_GRACE seconds and SIGKILLs it. The worker's SIGTERM handler cannot run while its main
@@ -511,13 +483,11 @@ def _start_sentinel(run_pid: int) -> None:
         return
     import subprocess
 
-    from tunebook.workload import _die_with_parent as die_with_worker
-
     with contextlib.suppress(OSError):
         _SENTINELS.append(subprocess.Popen(
             ["sh", "-c", _SENTINEL, "tunebook-sentinel", str(run_pid), str(STUCK_GRACE)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with_worker))
+            start_new_session=True, preexec_fn=die_with_parent_sigkill))
 
 
 def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: str,
@@ -531,7 +501,8 @@ def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: s
     # Ctrl-C reaches the whole process group; the parent decides how to stop us (SIGTERM).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_stop)
-    _die_with_parent()
+    # Linux sends SIGTERM the moment the run dies; the parent watch covers other systems.
+    die_with_parent()
     if options.parent_pid is not None:
         if os.getppid() != options.parent_pid:
             return  # the run died while we were starting

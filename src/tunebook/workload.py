@@ -51,6 +51,7 @@ from typing import IO, Any, Protocol
 
 from tunebook.errors import Infeasible, WorkloadError
 from tunebook.experiment import Experiment
+from tunebook.processes import die_with_parent_sigkill, pid_alive
 from tunebook.trial import Trial
 
 __all__ = ["LOG_LINE_BYTES", "TAIL_LINES", "TAIL_LINE_CHARS", "CommandWorkload",
@@ -166,18 +167,6 @@ class PythonWorkload:
 
 
 # --------------------------------------------------------------------------- command workloads
-def _die_with_parent() -> None:
-    """In the child, before exec: be killed when the worker dies, even by SIGKILL, so a
-    re-queued trial never runs next to its orphaned previous attempt (Linux prctl)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _format_arg(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -276,16 +265,9 @@ def kill_leftovers(trial_dir: Path, wait: float = 5.0) -> list[int]:
                 found.append(int(entry.name))
     deadline = time.monotonic() + wait
     while found and time.monotonic() < deadline and any(
-            (proc / str(p)).exists() and not _zombie(proc / str(p)) for p in found):
+            pid_alive(p) for p in found):
         time.sleep(0.02)
     return found
-
-
-def _zombie(entry: Path) -> bool:
-    try:
-        return entry.joinpath("stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 class CommandWorkload:
@@ -372,7 +354,7 @@ class CommandWorkload:
         proc = subprocess.Popen(
             args, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            preexec_fn=die_with_parent_sigkill if sys.platform == "linux" else None)
         assert proc.stdout is not None and proc.stderr is not None
         stderr = proc.stderr
 

@@ -23,6 +23,7 @@ from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
 from tunebook.results import csv_cell, within_budget
 from tunebook.space import Categorical, Discrete, Float, Int
+from tunebook.summary import finite_json
 from tunebook.summary import format_value as _fmt
 
 __all__ = ["Report", "build_report", "default_report_path", "tracking_rows", "write_report"]
@@ -46,21 +47,10 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _finite_json(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_json(v) for v in value]
-    return value
-
-
 def _json_for_html(data: Any) -> str:
     # Inside <script>, "</script>" or "<!--" in a user string would end the element early.
     # A non-finite number (a trial that reported inf, a stored value) becomes null.
-    text = json.dumps(_finite_json(data), separators=(",", ":"), allow_nan=False, default=str)
+    text = json.dumps(finite_json(data), separators=(",", ":"), allow_nan=False, default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
