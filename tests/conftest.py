@@ -71,3 +71,25 @@ def postgres() -> Any:
     server.start()
     yield server
     server.stop()
+
+
+class MemorySink:
+    """A trial's measurement sink in memory: every row it is given, its flushes, the
+    checkpoint steps recorded; truncation as the store does it."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str, float]] = []
+        self.flushes = 0
+        self.checkpoint_steps: list[int] = []
+
+    def add_measurements(self, trial_id: int, rows: list[tuple[int, str, float]]) -> None:
+        self.rows.extend(rows)
+        self.flushes += 1
+
+    def set_checkpoint_step(self, trial_id: int, step: int) -> None:
+        self.checkpoint_steps.append(step)
+
+    def truncate_measurements(self, trial_id: int, after_step: int) -> int:
+        before = len(self.rows)
+        self.rows = [r for r in self.rows if r[0] <= after_step]
+        return before - len(self.rows)

@@ -11,24 +11,7 @@ from tunebook.errors import Infeasible
 from tunebook.summary import summarize
 from tunebook.trial import Trial
 
-
-class Sink:
-    def __init__(self) -> None:
-        self.rows: list[tuple[int, str, float]] = []
-        self.flushes = 0
-        self.checkpoint_steps: list[int] = []
-
-    def add_measurements(self, trial_id: int, rows: list[tuple[int, str, float]]) -> None:
-        self.rows.extend(rows)
-        self.flushes += 1
-
-    def set_checkpoint_step(self, trial_id: int, step: int) -> None:
-        self.checkpoint_steps.append(step)
-
-    def truncate_measurements(self, trial_id: int, after_step: int) -> int:
-        before = len(self.rows)
-        self.rows = [r for r in self.rows if r[0] <= after_step]
-        return before - len(self.rows)
+from conftest import MemorySink as Sink
 
 
 def make(tmp_path: Path, sink: Sink, **kw: object) -> Trial:

@@ -27,6 +27,7 @@ from tunebook.workload import (
     WorkloadFailed,
 )
 
+from conftest import MemorySink as Rows
 from conftest import run_cli, write_experiment
 
 PROGRAM = textwrap.dedent('''
@@ -100,25 +101,6 @@ def test_python_workload_errors_name_the_file_and_key() -> None:
 
 
 # --------------------------------------------------------------------------- bounded output
-class Rows:
-    """A measurement sink keeping every row it is given."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[int, str, float]] = []
-        self.checkpoint_steps: list[int] = []
-
-    def add_measurements(self, trial_id: int, rows: list[tuple[int, str, float]]) -> None:
-        self.rows.extend(rows)
-
-    def set_checkpoint_step(self, trial_id: int, step: int) -> None:
-        self.checkpoint_steps.append(step)
-
-    def truncate_measurements(self, trial_id: int, after_step: int) -> int:
-        before = len(self.rows)
-        self.rows = [r for r in self.rows if r[0] <= after_step]
-        return before - len(self.rows)
-
-
 def _command(tmp_path: Path, code: str) -> CommandWorkload:
     (tmp_path / "prog.py").write_text(textwrap.dedent(code))
     return CommandWorkload(("python", "prog.py"), base_dir=str(tmp_path))
