@@ -93,3 +93,18 @@ class MemorySink:
         before = len(self.rows)
         self.rows = [r for r in self.rows if r[0] <= after_step]
         return before - len(self.rows)
+
+
+def single_trial_curves(root: Path, name: str) -> tuple[Any, dict[str, list[tuple[int, float]]]]:
+    """The one trial of experiment ``name`` under ``root`` and its curves, metric -> points."""
+    from tunebook.store import Store
+
+    store = Store.at_root(root)
+    try:
+        (trial,) = store.trials(store.require_experiment(name).id)
+        curves: dict[str, list[tuple[int, float]]] = {}
+        for _, step, metric, value in store.measurements([trial.id]):
+            curves.setdefault(metric, []).append((step, value))
+    finally:
+        store.close()
+    return trial, {m: sorted(points) for m, points in curves.items()}

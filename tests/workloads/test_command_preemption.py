@@ -28,7 +28,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -36,9 +35,9 @@ import yaml
 import tunebook
 from tunebook.experiment import Experiment
 from tunebook.runner import run
-from tunebook.store import Store
 
 from conftest import cli_env
+from conftest import single_trial_curves as _curves
 
 HERE = Path(__file__).parent
 STEPS, EVERY, CHECKPOINT_EVERY = 60, 5, 10
@@ -88,18 +87,6 @@ def _kill_at(folder: Path, target: int, delay: float, victim: str, dead: list[in
                 return seen[2]
         time.sleep(0.005)
     raise AssertionError(f"the command never reached step {target}")
-
-
-def _curves(root: Path, name: str) -> tuple[Any, dict[str, list[tuple[int, float]]]]:
-    store = Store.at_root(root)
-    try:
-        (trial,) = store.trials(store.require_experiment(name).id)
-        curves: dict[str, list[tuple[int, float]]] = {}
-        for _, step, metric, value in store.measurements([trial.id]):
-            curves.setdefault(metric, []).append((step, value))
-    finally:
-        store.close()
-    return trial, {m: sorted(points) for m, points in curves.items()}
 
 
 def same_tunebook(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,9 +32,9 @@ import yaml
 
 from tunebook.experiment import Experiment
 from tunebook.runner import run
-from tunebook.store import Store
 
 from conftest import cli_env
+from conftest import single_trial_curves as _curves
 
 HERE = Path(__file__).parent
 
@@ -114,18 +114,6 @@ def _kill_at(folder: Path, target: int, delay: float, dead: list[int],
             return seen[1]
         time.sleep(0.005)
     raise AssertionError(f"the worker never reached step {target}")
-
-
-def _curves(root: Path, name: str) -> tuple[Any, dict[str, list[tuple[int, float]]]]:
-    store = Store.at_root(root)
-    try:
-        (trial,) = store.trials(store.require_experiment(name).id)
-        curves: dict[str, list[tuple[int, float]]] = {}
-        for _, step, metric, value in store.measurements([trial.id]):
-            curves.setdefault(metric, []).append((step, value))
-    finally:
-        store.close()
-    return trial, {m: sorted(points) for m, points in curves.items()}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
