@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunebook.cli import _finite_json, _without_password
+from tunebook.cli import _without_password
 from tunebook.errors import ConfigError, StoreError
 from tunebook.experiment import Experiment
 from tunebook.results import trial_records
 from tunebook.runner import run
 from tunebook.store import Store
+from tunebook.summary import finite_json as _finite_json
 
 from conftest import cli_env, run_cli, write_experiment
 
