@@ -359,6 +359,7 @@ class _Session:
     # (worker, trial id) -> when this run first saw that worker running that trial
     running_since: dict[tuple[str, int], float] = field(default_factory=dict)
     last: Progress | None = None  # the latest snapshot shown
+    failed_count: int = -1  # failed trials at the previous snapshot
 
     def outage(self, elapsed: float, cause: str) -> None:
         """The store is unreachable (it retries): say so on the progress display."""
@@ -371,7 +372,8 @@ class _Session:
         """Counts per status; tells the progress display (with the new failures)."""
         counts = self.store.counts(self.exp_id)
         fresh: tuple[TrialRow, ...] = ()
-        if counts.get("failed", 0) > 0:
+        if counts.get("failed", 0) != self.failed_count:  # list them only when they change
+            self.failed_count = counts.get("failed", 0)
             fresh = tuple(t for t in self.store.trials(self.exp_id, statuses=("failed",))
                           if t.id not in self.seen_failures)
             self.seen_failures.update(t.id for t in fresh)

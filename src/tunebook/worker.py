@@ -439,21 +439,22 @@ def broken_workload(store: Store, experiment_id: int) -> TrialRow | None:
     report of an unambiguous kind (import, name, signature), or the same failure (numbers
     aside) on two trials.
     """
-    if store.metric_names(experiment_id):
-        return None
     seen: dict[str, int] = {}
+    found = None
     for t in store.trials(experiment_id, statuses=("failed",)):
         error = t.error or ""
         if not error.startswith(COULD_NOT_START):
             continue
         cause = error.splitlines()[0][len(COULD_NOT_START):]
-        if cause.split(":", 1)[0] in _UNAMBIGUOUS:
-            return t
         key = re.sub(r"[-+]?\d[\w.+-]*", "#", cause)
         seen[key] = seen.get(key, 0) + 1
-        if seen[key] >= 2:
-            return t
-    return None
+        if cause.split(":", 1)[0] in _UNAMBIGUOUS or seen[key] >= 2:
+            found = t
+            break
+    # Last, and only when needed: listing the metrics reads every measurement's index.
+    if found is None or store.metric_names(experiment_id):
+        return None
+    return found
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
