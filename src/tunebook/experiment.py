@@ -85,6 +85,7 @@ TOP_KEYS = (
     "nuisance",
     "fixed",
     "trial_timeout",
+    "checks",
 )
 # Keys written at the top level that belong one level down.
 _MOVED = {"trials": "search.trials", "seed": "search.seed", "algorithm": "search.algorithm",
@@ -380,6 +381,10 @@ class Experiment:
     scientific: Mapping[str, tuple[Value, ...]] = field(default_factory=dict)
     fixed: Mapping[str, Value] = field(default_factory=dict)
     trial_timeout: float | None = None
+    #: Threshold overrides for the analysis checks, ``{family: {threshold: value}}`` (the
+    #: ``checks:`` section); names and types are validated by ``tunebook.analysis.checks``,
+    #: which owns them, when the checks run.
+    checks: Mapping[str, Mapping[str, Value]] = field(default_factory=dict)
     source: str = "<python>"
     base_dir: str = "."
 
@@ -392,6 +397,7 @@ class Experiment:
         object.__setattr__(
             self, "scientific", {k: tuple(v) for k, v in sorted(self.scientific.items())})
         object.__setattr__(self, "fixed", dict(self.fixed))
+        object.__setattr__(self, "checks", {k: dict(v) for k, v in self.checks.items()})
         self._validate()
 
     # ----------------------------------------------------------------- validation
@@ -609,6 +615,11 @@ class Experiment:
         if goal_text is not None and not isinstance(goal_text, str):
             raise r.fail("goal", f"must be a string, {_got(goal_text)}")
         timeout = doc.get("trial_timeout")
+        checks = {}
+        for family, values in r.mapping("checks", doc.get("checks") or {}, ()).items():
+            key = f"checks.{r.key(family)}"
+            checks[family] = {k: r.scalar(f"{key}.{r.key(k)}", v)
+                              for k, v in r.mapping(key, values, ()).items()}
         return cls(
             name=r.name("name", name),
             goal=goal_text or "",
@@ -623,6 +634,7 @@ class Experiment:
             nuisance=SearchSpace(nuisance),
             fixed={k: r.scalar(f"fixed.{k}", v) for k, v in fixed_doc.items()},
             trial_timeout=None if timeout is None else r.number("trial_timeout", timeout),
+            checks=checks,
             source=source,
             base_dir=base_dir,
         )
@@ -670,20 +682,24 @@ class Experiment:
         })
         if self.trial_timeout is not None:
             out["trial_timeout"] = self.trial_timeout
+        if self.checks:
+            out["checks"] = {k: dict(v) for k, v in self.checks.items()}
         return out
 
     def identity(self) -> str:
         """Hash of everything that decides which trials run and how they train.
 
-        The objective, the goal text, the trial budget and the trial timeout are left out: the
-        objective can be changed after the fact, a study can be extended because trial ``i``
-        does not depend on how many trials there are, and a timeout only decides when to give
-        up on a trial, not what it computes.
+        The objective, the goal text, the trial budget, the trial timeout and the checks'
+        thresholds are left out: the objective can be changed after the fact, a study can be
+        extended because trial ``i`` does not depend on how many trials there are, a timeout
+        only decides when to give up on a trial, not what it computes, and thresholds only
+        change how the results are read.
         """
         d = self.to_dict()
         for key in ("objective", "goal", "name"):
             d.pop(key)
         d.pop("trial_timeout", None)
+        d.pop("checks", None)  # thresholds of the analysis: they change no trial
         d["search"].pop("trials")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,101 @@
+"""The playbook's checklist for a finished experiment, as pure functions returning findings.
+
+Each check looks at an :class:`~tunebook.analysis.data.ExperimentData` and returns a (possibly
+empty) list of :class:`~tunebook.analysis.findings.Finding`; nothing is drawn, printed or
+written. :func:`run_checks` runs them all and :data:`CHECKS` maps each check's name to its
+function. Every check copes with missing or partial data (no completed trial, one-point curves,
+NaN values, empty studies, an unrecorded metric) by returning nothing rather than raising.
+
+One module per family, each with its thresholds in one frozen dataclass:
+
+- ``search_space`` (:mod:`.search_space`): ``boundary``.
+- ``curves`` (:mod:`.curves`): ``overfitting``, ``late_variance``, ``train_loss_increases``.
+- ``training_length`` (:mod:`.training_length`): ``still_improving``, ``saturated_early``,
+  ``best_step_position``.
+- ``failures`` (:mod:`.failures`): ``infeasible``, ``failed_trials``.
+- ``evaluations`` (:mod:`.evaluations`): ``eval_steps``.
+- ``budget`` (:mod:`.budget`): ``enough_trials``.
+
+Every statistic (noise, bootstrap, quantiles, the spread that decides whether a difference is
+real) comes from :mod:`tunebook.analysis.stats`. Thresholds can be changed per experiment in
+the experiment file, validated when the checks run::
+
+    checks:
+      curves: {overfit_rel_rise: 0.05}
+      failures: {infeasible_fraction: 0.3}
+
+and the report lists the values it used.
+
+Adding a check = one new function in one file + its tests:
+
+1. In the family's module (or a new ``checks/NAME.py`` with its own thresholds dataclass,
+   imported below), write ``check_NAME(data, th=DEFAULTS) -> list[Finding]`` and decorate it
+   with ``@check("NAME", playbook_section="...", thresholds=FamilyThresholds)``; build its
+   findings with :func:`~tunebook.analysis.checks.registry.finding` (the section is filled in).
+   New thresholds are new fields of the family's dataclass, with a comment saying why the
+   value.
+2. Test it in ``tests/analysis/checks/test_FAMILY.py`` with the builders of
+   ``tests/analysis/checks/builders.py``: what must fire, what must not, and partial data
+   (``test_registry.py`` runs every registered check on degenerate data by itself).
+"""
+
+from __future__ import annotations
+
+# Import order is registration order, which is the order of CHECKS (the playbook's): keep it.
+# ruff: noqa: I001
+from tunebook.analysis.checks.search_space import SearchSpaceThresholds, check_boundary
+from tunebook.analysis.checks.curves import (
+    CurveThresholds,
+    check_late_variance,
+    check_overfitting,
+    check_train_loss_increases,
+)
+from tunebook.analysis.checks.training_length import (
+    TrainingLengthThresholds,
+    check_best_step_position,
+    check_saturated_early,
+    check_still_improving,
+)
+from tunebook.analysis.checks.failures import (
+    FailureThresholds,
+    check_failed_trials,
+    check_infeasible,
+)
+from tunebook.analysis.checks.evaluations import EvaluationThresholds, check_eval_steps
+from tunebook.analysis.checks.budget import BudgetThresholds, check_enough_trials
+from tunebook.analysis.checks.registry import (
+    CHECKS,
+    CheckSpec,
+    check,
+    registered,
+    run_checks,
+    thresholds_from_config,
+    thresholds_used,
+)
+
+__all__ = [
+    "CHECKS",
+    "BudgetThresholds",
+    "CheckSpec",
+    "CurveThresholds",
+    "EvaluationThresholds",
+    "FailureThresholds",
+    "SearchSpaceThresholds",
+    "TrainingLengthThresholds",
+    "check",
+    "check_best_step_position",
+    "check_boundary",
+    "check_enough_trials",
+    "check_eval_steps",
+    "check_failed_trials",
+    "check_infeasible",
+    "check_late_variance",
+    "check_overfitting",
+    "check_saturated_early",
+    "check_still_improving",
+    "check_train_loss_increases",
+    "registered",
+    "run_checks",
+    "thresholds_from_config",
+    "thresholds_used",
+]

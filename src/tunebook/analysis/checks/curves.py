@@ -1,0 +1,253 @@
+"""Training-curve checks: overfitting, late-training variance, a rising training loss.
+
+Noise is :func:`tunebook.analysis.stats.noise` everywhere (the first-difference IQR estimate);
+late-training variance is :func:`tunebook.analysis.stats.late_noise`, the same estimator on the
+last part of the curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tunebook.analysis import stats
+from tunebook.analysis.checks import common as c
+from tunebook.analysis.checks.registry import check, finding
+from tunebook.analysis.data import ExperimentData, TrialData
+from tunebook.analysis.findings import Finding
+
+__all__ = ["CurveThresholds", "check_late_variance", "check_overfitting",
+           "check_train_loss_increases"]
+
+
+@dataclass(frozen=True)
+class CurveThresholds:
+    """Thresholds of the training-curve checks (``checks: {curves: {...}}``)."""
+
+    family: ClassVar[str] = "curves"
+
+    #: The playbook checks overfitting in "at least each of the best trials": the best 3 per
+    #: study.
+    overfit_top_k: int = 3
+    #: A rise must exceed 3 noise standard deviations to be a trend, not an unlucky last step.
+    overfit_noise_mult: float = 3.0
+    #: ... and 2% of the best value, so that a statistically clear but negligible drift is
+    #: ignored.
+    overfit_rel_rise: float = 0.02
+    #: Late variance is measured on the best 3 trials of each study (the ones being compared).
+    late_top_k: int = 3
+    #: "Late in training": the last 20% of the evaluations ...
+    late_fraction: float = 0.2
+    #: ... but never fewer than 3 points (two differences, the least an IQR is taken of).
+    late_min_points: int = 3
+    #: Late noise matters once it is half the gap being decided: a lucky or unlucky last step
+    #: can then reorder the studies.
+    late_noise_to_gap: float = 0.5
+    #: The metric name the workloads use for the training loss.
+    train_loss_metric: str = "train_loss"
+    #: Training loss at the end above its early minimum by 3 noise standard deviations ...
+    train_loss_noise_mult: float = 3.0
+    #: ... and by 5% of that minimum: a clear, not a marginal, increase.
+    train_loss_rel_rise: float = 0.05
+    #: Fire when the best trial of a study shows it or at least this share of the trials do.
+    train_loss_trial_share: float = 0.25
+
+
+DEFAULTS = CurveThresholds()
+
+
+def _overfit(data: ExperimentData, trial: TrialData, th: CurveThresholds
+             ) -> dict[str, Any] | None:
+    """Evidence of problematic overfitting in ``trial``'s objective curve, or None."""
+    sign = c.sign(data)
+    steps, y = c.points(trial, data.metric, sign)
+    if len(y) < 3:
+        return None
+    i = int(np.argmin(y))  # first occurrence: the earliest best step, like summarize()
+    if i == len(y) - 1:
+        return None
+    best, last = float(y[i]), float(y[-1])
+    rise = last - best
+    after = y[i:]
+    noise = stats.noise(after) if len(after) >= 4 else stats.noise(y)
+    noise = noise or 0.0
+    threshold = max(th.overfit_noise_mult * noise, th.overfit_rel_rise * abs(best), c.ABS_EPS)
+    if rise <= threshold:
+        return None
+    return {**c.trial_ref(trial), "best_step": int(steps[i]), "best_value": best * sign,
+            "last_step": int(steps[-1]), "last_value": last * sign, "rise": rise,
+            "noise": noise, "threshold": threshold}
+
+
+@check("overfitting", playbook_section=c.SEC_CURVES, thresholds=CurveThresholds)
+def check_overfitting(data: ExperimentData, th: CurveThresholds = DEFAULTS) -> list[Finding]:
+    """Problematic overfitting: the validation objective gets worse after its best step.
+
+    For the ``overfit_top_k`` (3) best trials of each study, on the objective's curve
+    (``data.metric``, mirrored when maximised): ``rise`` = last value - best value. It counts
+    when the best is not the last evaluation and ``rise > max(overfit_noise_mult (3) * noise,
+    overfit_rel_rise (2%) * |best|, ABS_EPS)``, ``noise`` being the first-difference IQR estimate
+    over the curve from the best step on (the whole curve when fewer than 4 points follow).
+    A study gets a finding when its best trial overfits (``problem``: the playbook re-runs with
+    more regularization before comparing) or, failing that, when at least 2 of its top 3 do
+    (``warning``).
+    """
+    findings = []
+    for study in c.studies(data):
+        top = data.ranked(study)[:th.overfit_top_k]
+        flagged = [(t, ev) for t in top if (ev := _overfit(data, t, th)) is not None]
+        if not flagged:
+            continue
+        best_flagged = flagged[0][0].id == top[0].id
+        if not best_flagged and len(flagged) < 2:
+            continue
+        first = flagged[0][1]
+        others = len(flagged) - (1 if best_flagged else 0)
+        if best_flagged and others:
+            which = f"its best trial and {others} more of its top {len(top)}"
+        elif best_flagged:
+            which = "its best trial"
+        else:
+            which = f"{others} of its top {len(top)} trials"
+        message = (f"Study {study}: {which} show problematic overfitting — e.g. {first['label']}'s "
+                   f"{data.metric} is best ({c.fmt(first['best_value'])}) at step "
+                   f"{first['best_step']} and worsens by {c.fmt(first['rise'])} to "
+                   f"{c.fmt(first['last_value'])} at step {first['last_step']} (noise "
+                   f"{c.fmt(first['noise'])}).")
+        findings.append(finding(
+            check="overfitting", severity="problem" if best_flagged else "warning",
+            message=message,
+            evidence={"metric": data.metric, "goal": data.goal, "top_k": th.overfit_top_k,
+                      "best_trial_overfits": best_flagged, "noise_mult": th.overfit_noise_mult,
+                      "rel_rise": th.overfit_rel_rise, "trials": [ev for _, ev in flagged]},
+            action=("Re-run with additional regularization (dropout, label smoothing, weight "
+                    "decay) or better-tuned regularization parameters before comparing the "
+                    "scientific values, rather than preferring a less-overfitting (possibly "
+                    "under-trained) configuration; this may not apply when the scientific "
+                    "hyperparameters are themselves regularization parameters. Retrospective "
+                    "checkpoint selection already protects the reported value, but the trend "
+                    "means the configuration is under-regularized."),
+            study=study))
+    return findings
+
+
+@check("late_variance", playbook_section=c.SEC_CURVES, thresholds=CurveThresholds)
+def check_late_variance(data: ExperimentData, th: CurveThresholds = DEFAULTS) -> list[Finding]:
+    """High step-to-step variance late in training, compared with the gap being decided.
+
+    For the ``late_top_k`` (3) best trials of each study, the late noise is
+    :func:`~tunebook.analysis.stats.late_noise` of the last ``late_fraction`` (20%) of the
+    objective's evaluations (at least ``late_min_points`` = 3; shorter curves are skipped).
+    The gap is the difference between the best values of the two best studies or, with a single
+    study, between its best and 3rd best trials. One ``warning`` when the median late noise exceeds
+    ``late_noise_to_gap`` (0.5) times a positive gap: which trial or study "wins" may then
+    depend on a lucky last step.
+    """
+    noises: list[dict[str, Any]] = []
+    for study in c.studies(data):
+        for t in data.ranked(study)[:th.late_top_k]:
+            steps, y = c.points(t, data.metric)
+            if len(y) < th.late_min_points:
+                continue
+            k = stats.tail_length(len(y), th.late_fraction, th.late_min_points)
+            noise = stats.late_noise(y, th.late_fraction, th.late_min_points)
+            if noise is not None:
+                noises.append({**c.trial_ref(t), "study": study, "noise": noise,
+                               "from_step": int(steps[-k]), "points": k})
+    if not noises:
+        return []
+    bests = c.study_bests(data)
+    if len(bests) >= 2:
+        gap = abs(bests[0][2] - bests[1][2])
+        between = f"the best two studies ({bests[0][0]}, {bests[1][0]})"
+        gap_ev: dict[str, Any] = {"kind": "studies", "studies": [bests[0][0], bests[1][0]],
+                                  "values": [bests[0][2], bests[1][2]]}
+    else:
+        ranked = data.ranked(bests[0][0]) if bests else []
+        if len(ranked) < 3:
+            return []
+        v1, v3 = c.objective(data, ranked[0]), c.objective(data, ranked[2])
+        if v1 is None or v3 is None:
+            return []
+        gap = abs(v1 - v3)
+        between = f"the best and 3rd best trials ({ranked[0].label}, {ranked[2].label})"
+        gap_ev = {"kind": "trials", "trials": [ranked[0].id, ranked[2].id], "values": [v1, v3]}
+    median = float(np.median([n["noise"] for n in noises]))
+    if not gap > 0 or median <= th.late_noise_to_gap * gap:
+        return []
+    return [finding(
+        check="late_variance", severity="warning",
+        message=(f"Late in training the {data.metric} of the best trials varies from step to step "
+                 f"by {c.fmt(median)} (median std over the last {c.pct(th.late_fraction)} of "
+                 f"{len(noises)} trials), more than {th.late_noise_to_gap:g} × the gap "
+                 f"{c.fmt(gap)} between {between}."),
+        evidence={"metric": data.metric, "median_noise": median, "gap": gap, "gap_between": gap_ev,
+                  "ratio": th.late_noise_to_gap, "late_fraction": th.late_fraction,
+                  "trials": noises},
+        action=("Step-to-step variance (batch variance, a small validation set, a learning rate "
+                "too high late in training) can decide the comparison by a lucky or unlucky "
+                "step: increase the batch size, obtain more validation data, use learning rate "
+                "decay, or use Polyak averaging."))]
+
+
+
+@check("train_loss_increases", playbook_section=c.SEC_CURVES, thresholds=CurveThresholds)
+def check_train_loss_increases(data: ExperimentData, th: CurveThresholds = DEFAULTS
+                               ) -> list[Finding]:
+    """Training loss going up during training, which usually means a pipeline bug.
+
+    On ``train_loss_metric`` (``train_loss``) of each completed trial with at least 3 finite
+    evaluations: ``start`` = minimum over the first 20% of evaluations (at least one), ``end`` =
+    mean over the last 20% (at least one). The trial counts when ``end - start >
+    train_loss_noise_mult (3) × noise`` (first-difference IQR over the whole curve) and
+    ``> train_loss_rel_rise (5%) × |start|``. One ``problem`` when that happens in the best
+    trial of any study or in at least ``train_loss_trial_share`` (25%) of the completed trials
+    with a training loss curve. Nothing when the metric is not recorded.
+    """
+    study_best = {b[1].id for b in c.study_bests(data)}
+    checked: list[TrialData] = []
+    flagged: list[dict[str, Any]] = []
+    for t in data.trials:
+        if not t.feasible:
+            continue
+        steps, y = c.points(t, th.train_loss_metric)
+        if len(y) < 3:
+            continue
+        checked.append(t)
+        k = stats.tail_length(len(y), th.late_fraction, 1)
+        start = float(np.min(y[:k]))
+        end = float(np.mean(y[-k:]))
+        rise = end - start
+        noise = stats.noise(y) or 0.0
+        threshold = max(th.train_loss_noise_mult * noise, th.train_loss_rel_rise * abs(start),
+                        c.ABS_EPS)
+        if rise > threshold:
+            flagged.append({**c.trial_ref(t), "study": t.study, "start": start, "end": end,
+                            "rise": rise, "noise": noise, "threshold": threshold,
+                            "study_best": t.id in study_best, "last_step": int(steps[-1])})
+    if not flagged:
+        return []
+    bests = [f for f in flagged if f["study_best"]]
+    share = len(flagged) / len(checked)
+    if not bests and share < th.train_loss_trial_share:
+        return []
+    labels = [f["label"] for f in flagged]
+    shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+    first = flagged[0]
+    which = f" (including the best trial of {len(bests)} studies)" if bests else ""
+    return [finding(
+        check="train_loss_increases", severity="problem",
+        message=(f"{th.train_loss_metric} increases during training in {len(flagged)} of "
+                 f"{len(checked)} completed trials{which}: {shown} — e.g. {first['label']} from "
+                 f"{c.fmt(first['start'])} to {c.fmt(first['end'])}; likely a pipeline bug."),
+        evidence={"metric": th.train_loss_metric, "n_checked": len(checked),
+                  "n_increasing": len(flagged), "share": share, "noise_mult":
+                  th.train_loss_noise_mult, "rel_rise": th.train_loss_rel_rise,
+                  "trial_share": th.train_loss_trial_share, "trials": flagged},
+        action=("Training loss increasing during training usually indicates a bug in the "
+                "training pipeline: check the data, the loss, the optimizer and the learning "
+                "rate schedule before drawing conclusions; if it only happens at large learning "
+                "rates it is training instability (see 'Identifying unstable workloads')."))]
+

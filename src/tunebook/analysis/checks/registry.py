@@ -1,0 +1,182 @@
+"""The check registry: ``@check`` records a check with its playbook section and threshold family.
+
+A *family* is a frozen dataclass of thresholds shared by the checks of one module (its
+``family`` class variable names it in the experiment file's ``checks:`` section). A check is a
+function ``check_NAME(data, thresholds) -> list[Finding]`` whose second argument defaults to
+its family's defaults, registered with ``@check("NAME", playbook_section=..., thresholds=Cls)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from tunebook.analysis.data import ExperimentData
+from tunebook.analysis.findings import SEVERITIES, Finding, Severity
+from tunebook.errors import ConfigError
+
+__all__ = [
+    "CHECKS",
+    "CheckSpec",
+    "Thresholds",
+    "check",
+    "finding",
+    "registered",
+    "run_checks",
+    "thresholds_from_config",
+    "thresholds_used",
+]
+
+
+class Thresholds(Protocol):
+    """What a threshold family is: a frozen dataclass with a ``family`` name."""
+
+    family: ClassVar[str]
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+CheckFn = Callable[..., list[Finding]]
+F = TypeVar("F", bound=CheckFn)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One registered check: its name, function, playbook section and threshold family."""
+
+    name: str
+    function: CheckFn
+    section: str
+    thresholds: type[Any]
+
+
+_SPECS: dict[str, CheckSpec] = {}
+_FAMILIES: dict[str, type[Any]] = {}
+_FUNCTIONS: dict[str, CheckFn] = {}
+
+CHECKS: Mapping[str, CheckFn] = MappingProxyType(_FUNCTIONS)
+"""Every check's function by name, in registration order (``run_checks`` sorts its output)."""
+
+
+def check(name: str, *, playbook_section: str, thresholds: type[Any]) -> Callable[[F], F]:
+    """Register the decorated function as check ``name`` (the function is returned unchanged)."""
+    family = thresholds.family
+    known = _FAMILIES.get(family)
+    if known is not None and known is not thresholds:
+        raise ValueError(f"threshold family {family!r} is already {known.__qualname__}")
+
+    def register(fn: F) -> F:
+        if name in _SPECS:
+            raise ValueError(f"check {name!r} is registered twice")
+        _FAMILIES[family] = thresholds
+        _SPECS[name] = CheckSpec(name, fn, playbook_section, thresholds)
+        _FUNCTIONS[name] = fn
+        return fn
+
+    return register
+
+
+def registered() -> Mapping[str, CheckSpec]:
+    """Every registered check's :class:`CheckSpec` by name."""
+    return dict(_SPECS)
+
+
+def finding(check: str, severity: Severity, message: str, **kwargs: Any) -> Finding:
+    """A :class:`Finding` of registered check ``check``, with its playbook section filled in."""
+    return Finding(check=check, severity=severity, message=message,
+                   section=_SPECS[check].section, **kwargs)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _value(source: str, key: str, default: object, value: object) -> object:
+    """``value`` checked against the type of the field's ``default`` (ConfigError if not)."""
+    if isinstance(default, str):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(source, key, f"must be a non-empty string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(source, key, f"must be a number, got {value!r}")
+    if isinstance(default, int) and not isinstance(value, int):
+        raise ConfigError(source, key, f"must be an integer, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(source, key, f"must be a finite number >= 0, got {value!r}")
+    return float(value) if isinstance(default, float) else value
+
+
+def thresholds_from_config(config: Mapping[str, Any] | None, source: str = "<python>"
+                           ) -> dict[str, Any]:
+    """Every family's thresholds: the defaults, overridden by an experiment's ``checks:``.
+
+    ``config`` maps a family name to ``{threshold: value}``, e.g.
+    ``{"curves": {"overfit_rel_rise": 0.05}}``.
+
+    Raises:
+        ConfigError: (with ``source`` and the key ``checks.FAMILY.NAME``) for an unknown family or
+            threshold, with the nearest known name, or a value of the wrong type.
+    """
+    out: dict[str, Any] = {family: cls() for family, cls in _FAMILIES.items()}
+    for family, values in (config or {}).items():
+        if family not in _FAMILIES:
+            raise ConfigError(source, f"checks.{family}", f"unknown check family {family!r}"
+                              f"{_did_you_mean(str(family), _FAMILIES)}; one of "
+                              f"{', '.join(_FAMILIES)}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(source, f"checks.{family}",
+                              f"must be a mapping of thresholds, got {values!r}")
+        default = out[family]
+        names = [f.name for f in dataclasses.fields(default)]
+        changes: dict[str, Any] = {}
+        for name, value in values.items():
+            key = f"checks.{family}.{name}"
+            if name not in names:
+                raise ConfigError(source, key, f"unknown threshold {name!r}"
+                                  f"{_did_you_mean(str(name), names)}; one of {', '.join(names)}")
+            changes[name] = _value(source, key, getattr(default, name), value)
+        out[family] = dataclasses.replace(default, **changes)
+    return out
+
+
+def thresholds_used(data: ExperimentData) -> dict[str, dict[str, Any]]:
+    """The thresholds the checks use on ``data``: ``{family: {name: value}}``, for the report."""
+    used = thresholds_from_config(data.experiment.checks, data.experiment.source)
+    return {family: dataclasses.asdict(t) for family, t in used.items()}
+
+
+_SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def run_checks(data: ExperimentData, only: Iterable[str] | None = None,
+               thresholds: Mapping[str, Any] | None = None) -> list[Finding]:
+    """Run every check (or those named in ``only``) and sort the findings.
+
+    Thresholds are ``thresholds`` (a family name to its dataclass, as
+    :func:`thresholds_from_config` returns) or else the experiment's ``checks:`` section over
+    the defaults. Order: severity (problem, warning, info), then check name; findings of one
+    check keep the order the check gave them.
+
+    Raises:
+        ConfigError: when ``only`` names an unknown check (with the nearest known name) or the
+            experiment's ``checks:`` section is invalid.
+    """
+    names = list(_SPECS) if only is None else list(only)
+    for name in names:
+        if name not in _SPECS:
+            raise ConfigError("run_checks", "only", f"unknown check {name!r}"
+                              f"{_did_you_mean(str(name), _SPECS)}; one of {', '.join(_SPECS)}")
+    if thresholds is None:
+        thresholds = thresholds_from_config(data.experiment.checks, data.experiment.source)
+    findings = []
+    for name in names:
+        spec = _SPECS[name]
+        family = spec.thresholds.family
+        findings += spec.function(data, thresholds.get(family, spec.thresholds()))
+    return sorted(findings, key=lambda f: (_SEVERITY_RANK.get(f.severity, len(SEVERITIES)),
+                                           f.check))
