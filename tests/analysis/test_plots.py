@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 
 from tunebook.analysis.data import Curve, ExperimentData, TrialData
-from tunebook.analysis.plots import axis_plots, best_of_k, downsample, isolation, late_noise
+from tunebook.analysis.plots import axis_plots, best_of_k, downsample, isolation
 from tunebook.experiment import Experiment, Objective
 from tunebook.space import Categorical, Float
 
@@ -100,12 +99,6 @@ def test_downsample_keeps_ends_and_extremes_and_gaps() -> None:
     assert -5.0 in dv
     short_steps, short_values = downsample((1, 2, 3), (1.0, math.inf, 2.0))
     assert short_steps == (1, 2, 3) and short_values == (1.0, None, 2.0)
-
-
-def test_late_noise() -> None:
-    flat: Any = Curve(tuple(range(10)), tuple(0.5 + (0.1 if k % 2 else -0.1) for k in range(10)))
-    assert late_noise(flat) == pytest.approx(0.2 / (math.sqrt(2) * 0.6745))
-    assert late_noise(Curve((1, 2), (1.0, 2.0))) is None
 
 
 def test_bucketed_isolation_keeps_the_best_trial_per_slice() -> None:

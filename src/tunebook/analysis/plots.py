@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from tunebook.analysis.data import Curve, ExperimentData, TrialData
+from tunebook.analysis import stats
+from tunebook.analysis.data import ExperimentData, TrialData
+from tunebook.analysis.stats import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
 from tunebook.space import Categorical, Discrete, Float, Int
 
 __all__ = [
@@ -26,11 +28,7 @@ __all__ = [
     "curve_plots",
     "downsample",
     "isolation",
-    "late_noise",
 ]
-
-BOOTSTRAP_SEED = 0
-BOOTSTRAP_DRAWS = 1000
 
 
 @dataclass(frozen=True)
@@ -149,21 +147,6 @@ def bucketed_isolation(data: ExperimentData, name: str, buckets: int = 8
     return tuple(out)
 
 
-def late_noise(curve: Curve, fraction: float = 0.2) -> float | None:
-    """Step-to-step noise of the last ``fraction`` of a curve (robust, from differences).
-
-    The median absolute first difference, scaled to a standard deviation of one point
-    (differences of independent noise have sqrt(2) times its spread). None with < 3 points.
-    """
-    c = curve.finite()
-    n = max(3, math.ceil(len(c) * fraction))
-    if len(c) < 3:
-        return None
-    tail = np.asarray(c.values[-n:], dtype=float)
-    diffs = np.abs(np.diff(tail))
-    return float(np.median(diffs) / (math.sqrt(2) * 0.6745))
-
-
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
@@ -199,25 +182,25 @@ def isolation(data: ExperimentData, top: int = 3,
 
 
 def _spread(data: ExperimentData, top: int, boxes: list[BootstrapBox]) -> float | None:
-    """How much a study's best value moves by chance: late-training noise of the best trials
-    and the interquartile range of the best-of-n bootstrap, whichever is larger."""
+    """:func:`stats.spread <tunebook.analysis.stats.spread>` of the late-training noise of each
+    study's ``top`` best trials and the best-of-n bootstrap IQR of each study (its box at
+    ``k = n``, the same numbers as :func:`stats.best_of_n_iqr
+    <tunebook.analysis.stats.best_of_n_iqr>`)."""
     noises = []
     for study in data.studies:
         for t in data.ranked(study)[:top]:
             curve = t.curves.get(data.metric)
             if curve is not None:
-                n = late_noise(curve)
+                n = stats.late_noise(curve.finite().values)
                 if n is not None:
                     noises.append(n)
     iqrs = []
     for box in boxes:
-        if box.stats:
+        if box.stats and box.stats[-1][0] == box.n:
             _, _, q1, _, q3, _ = box.stats[-1]
             if math.isfinite(q1) and math.isfinite(q3):
                 iqrs.append(abs(q3 - q1))
-    candidates = [float(np.median(noises))] if noises else []
-    candidates += [float(np.median(iqrs))] if iqrs else []
-    return max(candidates) if candidates else None
+    return stats.spread(noises, iqrs)
 
 
 def _summary(data: ExperimentData, groups: list[dict[str, Any]], spread: float | None) -> str:
@@ -248,7 +231,7 @@ def _summary(data: ExperimentData, groups: list[dict[str, Any]], spread: float |
     if spread is None:
         text += (" The spread between equally good runs is unknown (too few evaluations or "
                  "trials): retrain the best trials with several seeds before concluding.")
-    elif gap <= spread:
+    elif not stats.separated(gap, spread):
         text += (f" That is within the spread ({_fmt(spread)}: the late-training noise of the "
                  "best trials and the best-of-n bootstrap range), so this experiment does not "
                  "show a difference; more trials or seeds are needed to tell.")
@@ -320,36 +303,27 @@ def _ks(n: int) -> list[int]:
 def best_of_k(data: ExperimentData) -> list[BootstrapBox]:
     """Per study: the distribution of the best value among k trials drawn with replacement.
 
-    Infeasible trials stay in the pool as failures (never best), so a study that often
-    diverges needs more trials to be equally sure; failed and unfinished trials are left out.
+    The pool is :func:`stats.study_pool <tunebook.analysis.stats.study_pool>` (infeasible
+    trials stay in it as failures, never best, so a study that often diverges needs more trials
+    to be equally sure; failed and unfinished trials are left out) and each ``k`` is
+    :func:`stats.best_of_k_quantiles <tunebook.analysis.stats.best_of_k_quantiles>` (seeded per
+    call: a study's boxes do not depend on the other studies). A ``k`` whose draws mostly hold no
+    feasible trial is left out.
     """
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
     boxes = []
     for study in data.studies:
-        pool = []
-        for t in data.trials:
-            if t.study != study or t.status not in ("completed", "infeasible"):
-                continue
-            v = data.value(t)
-            ok = t.feasible and v is not None and math.isfinite(v)
-            # Work in "lower is better" internally.
-            pool.append((v if data.goal == "minimize" else -v) if ok and v is not None
-                        else math.inf)
-        if not pool or all(math.isinf(p) for p in pool):
+        pool = stats.study_pool(data, study)
+        if not np.isfinite(pool).any():
             boxes.append(BootstrapBox(study, len(pool), (), notes=("no completed trial",)))
             continue
-        values = np.asarray(pool)
-        stats = []
-        for k in _ks(len(values)):
-            draws = rng.choice(values, size=(BOOTSTRAP_DRAWS, k), replace=True).min(axis=1)
-            finite = draws[np.isfinite(draws)]
-            if len(finite) < len(draws) / 2:
-                continue  # most draws of k trials have no feasible trial at all
-            qs = np.percentile(np.where(np.isfinite(draws), draws, finite.max()),
-                               [5, 25, 50, 75, 95])
+        rows = []
+        for k in _ks(len(pool)):
+            qs = stats.best_of_k_quantiles(pool, k, (5, 25, 50, 75, 95))
+            if qs is None:
+                continue
             if data.goal == "maximize":
-                qs = -qs[::-1]
-            p5, q1, med, q3, p95 = (float(q) for q in qs)
-            stats.append((k, p5, q1, med, q3, p95))
-        boxes.append(BootstrapBox(study, len(values), tuple(stats)))
+                qs = tuple(-q for q in reversed(qs))
+            p5, q1, med, q3, p95 = qs
+            rows.append((k, p5, q1, med, q3, p95))
+        boxes.append(BootstrapBox(study, len(pool), tuple(rows)))
     return boxes
