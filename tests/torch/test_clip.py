@@ -104,6 +104,15 @@ def test_threshold_is_the_linear_interpolation_quantile() -> None:
         clip_threshold([1.0], 1.5)
 
 
+def test_threshold_is_the_reports_percentile() -> None:
+    # The report marked 9.0 on the histogram of 1..10 (nearest rank) while this gave 9.1: both
+    # are tunebook.analysis.stats.quantile now.
+    from tunebook.analysis.stats import quantile
+
+    norms = [float(v) for v in range(1, 11)]
+    assert clip_threshold(norms) == quantile(norms, 0.9) == pytest.approx(9.1)
+
+
 @pytest.mark.parametrize(("clipped", "fires"), [(51, True), (50, False), (49, False), (0, False)])
 def test_more_than_half_clipped_is_extremely_aggressive(clipped: int, fires: bool) -> None:
     tracker = ClipTracker(max_norm=1.0)

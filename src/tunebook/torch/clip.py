@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from tunebook.analysis import stats
+
 __all__ = [
     "AGGRESSIVE_CLIPPING",
     "ClipResult",
@@ -133,8 +135,9 @@ def clip_threshold(norms: Iterable[float], quantile: float = 0.9) -> float:
     The playbook's starting point is the 90th percentile ("just above the typical gradient
     norm"); if instabilities remain, clip harder (a lower quantile).
 
-    The quantile uses linear interpolation between order statistics (Hyndman & Fan's type 7,
-    numpy's default): with the ``n`` finite norms sorted as ``x[0] <= ... <= x[n-1]`` and
+    The quantile is :func:`tunebook.analysis.stats.quantile`, the one the report's gradient-norm
+    histogram marks: linear interpolation between order statistics (Hyndman & Fan's type 7,
+    numpy's default). With the ``n`` finite norms sorted as ``x[0] <= ... <= x[n-1]`` and
     ``h = (n - 1) * quantile``, the result is ``x[⌊h⌋] + (h - ⌊h⌋) * (x[⌊h⌋+1] - x[⌊h⌋])``.
     So ``norms = 1, 2, ..., 11`` gives exactly 10.0 at 0.9. Non-finite norms (diverged steps) are
     ignored.
@@ -142,15 +145,7 @@ def clip_threshold(norms: Iterable[float], quantile: float = 0.9) -> float:
     Raises:
         ValueError: when there is no finite norm or ``quantile`` is outside [0, 1].
     """
-    if not 0.0 <= quantile <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-    xs = sorted(float(v) for v in norms if math.isfinite(float(v)))
-    if not xs:
-        raise ValueError("clip_threshold needs at least one finite gradient norm")
-    h = (len(xs) - 1) * quantile
-    lo = math.floor(h)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+    return stats.quantile(norms, quantile)
 
 
 class ClipTracker:
