@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData, load
 from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
@@ -215,10 +216,20 @@ def _tracking(data: ExperimentData, rows: list[dict[str, Any]]) -> str:
             f"</section>")
 
 
-def _findings_html(findings: tuple[Finding, ...]) -> str:
+def _thresholds_html(thresholds: dict[str, dict[str, Any]]) -> str:
+    """The checks' thresholds, family by family (the experiment's ``checks:`` overrides)."""
+    rows = "".join(
+        f"<tr><td>{_e(family)}</td><td><code>"
+        + _e(", ".join(f"{k}={v}" for k, v in values.items())) + "</code></td></tr>"
+        for family, values in thresholds.items() if values)
+    return (f"<details class='small'><summary>thresholds used (change them in the experiment "
+            f"file's <code>checks:</code> section)</summary><table>{rows}</table></details>")
+
+
+def _findings_html(findings: tuple[Finding, ...], thresholds: dict[str, dict[str, Any]]) -> str:
     if not findings:
         return ("<section id='findings'><h2>Findings</h2><p class='empty'>None of the "
-                "playbook's checks fired.</p></section>")
+                f"playbook's checks fired.</p>{_thresholds_html(thresholds)}</section>")
     items = []
     for f in findings:
         evidence = json.dumps(f.evidence, indent=1, default=str)
@@ -230,7 +241,8 @@ def _findings_html(findings: tuple[Finding, ...]) -> str:
             f"<p><b>Action:</b> {_e(f.action)}</p><p class='small muted'>Playbook: "
             f"{_e(f.section)}</p><details><summary>evidence</summary><pre>{_e(evidence)}</pre>"
             f"</details></div>")
-    return f"<section id='findings'><h2>Findings</h2>{''.join(items)}</section>"
+    return (f"<section id='findings'><h2>Findings</h2>{''.join(items)}"
+            f"{_thresholds_html(thresholds)}</section>")
 
 
 def _grad_norm(data: ExperimentData, best: list[TrialData]) -> dict[str, Any] | None:
@@ -244,10 +256,8 @@ def _grad_norm(data: ExperimentData, best: list[TrialData]) -> dict[str, Any] | 
         steps, vals = downsample(c.steps, c.values, POINTS_PER_CURVE)
         series.append([t.label, list(steps), list(vals)])
         values += [v for v in c.values if math.isfinite(v)]
-    marker = None
-    if values:
-        ordered = sorted(values)
-        marker = ordered[min(len(ordered) - 1, int(0.9 * (len(ordered) - 1) + 0.5))]
+    # The same 90th percentile as tunebook.torch.clip_threshold: the playbook's threshold.
+    marker = stats.quantile(values, 0.9) if values else None
     return {"curves": {"metric": "grad_norm", "series": series},
             "histogram": {"title": "grad_norm at evaluations (red: 90th percentile, the "
                                    "playbook's clipping threshold)",
@@ -257,9 +267,9 @@ def _grad_norm(data: ExperimentData, best: list[TrialData]) -> dict[str, Any] | 
 
 def build_report(data: ExperimentData, findings: list[Finding] | None = None) -> Report:
     """Render the page, the tracking table and the findings for ``data``."""
-    if findings is None:
-        from tunebook.analysis.checks import run_checks
+    from tunebook.analysis.checks import run_checks, thresholds_used
 
+    if findings is None:
         findings = run_checks(data)
     rows = tracking_rows(data)
     boxes = best_of_k(data)
@@ -362,7 +372,7 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
                   + str(sum(len(b.stats) for b in boxes)) + "'></div></div>"
                   if has_boxes else "<p class='empty'>No completed trial yet.</p>")
         + "</section>")
-    sections.append(_findings_html(tuple(findings)))
+    sections.append(_findings_html(tuple(findings), thresholds_used(data)))
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"

@@ -27,6 +27,8 @@ from tunebook.analysis.checks import (
 )
 from tunebook.analysis.data import ExperimentData
 from tunebook.errors import ConfigError
+from tunebook.experiment import Experiment
+from tunebook.report import build_report
 
 # ----------------------------------------------------------------------------- partial data
 NAN = float("nan")
@@ -148,3 +150,49 @@ def test_integer_accepted_for_a_float_threshold() -> None:
     th = thresholds_from_config({"curves": {"overfit_rel_rise": 1}})
     assert th["curves"].overfit_rel_rise == 1.0 and isinstance(th["curves"].overfit_rel_rise,
                                                                float)
+
+
+# ----------------------------------------------------------------------------- experiment file
+EXPERIMENT = {"name": "e", "workload": "m:f", "objective": {"metric": "loss"},
+              "max_train_steps": 100, "eval_every": 10,
+              "nuisance": {"lr": {"type": "float", "low": 1e-4, "high": 1.0, "scale": "log"}}}
+
+
+def test_checks_section_of_the_experiment_file_round_trips() -> None:
+    exp = Experiment.from_dict({**EXPERIMENT, "checks": {"curves": {"overfit_rel_rise": 0.05}}},
+                               source="e.yaml")
+    assert exp.checks == {"curves": {"overfit_rel_rise": 0.05}}
+    assert Experiment.from_dict(exp.to_dict(), source="e.yaml") == exp
+    # Thresholds change how results are read, never which trials run.
+    assert exp.identity() == Experiment.from_dict(EXPERIMENT).identity()
+    assert "checks" not in Experiment.from_dict(EXPERIMENT).to_dict()
+
+
+@pytest.mark.parametrize(("checks", "key"), [
+    ([1], "checks"),
+    ({"curves": 0.05}, "checks.curves"),
+    ({"curves": {"overfit_rel_rise": [1]}}, "checks.curves.overfit_rel_rise"),
+])
+def test_checks_section_must_be_a_mapping_of_mappings_of_scalars(checks: Any, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_dict({**EXPERIMENT, "checks": checks}, source="e.yaml")
+    assert info.value.source == "e.yaml" and info.value.key == key
+
+
+def test_a_misspelt_threshold_in_the_file_names_the_file_key_and_nearest_name() -> None:
+    exp = Experiment.from_dict({**EXPERIMENT, "checks": {"curves": {"overfit_rise": 0.02}}},
+                               source="e.yaml")
+    data = dataclasses.replace(make_data([tr(GOOD)]), experiment=exp)
+    with pytest.raises(ConfigError) as info:
+        run_checks(data)
+    assert str(info.value).startswith("e.yaml: checks.curves.overfit_rise: unknown threshold "
+                                      "'overfit_rise' (did you mean 'overfit_rel_rise'?)")
+
+
+def test_the_report_prints_the_thresholds_used() -> None:
+    trials = [tr(GOOD, params={"lr": 0.01, "x": 0.5})]
+    base = make_data(trials)
+    exp = dataclasses.replace(base.experiment, checks={"failures": {"infeasible_fraction": 0.4}})
+    page = build_report(dataclasses.replace(base, experiment=exp)).html
+    assert "thresholds used" in page
+    assert "infeasible_fraction=0.4" in page and "overfit_rel_rise=0.02" in page
