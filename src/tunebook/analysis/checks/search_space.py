@@ -86,6 +86,39 @@ def _widened(hp: Float | Int, side: str, fraction: float = DEFAULTS.widen_fracti
     return new, False
 
 
+def _edge_hits(data: ExperimentData, space: dict[str, Float | Int], th: SearchSpaceThresholds
+               ) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], set[tuple[str, str]]]:
+    """Per (hyperparameter, side): the studies whose top trials sit at that edge (evidence
+    entries), and the (hyperparameter, side) pairs where the best trial overall does."""
+    ranked_all = data.ranked()
+    overall_best = ranked_all[0] if ranked_all else None
+    hits: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    overall_hit: set[tuple[str, str]] = set()
+    for study in c.studies(data):
+        top = data.ranked(study)[:th.top_k]
+        if not top:
+            continue
+        for name, hp in space.items():
+            units = [c.unit(hp, t.params.get(name)) for t in top]
+            for side in ("low", "high"):
+                at = [(t, u) for t, u in zip(top, units, strict=True) if u is not None and (
+                    u < th.edge_fraction if side == "low" else u > 1 - th.edge_fraction)]
+                best_at = any(t.id == top[0].id for t, _ in at)
+                if not best_at and len(at) < th.top_at_edge:
+                    continue
+                hits.setdefault((name, side), []).append({
+                    "study": study,
+                    "best_at_edge": best_at,
+                    "n_top": len(top),
+                    "n_at_edge": len(at),
+                    "trials": [{**c.trial_ref(t), "value": c.jsonable(t.params.get(name)),
+                                "unit": u, "objective": c.objective(data, t)} for t, u in at],
+                })
+                if overall_best is not None and any(t.id == overall_best.id for t, _ in at):
+                    overall_hit.add((name, side))
+    return hits, overall_hit
+
+
 @check("boundary", playbook_section=c.SEC_BOUNDARY, thresholds=SearchSpaceThresholds)
 def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -> list[Finding]:
     """Best points at the edge of the search space ("Is the search space large enough?").
@@ -109,33 +142,8 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
     space = {n: hp for n, hp in data.varied().items() if isinstance(hp, Float | Int)}
     if not space:
         return []
-    ranked_all = data.ranked()
-    overall_best = ranked_all[0] if ranked_all else None
+    hits, overall_hit = _edge_hits(data, space, th)
     studies = c.studies(data)
-    hits: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    overall_hit: dict[tuple[str, str], bool] = {}
-    for study in studies:
-        top = data.ranked(study)[:th.top_k]
-        if not top:
-            continue
-        for name, hp in space.items():
-            units = [c.unit(hp, t.params.get(name)) for t in top]
-            for side in ("low", "high"):
-                at = [(t, u) for t, u in zip(top, units, strict=True) if u is not None and (
-                    u < th.edge_fraction if side == "low" else u > 1 - th.edge_fraction)]
-                best_at = any(t.id == top[0].id for t, _ in at)
-                if not best_at and len(at) < th.top_at_edge:
-                    continue
-                hits.setdefault((name, side), []).append({
-                    "study": study,
-                    "best_at_edge": best_at,
-                    "n_top": len(top),
-                    "n_at_edge": len(at),
-                    "trials": [{**c.trial_ref(t), "value": c.jsonable(t.params.get(name)),
-                                "unit": u, "objective": c.objective(data, t)} for t, u in at],
-                })
-                if overall_best is not None and any(t.id == overall_best.id for t, _ in at):
-                    overall_hit[(name, side)] = True
     findings = []
     n_studies = sum(1 for s in studies if data.ranked(s))
     for (name, side), entries in sorted(hits.items()):
@@ -147,7 +155,7 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
         for e in entries:
             best = " incl. its best" if e["best_at_edge"] else ""
             parts.append(f"{e['study']}: {e['n_at_edge']} of top {e['n_top']}{best}")
-        is_problem = overall_hit.get((name, side), False)
+        is_problem = (name, side) in overall_hit
         any_best = any(e["best_at_edge"] for e in entries)
         severity: Severity = "problem" if is_problem else "warning" if any_best else "info"
         stuck = clamped and suggested == bound
