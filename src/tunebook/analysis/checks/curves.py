@@ -192,7 +192,6 @@ def check_late_variance(data: ExperimentData, th: CurveThresholds = DEFAULTS) ->
                 "decay, or use Polyak averaging."))]
 
 
-
 @check("train_loss_increases", playbook_section=c.SEC_CURVES, thresholds=CurveThresholds)
 def check_train_loss_increases(data: ExperimentData, th: CurveThresholds = DEFAULTS
                                ) -> list[Finding]:

@@ -177,7 +177,6 @@ def check_infeasible(data: ExperimentData, th: FailureThresholds = DEFAULTS) -> 
         study=next(iter(per_study)) if len(per_study) == 1 else None)]
 
 
-
 @check("failed_trials", playbook_section=c.SEC_INSIGHT, thresholds=FailureThresholds)
 def check_failed_trials(data: ExperimentData, th: FailureThresholds = DEFAULTS) -> list[Finding]:
     """Trials that failed (crashed, as opposed to infeasible): one ``warning`` with the errors.

@@ -137,7 +137,6 @@ def check_saturated_early(data: ExperimentData, th: TrainingLengthThresholds = D
     return findings
 
 
-
 @check("best_step_position", playbook_section=c.SEC_HOW_LONG, thresholds=TrainingLengthThresholds)
 def check_best_step_position(data: ExperimentData, th: TrainingLengthThresholds = DEFAULTS
                              ) -> list[Finding]:
