@@ -34,9 +34,10 @@ Adding a check = one new function in one file + its tests:
    findings with :func:`~tunebook.analysis.checks.registry.finding` (the section is filled in).
    New thresholds are new fields of the family's dataclass, with a comment saying why the
    value.
-2. Test it in ``tests/analysis/checks/test_FAMILY.py`` with the builders of
-   ``tests/analysis/checks/builders.py``: what must fire, what must not, and partial data
-   (``test_registry.py`` runs every registered check on degenerate data by itself).
+2. Test it in ``tests/analysis/checks/test_checks_FAMILY.py`` with the builders of
+   ``tests/analysis/checks/checkdata.py`` (``make_data``, ``tr``, ``only``): what must fire and
+   what must not. ``test_checks_registry.py`` runs every registered check on degenerate data
+   (no trials, NaN curves, all infeasible...) by itself.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from tunebook.analysis.data import ExperimentData
 from tunebook.analysis.findings import SEVERITIES, Finding, Severity
@@ -23,7 +23,6 @@ from tunebook.errors import ConfigError
 __all__ = [
     "CHECKS",
     "CheckSpec",
-    "Thresholds",
     "check",
     "finding",
     "registered",
@@ -31,13 +30,6 @@ __all__ = [
     "thresholds_from_config",
     "thresholds_used",
 ]
-
-
-class Thresholds(Protocol):
-    """What a threshold family is: a frozen dataclass with a ``family`` name."""
-
-    family: ClassVar[str]
-    __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
 CheckFn = Callable[..., list[Finding]]
