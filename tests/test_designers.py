@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tunebook.errors import ConfigError
+from tunebook.errors import ConfigError, StoreError
 from tunebook.experiment import Experiment
+from tunebook.runner import run
 from tunebook.search import (
     Designer,
     Observation,
@@ -18,6 +26,9 @@ from tunebook.search import (
     make_designer,
 )
 from tunebook.space import Float, SearchSpace, Value
+from tunebook.store import Store
+
+from conftest import cli_env, write_experiment
 
 SPACE = SearchSpace({"x": Float(-1.0, 1.0), "y": Float(1e-3, 1.0, "log")})
 
@@ -121,3 +132,80 @@ def test_infeasible_and_failed_trials_are_never_best() -> None:
     e.observe([Observation(i, p, None, "infeasible") for i, p in enumerate(e.suggest(range(4)))])
     assert e.suggest([4, 5]) == QuasiRandomDesigner(SPACE, 3).suggest([4, 5])
 
+
+
+SCRIPT = """
+import sys
+
+import tunebook
+
+if __name__ == "__main__":
+    tunebook.run(tunebook.Experiment.from_yaml(sys.argv[1]), root=sys.argv[2], workers=2)
+"""
+
+
+def _refine_file(folder: Path) -> Path:
+    folder.mkdir()
+    # Seed 2's quasi-random start holds x = 0.96 (infeasible) and x = 0.84 (fails).
+    return write_experiment(folder, name="refine", workload="toy:bowl", max_train_steps=1,
+                            eval_every=1, search={"algorithm": "refine", "trials": 16, "seed": 2},
+                            scientific={}, fixed={"sleep": 0.25})
+
+
+def _outcome(root: Path) -> tuple[list[tuple[int, float, str]], dict[str, Any]]:
+    """Every trial's (index, x, status), and the designer state the store holds."""
+    store = Store.at_root(root, create=False)
+    try:
+        exp = store.require_experiment("refine")
+        (study,) = store.studies(exp.id)
+        trials = [(t.index, t.params["x"], t.status) for t in store.trials(exp.id)]
+        return trials, store.designer_state(study.id)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_refine_run_killed_midway_resumes_into_the_same_trials(tmp_path: Path,
+                                                                  sig: int) -> None:
+    whole = tmp_path / "whole"
+    run(Experiment.from_yaml(_refine_file(whole)), root=whole / "root", workers=2)
+    want, want_state = _outcome(whole / "root")
+    assert [i for i, _, _ in want] == list(range(16))
+    statuses = [s for _, _, s in want]
+    assert statuses.count("infeasible") == 1 and statuses.count("failed") == 1
+    # Each is observed for what it is: no value for the infeasible and the failed trial.
+    outcomes = {i: (s, v) for i, s, v in want_state["designer"]["observed"]}
+    assert [outcomes[i] for i, _, s in want if s != "completed"] == [
+        ("infeasible", None), ("failed", None)]
+    assert want_state["observed"] == list(range(16))
+    best = min((x for _, x, s in want if s == "completed"), key=lambda x: abs(x - 0.3))
+    assert abs(best - 0.3) < abs(0.34 - 0.3)  # the refinement beat the quasi-random start
+
+    cut = tmp_path / "cut"
+    path = _refine_file(cut)
+    script = cut / "go.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(path), str(cut / "root")],
+                            env=cli_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:  # kill it once the refinement has begun, well before the end
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never reached its refinement rounds"
+        try:
+            seen, _ = _outcome(cut / "root")
+        except StoreError:  # not written yet
+            seen = []
+        if len(seen) > 8:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    proc.communicate(timeout=60)
+    seen, _ = _outcome(cut / "root")
+    assert 8 < len(seen) < 16
+    assert [(i, x) for i, x, _ in seen] == [(i, x) for i, x, _ in want[:len(seen)]]
+
+    run(Experiment.from_yaml(path), root=cut / "root", workers=2)
+    got, got_state = _outcome(cut / "root")
+    assert got == want
+    assert got_state == want_state

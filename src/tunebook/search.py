@@ -23,7 +23,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from tunebook.rng import SplitMix64, derive_seed
 from tunebook.space import Categorical, Discrete, SearchSpace, Value
@@ -41,9 +41,6 @@ __all__ = [
     "trial_seed",
 ]
 
-Outcome = Literal["completed", "infeasible", "failed"]
-
-
 @dataclass(frozen=True)
 class Observation:
     """What a designer learns from one finished trial.
@@ -56,7 +53,7 @@ class Observation:
     index: int
     params: dict[str, Value]
     value: float | None
-    status: Outcome
+    status: str  # completed, infeasible or failed
 
     @property
     def feasible(self) -> bool:

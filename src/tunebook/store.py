@@ -941,3 +941,44 @@ class Store:
             sa.select(notes_t.c.created_at, notes_t.c.study, notes_t.c.text)
             .where(notes_t.c.experiment_id == experiment_id).order_by(notes_t.c.id)).all())
         return [(r[0], r[1], r[2]) for r in rows]
+
+    # --- designer state, lazy trials, procedure results (issue 8) ---
+    def designer_state(self, study_id: int) -> dict[str, Any]:
+        """What the runner saved for the study's designer (``{}`` before the first save)."""
+        row = self._tx(lambda conn: conn.execute(sa.select(studies_t.c.designer_state).where(
+            studies_t.c.id == study_id)).first())
+        if row is None:
+            raise StoreError(f"no study with id {study_id} in {self.display_url}")
+        state: dict[str, Any] = json.loads(row[0] or "{}")
+        return state
+
+    def save_designer_state(self, study_id: int, state: dict[str, Any]) -> None:
+        """Replace the study's designer state (safe to redo)."""
+        self._tx(lambda conn: conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
+                                           .values(designer_state=json.dumps(state))))
+
+    def add_trials(self, study_id: int, rows: Sequence[tuple[int, dict[str, Any], int]],
+                   designer_state: dict[str, Any]) -> int:
+        """Append ``(index, params, seed)`` trials to a study and save the designer state that
+        suggested them, in one transaction: a run killed in between finds both or neither.
+
+        Indices already there are kept untouched (safe to redo). Returns how many were added.
+        """
+        for index, _params, seed in rows:
+            check_int("trial index", int(index), MAX_STEP)
+            check_int(f"trial {index}: seed", int(seed), MAX_SEED)
+
+        def append(conn: Connection) -> int:
+            now = time.time()
+            have = {r[0] for r in conn.execute(sa.select(trials_t.c.idx).where(
+                trials_t.c.study_id == study_id, trials_t.c.idx.in_([r[0] for r in rows])))}
+            new = [{"study_id": study_id, "idx": i, "params": json.dumps(p), "seed": seed,
+                    "status": "pending", "attempts": 0, "created_at": now, "run_seconds": 0.0}
+                   for i, p, seed in rows if i not in have]
+            if new:
+                conn.execute(sa.insert(trials_t), new)
+            conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
+                         .values(designer_state=json.dumps(designer_state)))
+            return len(new)
+
+        return self._tx(append)
