@@ -58,6 +58,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TERMINAL",
     "ExperimentRow",
+    "RecommendationRow",
     "Store",
     "StudyRow",
     "TrialRow",
@@ -152,6 +153,32 @@ notes_t = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("text", sa.Text, nullable=False),
 )
+
+
+# --- schema (issue 8): a procedure's recommendations. A new table needs no version bump:
+# create_all adds it to an existing store, and an older tunebook ignores it.
+recommendations_t = sa.Table(
+    "recommendations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # The base experiment's name, not an id: a procedure's experiments are built from a base
+    # that need not be stored itself.
+    sa.Column("experiment", sa.String(255), nullable=False),
+    sa.Column("procedure", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class RecommendationRow:
+    """A procedure's result as stored; ``payload`` is the procedure's own JSON document."""
+
+    id: int
+    experiment: str
+    procedure: str
+    created_at: float
+    payload: dict[str, Any]
+# --- end of the issue 8 schema
 
 
 @dataclass(frozen=True)
@@ -982,3 +1009,33 @@ class Store:
             return len(new)
 
         return self._tx(append)
+
+    def add_recommendation(self, experiment: str, procedure: str,
+                           payload: dict[str, Any]) -> int:
+        """Record a procedure's result for the base experiment ``experiment``; returns its id."""
+        check_text("experiment name", experiment, MAX_NAME_LENGTH)
+        check_text("procedure name", procedure, 64)
+        created, text = time.time(), json.dumps(payload, allow_nan=False)
+        values = {"experiment": experiment, "procedure": procedure, "created_at": created,
+                  "payload": text}
+
+        def insert(conn: Connection) -> int:
+            return _new_id(conn.execute(sa.insert(recommendations_t).values(**values)))
+
+        def inserted(conn: Connection) -> int | None:
+            # A retry after a lost reply must not record the result twice.
+            found = conn.execute(sa.select(recommendations_t.c.id).where(
+                *(recommendations_t.c[k] == v for k, v in values.items()))).first()
+            return None if found is None else int(found[0])
+
+        return self._tx(insert, recover=inserted)
+
+    def recommendations(self, experiment: str,
+                        procedure: str | None = None) -> list[RecommendationRow]:
+        """The recommendations recorded for ``experiment`` (of one procedure), oldest first."""
+        q = sa.select(recommendations_t).where(recommendations_t.c.experiment == experiment)
+        if procedure is not None:
+            q = q.where(recommendations_t.c.procedure == procedure)
+        rows = self._tx(lambda conn: conn.execute(q.order_by(recommendations_t.c.id)).all())
+        return [RecommendationRow(r.id, r.experiment, r.procedure, r.created_at,
+                                  json.loads(r.payload)) for r in rows]
