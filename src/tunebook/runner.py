@@ -227,11 +227,10 @@ def run(
         # The pid lets the next run tell a run that died (SIGKILL) from one still going.
         run_id = store.start_run(exp_id, socket.gethostname(), workers, {**record,
                                                                          "pid": os.getpid()})
-        session = _Session(experiment=experiment, store=store, exp_id=exp_id, workload=workload,
-                           root=root, max_attempts=max_attempts, options=options,
-                           progress=progress, total=sum(st["budget"] for st in studies),
-                           started=started, result=result,
-                           suggestions=Suggestions.load(store, experiment, exp_id),
+        session = _Session(experiment=experiment, store=store, exp_id=exp_id, root=root,
+                           max_attempts=max_attempts, progress=progress,
+                           total=sum(st["budget"] for st in studies), started=started,
+                           result=result, suggestions=Suggestions.load(store, experiment, exp_id),
                            timeout=timeout,
                            seen_failures={t.id for t in store.trials(exp_id, statuses=("failed",))})
         if progress is not None and store.on_outage is None:
@@ -296,10 +295,8 @@ class _Session:
     experiment: Experiment
     store: Store
     exp_id: int
-    workload: Any
     root: Path
     max_attempts: int
-    options: WorkerOptions
     progress: Callable[[Progress], None] | None
     total: int
     started: float

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
+from tunebook.registry import Registry
 from tunebook.rng import SplitMix64, derive_seed
 from tunebook.space import Categorical, Discrete, SearchSpace, Value
 
@@ -106,36 +107,19 @@ class Designer(ABC):
         return None
 
 
-_REGISTRY: dict[str, type[Designer]] = {}
-D = TypeVar("D", bound=type[Designer])
-
-
-def designer(name: str) -> Callable[[D], D]:
-    """Class decorator: register a :class:`Designer` subclass as ``search.algorithm: name``."""
-    def register(cls: D) -> D:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"a designer named {name!r} is already registered "
-                             f"({_REGISTRY[name].__qualname__})")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return register
+# ``@designer("name")`` registers a Designer subclass as ``search.algorithm: name``.
+designer: Registry[type[Designer]] = Registry("search algorithm")
 
 
 def designer_names() -> tuple[str, ...]:
     """The registered algorithm names, in registration order."""
-    return tuple(_REGISTRY)
+    return designer.names()
 
 
 def make_designer(algorithm: str, space: SearchSpace, seed: int, trials: int,
                   goal: str = "minimize") -> Designer:
     """Build the designer registered as ``algorithm`` for one study."""
-    cls = _REGISTRY.get(algorithm)
-    if cls is None:
-        raise ValueError(f"unknown search algorithm {algorithm!r}; one of "
-                         f"{', '.join(_REGISTRY)}")
-    return cls(space, seed, trials, goal)
+    return designer.get(algorithm)(space, seed, trials, goal)
 
 
 def _halton(seed: int, dims: int, indices: Sequence[int]) -> list[list[float]]:

@@ -7,24 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from tunebook import procedures
 from tunebook.analysis.findings import Finding
 from tunebook.experiment import Experiment
-from tunebook.procedures import (
-    Outcome,
-    Procedure,
-    Recommendation,
-    make_procedure,
-    procedure,
-    procedure_names,
-    recommendations,
-    run_procedure,
-)
+from tunebook.procedures import Outcome, Procedure, Recommendation
 from tunebook.store import Store
 
 from conftest import write_experiment
 
 
-@procedure("test-eval-every")
+@procedures.procedure("test-eval-every")
 class EvalEvery(Procedure):
     """Evaluate as often as the base does, and half as often: keep the cheaper one if it
     finds as good a best value."""
@@ -54,7 +46,7 @@ def test_a_procedure_runs_its_experiments_and_its_recommendation_round_trips(
         tmp_path: Path) -> None:
     base = Experiment.from_yaml(write_experiment(tmp_path, scientific={}))
     root = tmp_path / "root"
-    rec = run_procedure("test-eval-every", base, root=root, workers=2)
+    rec = procedures.run_procedure("test-eval-every", base, root=root, workers=2)
     assert rec is not None
     # The curve's best is its last step (40), which both schedules evaluate.
     assert rec.text == "evaluate every 20 steps"
@@ -66,8 +58,8 @@ def test_a_procedure_runs_its_experiments_and_its_recommendation_round_trips(
     try:
         # Both experiments ran through the runner into the same store.
         assert [store.require_experiment(n).config["eval_every"] for n in names] == [10, 20]
-        assert recommendations(store, "toy") == [rec]
-        assert recommendations(store, "toy", procedure="other") == []
+        assert procedures.recommendations(store, "toy") == [rec]
+        assert procedures.recommendations(store, "toy", procedure="other") == []
     finally:
         store.close()
     page = (root / "reports" / "toy--test-eval-every.md").read_text()
@@ -83,7 +75,7 @@ def test_a_recommendation_with_findings_survives_the_store(tmp_path: Path) -> No
     try:
         first = store.add_recommendation("base", "p", rec.as_dict())
         assert store.add_recommendation("base", "p", rec.as_dict()) == first + 1
-        assert recommendations(store, "base") == [rec, rec]
+        assert procedures.recommendations(store, "base") == [rec, rec]
         with pytest.raises(ValueError):
             store.add_recommendation("base", "p", {"evidence": float("nan")})
     finally:
@@ -92,11 +84,11 @@ def test_a_recommendation_with_findings_survives_the_store(tmp_path: Path) -> No
 
 
 def test_the_registry() -> None:
-    assert "test-eval-every" in procedure_names()
-    assert isinstance(make_procedure("test-eval-every"), EvalEvery)
-    with pytest.raises(ValueError, match=r"unknown procedure 'nope'; known: .*test-eval-every"):
-        make_procedure("nope")
+    assert "test-eval-every" in procedures.procedure_names()
+    assert isinstance(procedures.make_procedure("test-eval-every"), EvalEvery)
+    with pytest.raises(ValueError, match=r"unknown procedure 'nope'; one of .*test-eval-every"):
+        procedures.make_procedure("nope")
     with pytest.raises(ValueError, match="already registered"):
-        @procedure("test-eval-every")
+        @procedures.procedure("test-eval-every")
         class Again(EvalEvery):
             pass

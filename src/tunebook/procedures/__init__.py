@@ -14,24 +14,6 @@ workload as ``tests/procedures/test_procedure_base.py`` does (plan, run, conclud
 
 from __future__ import annotations
 
-from tunebook.procedures.base import (
-    Outcome,
-    Procedure,
-    Recommendation,
-    make_procedure,
-    procedure,
-    procedure_names,
-    recommendations,
-    run_procedure,
-)
-
-__all__ = [
-    "Outcome",
-    "Procedure",
-    "Recommendation",
-    "make_procedure",
-    "procedure",
-    "procedure_names",
-    "recommendations",
-    "run_procedure",
-]
+# The package's surface is base's; the procedures' own modules are imported below it.
+from tunebook.procedures.base import *  # noqa: F403
+from tunebook.procedures.base import __all__ as __all__

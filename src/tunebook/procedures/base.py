@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from tunebook.analysis.findings import Finding
 from tunebook.experiment import Experiment
+from tunebook.registry import Registry
 from tunebook.runner import RunResult, run
 from tunebook.store import Store, TrialRow
 from tunebook.worker import slug
@@ -111,35 +112,18 @@ class Procedure(ABC):
             source=base.source, base_dir=base.base_dir)
 
 
-_REGISTRY: dict[str, type[Procedure]] = {}
-P = TypeVar("P", bound=type[Procedure])
-
-
-def procedure(name: str) -> Callable[[P], P]:
-    """Class decorator: register a :class:`Procedure` subclass under ``name``."""
-    def register(cls: P) -> P:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"a procedure named {name!r} is already registered "
-                             f"({_REGISTRY[name].__qualname__})")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return register
+# ``@procedure("name")`` registers a Procedure subclass under that name.
+procedure: Registry[type[Procedure]] = Registry("procedure")
 
 
 def procedure_names() -> tuple[str, ...]:
     """The registered procedure names, in registration order."""
-    return tuple(_REGISTRY)
+    return procedure.names()
 
 
 def make_procedure(name: str) -> Procedure:
     """A new instance of the procedure registered as ``name``."""
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        known = ", ".join(_REGISTRY) or "none registered"
-        raise ValueError(f"unknown procedure {name!r}; known: {known}")
-    return cls()
+    return procedure.get(name)()
 
 
 def recommendations(store: Store, experiment: str,
