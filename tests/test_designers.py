@@ -209,3 +209,37 @@ def test_a_refine_run_killed_midway_resumes_into_the_same_trials(tmp_path: Path,
     got, got_state = _outcome(cut / "root")
     assert got == want
     assert got_state == want_state
+
+
+def test_refine_trials_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    runs = {}
+    for workers in (0, 3):
+        folder = tmp_path / f"w{workers}"
+        run(Experiment.from_yaml(_refine_file(folder)), root=folder / "root", workers=workers)
+        runs[workers] = _outcome(folder / "root")
+    assert runs[0] == runs[3]
+
+
+def test_the_store_appends_trials_with_the_state_that_suggested_them(tmp_path: Path) -> None:
+    store = Store.at_root(tmp_path)
+    try:
+        exp_id = store.register("e", "id", {}, [
+            {"name": "main", "position": 0, "scientific": {}, "algorithm": "refine", "seed": 0,
+             "budget": 4}], {})
+        (study,) = store.studies(exp_id)
+        assert store.designer_state(study.id) == {}
+        rows = [(0, {"x": 0.5}, 11), (1, {"x": 0.25}, 12)]
+        assert store.add_trials(study.id, rows, {"n": 2}) == 2
+        # A redo (a reply lost in an outage) adds nothing and keeps the first trials.
+        assert store.add_trials(study.id, [(1, {"x": 0.9}, 99), (2, {"x": 0.1}, 13)],
+                                {"n": 3}) == 1
+        assert [(t.index, t.params, t.seed, t.status) for t in store.trials(exp_id)] == [
+            (0, {"x": 0.5}, 11, "pending"), (1, {"x": 0.25}, 12, "pending"),
+            (2, {"x": 0.1}, 13, "pending")]
+        assert store.designer_state(study.id) == {"n": 3}
+        store.save_designer_state(study.id, {"n": 4})
+        assert store.designer_state(study.id) == {"n": 4}
+        with pytest.raises(StoreError, match="no study with id 999"):
+            store.designer_state(999)
+    finally:
+        store.close()
