@@ -56,8 +56,11 @@ class Suggestions:
     """A run's adaptive designers: they add trials to their studies as results come in.
 
     The store keeps, per study, ``{"observed": [indices], "designer": designer.state()}``,
-    saved after every change: a resumed run restores each designer and observes each finished
-    trial exactly once, in index order, whatever order workers finished them in.
+    saved after every change (new trials in the same transaction as the state that suggested
+    them): a resumed run restores each designer and shows it each finished trial exactly once.
+    Trials are shown as they finish (in index order within one call), so a designer whose
+    suggestions must not depend on which worker was faster waits for what it needs, as
+    ``refine`` waits for whole rounds.
     """
 
     store: Store
