@@ -313,5 +313,5 @@ def test_a_database_with_other_tables_is_not_a_store(connect: Callable[[], Store
     with pytest.raises(StoreError) as info:
         connect()
     assert "is another application's " in str(info.value)
-    assert "database (tables: customers, experiments, measurements, notes, runs, …); point " in (
-        str(info.value))
+    assert ("database (tables: customers, experiments, measurements, notes, recommendations, …); "
+            "point ") in str(info.value)

@@ -58,6 +58,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TERMINAL",
     "ExperimentRow",
+    "RecommendationRow",
     "Store",
     "StudyRow",
     "TrialRow",
@@ -152,6 +153,32 @@ notes_t = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("text", sa.Text, nullable=False),
 )
+
+
+# --- schema (issue 8): a procedure's recommendations. A new table needs no version bump:
+# create_all adds it to an existing store, and an older tunebook ignores it.
+recommendations_t = sa.Table(
+    "recommendations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # The base experiment's name, not an id: a procedure's experiments are built from a base
+    # that need not be stored itself.
+    sa.Column("experiment", sa.String(255), nullable=False),
+    sa.Column("procedure", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class RecommendationRow:
+    """A procedure's result as stored; ``payload`` is the procedure's own JSON document."""
+
+    id: int
+    experiment: str
+    procedure: str
+    created_at: float
+    payload: dict[str, Any]
+# --- end of the issue 8 schema
 
 
 @dataclass(frozen=True)
@@ -941,3 +968,74 @@ class Store:
             sa.select(notes_t.c.created_at, notes_t.c.study, notes_t.c.text)
             .where(notes_t.c.experiment_id == experiment_id).order_by(notes_t.c.id)).all())
         return [(r[0], r[1], r[2]) for r in rows]
+
+    # --- designer state, lazy trials, procedure results (issue 8) ---
+    def designer_state(self, study_id: int) -> dict[str, Any]:
+        """What the runner saved for the study's designer (``{}`` before the first save)."""
+        row = self._tx(lambda conn: conn.execute(sa.select(studies_t.c.designer_state).where(
+            studies_t.c.id == study_id)).first())
+        if row is None:
+            raise StoreError(f"no study with id {study_id} in {self.display_url}")
+        state: dict[str, Any] = json.loads(row[0] or "{}")
+        return state
+
+    def save_designer_state(self, study_id: int, state: dict[str, Any]) -> None:
+        """Replace the study's designer state (safe to redo)."""
+        self._tx(lambda conn: conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
+                                           .values(designer_state=json.dumps(state))))
+
+    def add_trials(self, study_id: int, rows: Sequence[tuple[int, dict[str, Any], int]],
+                   designer_state: dict[str, Any]) -> int:
+        """Append ``(index, params, seed)`` trials to a study and save the designer state that
+        suggested them, in one transaction: a run killed in between finds both or neither.
+
+        Indices already there are kept untouched (safe to redo). Returns how many were added.
+        """
+        for index, _params, seed in rows:
+            check_int("trial index", int(index), MAX_STEP)
+            check_int(f"trial {index}: seed", int(seed), MAX_SEED)
+
+        def append(conn: Connection) -> int:
+            now = time.time()
+            have = {r[0] for r in conn.execute(sa.select(trials_t.c.idx).where(
+                trials_t.c.study_id == study_id, trials_t.c.idx.in_([r[0] for r in rows])))}
+            new = [{"study_id": study_id, "idx": i, "params": json.dumps(p), "seed": seed,
+                    "status": "pending", "attempts": 0, "created_at": now, "run_seconds": 0.0}
+                   for i, p, seed in rows if i not in have]
+            if new:
+                conn.execute(sa.insert(trials_t), new)
+            conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
+                         .values(designer_state=json.dumps(designer_state)))
+            return len(new)
+
+        return self._tx(append)
+
+    def add_recommendation(self, experiment: str, procedure: str,
+                           payload: dict[str, Any]) -> int:
+        """Record a procedure's result for the base experiment ``experiment``; returns its id."""
+        check_text("experiment name", experiment, MAX_NAME_LENGTH)
+        check_text("procedure name", procedure, 64)
+        created, text = time.time(), json.dumps(payload, allow_nan=False)
+        values = {"experiment": experiment, "procedure": procedure, "created_at": created,
+                  "payload": text}
+
+        def insert(conn: Connection) -> int:
+            return _new_id(conn.execute(sa.insert(recommendations_t).values(**values)))
+
+        def inserted(conn: Connection) -> int | None:
+            # A retry after a lost reply must not record the result twice.
+            found = conn.execute(sa.select(recommendations_t.c.id).where(
+                *(recommendations_t.c[k] == v for k, v in values.items()))).first()
+            return None if found is None else int(found[0])
+
+        return self._tx(insert, recover=inserted)
+
+    def recommendations(self, experiment: str,
+                        procedure: str | None = None) -> list[RecommendationRow]:
+        """The recommendations recorded for ``experiment`` (of one procedure), oldest first."""
+        q = sa.select(recommendations_t).where(recommendations_t.c.experiment == experiment)
+        if procedure is not None:
+            q = q.where(recommendations_t.c.procedure == procedure)
+        rows = self._tx(lambda conn: conn.execute(q.order_by(recommendations_t.c.id)).all())
+        return [RecommendationRow(r.id, r.experiment, r.procedure, r.created_at,
+                                  json.loads(r.payload)) for r in rows]
