@@ -7,12 +7,12 @@ training or final value) can change in post-hoc analysis without rerunning anyth
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from tunebook.objective import Objective, resolve
 from tunebook.store import Store, TrialRow
-from tunebook.summary import CurveSummary, summarize
 
 if TYPE_CHECKING:
     from tunebook.analysis.data import ExperimentData
@@ -22,7 +22,6 @@ __all__ = [
     "best_per_study",
     "csv_cell",
     "current_trials",
-    "summaries_for",
     "trial_records",
     "within_budget",
 ]
@@ -78,6 +77,11 @@ class TrialRecord:
     infeasible_reason: str | None
     infeasible_step: int | None
 
+    @property
+    def id(self) -> int:
+        """The trial's id, as rankings see it (same as ``trial_id``)."""
+        return self.trial_id
+
     def value(self, final: bool = False) -> float | None:
         """The objective value: final value when ``final`` else the best over training."""
         return self.final_value if final else self.best_value
@@ -96,21 +100,23 @@ class TrialRecord:
 
 
 def trial_records(store: Store, name: str, metric: str | None = None,
-                  goal: Literal["minimize", "maximize"] | None = None) -> list[TrialRecord]:
-    """Every trial of experiment ``name`` summarised under ``metric``/``goal``.
+                  goal: str | None = None) -> list[TrialRecord]:
+    """Every trial of experiment ``name`` summarised under the objective
+    :func:`tunebook.objective.resolve` gives: the experiment's, or ``metric`` with ``goal``
+    (guessed from the name when left out).
 
-    Both default to the experiment's objective, whose summaries are already in the store;
-    any other choice is computed from the stored measurements.
+    The experiment's own objective is already summarised in the store; any other is computed
+    from the stored measurements.
     """
     exp = store.require_experiment(name)
-    objective = exp.config["objective"]
-    metric = metric or objective["metric"]
-    goal = goal or objective["goal"]
+    stored = resolve(exp.config["objective"])
+    objective = resolve(stored, metric, goal)
     rows = current_trials(store, exp.id)
     summaries: dict[int, dict[str, Any]] = {}
-    if metric != objective["metric"] or goal != objective["goal"]:
+    if objective != stored:
+        measured = store.measurements(experiment_id=exp.id, metric=objective.metric)
         summaries = {tid: s.as_dict() for tid, s in
-                     summaries_for(store, exp.id, [t.id for t in rows], metric, goal).items()}
+                     objective.summaries(measured, [t.id for t in rows]).items()}
     out = []
     for t in rows:
         s = summaries.get(t.id) or {"best_step": t.best_step, "best_value": t.best_value,
@@ -122,25 +128,11 @@ def trial_records(store: Store, name: str, metric: str | None = None,
     return out
 
 
-def summaries_for(store: Store, experiment_id: int, trial_ids: list[int], metric: str,
-                  goal: Literal["minimize", "maximize"]) -> dict[int, CurveSummary]:
-    """Best and final values of ``metric`` for each of ``trial_ids``, from the stored curves
-    (one query for the whole experiment)."""
-    points: dict[int, list[tuple[int, float]]] = {}
-    for tid, step, _, value in store.measurements(experiment_id=experiment_id, metric=metric):
-        points.setdefault(tid, []).append((step, value))
-    return {tid: summarize(points.get(tid, []), goal) for tid in trial_ids}
-
-
-def best_per_study(records: list[TrialRecord], goal: Literal["minimize", "maximize"],
-                   final: bool = False, top: int = 1) -> dict[str, list[TrialRecord]]:
-    """The ``top`` completed trials of each study, best first (studies in record order)."""
+def best_per_study(records: Iterable[TrialRecord],
+                   objective: Objective) -> dict[str, list[TrialRecord]]:
+    """Each study's completed trials with a finite value, best first (studies in record order,
+    a study without such a trial maps to an empty list)."""
     by_study: dict[str, list[TrialRecord]] = {}
     for r in records:
-        by_study.setdefault(r.study, [])
-        v = r.value(final)
-        if r.status == "completed" and v is not None and math.isfinite(v):
-            by_study[r.study].append(r)
-    sign = 1.0 if goal == "minimize" else -1.0
-    return {s: sorted(rs, key=lambda r: (sign * (r.value(final) or 0.0), r.index))[:top]
-            for s, rs in by_study.items()}
+        by_study.setdefault(r.study, []).append(r)
+    return {s: objective.ranked(rs) for s, rs in by_study.items()}

@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any
 
 from tunebook.experiment import Experiment
+from tunebook.objective import Goal, Objective, resolve
 from tunebook.space import Hyperparameter
-from tunebook.summary import guess_goal, summarize
 
 __all__ = ["Curve", "ExperimentData", "TrialData", "load"]
-
-Goal = Literal["minimize", "maximize"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,8 @@ class ExperimentData:
 
     Attributes:
         experiment: the experiment as configured (roles, search space, lengths).
-        metric, goal, final: the objective used for every summary in ``trials``.
+        metric, goal, final: the objective used for every summary in ``trials``
+            (:attr:`objective` as one value).
         studies: study names in order.
         trials: every trial, ordered by study then index.
         notes: ``(created_at, study, text)``.
@@ -90,6 +90,11 @@ class ExperimentData:
     notes: tuple[tuple[float, str | None, str], ...] = ()
     runs: tuple[dict[str, Any], ...] = ()
 
+    @cached_property
+    def objective(self) -> Objective:
+        """The objective every summary and ranking of this data follows."""
+        return Objective(self.metric, self.goal, "final" if self.final else "best")
+
     @property
     def name(self) -> str:
         """The experiment's name."""
@@ -97,38 +102,33 @@ class ExperimentData:
 
     def value(self, trial: TrialData) -> float | None:
         """``trial``'s objective value (best or final as chosen)."""
-        return trial.value(self.final)
+        return self.objective.value(trial)
 
     def better(self, a: float, b: float) -> bool:
         """True when value ``a`` is strictly better than ``b``."""
-        return a < b if self.goal == "minimize" else a > b
+        return self.objective.better(a, b)
 
     def sort_key(self, trial: TrialData) -> tuple[float, int, int]:
         """Sort key putting the best feasible trials first, unusable ones last."""
-        v = self.value(trial)
-        if not trial.feasible or v is None or not math.isfinite(v):
-            return (math.inf, 0, trial.id)
-        return (v if self.goal == "minimize" else -v, trial.index, trial.id)
+        return self.objective.rank_key(trial)
 
     def ranked(self, study: str | None = None) -> list[TrialData]:
         """Completed trials with a finite objective, best first (optionally one study)."""
-        pool = [t for t in self.trials if study is None or t.study == study]
-        return [t for t in sorted(pool, key=self.sort_key) if math.isfinite(self.sort_key(t)[0])]
+        return self.objective.ranked(t for t in self.trials if study is None or t.study == study)
 
     def varied(self) -> dict[str, Hyperparameter]:
         """The nuisance hyperparameters (the ones the search varied)."""
         return dict(self.experiment.nuisance.items())
 
 
-def load(store: Any, name: str, metric: str | None = None, goal: Goal | None = None,
+def load(store: Any, name: str, metric: str | None = None, goal: str | None = None,
          final: bool = False, metrics: Sequence[str] | None = None) -> ExperimentData:
-    """Read experiment ``name`` from ``store`` with every curve (or only ``metrics``)."""
+    """Read experiment ``name`` from ``store`` with every curve (or only ``metrics``), each
+    trial summarised under the objective :func:`tunebook.objective.resolve` gives."""
     exp_row = store.require_experiment(name)
     experiment = Experiment.from_dict(exp_row.config, source=f"store:{name}")
-    metric = metric or experiment.objective.metric
-    if goal is None:
-        goal = (experiment.objective.goal if metric == experiment.objective.metric
-                else guess_goal(metric))
+    objective = resolve(experiment.objective, metric, goal, final)
+    metric = objective.metric
     rows = store.trials(exp_row.id)
     curves: dict[int, dict[str, tuple[list[int], list[float]]]] = {}
     wanted = None if metrics is None else set(metrics) | {metric}
@@ -141,9 +141,8 @@ def load(store: Any, name: str, metric: str | None = None, goal: Goal | None = N
     trials = []
     for t in rows:
         tc = {m: Curve(tuple(s), tuple(v)) for m, (s, v) in curves.get(t.id, {}).items()}
-        objective = tc.get(metric)
-        s = summarize(zip(objective.steps, objective.values, strict=True) if objective else [],
-                      goal)
+        c = tc.get(metric)
+        s = objective.summarize(zip(c.steps, c.values, strict=True) if c else [])
         trials.append(TrialData(
             id=t.id, study=t.study, index=t.index, status=t.status, params=t.params,
             seed=t.seed, best_step=s.best_step, best_value=s.best_value,
@@ -152,6 +151,6 @@ def load(store: Any, name: str, metric: str | None = None, goal: Goal | None = N
             attempts=t.attempts, run_seconds=t.run_seconds))
     runs = tuple(store.runs(exp_row.id))
     return ExperimentData(
-        experiment=experiment, metric=metric, goal=goal, final=final,
+        experiment=experiment, metric=metric, goal=objective.goal, final=objective.final,
         studies=tuple(s.name for s in store.studies(exp_row.id)), trials=tuple(trials),
         notes=tuple(store.notes(exp_row.id)), runs=runs)

@@ -392,7 +392,7 @@ def default_report_path(root: str | Path, name: str) -> Path:
 
 
 def write_report(store: Any, name: str, out: str | Path, metric: str | None = None,
-                 goal: Any = None, final: bool = False) -> tuple[Path, Report]:
+                 goal: str | None = None, final: bool = False) -> tuple[Path, Report]:
     """Build the report of experiment ``name`` and write ``out`` plus its ``.csv`` and ``.md``
     tracking tables beside it; returns the page's path and the report."""
     # Only the trials within each study's current budget, like status, best and trials.
