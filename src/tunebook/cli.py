@@ -418,10 +418,8 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
     store = _store(args)
     _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
-    from tunebook.results import within_budget
-
-    data = within_budget(store, load(store, args.name, metric=args.metric, goal=args.goal,
-                                     final=args.final))
+    data = load(store, args.name, metric=args.metric, goal=args.goal, final=args.final,
+                current=True)
     findings = run_checks(data)
     if args.format == "json":
         # Strict JSON for other tools: non-finite numbers in the evidence become null.
