@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from tunebook.errors import TunebookError
+from tunebook.objective import Objective, resolve
 from tunebook.summary import error_line, finite_json
 from tunebook.summary import format_value as _fmt
 
@@ -225,18 +226,19 @@ class _ProgressBar:
             self.stream.flush()
 
 
-def _print_best(records: Sequence[Any], goal: str, final: bool, top: int, metric: str,
-                out: TextIO) -> None:
+def _print_best(records: Sequence[Any], objective: Objective, top: int, out: TextIO) -> None:
     from tunebook.results import best_per_study
 
-    best = best_per_study(list(records), goal, final, top)  # type: ignore[arg-type]
+    best = best_per_study(records, objective)
     counts: dict[str, dict[str, int]] = {}
     for r in records:
         counts.setdefault(r.study, {}).setdefault(r.status, 0)
         counts[r.study][r.status] += 1
+    final = objective.final
     which = "final" if final else "best"
     rows = []
-    for study, rs in best.items():
+    for study, ranked in best.items():
+        rs = ranked[:top]
         c = counts.get(study, {})
         tally = f"{c.get('completed', 0)}/{c.get('infeasible', 0)}/{c.get('failed', 0)}"
         if not rs:
@@ -245,7 +247,8 @@ def _print_best(records: Sequence[Any], goal: str, final: bool, top: int, metric
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items())
             step = r.final_step if final else r.best_step
             rows.append([study, str(r.index), _fmt(r.value(final)), _fmt(step), tally, params])
-    _table(["study", "trial", f"{which} {metric}", "step", "ok/inf/fail", "params"], rows, out)
+    _table(["study", "trial", f"{which} {objective.metric}", "step", "ok/inf/fail", "params"],
+           rows, out)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -295,13 +298,12 @@ def _summarise(args: argparse.Namespace, experiment: Any, result: Any, store: An
 
     _OPENED.append(store)
     records = trial_records(store, experiment.name)
-    obj = experiment.objective
     failed = result.counts.get("failed", 0)
     retried = f", {result.retried} failed trials re-queued" if result.retried else ""
     print(f"experiment {experiment.name!r}: {result.counts.get('completed', 0)} completed, "
           f"{result.counts.get('infeasible', 0)} infeasible, {failed} "
           f"failed in {result.elapsed:.1f}s ({args.workers} workers{retried})")
-    _print_best(records, obj.goal, False, args.top, obj.metric, sys.stdout)
+    _print_best(records, experiment.objective, args.top, sys.stdout)
     if not args.no_report:
         from tunebook.report import default_report_path, write_report
 
@@ -372,10 +374,6 @@ def _findings_line(findings: Sequence[Any], command: str) -> str:
     return f"findings: {tally} ({command})"
 
 
-def _goal(args: argparse.Namespace) -> Any:
-    return {"min": "minimize", "max": "maximize"}.get(args.goal, args.goal) if args.goal else None
-
-
 def _check_out(out: Path) -> None:
     """Refuse a report path that cannot be written, before anything is computed."""
     if out.is_dir():
@@ -403,7 +401,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = args.out or default_report_path(args.root, args.name)
     try:
         path, report = write_report(store, args.name, out, metric=args.metric,
-                                    goal=_goal(args), final=args.final)
+                                    goal=args.goal, final=args.final)
     except OSError as exc:
         option = "--out" if args.out is not None else "--root"
         raise TunebookError(f"{option}: cannot write the report {str(out)!r}: "
@@ -420,10 +418,8 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
     store = _store(args)
     _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
-    from tunebook.results import within_budget
-
-    data = within_budget(store, load(store, args.name, metric=args.metric, goal=_goal(args),
-                                     final=args.final))
+    data = load(store, args.name, metric=args.metric, goal=args.goal, final=args.final,
+                current=True)
     findings = run_checks(data)
     if args.format == "json":
         # Strict JSON for other tools: non-finite numbers in the evidence become null.
@@ -480,37 +476,31 @@ def _check_metric(store: Any, exp_id: int, name: str, metric: str | None) -> Non
                             f"reported: {', '.join(names)}")
 
 
-def _objective_args(args: argparse.Namespace, store: Any) -> tuple[str, str]:
+def _objective(args: argparse.Namespace, store: Any) -> Objective:
+    """The objective ``best`` and ``trials`` rank by (see :func:`tunebook.objective.resolve`)."""
     exp = store.require_experiment(args.name)
     _check_metric(store, exp.id, args.name, args.metric)
-    metric = args.metric or exp.config["objective"]["metric"]
-    goal = _goal(args)
-    if goal is None:
-        from tunebook.summary import guess_goal
-
-        goal = exp.config["objective"]["goal"] if metric == exp.config["objective"]["metric"] \
-            else guess_goal(metric)
-    return metric, goal
+    return resolve(exp.config["objective"], args.metric, args.goal, args.final)
 
 
 def cmd_best(args: argparse.Namespace) -> int:
     from tunebook.results import best_per_study, trial_records
 
     store = _store(args)
-    metric, goal = _objective_args(args, store)
-    records = trial_records(store, args.name, metric, goal)  # type: ignore[arg-type]
+    obj = _objective(args, store)
+    records = trial_records(store, args.name, obj.metric, obj.goal)
     if args.study:
         records = [r for r in records if r.study == args.study]
         if not records:
             raise TunebookError(f"experiment {args.name!r} has no study {args.study!r}")
     if args.format == "json":
-        best = best_per_study(records, goal, args.final, args.top)  # type: ignore[arg-type]
+        best = best_per_study(records, obj)
         # Strict JSON for other tools: a non-finite number becomes null.
-        json.dump(finite_json({s: [r.as_dict() for r in rs] for s, rs in best.items()}),
-                  sys.stdout, indent=2, allow_nan=False)
+        top = {s: [r.as_dict() for r in rs[:args.top]] for s, rs in best.items()}
+        json.dump(finite_json(top), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
     else:
-        _print_best(records, goal, args.final, args.top, metric, sys.stdout)
+        _print_best(records, obj, args.top, sys.stdout)
     return 0
 
 
@@ -518,8 +508,8 @@ def cmd_trials(args: argparse.Namespace) -> int:
     from tunebook.results import csv_cell, trial_records
 
     store = _store(args)
-    metric, goal = _objective_args(args, store)
-    records = [r.as_dict() for r in trial_records(store, args.name, metric, goal)]  # type: ignore[arg-type]
+    obj = _objective(args, store)
+    records = [r.as_dict() for r in trial_records(store, args.name, obj.metric, obj.goal)]
     if args.format == "json":
         # Strict JSON for other tools: a non-finite number becomes null.
         json.dump(finite_json(records), sys.stdout, indent=2, allow_nan=False)

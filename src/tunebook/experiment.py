@@ -32,11 +32,12 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from tunebook.errors import ConfigError
+from tunebook.objective import Objective, parse_goal
 from tunebook.space import Categorical, Discrete, Float, Hyperparameter, Int, SearchSpace, Value
 
 __all__ = [
@@ -169,21 +170,6 @@ class _StrictLoader(yaml.SafeLoader):
             if isinstance(key, str | int | float | bool):
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """The metric a study optimises and its direction.
-
-    It can be changed after trials have run: every metric is stored at every evaluation.
-    """
-
-    metric: str
-    goal: Literal["minimize", "maximize"] = "minimize"
-
-    def better(self, a: float, b: float) -> bool:
-        """True when ``a`` is strictly better than ``b`` under this objective."""
-        return a < b if self.goal == "minimize" else a > b
 
 
 @dataclass(frozen=True)
@@ -576,10 +562,8 @@ class Experiment:
         obj = r.mapping("objective", doc["objective"], ("metric", "goal"))
         if "metric" not in obj:
             raise r.fail("objective.metric", "missing (required)")
-        goal = obj.get("goal", "minimize")
-        aliases = {"min": "minimize", "max": "maximize"}
-        goal = aliases.get(goal, goal) if isinstance(goal, str) else goal
-        if goal not in ("minimize", "maximize"):
+        goal = parse_goal(obj.get("goal", "minimize"))
+        if goal is None:
             raise r.fail("objective.goal", f"must be minimize or maximize (or min, max), "
                                            f"{_got(obj.get('goal'))}")
         search_doc = r.mapping("search", doc.get("search") or {}, ("algorithm", "trials", "seed"))
@@ -633,7 +617,7 @@ class Experiment:
             workload=workload,
             command=command,
             objective=Objective(r.name("objective.metric", obj["metric"], MAX_METRIC_LENGTH),
-                                "maximize" if goal == "maximize" else "minimize"),
+                                goal),
             max_train_steps=r.integer("max_train_steps", doc["max_train_steps"], minimum=1),
             eval_every=r.integer("eval_every", doc["eval_every"], minimum=1),
             search=search,

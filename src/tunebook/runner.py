@@ -38,9 +38,9 @@ from tunebook.errors import StoreError, WorkloadError
 from tunebook.executors import Executor, Job, make_executor
 from tunebook.experiment import Experiment
 from tunebook.interrupts import deliver
+from tunebook.objective import resolve
 from tunebook.processes import pid_alive
 from tunebook.provenance import provenance
-from tunebook.results import summaries_for
 from tunebook.store import Store, TrialRow
 from tunebook.suggestions import Suggestions, materialize
 from tunebook.worker import (
@@ -106,8 +106,9 @@ def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) 
     ``objective.metric``), and did report this one, are complete after all.
     """
     trials = store.trials(experiment_id)
-    summaries = summaries_for(store, experiment_id, [t.id for t in trials], metric,
-                              goal)  # type: ignore[arg-type]
+    objective = resolve({"metric": metric, "goal": goal})
+    summaries = objective.summaries(store.measurements(experiment_id=experiment_id, metric=metric),
+                                    [t.id for t in trials])
     store.set_summaries([{"id": tid, **s.as_dict()} for tid, s in summaries.items()])
     store.mark_completed([t.id for t in trials if t.status == "failed"
                           and (t.error or "").startswith(NO_OBJECTIVE)

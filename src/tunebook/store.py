@@ -616,7 +616,7 @@ class Store:
         q = (self._trial_select()
              .where(studies_t.c.experiment_id == experiment_id,
                     trials_t.c.status == "completed", trials_t.c.best_value.is_not(None))
-             .order_by(order, trials_t.c.id).limit(1))
+             .order_by(order, trials_t.c.idx, trials_t.c.id).limit(1))
         row = self._tx(lambda conn: conn.execute(q).first())
         return None if row is None else self._trial(row)
 

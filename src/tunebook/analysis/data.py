@@ -1,19 +1,24 @@
-"""Experiment data for analysis: trials with their curves, under a chosen objective."""
+"""Experiment data: trials with their summaries and curves, under a chosen objective.
+
+:class:`TrialData` is the one trial record above the store (the store's own row type is
+:class:`tunebook.store.TrialRow`), and :func:`load` the one loader: the command line's ``best``
+and ``trials``, :func:`tunebook.trial_records`, the analysis and the report all read trials
+through it, so they summarise and rank them by the same :class:`~tunebook.objective.Objective`.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any
 
 from tunebook.experiment import Experiment
+from tunebook.objective import Goal, Objective, resolve
 from tunebook.space import Hyperparameter
-from tunebook.summary import guess_goal, summarize
 
 __all__ = ["Curve", "ExperimentData", "TrialData", "load"]
-
-Goal = Literal["minimize", "maximize"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class Curve:
 
 @dataclass(frozen=True)
 class TrialData:
-    """A trial with its summary under the chosen objective and every metric's curve."""
+    """A trial with its summary under the chosen objective and its curves (every metric's, or
+    those the loader was asked for)."""
 
     id: int
     study: str
@@ -54,6 +60,11 @@ class TrialData:
     run_seconds: float = 0.0
 
     @property
+    def trial_id(self) -> int:
+        """The store's id of the trial (the name :func:`tunebook.trial_records` users know)."""
+        return self.id
+
+    @property
     def label(self) -> str:
         """``study #index``, how trials are named in findings and plots."""
         return f"{self.study} #{self.index}"
@@ -67,6 +78,19 @@ class TrialData:
         """Completed (not infeasible, failed or unfinished)."""
         return self.status == "completed"
 
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict without the curves (the ``tunebook trials --format json``
+        and ``best --format json`` schema)."""
+        return {
+            "study": self.study, "index": self.index, "status": self.status,
+            "params": self.params, "seed": self.seed, "attempts": self.attempts,
+            "best_step": self.best_step, "best_value": self.best_value,
+            "final_step": self.final_step, "final_value": self.final_value,
+            "run_seconds": round(self.run_seconds, 3), "trial_id": self.id,
+            "error": self.error, "infeasible_reason": self.infeasible_reason,
+            "infeasible_step": self.infeasible_step,
+        }
+
 
 @dataclass(frozen=True)
 class ExperimentData:
@@ -74,7 +98,8 @@ class ExperimentData:
 
     Attributes:
         experiment: the experiment as configured (roles, search space, lengths).
-        metric, goal, final: the objective used for every summary in ``trials``.
+        metric, goal, final: the objective used for every summary in ``trials``
+            (:attr:`objective` as one value).
         studies: study names in order.
         trials: every trial, ordered by study then index.
         notes: ``(created_at, study, text)``.
@@ -90,6 +115,11 @@ class ExperimentData:
     notes: tuple[tuple[float, str | None, str], ...] = ()
     runs: tuple[dict[str, Any], ...] = ()
 
+    @cached_property
+    def objective(self) -> Objective:
+        """The objective every summary and ranking of this data follows."""
+        return Objective(self.metric, self.goal, "final" if self.final else "best")
+
     @property
     def name(self) -> str:
         """The experiment's name."""
@@ -97,61 +127,67 @@ class ExperimentData:
 
     def value(self, trial: TrialData) -> float | None:
         """``trial``'s objective value (best or final as chosen)."""
-        return trial.value(self.final)
+        return self.objective.value(trial)
 
     def better(self, a: float, b: float) -> bool:
         """True when value ``a`` is strictly better than ``b``."""
-        return a < b if self.goal == "minimize" else a > b
+        return self.objective.better(a, b)
 
     def sort_key(self, trial: TrialData) -> tuple[float, int, int]:
         """Sort key putting the best feasible trials first, unusable ones last."""
-        v = self.value(trial)
-        if not trial.feasible or v is None or not math.isfinite(v):
-            return (math.inf, 0, trial.id)
-        return (v if self.goal == "minimize" else -v, trial.index, trial.id)
+        return self.objective.rank_key(trial)
 
     def ranked(self, study: str | None = None) -> list[TrialData]:
         """Completed trials with a finite objective, best first (optionally one study)."""
-        pool = [t for t in self.trials if study is None or t.study == study]
-        return [t for t in sorted(pool, key=self.sort_key) if math.isfinite(self.sort_key(t)[0])]
+        return self.objective.ranked(t for t in self.trials if study is None or t.study == study)
 
     def varied(self) -> dict[str, Hyperparameter]:
         """The nuisance hyperparameters (the ones the search varied)."""
         return dict(self.experiment.nuisance.items())
 
 
-def load(store: Any, name: str, metric: str | None = None, goal: Goal | None = None,
-         final: bool = False, metrics: Sequence[str] | None = None) -> ExperimentData:
-    """Read experiment ``name`` from ``store`` with every curve (or only ``metrics``)."""
+def load(store: Any, name: str, metric: str | None = None, goal: str | None = None,
+         final: bool = False, metrics: Sequence[str] | None = None,
+         current: bool = False) -> ExperimentData:
+    """Read experiment ``name`` from ``store`` with every curve (or only ``metrics``, plus the
+    objective's), each trial summarised under the objective resolved by
+    :func:`tunebook.objective.resolve` from the experiment's and ``metric``/``goal``/``final``.
+
+    ``current`` keeps only the trials within each study's current budget: lowering
+    ``search.trials`` between runs leaves the trials past the new budget in the store, dormant
+    (they come back if the budget grows), and what is shown counts only the others, like the
+    runner does.
+    """
     exp_row = store.require_experiment(name)
     experiment = Experiment.from_dict(exp_row.config, source=f"store:{name}")
-    metric = metric or experiment.objective.metric
-    if goal is None:
-        goal = (experiment.objective.goal if metric == experiment.objective.metric
-                else guess_goal(metric))
+    objective = resolve(experiment.objective, metric, goal, final)
+    studies = store.studies(exp_row.id)
     rows = store.trials(exp_row.id)
+    if current:
+        budgets = {st.name: st.budget for st in studies}
+        rows = [t for t in rows if t.index < budgets.get(t.study, 0)]
     curves: dict[int, dict[str, tuple[list[int], list[float]]]] = {}
-    wanted = None if metrics is None else set(metrics) | {metric}
-    for tid, step, m, v in store.measurements(experiment_id=exp_row.id):
-        if wanted is not None and m not in wanted:
-            continue
+    if metrics is None:
+        measured = store.measurements(experiment_id=exp_row.id)
+    else:  # one query per metric asked for: the store filters, not Python
+        measured = [row for wanted in dict.fromkeys([objective.metric, *metrics])
+                    for row in store.measurements(experiment_id=exp_row.id, metric=wanted)]
+    for tid, step, m, v in measured:
         steps, values = curves.setdefault(tid, {}).setdefault(m, ([], []))
         steps.append(step)
         values.append(v)
     trials = []
     for t in rows:
-        tc = {m: Curve(tuple(s), tuple(v)) for m, (s, v) in curves.get(t.id, {}).items()}
-        objective = tc.get(metric)
-        s = summarize(zip(objective.steps, objective.values, strict=True) if objective else [],
-                      goal)
+        tc = {m: Curve(tuple(s), tuple(v)) for m, (s, v) in sorted(curves.get(t.id, {}).items())}
+        c = tc.get(objective.metric)
+        s = objective.summarize(zip(c.steps, c.values, strict=True) if c else [])
         trials.append(TrialData(
             id=t.id, study=t.study, index=t.index, status=t.status, params=t.params,
             seed=t.seed, best_step=s.best_step, best_value=s.best_value,
             final_step=s.final_step, final_value=s.final_value, curves=tc, error=t.error,
             infeasible_reason=t.infeasible_reason, infeasible_step=t.infeasible_step,
             attempts=t.attempts, run_seconds=t.run_seconds))
-    runs = tuple(store.runs(exp_row.id))
     return ExperimentData(
-        experiment=experiment, metric=metric, goal=goal, final=final,
-        studies=tuple(s.name for s in store.studies(exp_row.id)), trials=tuple(trials),
-        notes=tuple(store.notes(exp_row.id)), runs=runs)
+        experiment=experiment, metric=objective.metric, goal=objective.goal,
+        final=objective.final, studies=tuple(st.name for st in studies), trials=tuple(trials),
+        notes=tuple(store.notes(exp_row.id)), runs=tuple(store.runs(exp_row.id)))

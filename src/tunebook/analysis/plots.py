@@ -219,7 +219,7 @@ def _summary(data: ExperimentData, groups: list[dict[str, Any]], spread: float |
                     f"({g['best']['trial']}).")
         return (f"Only {g['label']} has a completed trial (best {metric} "
                 f"{_fmt(g['best']['value'])}): nothing to compare yet.{tail}")
-    sign = 1.0 if data.goal == "minimize" else -1.0
+    sign = data.objective.sign
     ordered = sorted(scored, key=lambda g: sign * g["best"]["value"])
     first, second = ordered[0], ordered[1]
     gap = abs(first["best"]["value"] - second["best"]["value"])
@@ -321,7 +321,7 @@ def best_of_k(data: ExperimentData) -> list[BootstrapBox]:
             qs = stats.best_of_k_quantiles(pool, k, (5, 25, 50, 75, 95))
             if qs is None:
                 continue
-            if data.goal == "maximize":
+            if data.objective.sign < 0:
                 qs = tuple(-q for q in reversed(qs))
             p5, q1, med, q3, p95 = qs
             rows.append((k, p5, q1, med, q3, p95))

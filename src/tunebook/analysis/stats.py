@@ -124,7 +124,7 @@ def study_pool(data: ExperimentData, study: str) -> Array:
     best), so a study that often diverges needs more trials to be equally sure. Failed and
     unfinished trials are left out (they say nothing about the space).
     """
-    factor = 1.0 if data.goal == "minimize" else -1.0
+    factor = data.objective.sign
     pool = []
     for t in data.trials:
         if t.study != study or t.status not in ("completed", "infeasible"):

@@ -22,7 +22,7 @@ from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData, load
 from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
-from tunebook.results import csv_cell, within_budget
+from tunebook.results import csv_cell
 from tunebook.space import Categorical, Discrete, Float, Int
 from tunebook.summary import finite_json
 from tunebook.summary import format_value as _fmt
@@ -392,11 +392,11 @@ def default_report_path(root: str | Path, name: str) -> Path:
 
 
 def write_report(store: Any, name: str, out: str | Path, metric: str | None = None,
-                 goal: Any = None, final: bool = False) -> tuple[Path, Report]:
+                 goal: str | None = None, final: bool = False) -> tuple[Path, Report]:
     """Build the report of experiment ``name`` and write ``out`` plus its ``.csv`` and ``.md``
     tracking tables beside it; returns the page's path and the report."""
     # Only the trials within each study's current budget, like status, best and trials.
-    data = within_budget(store, load(store, name, metric=metric, goal=goal, final=final))
+    data = load(store, name, metric=metric, goal=goal, final=final, current=True)
     report = build_report(data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

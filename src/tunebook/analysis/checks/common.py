@@ -45,7 +45,7 @@ def studies(data: ExperimentData) -> list[str]:
 
 def sign(data: ExperimentData) -> float:
     """+1 for a minimised objective, -1 for a maximised one (values * sign: lower is better)."""
-    return 1.0 if data.goal == "minimize" else -1.0
+    return data.objective.sign
 
 
 def points(trial: TrialData, metric: str, factor: float = 1.0) -> tuple[Array, Array]:
