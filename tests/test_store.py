@@ -18,15 +18,16 @@ from tunebook.store import (
     MAX_SEED,
     MAX_STEP,
     SCHEMA_VERSION,
+    RunOutcome,
     Store,
+    StudySpec,
     sqlite_url,
 )
 
 
 def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2,
               name: str = "exp", study: str = "s", seed: int = 0, first_index: int = 0) -> int:
-    specs = [{"name": f"{study}{k}", "position": k, "scientific": {"k": k},
-              "algorithm": "quasi_random", "seed": 0, "budget": n} for k in range(studies)]
+    specs = [StudySpec(f"{study}{k}", k, {"k": k}, "quasi_random", 0, n) for k in range(studies)]
     trials = {f"{study}{k}": [(first_index + i, {"x": i / 10, "k": k}, seed or 100 * k + i)
                               for i in range(n)] for k in range(studies)}
     return store.register(name, identity, {"objective": {"metric": "loss", "goal": "minimize"}},
@@ -230,10 +231,13 @@ def test_concurrent_schema_creation(connect: Callable[[], Store]) -> None:
 def test_runs_and_best_trial(store: Store) -> None:
     exp_id = _register(store, n=3, studies=1)
     run_id = store.start_run(exp_id, "host", 2, {"command": "tunebook run x.yaml"})
-    store.end_run(run_id, {"counts": {"completed": 3}})
+    store.end_run(run_id, RunOutcome({"completed": 3}, interrupted=True, signal="SIGINT",
+                                     elapsed=1.5))
     [run] = store.runs(exp_id)
-    assert run["provenance"]["command"] == "tunebook run x.yaml" and run["workers"] == 2
-    assert run["outcome"] == {"counts": {"completed": 3}}
+    assert run.provenance["command"] == "tunebook run x.yaml" and run.workers == 2
+    assert run.outcome == {"counts": {"completed": 3}, "interrupted": True, "signal": "SIGINT",
+                           "elapsed": 1.5}
+    assert run.finished_at is not None and run.finished_at >= run.started_at
     for value in (0.5, 0.2, 0.9):
         t = store.claim(exp_id, "w")
         assert t is not None

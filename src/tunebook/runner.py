@@ -41,7 +41,7 @@ from tunebook.processes import pid_alive
 from tunebook.provenance import provenance
 from tunebook.results import summaries_for
 from tunebook.search import make_designer, trial_seed
-from tunebook.store import Store, TrialRow
+from tunebook.store import NewTrial, RunOutcome, Store, StudySpec, TrialRow, TrialSummary
 from tunebook.worker import (
     COULD_NOT_START,
     EXIT_WORKLOAD_ERROR,
@@ -104,29 +104,28 @@ class RunResult:
     retried: int = 0
 
 
-TrialRows = dict[str, Sequence[tuple[int, dict[str, Any], int]]]
+TrialRows = dict[str, Sequence[NewTrial]]
 
 
-def materialize(experiment: Experiment) -> tuple[list[dict[str, Any]], TrialRows]:
+def materialize(experiment: Experiment) -> tuple[list[StudySpec], TrialRows]:
     """Studies and their trials ``(index, params, seed)`` for the store.
 
     Each study searches the same nuisance points (same seed): a paired comparison of the
     scientific values, so differences between studies are not luck of the sampling.
     """
-    studies: list[dict[str, Any]] = []
+    studies: list[StudySpec] = []
     trials: TrialRows = {}
     for spec in experiment.studies():
         designer = make_designer(experiment.search.algorithm, experiment.nuisance,
                                  experiment.search.seed, experiment.search.trials)
         cap = designer.capacity()
         budget = experiment.search.trials if cap is None else cap
-        studies.append({"name": spec.name, "position": spec.position,
-                        "scientific": spec.scientific, "algorithm": designer.name,
-                        "seed": experiment.search.seed, "budget": budget})
+        studies.append(StudySpec(spec.name, spec.position, spec.scientific, designer.name,
+                                 experiment.search.seed, budget))
         rows = []
         for i, nuisance in enumerate(designer.suggest(range(budget))):
             params = {**experiment.fixed, **spec.scientific, **nuisance}
-            rows.append((i, params, trial_seed(experiment.search.seed, spec.name, i)))
+            rows.append(NewTrial(i, params, trial_seed(experiment.search.seed, spec.name, i)))
         trials[spec.name] = rows
     return studies, trials
 
@@ -140,7 +139,8 @@ def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) 
     trials = store.trials(experiment_id)
     summaries = summaries_for(store, experiment_id, [t.id for t in trials], metric,
                               goal)  # type: ignore[arg-type]
-    store.set_summaries([{"id": tid, **s.as_dict()} for tid, s in summaries.items()])
+    store.set_summaries([TrialSummary(tid, s.best_step, s.best_value, s.final_step, s.final_value)
+                         for tid, s in summaries.items()])
     store.mark_completed([t.id for t in trials if t.status == "failed"
                           and (t.error or "").startswith(NO_OBJECTIVE)
                           and (found := summaries.get(t.id)) is not None
@@ -169,12 +169,11 @@ def _close_abandoned_runs(store: Store, experiment_id: int) -> None:
     """Close the records of earlier runs on this host whose process died without closing them."""
     host = socket.gethostname()
     for r in store.runs(experiment_id):
-        pid = r["provenance"].get("pid")
-        if (r["finished_at"] is None and r["host"] == host and isinstance(pid, int)
+        pid = r.provenance.get("pid")
+        if (r.finished_at is None and r.host == host and isinstance(pid, int)
                 and pid != os.getpid() and not pid_alive(pid)):
-            store.end_run(r["id"], {"abandoned": True,
-                                    "reason": "its process died without closing the run "
-                                              "(killed?); closed by the next run"})
+            store.end_run(r.id, RunOutcome(abandoned="its process died without closing the run "
+                                                     "(killed?); closed by the next run"))
 
 
 def _requeue_failed(store: Store, experiment: Experiment, exp_id: int, root: Path) -> int:
@@ -297,9 +296,8 @@ def run(
                 result.counts = session.snapshot()
             result.elapsed = time.monotonic() - started
             with contextlib.suppress(Exception):
-                store.end_run(run_id, {"counts": result.counts, "interrupted": result.interrupted,
-                                       "signal": result.signal,
-                                       "elapsed": round(result.elapsed, 3)})
+                store.end_run(run_id, RunOutcome(result.counts, result.interrupted, result.signal,
+                                                 round(result.elapsed, 3)))
         return result
     finally:
         if owned:

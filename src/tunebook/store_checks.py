@@ -16,7 +16,8 @@ from tunebook.errors import StoreError
 from tunebook.store_retry import classify
 
 __all__ = ["MAX_METRIC_LENGTH", "MAX_NAME_LENGTH", "MAX_SEED", "MAX_STEP", "MAX_WORKER_LENGTH",
-           "check_int", "check_sqlite_file", "check_text", "foreign_database"]
+           "check_int", "check_sqlite_file", "check_sqlite_path", "check_text",
+           "foreign_database"]
 
 # The columns' limits; other modules can check earlier with the same numbers.
 MAX_NAME_LENGTH = 255  # experiment and study names: String(255)
@@ -96,3 +97,22 @@ def check_sqlite_file(path: Path, busy_timeout_seconds: float, marker: str,
         if "malformed" in reason:
             reason = f"corrupt or truncated ({reason})"
         raise StoreError(f"{path} is not a tunebook store: {reason}") from None
+
+
+def check_sqlite_path(path: Path, create: bool, busy_timeout_seconds: float, marker: str,
+                      tables: Iterable[str]) -> None:
+    """Where a SQLite store is to be opened: an existing file must be a tunebook store
+    (:func:`check_sqlite_file`), a missing one is refused unless ``create`` (its folder is
+    then made)."""
+    if path.exists() and path.stat().st_size > 0:
+        check_sqlite_file(path, busy_timeout_seconds, marker, tables)
+    elif not create:
+        empty = " (the file is empty)" if path.exists() else ""
+        raise StoreError(f"no tunebook store at {path}{empty} (run an experiment first, "
+                         "or point --root/--store at an existing store)")
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create a store at {path}: "
+                             f"{exc.strerror or exc}") from None

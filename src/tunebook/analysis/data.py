@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from tunebook.experiment import Experiment
 from tunebook.space import Hyperparameter
+from tunebook.store_api import RunRow
 from tunebook.summary import guess_goal, summarize
 
 __all__ = ["Curve", "ExperimentData", "TrialData", "load"]
@@ -78,7 +79,7 @@ class ExperimentData:
         studies: study names in order.
         trials: every trial, ordered by study then index.
         notes: ``(created_at, study, text)``.
-        runs: run records (dicts) of the experiment, oldest first.
+        runs: run records of the experiment, oldest first.
     """
 
     experiment: Experiment
@@ -88,7 +89,7 @@ class ExperimentData:
     studies: tuple[str, ...]
     trials: tuple[TrialData, ...]
     notes: tuple[tuple[float, str | None, str], ...] = ()
-    runs: tuple[dict[str, Any], ...] = ()
+    runs: tuple[RunRow, ...] = ()
 
     @property
     def name(self) -> str:

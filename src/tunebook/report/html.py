@@ -75,7 +75,7 @@ def _range_text(hp: Any) -> str:
 
 
 def _latest_provenance(data: ExperimentData) -> dict[str, Any]:
-    return dict(data.runs[-1]["provenance"]) if data.runs else {}
+    return dict(data.runs[-1].provenance) if data.runs else {}
 
 
 def reproduction(data: ExperimentData) -> str:
