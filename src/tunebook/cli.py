@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from tunebook.errors import TunebookError
+from tunebook.store_api import StoreAPI
 from tunebook.summary import error_line, finite_json
 from tunebook.summary import format_value as _fmt
 
@@ -116,7 +117,7 @@ def _check_root(args: argparse.Namespace, writing: bool) -> None:
                 raise TunebookError(f"--store: {problem}")
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace) -> StoreAPI:
     from tunebook.store import Store
 
     _check_root(args, writing=False)
@@ -289,7 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summarise(args: argparse.Namespace, experiment: Any, result: Any, store: Any) -> None:
+def _summarise(args: argparse.Namespace, experiment: Any, result: Any, store: StoreAPI) -> None:
     """The end-of-run summary: counts, the best trials, the findings and the report."""
     from tunebook.results import trial_records
 
@@ -466,7 +467,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_metric(store: Any, exp_id: int, name: str, metric: str | None) -> None:
+def _check_metric(store: StoreAPI, exp_id: int, name: str, metric: str | None) -> None:
     """A --metric nobody reported is a typo: one clear line, not a table of dashes."""
     if metric is None:
         return
@@ -480,7 +481,7 @@ def _check_metric(store: Any, exp_id: int, name: str, metric: str | None) -> Non
                             f"reported: {', '.join(names)}")
 
 
-def _objective_args(args: argparse.Namespace, store: Any) -> tuple[str, str]:
+def _objective_args(args: argparse.Namespace, store: StoreAPI) -> tuple[str, str]:
     exp = store.require_experiment(args.name)
     _check_metric(store, exp.id, args.name, args.metric)
     metric = args.metric or exp.config["objective"]["metric"]

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from tunebook.store import Store, TrialRow
+from tunebook.store_api import StoreAPI, TrialRow
 from tunebook.summary import CurveSummary, summarize
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-def current_trials(store: Store, experiment_id: int) -> list[TrialRow]:
+def current_trials(store: StoreAPI, experiment_id: int) -> list[TrialRow]:
     """The trials of an experiment within each study's current budget, in store order.
 
     Lowering ``search.trials`` between runs leaves the trials past the new budget in the store,
@@ -49,7 +49,7 @@ def current_trials(store: Store, experiment_id: int) -> list[TrialRow]:
     return [t for t in store.trials(experiment_id) if t.index < budgets.get(t.study, 0)]
 
 
-def within_budget(store: Store, data: ExperimentData) -> ExperimentData:
+def within_budget(store: StoreAPI, data: ExperimentData) -> ExperimentData:
     """``data`` restricted to the trials within each study's current budget (see
     :func:`current_trials`)."""
     exp = store.require_experiment(data.name)
@@ -95,7 +95,7 @@ class TrialRecord:
         }
 
 
-def trial_records(store: Store, name: str, metric: str | None = None,
+def trial_records(store: StoreAPI, name: str, metric: str | None = None,
                   goal: Literal["minimize", "maximize"] | None = None) -> list[TrialRecord]:
     """Every trial of experiment ``name`` summarised under ``metric``/``goal``.
 
@@ -122,7 +122,7 @@ def trial_records(store: Store, name: str, metric: str | None = None,
     return out
 
 
-def summaries_for(store: Store, experiment_id: int, trial_ids: list[int], metric: str,
+def summaries_for(store: StoreAPI, experiment_id: int, trial_ids: list[int], metric: str,
                   goal: Literal["minimize", "maximize"]) -> dict[int, CurveSummary]:
     """Best and final values of ``metric`` for each of ``trial_ids``, from the stored curves
     (one query for the whole experiment)."""

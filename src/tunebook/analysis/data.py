@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from tunebook.experiment import Experiment
 from tunebook.space import Hyperparameter
-from tunebook.store_api import RunRow
+from tunebook.store_api import RunRow, StoreAPI
 from tunebook.summary import guess_goal, summarize
 
 __all__ = ["Curve", "ExperimentData", "TrialData", "load"]
@@ -121,7 +121,7 @@ class ExperimentData:
         return dict(self.experiment.nuisance.items())
 
 
-def load(store: Any, name: str, metric: str | None = None, goal: Goal | None = None,
+def load(store: StoreAPI, name: str, metric: str | None = None, goal: Goal | None = None,
          final: bool = False, metrics: Sequence[str] | None = None) -> ExperimentData:
     """Read experiment ``name`` from ``store`` with every curve (or only ``metrics``)."""
     exp_row = store.require_experiment(name)
