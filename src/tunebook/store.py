@@ -56,6 +56,7 @@ from tunebook.store_checks import (
     MAX_STEP,
     MAX_WORKER_LENGTH,
     check_int,
+    check_registration,
     check_sqlite_path,
     check_text,
 )
@@ -64,6 +65,7 @@ from tunebook.store_queries import (
     CLAIMABLE_ONE,
     RECLAIM,
     experiment_trial_ids,
+    finish_values,
     in_budget,
     register,
     release_values,
@@ -132,7 +134,7 @@ class SQLStore(Transactions):
         self.on_outage = on_outage
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             path = Path(parsed.database or "")
-            self.retry(lambda _: check_sqlite_path(path, create, busy_timeout_seconds,
+            self._retry(lambda _: check_sqlite_path(path, create, busy_timeout_seconds,
                                                    meta_t.name, metadata.tables))
         self.engine: Engine = create_engine(url, self.display_url, busy_timeout_seconds)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
@@ -140,7 +142,7 @@ class SQLStore(Transactions):
         # Several processes may open a new store at once; whoever loses the race to create a
         # table sees "already exists" or a duplicate key (or, on SQLite, "locked": a read
         # transaction cannot be upgraded once another writer committed) and checks again.
-        self.write(lambda conn: ensure_schema(conn, self.display_url), races=schema_race,
+        self._write(lambda conn: ensure_schema(conn, self.display_url), races=schema_race,
                    fail_fast=not wait_for_store)
 
     @classmethod
@@ -155,7 +157,7 @@ class SQLStore(Transactions):
     # ----------------------------------------------------------------- experiments
     def get_experiment(self, name: str) -> ExperimentRow | None:
         """The experiment called ``name``, or None."""
-        row = self.read(lambda conn: conn.execute(
+        row = self._read(lambda conn: conn.execute(
             sa.select(experiments_t).where(experiments_t.c.name == name)).first())
         if row is None:
             return None
@@ -172,7 +174,7 @@ class SQLStore(Transactions):
 
     def experiments(self) -> list[ExperimentRow]:
         """Every experiment, oldest first."""
-        rows = self.read(lambda conn: conn.execute(
+        rows = self._read(lambda conn: conn.execute(
             sa.select(experiments_t).order_by(experiments_t.c.id)).all())
         return [ExperimentRow(r.id, r.name, r.identity, json.loads(r.config), r.created_at)
                 for r in rows]
@@ -187,24 +189,16 @@ class SQLStore(Transactions):
         :data:`MAX_NAME_LENGTH` or holding NUL, and indices or seeds beyond the columns'
         range, are refused (StoreError) before anything is written.
         """
-        check_text("experiment name", name, MAX_NAME_LENGTH)
-        for st in studies:
-            check_text("study name", st.name, MAX_NAME_LENGTH)
-            check_int(f"study {st.name!r}: seed", int(st.seed), MAX_SEED)
-            check_int(f"study {st.name!r}: budget", int(st.budget), MAX_STEP)
-        for study, rows in trials.items():
-            for index, _params, seed in rows:
-                check_int(f"study {study!r}: trial index", int(index), MAX_STEP)
-                check_int(f"study {study!r}, trial {index}: seed", int(seed), MAX_SEED)
+        check_registration(name, studies, trials)
         # Reads, then writes: on SQLite another process committing in between makes the write
         # fail at once with "locked" (no busy wait); the retry redoes it. Safe to redo: only
         # missing rows are inserted.
-        return self.write(lambda conn: register(conn, self.display_url, name, identity, config,
+        return self._write(lambda conn: register(conn, self.display_url, name, identity, config,
                                                 studies, trials))
 
     def studies(self, experiment_id: int) -> list[StudyRow]:
         """The studies of an experiment, in order."""
-        rows = self.read(lambda conn: conn.execute(sa.select(studies_t).where(
+        rows = self._read(lambda conn: conn.execute(sa.select(studies_t).where(
             studies_t.c.experiment_id == experiment_id).order_by(studies_t.c.position)).all())
         return [StudyRow(r.id, r.experiment_id, r.name, r.position, json.loads(r.scientific),
                          r.algorithm, r.seed, r.budget) for r in rows]
@@ -219,11 +213,11 @@ class SQLStore(Transactions):
         if statuses is not None:
             q = q.where(trials_t.c.status.in_(tuple(statuses)))
         q = q.order_by(studies_t.c.position, trials_t.c.idx)
-        return [trial_from_row(r) for r in self.read(lambda conn: conn.execute(q).all())]
+        return [trial_from_row(r) for r in self._read(lambda conn: conn.execute(q).all())]
 
     def trial(self, trial_id: int) -> TrialRow:
         """One trial by id."""
-        row = self.read(lambda conn: conn.execute(
+        row = self._read(lambda conn: conn.execute(
             trial_select().where(trials_t.c.id == trial_id)).first())
         if row is None:
             raise StoreError(f"no trial with id {trial_id}")
@@ -235,7 +229,7 @@ class SQLStore(Transactions):
              .join(studies_t, trials_t.c.study_id == studies_t.c.id)
              .where(studies_t.c.experiment_id == experiment_id, in_budget())
              .group_by(trials_t.c.status))
-        return {status: n for status, n in self.read(lambda conn: conn.execute(q).all())}
+        return {status: n for status, n in self._read(lambda conn: conn.execute(q).all())}
 
     def best_trial(self, experiment_id: int, goal: str) -> TrialRow | None:
         """The completed trial with the best stored objective value, or None."""
@@ -244,7 +238,7 @@ class SQLStore(Transactions):
              .where(studies_t.c.experiment_id == experiment_id,
                     trials_t.c.status == "completed", trials_t.c.best_value.is_not(None))
              .order_by(order, trials_t.c.id).limit(1))
-        row = self.read(lambda conn: conn.execute(q).first())
+        row = self._read(lambda conn: conn.execute(q).first())
         return None if row is None else trial_from_row(row)
 
     def claim(self, experiment_id: int, worker: str) -> TrialRow | None:
@@ -271,7 +265,7 @@ class SQLStore(Transactions):
             return None if row is None else (row, False)
 
         for _ in range(1000):
-            row, again = self.write(take, verify=held)
+            row, again = self._write(take, verify=held)
             if again:
                 continue
             if row is None:
@@ -288,7 +282,7 @@ class SQLStore(Transactions):
     def _study_name(self, study_id: int) -> str:
         name = self._study_names.get(study_id)
         if name is None:
-            rows = self.read(lambda conn: conn.execute(
+            rows = self._read(lambda conn: conn.execute(
                 sa.select(studies_t.c.id, studies_t.c.name)).all())
             self._study_names.update((sid, sname) for sid, sname in rows)
             name = self._study_names[study_id]
@@ -296,7 +290,7 @@ class SQLStore(Transactions):
 
     def heartbeat(self, trial_id: int, worker: str) -> bool:
         """Refresh a running trial's heartbeat; False if the worker no longer owns it."""
-        res = self.write(lambda conn: conn.execute(sa.update(trials_t).where(
+        res = self._write(lambda conn: conn.execute(sa.update(trials_t).where(
             trials_t.c.id == trial_id, trials_t.c.worker == worker,
             trials_t.c.status == "running").values(heartbeat=time.time())))
         return res.rowcount == 1
@@ -304,18 +298,7 @@ class SQLStore(Transactions):
     def finish(self, trial_id: int, worker: str, status: str, *, elapsed: float = 0.0,
                **fields: Any) -> bool:
         """Record the end of an attempt; ignored (False) if ``worker`` lost the trial."""
-        if status not in (*TERMINAL, "interrupted", "pending"):
-            raise ValueError(f"cannot finish a trial as {status!r}")
-        # A workload's error message with a NUL in it must not make its trial unrecordable on
-        # PostgreSQL: the text is kept, the character escaped.
-        values: dict[str, Any] = {
-            k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in fields.items()}
-        values.update(status=status, heartbeat=None, run_seconds=trials_t.c.run_seconds + elapsed)
-        if status in TERMINAL:
-            values["finished_at"] = time.time()
-        if status == "interrupted":
-            # A user's Ctrl-C does not count against the trial's attempts.
-            values["attempts"] = trials_t.c.attempts - 1
+        values = finish_values(status, elapsed, fields)
 
         def end(conn: Connection) -> bool:
             return bool(conn.execute(sa.update(trials_t).where(
@@ -329,7 +312,7 @@ class SQLStore(Transactions):
                                .where(trials_t.c.id == trial_id)).first()
             return True if row is not None and tuple(row) == (status, worker) else None
 
-        return self.write(end, verify=ended)
+        return self._write(end, verify=ended)
 
     def release_worker(self, worker: str, reason: str, max_attempts: int,
                        interrupted: bool = False) -> list[int]:
@@ -357,7 +340,7 @@ class SQLStore(Transactions):
         # Safe to redo (only running trials match), but a redo after a lost reply returns no
         # ids: the trials were released all the same.
         values = release_values(reason, max_attempts, interrupted)
-        rows = self.write(lambda conn: conn.execute(
+        rows = self._write(lambda conn: conn.execute(
             sa.update(trials_t).where(cond, trials_t.c.status == "running")
             .values(heartbeat=None, **values).returning(trials_t.c.id)).all())
         return [r[0] for r in rows]
@@ -370,7 +353,7 @@ class SQLStore(Transactions):
         """
         study_ids = sa.select(studies_t.c.id).where(studies_t.c.experiment_id == experiment_id)
         # Safe to redo (only failed trials match); a redo after a lost reply returns no ids.
-        rows = self.write(lambda conn: conn.execute(
+        rows = self._write(lambda conn: conn.execute(
             sa.update(trials_t).where(trials_t.c.study_id.in_(study_ids),
                                       trials_t.c.status == "failed")
             .values(status="pending", attempts=0, finished_at=None, worker=None,
@@ -382,7 +365,7 @@ class SQLStore(Transactions):
         objective that has since been corrected) become ``completed``, their error cleared."""
         if not trial_ids:
             return
-        self.write(lambda conn: conn.execute(
+        self._write(lambda conn: conn.execute(
             sa.update(trials_t).where(trials_t.c.id.in_(list(trial_ids)),
                                       trials_t.c.status == "failed")
             .values(status="completed", error=None)))
@@ -390,7 +373,7 @@ class SQLStore(Transactions):
     def set_checkpoint_step(self, trial_id: int, step: int) -> None:
         """Remember the step of the trial's latest complete checkpoint."""
         check_int("checkpoint step", int(step), MAX_STEP)
-        self.write(lambda conn: conn.execute(sa.update(trials_t).where(trials_t.c.id == trial_id)
+        self._write(lambda conn: conn.execute(sa.update(trials_t).where(trials_t.c.id == trial_id)
                                              .values(checkpoint_step=step)))
 
     def set_summaries(self, rows: Sequence[TrialSummary]) -> None:
@@ -404,7 +387,7 @@ class SQLStore(Transactions):
                     best_step=r.best_step, best_value=r.best_value,
                     final_step=r.final_step, final_value=r.final_value))
 
-        self.write(update)
+        self._write(update)
 
     # ----------------------------------------------------------------- measurements
     def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
@@ -429,14 +412,14 @@ class SQLStore(Transactions):
                "DO UPDATE SET value = excluded.value")
         # exec_driver_sql, not the raw DBAPI cursor: a dropped connection is then recognised
         # (and the pooled connection discarded) like anywhere else.
-        self.write(lambda conn: conn.exec_driver_sql(sql, data))
+        self._write(lambda conn: conn.exec_driver_sql(sql, data))
 
     def truncate_measurements(self, trial_id: int, after_step: int) -> int:
         """Delete a trial's measurements past ``after_step`` (they are about to be recomputed).
 
         Safe to redo; a redo after a lost reply counts 0 deleted rows.
         """
-        res = self.write(lambda conn: conn.execute(sa.delete(measurements_t).where(
+        res = self._write(lambda conn: conn.execute(sa.delete(measurements_t).where(
             measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step)))
         return int(res.rowcount or 0)
 
@@ -455,14 +438,14 @@ class SQLStore(Transactions):
         if metric is not None:
             q = q.where(measurements_t.c.metric == metric)
         q = q.order_by(measurements_t.c.trial_id, measurements_t.c.metric, measurements_t.c.step)
-        rows = self.read(lambda conn: conn.execute(q).all())
+        rows = self._read(lambda conn: conn.execute(q).all())
         return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
 
     def metric_names(self, experiment_id: int) -> list[str]:
         """Every metric name any trial of the experiment reported."""
         q = (sa.select(measurements_t.c.metric).distinct()
              .where(measurements_t.c.trial_id.in_(experiment_trial_ids(experiment_id))))
-        return sorted(r[0] for r in self.read(lambda conn: conn.execute(q).all()))
+        return sorted(r[0] for r in self._read(lambda conn: conn.execute(q).all()))
 
     # ----------------------------------------------------------------- runs
     def start_run(self, experiment_id: int, host: str, workers: int,
@@ -471,19 +454,19 @@ class SQLStore(Transactions):
 
         Recorded once across outages: a run row that never ends would show in the history.
         """
-        return self.insert_once(runs_t, {
+        return self._insert_once(runs_t, {
             "experiment_id": experiment_id, "started_at": time.time(),
             "host": host.replace("\x00", "")[:MAX_NAME_LENGTH], "workers": workers,
             "provenance": json.dumps(provenance)}, identity=("experiment_id", "host", "started_at"))
 
     def end_run(self, run_id: int, outcome: RunOutcome) -> None:
         """Record how a run ended."""
-        self.write(lambda conn: conn.execute(sa.update(runs_t).where(runs_t.c.id == run_id).values(
+        self._write(lambda conn: conn.execute(sa.update(runs_t).where(runs_t.c.id == run_id).values(
             finished_at=time.time(), outcome=json.dumps(outcome.as_dict()))))
 
     def runs(self, experiment_id: int) -> list[RunRow]:
         """Runs of an experiment, oldest first (provenance and outcome decoded)."""
-        rows = self.read(lambda conn: conn.execute(
+        rows = self._read(lambda conn: conn.execute(
             sa.select(runs_t).where(runs_t.c.experiment_id == experiment_id)
             .order_by(runs_t.c.id)).all())
         return [RunRow(id=r.id, started_at=r.started_at, finished_at=r.finished_at, host=r.host,
@@ -499,13 +482,13 @@ class SQLStore(Transactions):
         check_text("note", text, None)
         if study is not None:
             check_text("study name", study, MAX_NAME_LENGTH)
-        self.insert_once(notes_t, {"experiment_id": experiment_id, "study": study,
+        self._insert_once(notes_t, {"experiment_id": experiment_id, "study": study,
                                    "created_at": time.time(), "text": text},
                          identity=("experiment_id", "created_at", "text"))
 
     def notes(self, experiment_id: int) -> list[tuple[float, str | None, str]]:
         """``(created_at, study, text)`` for an experiment, oldest first."""
-        rows = self.read(lambda conn: conn.execute(
+        rows = self._read(lambda conn: conn.execute(
             sa.select(notes_t.c.created_at, notes_t.c.study, notes_t.c.text)
             .where(notes_t.c.experiment_id == experiment_id).order_by(notes_t.c.id)).all())
         return [(r[0], r[1], r[2]) for r in rows]

@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tunebook.errors import StoreError
-from tunebook.store_api import CLAIMABLE, NewTrial, StudySpec, TrialRow
+from tunebook.store_api import CLAIMABLE, TERMINAL, NewTrial, StudySpec, TrialRow
 from tunebook.store_schema import experiments_t, measurements_t, studies_t, trials_t
 from tunebook.store_tx import new_id
 
-__all__ = ["CLAIM", "CLAIMABLE_ONE", "RECLAIM", "experiment_trial_ids", "in_budget", "register",
-           "release_values", "trial_from_row", "trial_select"]
+__all__ = ["CLAIM", "CLAIMABLE_ONE", "RECLAIM", "experiment_trial_ids", "finish_values",
+           "in_budget", "register", "release_values", "trial_from_row", "trial_select"]
 
 
 def in_budget() -> Any:
@@ -161,6 +161,24 @@ CLAIMABLE_ONE = (
     .join(studies_t, trials_t.c.study_id == studies_t.c.id)
     .where(studies_t.c.experiment_id == sa.bindparam("exp_id"),
            trials_t.c.status.in_(CLAIMABLE), in_budget()).limit(1))
+
+
+def finish_values(status: str, elapsed: float, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The update that ends an attempt as ``status`` with the result ``fields`` (ValueError
+    for a status an attempt cannot end with)."""
+    if status not in (*TERMINAL, "interrupted", "pending"):
+        raise ValueError(f"cannot finish a trial as {status!r}")
+    # A workload's error message with a NUL in it must not make its trial unrecordable on
+    # PostgreSQL: the text is kept, the character escaped.
+    values: dict[str, Any] = {
+        k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in fields.items()}
+    values.update(status=status, heartbeat=None, run_seconds=trials_t.c.run_seconds + elapsed)
+    if status in TERMINAL:
+        values["finished_at"] = time.time()
+    if status == "interrupted":
+        # A user's Ctrl-C does not count against the trial's attempts.
+        values["attempts"] = trials_t.c.attempts - 1
+    return values
 
 
 def release_values(reason: str, max_attempts: int, interrupted: bool) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The one way the SQL store talks to its database: a transaction that rides out outages,
 is safe to redo, and fails as a one-line :class:`~tunebook.errors.StoreError`.
 
-Every method of :class:`tunebook.store.Store` is a short body on :meth:`Transactions.read`,
-:meth:`Transactions.write` or :meth:`Transactions.insert_once`; which errors are transient and
+Every method of :class:`tunebook.store.Store` is a short body on :meth:`Transactions._read`,
+:meth:`Transactions._write` or :meth:`Transactions._insert_once`; which errors are transient and
 how long to wait is :mod:`tunebook.store_retry`'s business, called from here only. Outage
 handling to come (a queue of writes kept while the store is away, say) plugs in here.
 """
@@ -46,7 +46,7 @@ class Transactions:
     on_outage: Callable[[float, str], None] | None
     _password: str | None
 
-    def retry(self, attempt: Callable[[bool], T], *,
+    def _retry(self, attempt: Callable[[bool], T], *,
               races: Callable[[BaseException], bool] | None = None,
               fail_fast: bool = False) -> T:
         """``attempt(retrying)`` under :func:`tunebook.store_retry.retry` for this store."""
@@ -54,11 +54,15 @@ class Transactions:
                      on_outage=self.on_outage, races=races, fail_fast=fail_fast,
                      secret=self._password)
 
-    def read(self, work: Callable[[Connection], T]) -> T:
-        """``work(conn)`` in one transaction that only reads, retried across outages."""
-        return self.write(work)
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        """``work(conn)`` in one transaction that only reads, retried across outages.
 
-    def write(self, work: Callable[[Connection], T], *,
+        A :meth:`_write` without ``verify`` (a read is always safe to redo); a name of its own
+        so that a backend routing reads elsewhere (a replica, a cache) has one place to do it.
+        """
+        return self._write(work)
+
+    def _write(self, work: Callable[[Connection], T], *,
               verify: Callable[[Connection], T | None] | None = None,
               races: Callable[[BaseException], bool] | None = None,
               fail_fast: bool = False) -> T:
@@ -81,14 +85,14 @@ class Transactions:
                 return work(conn)
 
         try:
-            return self.retry(attempt, races=races, fail_fast=fail_fast)
+            return self._retry(attempt, races=races, fail_fast=fail_fast)
         except sa.exc.DBAPIError as exc:
             cause = one_line(str(exc.orig))
             if self._password:
                 cause = cause.replace(self._password, "***")
             raise StoreError(f"store {self.display_url}: {cause}") from exc
 
-    def insert_once(self, table: sa.Table, values: Mapping[str, Any],
+    def _insert_once(self, table: sa.Table, values: Mapping[str, Any],
                     identity: tuple[str, ...]) -> int:
         """Insert one row and return its id, exactly once across retries.
 
@@ -104,4 +108,4 @@ class Transactions:
                 *(table.c[name] == values[name] for name in identity))).scalar()
             return None if found is None else int(found)
 
-        return self.write(insert, verify=inserted)
+        return self._write(insert, verify=inserted)
