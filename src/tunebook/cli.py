@@ -46,7 +46,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose
 
 # Stores opened by the command being run, closed by main(): a SQLite store left open keeps its
 # -wal and -shm files beside the database.
-_OPENED: list[Any] = []
+_OPENED: list[StoreAPI] = []
 
 
 class _Parser(argparse.ArgumentParser):
