@@ -161,3 +161,15 @@ def native_busy(hparams: dict[str, Any], trial: Trial) -> None:
     trial.flush()
     (trial.dir / "pid").write_text(str(os.getpid()))
     sum(range(10**12))
+
+
+def bowl(hparams: dict[str, Any], trial: Trial) -> None:
+    """One report of a bowl around x = 0.3 after ``sleep`` seconds; past it, worse outcomes:
+    infeasible for x > 0.9, an exception (after its report) for 0.8 < x <= 0.9."""
+    time.sleep(float(hparams.get("sleep", 0.0)))
+    x = float(hparams["x"])
+    trial.report(1, loss=round((x - 0.3) ** 2, 12))
+    if x > 0.9:
+        raise trial.infeasible(f"x = {x} is beyond 0.9")
+    if x > 0.8:
+        raise ValueError(f"x = {x} is beyond 0.8")

@@ -71,7 +71,14 @@ MAX_INT_BOUND = 2**53
 MAX_DEPTH = 64  # nesting levels of a YAML document (an experiment needs 4)
 BOOL_HINT = " (YAML reads unquoted yes/no/on/off as booleans: quote it)"
 
-ALGORITHMS = ("quasi_random", "random", "grid")
+
+def _algorithms() -> tuple[str, ...]:
+    """The registered search designers (imported late: validation needs only their names)."""
+    from tunebook.search import designer_names
+
+    return designer_names()
+
+
 TOP_KEYS = (
     "name",
     "goal",
@@ -183,7 +190,7 @@ class Objective:
 class Search:
     """How each study samples the nuisance space: algorithm, trials per study, seed."""
 
-    algorithm: Literal["quasi_random", "random", "grid"] = "quasi_random"
+    algorithm: str = "quasi_random"
     trials: int = 20
     seed: int = 0
 
@@ -441,7 +448,7 @@ class Experiment:
         if self.eval_every > self.max_train_steps:
             raise r.fail("eval_every", f"must be <= max_train_steps ({self.max_train_steps}), "
                          f"got {self.eval_every}")
-        r.choice("search.algorithm", self.search.algorithm, ALGORITHMS, "algorithm")
+        r.choice("search.algorithm", self.search.algorithm, _algorithms(), "algorithm")
         r.integer("search.trials", self.search.trials, 1, MAX_TRIALS,
                   " (an experiment holds at most that many trials, all written to the store "
                   "when a run starts)")
@@ -578,7 +585,7 @@ class Experiment:
         search_doc = r.mapping("search", doc.get("search") or {}, ("algorithm", "trials", "seed"))
         search = Search(
             algorithm=r.choice("search.algorithm", search_doc.get("algorithm", "quasi_random"),
-                               ALGORITHMS, "algorithm"),  # type: ignore[arg-type]
+                               _algorithms(), "algorithm"),
             trials=r.integer("search.trials", search_doc.get("trials", 20), minimum=1),
             seed=r.integer("search.seed", search_doc.get("seed", 0), minimum=0),
         )

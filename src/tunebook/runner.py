@@ -1,10 +1,12 @@
-"""Run an experiment: materialise its trials in the store, then work through them in parallel.
+"""Run an experiment: put its trials in the store, then work through them in parallel.
 
-The store is the queue. ``run`` writes every study and its trials (trial ``i`` is a pure function
-of the study seed, the search space and ``i``), starts ``workers`` long-lived worker processes
-that claim trials atomically, replaces any worker that dies (its trial goes back to the queue and
-resumes from its checkpoint, failing after ``max_attempts``), and stops cleanly on Ctrl-C or
-SIGTERM (running trials become ``interrupted`` and resume on the next run).
+The store is the queue. ``run`` writes every study and its trials (trial ``i`` of a
+non-adaptive designer is a pure function of the study seed, the search space and ``i``; an
+adaptive designer's trials are added as results come in, see :mod:`tunebook.suggestions`), keeps
+an :class:`~tunebook.executors.Executor`'s workers busy claiming trials atomically, replaces any
+worker that dies (its trial goes back to the queue and resumes from its checkpoint, failing
+after ``max_attempts``), and stops cleanly on Ctrl-C or SIGTERM (running trials become
+``interrupted`` and resume on the next run).
 
 What holds under each kill (the tests check each):
 
@@ -22,9 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import multiprocessing.connection as mp_connection
 import os
-import queue
 import signal
 import socket
 import threading
@@ -35,28 +35,23 @@ from pathlib import Path
 from typing import Any
 
 from tunebook.errors import StoreError, WorkloadError
+from tunebook.executors import Executor, Job, make_executor
 from tunebook.experiment import Experiment
 from tunebook.interrupts import deliver
 from tunebook.processes import pid_alive
 from tunebook.provenance import provenance
 from tunebook.results import summaries_for
-from tunebook.search import make_designer, trial_seed
-from tunebook.store import NewTrial, RunOutcome, Store, StudySpec, TrialRow, TrialSummary
+from tunebook.store import RunOutcome, Store, TrialRow, TrialSummary
+from tunebook.suggestions import Suggestions, materialize
 from tunebook.worker import (
     COULD_NOT_START,
-    EXIT_WORKLOAD_ERROR,
     NO_OBJECTIVE,
     WorkerOptions,
     broken_workload,
     limit_threads,
     trial_dir,
-    worker_alive,
-    worker_loop,
-    worker_main,
-    worker_name,
-    worker_pid,
 )
-from tunebook.workload import kill_leftovers, load_workload
+from tunebook.workload import load_workload
 
 __all__ = ["Progress", "RunResult", "materialize", "refresh_summaries", "run"]
 
@@ -104,32 +99,6 @@ class RunResult:
     retried: int = 0
 
 
-TrialRows = dict[str, Sequence[NewTrial]]
-
-
-def materialize(experiment: Experiment) -> tuple[list[StudySpec], TrialRows]:
-    """Studies and their trials ``(index, params, seed)`` for the store.
-
-    Each study searches the same nuisance points (same seed): a paired comparison of the
-    scientific values, so differences between studies are not luck of the sampling.
-    """
-    studies: list[StudySpec] = []
-    trials: TrialRows = {}
-    for spec in experiment.studies():
-        designer = make_designer(experiment.search.algorithm, experiment.nuisance,
-                                 experiment.search.seed, experiment.search.trials)
-        cap = designer.capacity()
-        budget = experiment.search.trials if cap is None else cap
-        studies.append(StudySpec(spec.name, spec.position, spec.scientific, designer.name,
-                                 experiment.search.seed, budget))
-        rows = []
-        for i, nuisance in enumerate(designer.suggest(range(budget))):
-            params = {**experiment.fixed, **spec.scientific, **nuisance}
-            rows.append(NewTrial(i, params, trial_seed(experiment.search.seed, spec.name, i)))
-        trials[spec.name] = rows
-    return studies, trials
-
-
 def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) -> None:
     """Recompute every trial's best/final values for ``metric`` (the objective changed).
 
@@ -145,24 +114,6 @@ def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) 
                           and (t.error or "").startswith(NO_OBJECTIVE)
                           and (found := summaries.get(t.id)) is not None
                           and found.best_value is not None])
-
-
-def _release_orphans(store: Store, experiment_id: int, max_attempts: int,
-                     mine: Sequence[str] = ()) -> list[int]:
-    """Re-queue running trials whose worker process, on this host, is gone.
-
-    The pid in the worker's name is the process that runs the trial, so a worker that outlived
-    its run keeps its trial until it has stopped (it marks it interrupted itself): the same
-    trial never runs in two processes at once. ``mine`` are this run's live workers.
-    """
-    released: list[int] = []
-    for t in store.trials(experiment_id, statuses=("running",)):
-        if t.worker in mine:
-            continue
-        if worker_pid(t.worker) != os.getpid() and worker_alive(t.worker) is False:
-            released += store.release_worker(t.worker or "", "the process running it is gone",
-                                             max_attempts, interrupted=True)
-    return released
 
 
 def _close_abandoned_runs(store: Store, experiment_id: int) -> None:
@@ -265,7 +216,9 @@ def run(
                                                                          "goal": obj.goal}:
             refresh_summaries(store, exp_id, obj.metric, obj.goal)
         _close_abandoned_runs(store, exp_id)
-        _release_orphans(store, exp_id, max_attempts)
+        executor = make_executor(Job(experiment, exp_id, store.url, root, options), workers,
+                                 store, workload)
+        executor.release_orphans(store, max_attempts)
         result = RunResult(exp_id)
         if retry_failed:
             result.retried = _requeue_failed(store, experiment, exp_id, root)
@@ -274,19 +227,20 @@ def run(
         # The pid lets the next run tell a run that died (SIGKILL) from one still going.
         run_id = store.start_run(exp_id, socket.gethostname(), workers, {**record,
                                                                          "pid": os.getpid()})
-        session = _Session(experiment=experiment, store=store, exp_id=exp_id, workload=workload,
-                           root=root, max_attempts=max_attempts, options=options,
-                           progress=progress, total=sum(len(v) for v in trials.values()),
-                           started=started, result=result, timeout=timeout,
+        session = _Session(experiment=experiment, store=store, exp_id=exp_id, root=root,
+                           max_attempts=max_attempts, progress=progress,
+                           total=sum(st.budget for st in studies), started=started,
+                           result=result, suggestions=Suggestions.load(store, experiment, exp_id),
+                           timeout=timeout,
                            seen_failures={t.id for t in store.trials(exp_id, statuses=("failed",))})
         if progress is not None and store.on_outage is None:
             store.on_outage = session.outage
         try:
             with _signals_as_interrupt(result):
-                if workers <= 0:
-                    session.in_process()
+                if executor.blocking:
+                    session.in_process(executor)
                 else:
-                    session.with_workers(workers, poll_seconds, stale_after_seconds)
+                    session.supervise(executor, poll_seconds, stale_after_seconds)
         except StoreError:
             _store_gone(store)
             raise
@@ -335,23 +289,20 @@ HARD_KILL_GRACE = 10.0  # seconds past trial_timeout before a worker that ignore
 
 @dataclass
 class _Session:
-    """One ``run()``: the loop that keeps N workers busy until no trial is left."""
+    """One ``run()``: the loop that keeps an executor's workers busy until no trial is left."""
 
     experiment: Experiment
     store: Store
     exp_id: int
-    workload: Any
     root: Path
     max_attempts: int
-    options: WorkerOptions
     progress: Callable[[Progress], None] | None
     total: int
     started: float
     result: RunResult
+    suggestions: Suggestions
     timeout: float | None = None
     seen_failures: set[int] = field(default_factory=set)
-    procs: dict[str, Any] = field(default_factory=dict)
-    generation: int = 0
     early_deaths: int = 0
     checked_objective: bool = False
     # (worker, trial id) -> when this run first saw that worker running that trial
@@ -408,126 +359,97 @@ class _Session:
                     "again with --retry-failed; if the failure comes from the trial's own "
                     "values, a plain run goes on with the other trials)")
 
-    def in_process(self) -> None:
+    def in_process(self, executor: Executor) -> None:
         """Run every trial in this process (``workers=0``: debugging, benchmarks).
 
         No snapshot between trials (it would cost more than a short trial): the loop itself
         stops at a workload that could not start, and the snapshot after it says why.
         """
-        name = worker_name("inproc")
         try:
-            worker_loop(self.store, self.experiment, self.exp_id, self.workload, self.root,
-                        name, self.options)
+            self.suggestions.top_up(executor.slots)
+            executor.start()
+            while self.suggestions.top_up(executor.slots):
+                executor.start()
         except KeyboardInterrupt:
-            self.store.release_worker(name, "interrupted", self.max_attempts, interrupted=True)
+            for name in executor.stop():
+                self.store.release_worker(name, "interrupted", self.max_attempts,
+                                          interrupted=True)
             self.result.interrupted = True
         self.snapshot()
         _check_objective(self.store, self.exp_id, self.experiment)
 
-    def spawn(self, ctx: Any, errors: Any) -> None:
-        """Start one worker process."""
-        self.generation += 1
-        exp = self.experiment
-        options = WorkerOptions(**{**self.options.__dict__, "parent_pid": os.getpid()})
-        label = f"w{self.generation}"
-        p = ctx.Process(
-            target=worker_main, name=f"tunebook-worker-{self.generation}", daemon=True,
-            args=(self.store.url, exp.to_dict(), exp.source, exp.base_dir, self.exp_id,
-                  str(self.root), label, errors, options))
-        p.start()
-        self.procs[worker_name(label, p.pid)] = p
-
-    def reap(self, errors: Any) -> None:
+    def reap(self, executor: Executor) -> None:
         """Forget exited workers; their running trials go back to the queue."""
-        for name, p in list(self.procs.items()):
-            if p.is_alive():
-                continue
-            p.join()
-            del self.procs[name]
-            released = self.store.release_worker(name, f"worker exited with code {p.exitcode}",
-                                                 self.max_attempts)
-            self.kill_leftovers(released)
-            if p.exitcode == EXIT_WORKLOAD_ERROR:
-                # Only a worker that could not load the workload says so on the queue; an exit
-                # code alone could come from anything the worker ran.
-                try:
-                    raise WorkloadError(errors.get(timeout=1))
-                except queue.Empty:
-                    pass
-            if p.exitcode != 0 and not released:
+        for gone in executor.reap():
+            released = self.store.release_worker(
+                gone.name, f"worker exited with code {gone.exitcode}", self.max_attempts)
+            executor.clean_up(self.store, released)
+            if gone.workload_error is not None:
+                raise WorkloadError(gone.workload_error)
+            if gone.exitcode != 0 and not released:
                 # It died before taking a trial: no trial will fail after max_attempts, so
                 # without this the run would restart workers forever.
                 self.early_deaths += 1
                 if self.early_deaths >= EARLY_DEATHS:
                     raise WorkloadError(
-                        f"{EARLY_DEATHS} worker processes in a row exited (code {p.exitcode}) "
-                        "before running any trial; if tunebook.run() is called from a script, "
-                        "guard the call with `if __name__ == \"__main__\":`")
+                        f"{EARLY_DEATHS} worker processes in a row exited (code "
+                        f"{gone.exitcode}) before running any trial; if tunebook.run() is "
+                        "called from a script, guard the call with "
+                        "`if __name__ == \"__main__\":`")
             else:
                 self.early_deaths = 0
 
-    def kill_leftovers(self, trial_ids: Sequence[int]) -> None:
-        """Processes a dead worker's command started must not run on (next to the retry)."""
-        for tid in trial_ids:
-            t = self.store.trial(tid)
-            kill_leftovers(trial_dir(self.root, self.experiment.name, t.study, t.index),
-                           wait=0.0)
-
-    def enforce_timeout(self, running: Sequence[TrialRow]) -> None:
+    def enforce_timeout(self, executor: Executor, running: Sequence[TrialRow]) -> None:
         """Kill a worker whose trial ignored its timeout (stuck in native code, say)."""
         if self.timeout is None:
             return
         now = time.monotonic()
-        current = {(t.worker or "", t.id) for t in running if t.worker in self.procs}
+        live = executor.live()
+        current = {(t.worker or "", t.id) for t in running if t.worker in live}
         self.running_since = {k: v for k, v in self.running_since.items() if k in current}
         for key in current:
             since = self.running_since.setdefault(key, now)
             if now - since > self.timeout + HARD_KILL_GRACE:
                 worker, trial_id = key
-                p = self.procs.pop(worker)
-                p.kill()
-                p.join()
-                self.kill_leftovers([trial_id])
+                executor.kill(worker)
+                executor.clean_up(self.store, [trial_id])
                 self.store.finish(trial_id, worker, "failed", error=(
                     f"timed out after {self.timeout:g} s (trial_timeout); the workload did not "
                     f"stop, so its worker was killed {HARD_KILL_GRACE:g} s later"))
 
-    def with_workers(self, workers: int, poll_seconds: float, stale_after: float) -> None:
-        """Keep ``workers`` processes busy; replace any that die; stop cleanly on Ctrl-C."""
-        ctx = mp.get_context("spawn")
-        errors: Any = ctx.Queue()
+    def supervise(self, executor: Executor, poll_seconds: float, stale_after: float) -> None:
+        """Keep the executor's workers busy; replace any that die; stop cleanly on Ctrl-C."""
         try:
             while True:
-                self.reap(errors)
+                self.reap(executor)
                 running = self.store.trials(self.exp_id, statuses=("running",))
                 # Workers on this host that are alive keep their trials, however old the
                 # heartbeat (a laptop suspend jumps the wall clock; a long native call starves
                 # the heartbeat thread): ours, and those of another run or a killed one.
-                alive = set(self.procs) | {
-                    t.worker for t in running if t.worker and worker_alive(t.worker)}
+                mine = executor.live()
+                alive = set(mine) | {
+                    t.worker for t in running if t.worker and executor.alive(t.worker)}
                 if self.store.release_stale(self.exp_id, stale_after, self.max_attempts,
                                             exclude_workers=tuple(sorted(alive))):
                     running = self.store.trials(self.exp_id, statuses=("running",))
-                if any(t.worker not in self.procs for t in running):
+                if any(t.worker not in mine for t in running):
                     # Left by a run that was killed: free them once their process is gone.
-                    self.kill_leftovers(_release_orphans(self.store, self.exp_id,
-                                                         self.max_attempts, tuple(self.procs)))
-                self.enforce_timeout(running)
+                    executor.clean_up(self.store, executor.release_orphans(self.store,
+                                                                           self.max_attempts))
+                self.enforce_timeout(executor, running)
                 counts = self.snapshot()
                 if not self.checked_objective and counts.get("completed", 0) > 0:
                     self.checked_objective = True
                     _check_objective(self.store, self.exp_id, self.experiment)
                 claimable = counts.get("pending", 0) + counts.get("interrupted", 0)
-                for _ in range(min(workers - len(self.procs), claimable)):
-                    self.spawn(ctx, errors)
-                if not self.procs and claimable == 0 and counts.get("running", 0) == 0:
+                if self.suggestions.top_up(executor.slots - claimable):
+                    counts = self.store.counts(self.exp_id)
+                    claimable = counts.get("pending", 0) + counts.get("interrupted", 0)
+                for _ in range(min(executor.slots - len(executor.live()), claimable)):
+                    executor.start()
+                if not executor.live() and claimable == 0 and counts.get("running", 0) == 0:
                     return
-                # Wake up as soon as a worker exits (the end of the run), or to refresh.
-                sentinels = [p.sentinel for p in self.procs.values()]
-                if sentinels:
-                    mp_connection.wait(sentinels, timeout=poll_seconds)
-                else:
-                    time.sleep(poll_seconds)
+                executor.wait(poll_seconds)
         except KeyboardInterrupt:
             self.result.interrupted = True
             _store_gone(self.store)  # a user who stops a run must not wait out an outage
@@ -535,8 +457,7 @@ class _Session:
             _store_gone(self.store)
             raise
         finally:
-            _stop_workers(self.procs, self.store, self.max_attempts)
-            errors.close()
+            _stop_workers(executor, self.store, self.max_attempts)
 
 
 def _store_gone(store: Store) -> None:
@@ -546,8 +467,8 @@ def _store_gone(store: Store) -> None:
     store.outage_seconds = min(store.outage_seconds, 1.0)
 
 
-def _stop_workers(procs: dict[str, Any], store: Store, max_attempts: int) -> None:
-    """SIGTERM every worker (it marks its trial interrupted), then make sure.
+def _stop_workers(executor: Executor, store: Store, max_attempts: int) -> None:
+    """Stop every worker (each marks its trial interrupted), then release what they held.
 
     A second Ctrl-C or SIGTERM while waiting must not leave workers behind: signals are
     ignored until every worker is gone.
@@ -557,16 +478,7 @@ def _stop_workers(procs: dict[str, Any], store: Store, max_attempts: int) -> Non
         ignored = {sig: signal.signal(sig, signal.SIG_IGN)
                    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        for p in procs.values():
-            if p.is_alive():
-                p.terminate()
-        deadline = time.monotonic() + 15
-        for p in procs.values():
-            p.join(timeout=max(0.1, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join()
-        for name in procs:
+        for name in executor.stop():
             with contextlib.suppress(Exception):
                 store.release_worker(name, "stopped", max_attempts, interrupted=True)
     finally:

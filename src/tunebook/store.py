@@ -18,7 +18,8 @@ Before anything is written, a SQLite file that is not a tunebook store (another 
 database, a corrupt or truncated file) and a PostgreSQL database holding other tables are
 refused, untouched. Names, metric names, steps and seeds are checked against the limits of the
 columns (``MAX_*``) up front, identically on every backend. The tables are in
-:mod:`tunebook.store_schema`, the larger statements in :mod:`tunebook.store_queries`.
+:mod:`tunebook.store_schema`, the larger statements in :mod:`tunebook.store_queries`, runs,
+notes and recommendations in :mod:`tunebook.store_history`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tunebook.store_api import (
     TERMINAL,
     ExperimentRow,
     NewTrial,
+    RecommendationRow,
     RunOutcome,
     RunRow,
     StoreAPI,
@@ -60,10 +62,12 @@ from tunebook.store_checks import (
     check_sqlite_path,
     check_text,
 )
+from tunebook.store_history import History
 from tunebook.store_queries import (
     CLAIM,
     CLAIMABLE_ONE,
     RECLAIM,
+    add_trials,
     experiment_trial_ids,
     finish_values,
     in_budget,
@@ -81,22 +85,20 @@ from tunebook.store_schema import (
     measurements_t,
     meta_t,
     metadata,
-    notes_t,
-    runs_t,
     schema_race,
     sqlite_url,
     studies_t,
     trials_t,
 )
-from tunebook.store_tx import Transactions
 
 __all__ = ["ACTIVE", "CLAIMABLE", "MAX_METRIC_LENGTH", "MAX_NAME_LENGTH", "MAX_SEED", "MAX_STEP",
-           "SCHEMA_VERSION", "TERMINAL", "ExperimentRow", "NewTrial", "RunOutcome", "RunRow",
+           "SCHEMA_VERSION", "TERMINAL", "ExperimentRow", "NewTrial", "RecommendationRow",
+           "RunOutcome", "RunRow",
            "SQLStore", "Store", "StoreAPI", "StudyRow", "StudySpec", "TrialRow", "TrialSummary",
            "sqlite_url"]
 
 
-class SQLStore(Transactions):
+class SQLStore(History):
     """Access to one tunebook database. Cheap to create; make one per process.
 
     Args:
@@ -447,51 +449,32 @@ class SQLStore(Transactions):
              .where(measurements_t.c.trial_id.in_(experiment_trial_ids(experiment_id))))
         return sorted(r[0] for r in self._read(lambda conn: conn.execute(q).all()))
 
-    # ----------------------------------------------------------------- runs
-    def start_run(self, experiment_id: int, host: str, workers: int,
-                  provenance: Mapping[str, Any]) -> int:
-        """Record that a run of the experiment started; returns its id.
+    # ----------------------------------------------------------------- designer state
+    def designer_state(self, study_id: int) -> dict[str, Any]:
+        """What the runner saved for the study's designer (``{}`` before the first save)."""
+        row = self._read(lambda conn: conn.execute(sa.select(studies_t.c.designer_state).where(
+            studies_t.c.id == study_id)).first())
+        if row is None:
+            raise StoreError(f"no study with id {study_id} in {self.display_url}")
+        state: dict[str, Any] = json.loads(row[0] or "{}")
+        return state
 
-        Recorded once across outages: a run row that never ends would show in the history.
+    def save_designer_state(self, study_id: int, state: Mapping[str, Any]) -> None:
+        """Replace the study's designer state (safe to redo)."""
+        self._write(lambda conn: conn.execute(sa.update(studies_t).where(
+            studies_t.c.id == study_id).values(designer_state=json.dumps(state))))
+
+    def add_trials(self, study_id: int, rows: Sequence[NewTrial],
+                   designer_state: Mapping[str, Any]) -> int:
+        """Append trials to a study and save the designer state that suggested them, in one
+        transaction: a run killed in between finds both or neither.
+
+        Indices already there are kept untouched (safe to redo). Returns how many were added.
         """
-        return self._insert_once(runs_t, {
-            "experiment_id": experiment_id, "started_at": time.time(),
-            "host": host.replace("\x00", "")[:MAX_NAME_LENGTH], "workers": workers,
-            "provenance": json.dumps(provenance)}, identity=("experiment_id", "host", "started_at"))
-
-    def end_run(self, run_id: int, outcome: RunOutcome) -> None:
-        """Record how a run ended."""
-        self._write(lambda conn: conn.execute(sa.update(runs_t).where(runs_t.c.id == run_id).values(
-            finished_at=time.time(), outcome=json.dumps(outcome.as_dict()))))
-
-    def runs(self, experiment_id: int) -> list[RunRow]:
-        """Runs of an experiment, oldest first (provenance and outcome decoded)."""
-        rows = self._read(lambda conn: conn.execute(
-            sa.select(runs_t).where(runs_t.c.experiment_id == experiment_id)
-            .order_by(runs_t.c.id)).all())
-        return [RunRow(id=r.id, started_at=r.started_at, finished_at=r.finished_at, host=r.host,
-                       workers=r.workers, provenance=json.loads(r.provenance),
-                       outcome=json.loads(r.outcome) if r.outcome else None) for r in rows]
-
-    # ----------------------------------------------------------------- notes
-    def add_note(self, experiment_id: int, text: str, study: str | None = None) -> None:
-        """Attach a free-text note to an experiment (or one of its studies).
-
-        Recorded once across outages: the same note twice would read as a user's mistake.
-        """
-        check_text("note", text, None)
-        if study is not None:
-            check_text("study name", study, MAX_NAME_LENGTH)
-        self._insert_once(notes_t, {"experiment_id": experiment_id, "study": study,
-                                   "created_at": time.time(), "text": text},
-                         identity=("experiment_id", "created_at", "text"))
-
-    def notes(self, experiment_id: int) -> list[tuple[float, str | None, str]]:
-        """``(created_at, study, text)`` for an experiment, oldest first."""
-        rows = self._read(lambda conn: conn.execute(
-            sa.select(notes_t.c.created_at, notes_t.c.study, notes_t.c.text)
-            .where(notes_t.c.experiment_id == experiment_id).order_by(notes_t.c.id)).all())
-        return [(r[0], r[1], r[2]) for r in rows]
+        for index, _params, seed in rows:
+            check_int("trial index", int(index), MAX_STEP)
+            check_int(f"trial {index}: seed", int(seed), MAX_SEED)
+        return self._write(lambda conn: add_trials(conn, study_id, rows, designer_state))
 
 
 Store = SQLStore

@@ -19,6 +19,7 @@ __all__ = [
     "TERMINAL",
     "ExperimentRow",
     "NewTrial",
+    "RecommendationRow",
     "RunOutcome",
     "RunRow",
     "StoreAPI",
@@ -99,6 +100,17 @@ class RunRow:
     workers: int
     provenance: dict[str, Any]
     outcome: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RecommendationRow:
+    """A procedure's result as stored; ``payload`` is the procedure's own JSON document."""
+
+    id: int
+    experiment: str
+    procedure: str
+    created_at: float
+    payload: dict[str, Any]
 
 
 # ----------------------------------------------------------------- inputs
@@ -273,3 +285,23 @@ class StoreAPI(Protocol):
 
     def notes(self, experiment_id: int) -> list[tuple[float, str | None, str]]:
         """``(created_at, study, text)`` for an experiment, oldest first."""
+
+    # designer state, lazy trials, procedure results
+    def designer_state(self, study_id: int) -> dict[str, Any]:
+        """What the runner saved for the study's designer (``{}`` before the first save)."""
+
+    def save_designer_state(self, study_id: int, state: Mapping[str, Any]) -> None:
+        """Replace the study's designer state."""
+
+    def add_trials(self, study_id: int, rows: Sequence[NewTrial],
+                   designer_state: Mapping[str, Any]) -> int:
+        """Append trials to a study with the designer state that suggested them, atomically;
+        indices already there are kept. Returns how many were added."""
+
+    def add_recommendation(self, experiment: str, procedure: str,
+                           payload: Mapping[str, Any]) -> int:
+        """Record a procedure's result for the base experiment ``experiment``; returns its id."""
+
+    def recommendations(self, experiment: str,
+                        procedure: str | None = None) -> list[RecommendationRow]:
+        """The recommendations recorded for ``experiment`` (of one procedure), oldest first."""

@@ -20,8 +20,9 @@ from tunebook.store_api import CLAIMABLE, TERMINAL, NewTrial, StudySpec, TrialRo
 from tunebook.store_schema import experiments_t, measurements_t, studies_t, trials_t
 from tunebook.store_tx import new_id
 
-__all__ = ["CLAIM", "CLAIMABLE_ONE", "RECLAIM", "experiment_trial_ids", "finish_values",
-           "in_budget", "register", "release_values", "trial_from_row", "trial_select"]
+__all__ = ["CLAIM", "CLAIMABLE_ONE", "RECLAIM", "add_trials", "experiment_trial_ids",
+           "finish_values", "in_budget", "insert_trials", "register", "release_values",
+           "trial_from_row", "trial_select"]
 
 
 def in_budget() -> Any:
@@ -121,12 +122,31 @@ def register(conn: Connection, where: str, name: str, identity: str, config: Map
             )))
         have = {r[0] for r in conn.execute(
             sa.select(trials_t.c.idx).where(trials_t.c.study_id == study_id))}
-        new = [{"study_id": study_id, "idx": i, "params": json.dumps(p), "seed": s,
-                "status": "pending", "attempts": 0, "created_at": now, "run_seconds": 0.0}
-               for i, p, s in trials.get(st.name, ()) if i not in have]
-        if new:
-            conn.execute(sa.insert(trials_t), new)
+        insert_trials(conn, study_id, trials.get(st.name, ()), have, now)
     return int(exp_id)
+
+
+def insert_trials(conn: Connection, study_id: int, rows: Sequence[NewTrial], have: set[int],
+                  now: float) -> int:
+    """Insert the pending trials of ``rows`` whose index is not in ``have``; returns how many."""
+    new = [{"study_id": study_id, "idx": i, "params": json.dumps(p), "seed": s,
+            "status": "pending", "attempts": 0, "created_at": now, "run_seconds": 0.0}
+           for i, p, s in rows if i not in have]
+    if new:
+        conn.execute(sa.insert(trials_t), new)
+    return len(new)
+
+
+def add_trials(conn: Connection, study_id: int, rows: Sequence[NewTrial],
+               designer_state: Mapping[str, Any]) -> int:
+    """The body of :meth:`tunebook.store.Store.add_trials`: safe to redo (indices already there
+    are kept), the designer state saved with the trials it suggested."""
+    have = {r[0] for r in conn.execute(sa.select(trials_t.c.idx).where(
+        trials_t.c.study_id == study_id, trials_t.c.idx.in_([r[0] for r in rows])))}
+    added = insert_trials(conn, study_id, rows, have, time.time())
+    conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
+                 .values(designer_state=json.dumps(designer_state)))
+    return added
 
 
 # One statement: pick the next candidate and take it. Another worker may win the race for the

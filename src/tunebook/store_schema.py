@@ -106,6 +106,19 @@ notes_t = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
 )
 
+# A procedure's recommendations. A new table needs no version bump: create_all adds it to an
+# existing store, and an older tunebook ignores it.
+recommendations_t = sa.Table(
+    "recommendations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # The base experiment's name, not an id: a procedure's experiments are built from a base
+    # that need not be stored itself.
+    sa.Column("experiment", sa.String(255), nullable=False),
+    sa.Column("procedure", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+)
+
 
 def sqlite_url(path: str | Path) -> str:
     """The SQLAlchemy URL of a SQLite file."""
