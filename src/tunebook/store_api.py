@@ -178,7 +178,8 @@ class StoreAPI(Protocol):
 
     - each method is atomic, and safe to call again after a lost reply (an outage): ``claim``
       hands a worker back the trial it already holds, ``finish`` of an attempt already recorded
-      returns True, ``start_run`` and ``add_note`` never record twice;
+      returns True, ``start_run``, ``add_note`` and ``add_recommendation`` never record twice,
+      ``register`` and ``add_trials`` only add what is missing;
     - ``claim`` is a compare-and-swap: two workers never hold the same trial;
     - ``finish``, ``heartbeat`` ignore (False) a worker that no longer owns the trial;
     - outages are ridden out for ``outage_seconds`` (reporting through ``on_outage``), then,
