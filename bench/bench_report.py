@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunebook.store import Store
+from tunebook.store import Store, StudySpec
 from tunebook.trial import Trial
 
 from benchutil import describe_machine, median, print_table, quiet_optuna, versions
@@ -82,8 +82,7 @@ class ReportResult:
 def _store_with_trials(root: Path, n: int) -> tuple[Store, list[int]]:
     """A fresh SQLite store under ``root`` holding ``n`` pending trials (measurements need one)."""
     store = Store.at_root(root)
-    study = {"name": "main", "position": 0, "scientific": {}, "algorithm": "random",
-             "seed": 0, "budget": n}
+    study = StudySpec("main", 0, {}, "random", 0, n)
     exp_id = store.register("bench-report", "bench", {}, [study],
                             {"main": [(i, {}, i) for i in range(n)]})
     return store, [t.id for t in store.trials(exp_id)]

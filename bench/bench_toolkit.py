@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunebook import schedules
-from tunebook.store import Store
+from tunebook.store import Store, StudySpec
 from tunebook.torch import (
     Checkpointer,
     ClipTracker,
@@ -264,8 +264,7 @@ def bare_loop(data: Sequence[torch.Tensor], steps: int, eval_every: int, folder:
 def _store_with_trial(root: Path) -> tuple[Store, int]:
     """A fresh SQLite store under ``root`` with one pending trial (measurements need one)."""
     store = Store.at_root(root)
-    study = {"name": "main", "position": 0, "scientific": {}, "algorithm": "random",
-             "seed": 0, "budget": 1}
+    study = StudySpec("main", 0, {}, "random", 0, 1)
     exp_id = store.register("bench-toolkit", "bench", {}, [study],
                             {"main": [(0, dict(HPARAMS), SEED)]})
     return store, store.trials(exp_id)[0].id

@@ -35,7 +35,7 @@ import yaml
 
 from tunebook.cli import main
 from tunebook.experiment import MAX_TRIALS
-from tunebook.store import Store
+from tunebook.store import Store, StudySpec, TrialSummary
 from tunebook.worker import slug
 
 EXIT_BAD_INPUT = 2
@@ -927,9 +927,8 @@ def test_trials_into_head_exits_quietly(tmp_path: Path) -> None:
     root = tmp_path / "root"
     store = Store.at_root(root)
     rows = [(i, {"learning_rate": 0.01 + i * 1e-6, "note": "x" * 80}, i) for i in range(3000)]
-    store.register("many", "id", doc(name="many"), [
-        {"name": "main", "position": 0, "scientific": {}, "algorithm": "quasi_random",
-         "seed": 0, "budget": len(rows)}], {"main": rows})
+    store.register("many", "id", doc(name="many"),
+                   [StudySpec("main", 0, {}, "quasi_random", 0, len(rows))], {"main": rows})
     store.close()
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -1037,8 +1036,8 @@ def test_non_finite_values_never_reach_json(tmp_path: Path,
     exp = store.require_experiment("inf")
     trials = store.trials(exp.id)
     store.add_measurements(trials[0].id, [(30, "val_error", math.inf), (30, "odd", -math.inf)])
-    store.set_summaries([{"id": trials[1].id, "best_step": 10, "best_value": math.inf,
-                          "final_step": 10, "final_value": -math.inf}])
+    store.set_summaries([TrialSummary(trials[1].id, best_step=10, best_value=math.inf,
+                                      final_step=10, final_value=-math.inf)])
     code, out, err = cli(capsys, "report", "inf", "--root", str(root))
     assert code == 0, err
     page = (root / "reports" / "inf.html").read_text()
@@ -1071,9 +1070,9 @@ def test_control_characters_are_shown_not_sent(tmp_path: Path,
     evil = "x\x1b]0;pwned\x07\x1b[2J\u202e"
     config = doc(name="ctl", scientific={}, nuisance={
         "learning_rate": {"type": "float", "low": 0.01, "high": 0.1, "scale": "log"}})
-    store.register(f"ctl{evil}", "id", config, [
-        {"name": f"s{evil}", "position": 0, "scientific": {}, "algorithm": "quasi_random",
-         "seed": 0, "budget": 1}], {f"s{evil}": [(0, {"p": f"v{evil}"}, 1)]})
+    store.register(f"ctl{evil}", "id", config,
+                   [StudySpec(f"s{evil}", 0, {}, "quasi_random", 0, 1)],
+                   {f"s{evil}": [(0, {"p": f"v{evil}"}, 1)]})
     store.close()
     for argv in (["status"], ["trials", f"ctl{evil}"], ["best", f"ctl{evil}"]):
         code, out, err = cli(capsys, *argv, "--root", str(root))

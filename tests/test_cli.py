@@ -117,8 +117,8 @@ def test_runs_record_provenance(done: tuple[Path, Path]) -> None:
     runs = store.runs(store.require_experiment("toy").id)
     assert len(runs) >= 1
     first = runs[0]
-    assert first["provenance"]["file"] == str(path)
-    assert first["provenance"]["command"].startswith("tunebook run ")
-    assert first["provenance"]["config_hash"]
-    assert first["outcome"]["counts"] == {"completed": 6}
-    assert first["finished_at"] >= first["started_at"]
+    assert first.provenance["file"] == str(path)
+    assert first.provenance["command"].startswith("tunebook run ")
+    assert first.provenance["config_hash"]
+    assert first.outcome is not None and first.outcome["counts"] == {"completed": 6}
+    assert first.finished_at is not None and first.finished_at >= first.started_at

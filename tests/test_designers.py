@@ -26,7 +26,7 @@ from tunebook.search import (
     make_designer,
 )
 from tunebook.space import Float, SearchSpace, Value
-from tunebook.store import Store
+from tunebook.store import Store, StudySpec
 
 from conftest import cli_env, write_experiment
 
@@ -223,9 +223,7 @@ def test_refine_trials_do_not_depend_on_the_number_of_workers(tmp_path: Path) ->
 def test_the_store_appends_trials_with_the_state_that_suggested_them(tmp_path: Path) -> None:
     store = Store.at_root(tmp_path)
     try:
-        exp_id = store.register("e", "id", {}, [
-            {"name": "main", "position": 0, "scientific": {}, "algorithm": "refine", "seed": 0,
-             "budget": 4}], {})
+        exp_id = store.register("e", "id", {}, [StudySpec("main", 0, {}, "refine", 0, 4)], {})
         (study,) = store.studies(exp_id)
         assert store.designer_state(study.id) == {}
         rows = [(0, {"x": 0.5}, 11), (1, {"x": 0.25}, 12)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tunebook.interrupts import deliver, protected
-from tunebook.store import Store
+from tunebook.store import Store, StudySpec
 
 
 class Stopped(BaseException):
@@ -32,8 +32,7 @@ def test_a_stop_inside_a_protected_region_is_raised_at_its_end() -> None:
 def test_sigterm_during_a_store_write_leaves_no_lock_behind(tmp_path: Path) -> None:
     store = Store.at_root(tmp_path)
     exp_id = store.register("e", "id", {"objective": {"metric": "m", "goal": "minimize"}},
-                            [{"name": "s", "position": 0, "scientific": {},
-                              "algorithm": "quasi_random", "seed": 0, "budget": 1}],
+                            [StudySpec("s", 0, {}, "quasi_random", 0, 1)],
                             {"s": [(0, {}, 1)]})
     row = store.claim(exp_id, "w")
     assert row is not None

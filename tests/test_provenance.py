@@ -16,6 +16,13 @@ from tunebook import provenance as prov
 from tunebook.experiment import Experiment
 from tunebook.provenance import GitState, git_state, provenance, workload_files
 from tunebook.report.html import reproduction
+from tunebook.store_api import RunRow
+
+
+def _run(record: dict[str, Any]) -> RunRow:
+    """A stored run whose provenance is ``record``, as the report reads it."""
+    return RunRow(id=1, started_at=0.0, finished_at=None, host="h", workers=1,
+                  provenance=record, outcome=None)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -142,7 +149,7 @@ def test_a_command_run_names_its_script_and_experiment_file(repo: Path) -> None:
     assert p.git_modified == ["exp/train.py"]
     assert p.git_untracked == ["exp/experiment.yaml", "exp/cfg.json"]
     assert json.loads(json.dumps(p.as_dict())) == p.as_dict()
-    data = SimpleNamespace(runs=({"provenance": p.as_dict()},), experiment=experiment)
+    data = SimpleNamespace(runs=(_run(p.as_dict()),), experiment=experiment)
     assert reproduction(data).endswith(  # type: ignore[arg-type]
         f"; git {p.git_commit[:12]} + uncommitted changes to exp/train.py; "
         "exp/experiment.yaml and exp/cfg.json untracked")
@@ -160,7 +167,7 @@ def test_a_python_run_names_its_module(repo: Path, monkeypatch: pytest.MonkeyPat
     assert "mywork" not in sys.modules
     p = provenance(str(path), experiment.base_dir, "hash", experiment=experiment)
     assert (p.git_dirty, p.git_modified, p.git_untracked) == (False, [], ["exp/mywork.py"])
-    data = SimpleNamespace(runs=({"provenance": p.as_dict()},), experiment=experiment)
+    data = SimpleNamespace(runs=(_run(p.as_dict()),), experiment=experiment)
     assert reproduction(data).endswith(  # type: ignore[arg-type]
         f"; git {p.git_commit[:12]}; exp/mywork.py untracked")  # type: ignore[index]
 
@@ -170,7 +177,7 @@ def test_reproduction_of_provenance_stored_before_the_new_fields() -> None:
            "config_hash": "abc", "git_commit": "f596c0a" + "0" * 33, "git_dirty": True,
            "command": "tunebook run e.yaml"}
     experiment = SimpleNamespace(source="e.yaml", identity=lambda: "abc")
-    data = SimpleNamespace(runs=({"provenance": old},), experiment=experiment)
+    data = SimpleNamespace(runs=(_run(old),), experiment=experiment)
     assert reproduction(data) == (  # type: ignore[arg-type]
         "tunebook run e.yaml; tunebook 0.1.0; config abc; git f596c0a00000 + uncommitted changes")
     old["git_dirty"] = False

@@ -19,7 +19,7 @@ from tunebook.errors import ConfigError, StoreError
 from tunebook.experiment import Experiment
 from tunebook.results import trial_records
 from tunebook.runner import run
-from tunebook.store import Store
+from tunebook.store import Store, StudySpec
 from tunebook.summary import finite_json as _finite_json
 
 from conftest import cli_env, run_cli, write_experiment
@@ -102,8 +102,7 @@ def test_exponent_strings_are_numbers_everywhere(tmp_path: Path) -> None:
 
 def test_stale_heartbeats_of_live_local_workers_are_kept(tmp_path: Path) -> None:
     store = Store.at_root(tmp_path)
-    exp_id = store.register("e", "i", {}, [{"name": "s", "position": 0, "scientific": {},
-                                           "algorithm": "grid", "seed": 0, "budget": 2}],
+    exp_id = store.register("e", "i", {}, [StudySpec("s", 0, {}, "grid", 0, 2)],
                             {"s": [(0, {}, 1), (1, {}, 2)]})
     a, b = store.claim(exp_id, "alive"), store.claim(exp_id, "remote")
     assert a is not None and b is not None

@@ -111,11 +111,13 @@ def test_killing_a_run_never_runs_a_trial_twice(tmp_path: Path, sig: int,
             assert end < start, f"trial {t.index}: two executions overlapped: {spans}"
     # Both runs' records are closed: the killed one by itself (SIGTERM) or by the next run.
     records = store.runs(exp.id)
-    assert len(records) == 2 and all(r["finished_at"] is not None for r in records)
+    assert len(records) == 2 and all(r.finished_at is not None for r in records)
+    first = records[0].outcome
+    assert first is not None
     if sig == signal.SIGKILL:
-        assert records[0]["outcome"]["abandoned"] is True
+        assert first["abandoned"] is True
     else:
-        assert records[0]["outcome"]["signal"] == "SIGTERM"
+        assert first["signal"] == "SIGTERM"
 
 
 def test_failures_are_loud_and_can_be_retried_after_the_fix(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@ real PostgreSQL server started by the test setup."""
 
 from __future__ import annotations
 
+import inspect
 import math
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,15 +21,18 @@ from tunebook.store import (
     MAX_SEED,
     MAX_STEP,
     SCHEMA_VERSION,
+    RunOutcome,
+    SQLStore,
     Store,
+    StoreAPI,
+    StudySpec,
     sqlite_url,
 )
 
 
 def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2,
               name: str = "exp", study: str = "s", seed: int = 0, first_index: int = 0) -> int:
-    specs = [{"name": f"{study}{k}", "position": k, "scientific": {"k": k},
-              "algorithm": "quasi_random", "seed": 0, "budget": n} for k in range(studies)]
+    specs = [StudySpec(f"{study}{k}", k, {"k": k}, "quasi_random", 0, n) for k in range(studies)]
     trials = {f"{study}{k}": [(first_index + i, {"x": i / 10, "k": k}, seed or 100 * k + i)
                               for i in range(n)] for k in range(studies)}
     return store.register(name, identity, {"objective": {"metric": "loss", "goal": "minimize"}},
@@ -230,16 +236,51 @@ def test_concurrent_schema_creation(connect: Callable[[], Store]) -> None:
 def test_runs_and_best_trial(store: Store) -> None:
     exp_id = _register(store, n=3, studies=1)
     run_id = store.start_run(exp_id, "host", 2, {"command": "tunebook run x.yaml"})
-    store.end_run(run_id, {"counts": {"completed": 3}})
+    store.end_run(run_id, RunOutcome({"completed": 3}, interrupted=True, signal="SIGINT",
+                                     elapsed=1.5))
     [run] = store.runs(exp_id)
-    assert run["provenance"]["command"] == "tunebook run x.yaml" and run["workers"] == 2
-    assert run["outcome"] == {"counts": {"completed": 3}}
+    assert run.provenance["command"] == "tunebook run x.yaml" and run.workers == 2
+    assert run.outcome == {"counts": {"completed": 3}, "interrupted": True, "signal": "SIGINT",
+                           "elapsed": 1.5}
+    assert run.finished_at is not None and run.finished_at >= run.started_at
     for value in (0.5, 0.2, 0.9):
         t = store.claim(exp_id, "w")
         assert t is not None
         store.finish(t.id, "w", "completed", best_value=value, best_step=1)
     assert store.best_trial(exp_id, "minimize").best_value == 0.2  # type: ignore[union-attr]
     assert store.best_trial(exp_id, "maximize").best_value == 0.9  # type: ignore[union-attr]
+
+
+def test_an_abandoned_run_keeps_only_its_reason(store: Store) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    run_id = store.start_run(exp_id, "host", 1, {})
+    store.end_run(run_id, RunOutcome(abandoned="its process died"))
+    assert [r.outcome for r in store.runs(exp_id)] == [
+        {"abandoned": True, "reason": "its process died"}]
+
+
+def test_the_sql_store_implements_the_protocol(store: Store) -> None:
+    """Conformance with :class:`StoreAPI` on every backend: each member exists, and each
+    method takes the protocol's parameters (names, kinds, defaults) in the protocol's order."""
+    assert isinstance(store, StoreAPI)
+    assert isinstance(store, SQLStore) and Store is SQLStore
+    methods = [n for n, v in vars(StoreAPI).items() if callable(v) and not n.startswith("_")]
+    assert len(methods) == 33  # a method added to the protocol gets checked here too
+    for name in methods:
+        want = inspect.signature(getattr(StoreAPI, name)).parameters
+        have = inspect.signature(getattr(SQLStore, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in have.values()] == [
+            (p.name, p.kind, p.default) for p in want.values()], name
+    for name in StoreAPI.__annotations__:
+        assert hasattr(store, name), name
+
+
+def test_the_protocol_module_is_light() -> None:
+    """A remote client implements StoreAPI without SQLAlchemy: the module must not need it."""
+    code = "import sys, tunebook.store_api; print('sqlalchemy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
 
 
 LONG_NAME = "n" * (MAX_NAME_LENGTH + 1)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tunebook.errors import StoreError
-from tunebook.store import Store, sqlite_url
+from tunebook.store import Store, StudySpec, sqlite_url
 
 from conftest import run_cli
 
@@ -28,9 +28,8 @@ def real_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tunebook.db with an experiment, 30 trials and their measurements (about 100 pages)."""
     path = tmp_path_factory.mktemp("real") / "tunebook.db"
     store = Store(sqlite_url(path))
-    exp_id = store.register("exp", "id1", {}, [{
-        "name": "s", "position": 0, "scientific": {}, "algorithm": "quasi_random", "seed": 0,
-        "budget": 30}], {"s": [(i, {"x": i / 30}, i) for i in range(30)]})
+    exp_id = store.register("exp", "id1", {}, [StudySpec("s", 0, {}, "quasi_random", 0, 30)],
+                            {"s": [(i, {"x": i / 30}, i) for i in range(30)]})
     for t in store.trials(exp_id):
         store.add_measurements(t.id, [(step, "loss", 1 / step) for step in range(1, 200)])
     store.close()  # the last connection folds the WAL back into the file

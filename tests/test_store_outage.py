@@ -22,14 +22,13 @@ from typing import Any
 import pytest
 
 from tunebook.errors import StoreError
-from tunebook.store import Store, sqlite_url
+from tunebook.store import Store, StudySpec, sqlite_url
 
 from conftest import cli_env, write_experiment
 
 
 def _register(store: Store, n: int, studies: int = 1) -> int:
-    specs = [{"name": f"s{k}", "position": k, "scientific": {"k": k}, "algorithm": "quasi_random",
-              "seed": 0, "budget": n} for k in range(studies)]
+    specs = [StudySpec(f"s{k}", k, {"k": k}, "quasi_random", 0, n) for k in range(studies)]
     trials = {f"s{k}": [(i, {"x": i / 10, "k": k}, 100 * k + i) for i in range(n)]
               for k in range(studies)}
     return store.register("exp", "id1", {"objective": {"metric": "loss", "goal": "minimize"}},
@@ -265,7 +264,7 @@ def test_lost_replies_after_a_commit_are_not_done_twice(postgres: Any) -> None:
         assert store.counts(exp_id) == {"completed": 1, "pending": 2}
         assert [(s, v) for _, s, _, v in store.measurements([claimed.id])] == [
             (1, 0.5), (2, 0.25)]
-        assert [r["id"] for r in store.runs(exp_id)] == [run_id]
+        assert [r.id for r in store.runs(exp_id)] == [run_id]
         assert [t for *_, t in store.notes(exp_id)] == ["once"]
         # The next claim takes the next trial: the recovery only finds a *running* trial.
         nxt = store.claim(exp_id, "w")

@@ -101,11 +101,10 @@ def test_summarize_best_is_retrospective() -> None:
 
 
 def test_rewind_drops_measurements_past_the_step(tmp_path: Path) -> None:
-    from tunebook.store import Store
+    from tunebook.store import Store, StudySpec
 
     store = Store.at_root(tmp_path / "root")
-    exp_id = store.register("e", "i", {}, [{"name": "s", "position": 0, "scientific": {},
-                                           "algorithm": "grid", "seed": 0, "budget": 1}],
+    exp_id = store.register("e", "i", {}, [StudySpec("s", 0, {}, "grid", 0, 1)],
                             {"s": [(0, {}, 1)]})
     tid = store.trials(exp_id)[0].id
     t = make(tmp_path, store, trial_id=tid)  # type: ignore[arg-type]

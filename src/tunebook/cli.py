@@ -33,6 +33,7 @@ from typing import Any, NoReturn, TextIO
 
 from tunebook.errors import TunebookError
 from tunebook.objective import Objective, resolve
+from tunebook.store_api import StoreAPI
 from tunebook.summary import error_line, finite_json
 from tunebook.summary import format_value as _fmt
 
@@ -46,7 +47,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose
 
 # Stores opened by the command being run, closed by main(): a SQLite store left open keeps its
 # -wal and -shm files beside the database.
-_OPENED: list[Any] = []
+_OPENED: list[StoreAPI] = []
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,7 +118,7 @@ def _check_root(args: argparse.Namespace, writing: bool) -> None:
                 raise TunebookError(f"--store: {problem}")
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace) -> StoreAPI:
     from tunebook.store import Store
 
     _check_root(args, writing=False)
@@ -292,7 +293,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summarise(args: argparse.Namespace, experiment: Any, result: Any, store: Any) -> None:
+def _summarise(args: argparse.Namespace, experiment: Any, result: Any, store: StoreAPI) -> None:
     """The end-of-run summary: counts, the best trials, the findings and the report."""
     from tunebook.results import trial_records
 
@@ -462,7 +463,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_metric(store: Any, exp_id: int, name: str, metric: str | None) -> None:
+def _check_metric(store: StoreAPI, exp_id: int, name: str, metric: str | None) -> None:
     """A --metric nobody reported is a typo: one clear line, not a table of dashes."""
     if metric is None:
         return
@@ -476,7 +477,7 @@ def _check_metric(store: Any, exp_id: int, name: str, metric: str | None) -> Non
                             f"reported: {', '.join(names)}")
 
 
-def _objective(args: argparse.Namespace, store: Any) -> Objective:
+def _objective(args: argparse.Namespace, store: StoreAPI) -> Objective:
     """The objective ``best`` and ``trials`` rank by (see :func:`tunebook.objective.resolve`)."""
     exp = store.require_experiment(args.name)
     _check_metric(store, exp.id, args.name, args.metric)

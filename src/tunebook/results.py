@@ -10,13 +10,11 @@ here is only what the tables of ``tunebook best`` and ``tunebook trials`` add.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunebook.analysis.data import TrialData, load
 from tunebook.objective import Objective
-
-if TYPE_CHECKING:
-    from tunebook.store import Store
+from tunebook.store_api import StoreAPI
 
 __all__ = ["TrialRecord", "best_per_study", "csv_cell", "trial_records"]
 
@@ -35,7 +33,7 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-def trial_records(store: Store, name: str, metric: str | None = None,
+def trial_records(store: StoreAPI, name: str, metric: str | None = None,
                   goal: str | None = None) -> list[TrialRecord]:
     """Every trial of experiment ``name`` within each study's current budget, in store order,
     summarised under the objective :func:`tunebook.objective.resolve` gives: the experiment's,

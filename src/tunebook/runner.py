@@ -41,7 +41,7 @@ from tunebook.interrupts import deliver
 from tunebook.objective import resolve
 from tunebook.processes import pid_alive
 from tunebook.provenance import provenance
-from tunebook.store import Store, TrialRow
+from tunebook.store import RunOutcome, Store, TrialRow, TrialSummary
 from tunebook.suggestions import Suggestions, materialize
 from tunebook.worker import (
     COULD_NOT_START,
@@ -109,7 +109,8 @@ def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) 
     objective = resolve({"metric": metric, "goal": goal})
     summaries = objective.summaries(store.measurements(experiment_id=experiment_id, metric=metric),
                                     [t.id for t in trials])
-    store.set_summaries([{"id": tid, **s.as_dict()} for tid, s in summaries.items()])
+    store.set_summaries([TrialSummary(tid, s.best_step, s.best_value, s.final_step, s.final_value)
+                         for tid, s in summaries.items()])
     store.mark_completed([t.id for t in trials if t.status == "failed"
                           and (t.error or "").startswith(NO_OBJECTIVE)
                           and (found := summaries.get(t.id)) is not None
@@ -120,12 +121,11 @@ def _close_abandoned_runs(store: Store, experiment_id: int) -> None:
     """Close the records of earlier runs on this host whose process died without closing them."""
     host = socket.gethostname()
     for r in store.runs(experiment_id):
-        pid = r["provenance"].get("pid")
-        if (r["finished_at"] is None and r["host"] == host and isinstance(pid, int)
+        pid = r.provenance.get("pid")
+        if (r.finished_at is None and r.host == host and isinstance(pid, int)
                 and pid != os.getpid() and not pid_alive(pid)):
-            store.end_run(r["id"], {"abandoned": True,
-                                    "reason": "its process died without closing the run "
-                                              "(killed?); closed by the next run"})
+            store.end_run(r.id, RunOutcome(abandoned="its process died without closing the run "
+                                                     "(killed?); closed by the next run"))
 
 
 def _requeue_failed(store: Store, experiment: Experiment, exp_id: int, root: Path) -> int:
@@ -230,7 +230,7 @@ def run(
                                                                          "pid": os.getpid()})
         session = _Session(experiment=experiment, store=store, exp_id=exp_id, root=root,
                            max_attempts=max_attempts, progress=progress,
-                           total=sum(st["budget"] for st in studies), started=started,
+                           total=sum(st.budget for st in studies), started=started,
                            result=result, suggestions=Suggestions.load(store, experiment, exp_id),
                            timeout=timeout,
                            seen_failures={t.id for t in store.trials(exp_id, statuses=("failed",))})
@@ -251,9 +251,8 @@ def run(
                 result.counts = session.snapshot()
             result.elapsed = time.monotonic() - started
             with contextlib.suppress(Exception):
-                store.end_run(run_id, {"counts": result.counts, "interrupted": result.interrupted,
-                                       "signal": result.signal,
-                                       "elapsed": round(result.elapsed, 3)})
+                store.end_run(run_id, RunOutcome(result.counts, result.interrupted, result.signal,
+                                                 round(result.elapsed, 3)))
         return result
     finally:
         if owned:

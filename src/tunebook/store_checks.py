@@ -9,14 +9,16 @@ the same way, with one line, on both. :mod:`tunebook.store` re-exports the limit
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from tunebook.errors import StoreError
+from tunebook.store_api import NewTrial, StudySpec
 from tunebook.store_retry import classify
 
 __all__ = ["MAX_METRIC_LENGTH", "MAX_NAME_LENGTH", "MAX_SEED", "MAX_STEP", "MAX_WORKER_LENGTH",
-           "check_int", "check_sqlite_file", "check_text", "foreign_database"]
+           "check_int", "check_registration", "check_sqlite_file", "check_sqlite_path",
+           "check_text", "foreign_database"]
 
 # The columns' limits; other modules can check earlier with the same numbers.
 MAX_NAME_LENGTH = 255  # experiment and study names: String(255)
@@ -47,6 +49,21 @@ def check_int(what: str, value: int, limit: int) -> None:
     if not -limit - 1 <= value <= limit:
         raise StoreError(f"{what} {value} is out of range: the store holds integers from "
                          f"{-limit - 1} to {limit}")
+
+
+def check_registration(name: str, studies: Sequence[StudySpec],
+                       trials: Mapping[str, Sequence[NewTrial]]) -> None:
+    """Refuse an experiment whose names, seeds, budgets or trial indices the columns cannot
+    hold (StoreError naming the study and trial)."""
+    check_text("experiment name", name, MAX_NAME_LENGTH)
+    for st in studies:
+        check_text("study name", st.name, MAX_NAME_LENGTH)
+        check_int(f"study {st.name!r}: seed", int(st.seed), MAX_SEED)
+        check_int(f"study {st.name!r}: budget", int(st.budget), MAX_STEP)
+    for study, rows in trials.items():
+        for index, _params, seed in rows:
+            check_int(f"study {study!r}: trial index", int(index), MAX_STEP)
+            check_int(f"study {study!r}, trial {index}: seed", int(seed), MAX_SEED)
 
 
 def foreign_database(where: str, tables: Iterable[str], kind: str, hint: str) -> StoreError:
@@ -96,3 +113,22 @@ def check_sqlite_file(path: Path, busy_timeout_seconds: float, marker: str,
         if "malformed" in reason:
             reason = f"corrupt or truncated ({reason})"
         raise StoreError(f"{path} is not a tunebook store: {reason}") from None
+
+
+def check_sqlite_path(path: Path, create: bool, busy_timeout_seconds: float, marker: str,
+                      tables: Iterable[str]) -> None:
+    """Where a SQLite store is to be opened: an existing file must be a tunebook store
+    (:func:`check_sqlite_file`), a missing one is refused unless ``create`` (its folder is
+    then made)."""
+    if path.exists() and path.stat().st_size > 0:
+        check_sqlite_file(path, busy_timeout_seconds, marker, tables)
+    elif not create:
+        empty = " (the file is empty)" if path.exists() else ""
+        raise StoreError(f"no tunebook store at {path}{empty} (run an experiment first, "
+                         "or point --root/--store at an existing store)")
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create a store at {path}: "
+                             f"{exc.strerror or exc}") from None

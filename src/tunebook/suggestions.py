@@ -10,38 +10,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from tunebook.experiment import Experiment
 from tunebook.search import Designer, Observation, make_designer, trial_seed
-from tunebook.store import TERMINAL, Store, StudyRow, TrialRow
+from tunebook.store import TERMINAL, NewTrial, Store, StudyRow, StudySpec, TrialRow
 
 __all__ = ["Suggestions", "TrialRows", "materialize"]
 
-TrialRows = dict[str, Sequence[tuple[int, dict[str, Any], int]]]
+TrialRows = dict[str, Sequence[NewTrial]]
 
 
-def materialize(experiment: Experiment) -> tuple[list[dict[str, Any]], TrialRows]:
+def materialize(experiment: Experiment) -> tuple[list[StudySpec], TrialRows]:
     """Studies and their trials ``(index, params, seed)`` for the store.
 
     Each study searches the same nuisance points (same seed): a paired comparison of the
     scientific values, so differences between studies are not luck of the sampling. An
     adaptive designer's study starts empty: its trials come as the run observes results.
     """
-    studies: list[dict[str, Any]] = []
+    studies: list[StudySpec] = []
     trials: TrialRows = {}
     for spec in experiment.studies():
         designer = _designer(experiment, experiment.search.seed, experiment.search.trials)
         cap = designer.capacity()
         budget = experiment.search.trials if cap is None else cap
-        studies.append({"name": spec.name, "position": spec.position,
-                        "scientific": spec.scientific, "algorithm": designer.name,
-                        "seed": experiment.search.seed, "budget": budget})
+        studies.append(StudySpec(spec.name, spec.position, spec.scientific, designer.name,
+                                 experiment.search.seed, budget))
         rows = []
         todo = () if designer.adaptive else range(budget)
         for i, nuisance in enumerate(designer.suggest(todo)):
             params = {**experiment.fixed, **spec.scientific, **nuisance}
-            rows.append((i, params, trial_seed(experiment.search.seed, spec.name, i)))
+            rows.append(NewTrial(i, params, trial_seed(experiment.search.seed, spec.name, i)))
         trials[spec.name] = rows
     return studies, trials
 
@@ -97,7 +95,7 @@ class Suggestions:
             if points:
                 seed, fixed = study.seed, {**self.experiment.fixed, **study.scientific}
                 added += self.store.add_trials(study.id, [
-                    (i, {**fixed, **p}, trial_seed(seed, study.name, i))
+                    NewTrial(i, {**fixed, **p}, trial_seed(seed, study.name, i))
                     for i, p in zip(indices, points, strict=False)], state)
             elif new:
                 self.store.save_designer_state(study.id, state)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunebook.store import Store
+from tunebook.store import Store, StudySpec
 from tunebook.summary import summarize
 from tunebook.torch.checkpoint import META_FILE, STATE_FILE, Checkpointer
 from tunebook.trial import Trial
@@ -28,9 +28,8 @@ class Run:
         self.root = root
         self.goal = goal
         self.store = Store.at_root(root / "store")
-        exp_id = self.store.register(
-            "e", "i", {}, [{"name": "s", "position": 0, "scientific": {}, "algorithm": "grid",
-                            "seed": 0, "budget": 1}], {"s": [(0, {}, 1)]})
+        exp_id = self.store.register("e", "i", {}, [StudySpec("s", 0, {}, "grid", 0, 1)],
+                                     {"s": [(0, {}, 1)]})
         self.tid = self.store.trials(exp_id)[0].id
 
     def attempt(self) -> Trial:

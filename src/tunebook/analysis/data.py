@@ -17,6 +17,7 @@ from typing import Any
 from tunebook.experiment import Experiment
 from tunebook.objective import Goal, Objective, resolve
 from tunebook.space import Hyperparameter
+from tunebook.store_api import RunRow, StoreAPI
 
 __all__ = ["Curve", "ExperimentData", "TrialData", "load"]
 
@@ -103,7 +104,7 @@ class ExperimentData:
         studies: study names in order.
         trials: every trial, ordered by study then index.
         notes: ``(created_at, study, text)``.
-        runs: run records (dicts) of the experiment, oldest first.
+        runs: run records of the experiment, oldest first.
     """
 
     experiment: Experiment
@@ -113,7 +114,7 @@ class ExperimentData:
     studies: tuple[str, ...]
     trials: tuple[TrialData, ...]
     notes: tuple[tuple[float, str | None, str], ...] = ()
-    runs: tuple[dict[str, Any], ...] = ()
+    runs: tuple[RunRow, ...] = ()
 
     @cached_property
     def objective(self) -> Objective:
@@ -146,7 +147,7 @@ class ExperimentData:
         return dict(self.experiment.nuisance.items())
 
 
-def load(store: Any, name: str, metric: str | None = None, goal: str | None = None,
+def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None = None,
          final: bool = False, metrics: Sequence[str] | None = None,
          current: bool = False) -> ExperimentData:
     """Read experiment ``name`` from ``store`` with every curve (or only ``metrics``, plus the

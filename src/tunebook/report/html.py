@@ -24,6 +24,7 @@ from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
 from tunebook.results import csv_cell
 from tunebook.space import Categorical, Discrete, Float, Int
+from tunebook.store_api import StoreAPI
 from tunebook.summary import finite_json
 from tunebook.summary import format_value as _fmt
 
@@ -75,7 +76,7 @@ def _range_text(hp: Any) -> str:
 
 
 def _latest_provenance(data: ExperimentData) -> dict[str, Any]:
-    return dict(data.runs[-1]["provenance"]) if data.runs else {}
+    return dict(data.runs[-1].provenance) if data.runs else {}
 
 
 def reproduction(data: ExperimentData) -> str:
@@ -391,7 +392,7 @@ def default_report_path(root: str | Path, name: str) -> Path:
     return Path(root) / "reports" / f"{slug(name)}.html"
 
 
-def write_report(store: Any, name: str, out: str | Path, metric: str | None = None,
+def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None = None,
                  goal: str | None = None, final: bool = False) -> tuple[Path, Report]:
     """Build the report of experiment ``name`` and write ``out`` plus its ``.csv`` and ``.md``
     tracking tables beside it; returns the page's path and the report."""
