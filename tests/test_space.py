@@ -9,7 +9,15 @@ from collections import Counter
 
 import pytest
 
-from tunebook.space import Categorical, Discrete, Float, Int, SearchSpace
+from tunebook.space import (
+    Categorical,
+    Discrete,
+    Float,
+    Hyperparameter,
+    HyperparameterError,
+    Int,
+    SearchSpace,
+)
 
 JUST_BELOW_ONE = math.nextafter(1.0, 0.0)
 
@@ -335,3 +343,73 @@ class TestSearchSpace:
             space["y"]
         with pytest.raises(TypeError):
             space["y"] = Float(0.0, 1.0)  # type: ignore[index]
+
+
+# ----------------------------------------------------------------------------- behaviour
+@pytest.mark.parametrize(("make", "field"), [
+    (lambda: Float(1.0, 0.5), "low"),
+    (lambda: Float(0.0, 1.0, "cubic"), "scale"),  # type: ignore[arg-type]
+    (lambda: Float(0.5, 2.0, "one_minus_log"), "high"),
+    (lambda: Float(-1.7e308, 1.7e308), "high"),
+    (lambda: Int(0, 2**60), "high"),
+    (lambda: Int(1.5, 3), "low"),  # type: ignore[arg-type]
+    (lambda: Discrete((1,)), "values"),
+    (lambda: Discrete((1, 1)), "values"),
+    (lambda: Categorical(("a", math.nan)), "values"),
+])
+def test_errors_name_the_field_as_data(make, field: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(HyperparameterError) as info:
+        make()
+    assert info.value.field == field
+    assert str(info.value).startswith(field if field != "values" else ("values", "each"))
+
+
+@pytest.mark.parametrize(("hp", "json"), [
+    (Float(1e-4, 1e-1, "log"), {"type": "float", "low": 1e-4, "high": 0.1, "scale": "log"}),
+    (Int(1, 8), {"type": "int", "low": 1, "high": 8, "scale": "linear"}),
+    (Discrete((32, 64)), {"type": "discrete", "values": [32, 64]}),
+    (Categorical(("relu", True)), {"type": "categorical", "values": ["relu", True]}),
+])
+def test_to_json_describes_the_kind(hp: Hyperparameter, json: dict[str, object]) -> None:
+    assert hp.to_json() == json
+    assert hp.kind == json["type"]
+
+
+def test_ranges_and_choices_answer_for_themselves() -> None:
+    rate, width = Float(0.1, 0.9, "one_minus_log"), Int(2, 5, "log")
+    batch, act = Discrete((64, 32)), Categorical(("relu", "gelu"))
+    assert rate.bounds == (0.1, 0.9) and width.bounds == (2.0, 5.0)
+    assert batch.bounds is None and act.bounds is None
+    assert rate.choices is None and batch.choices == (64, 32) and act.choices == ("relu", "gelu")
+    assert rate.as_range() is rate and width.as_range() is width and batch.as_range() is None
+    assert [hp.axis_scale for hp in (rate, width, batch, act)] == [
+        "one_minus_log", "log", "categorical", "categorical"]
+    assert [hp.ordered for hp in (rate, width, batch, act)] == [True, True, True, False]
+    assert [hp.integer for hp in (rate, width, batch, act)] == [False, True, False, False]
+
+
+def test_describe_formats_numbers_but_not_categories() -> None:
+    def fmt(v: object) -> str:
+        return f"<{v}>"
+
+    assert Float(0.001, 1.0, "log").describe(fmt) == "float [<0.001>, <1.0>], log"
+    assert Int(1, 9).describe() == "int [1, 9], linear"
+    assert Discrete((32, 64)).describe(fmt) == "discrete <32>, <64>"
+    assert Categorical((1, "a")).describe(fmt) == "categorical 1, a"
+
+
+def test_grid_units_cover_a_range_end_to_end_and_every_choice_once() -> None:
+    rate = Float(1e-3, 1.0, "log")
+    units = rate.grid_units(4)
+    assert units[0] == 0.0 and units[1:3] == pytest.approx([1 / 3, 2 / 3])
+    assert [rate.from_unit(u) for u in units] == pytest.approx([1e-3, 1e-2, 1e-1, 1.0])
+    last = Int(0, 4).grid_units(5)[-1]
+    assert last < 1.0 and Int(0, 4).from_unit(last) == 4
+    act = Categorical(("a", "b", "c"))
+    assert [act.from_unit(u) for u in act.grid_units(7)] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("hp", [Discrete((1, 2.5, 7)), Categorical(("x", 3, False))])
+def test_choices_to_unit_inverts_from_unit(hp: Discrete | Categorical) -> None:
+    for value in hp.values:
+        assert hp.from_unit(hp.to_unit(value)) == value

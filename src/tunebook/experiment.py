@@ -38,7 +38,16 @@ import yaml
 
 from tunebook.errors import ConfigError
 from tunebook.objective import Objective, parse_goal
-from tunebook.space import Categorical, Discrete, Float, Hyperparameter, Int, SearchSpace, Value
+from tunebook.space import (
+    Categorical,
+    Discrete,
+    Float,
+    Hyperparameter,
+    HyperparameterError,
+    Int,
+    SearchSpace,
+    Value,
+)
 
 __all__ = [
     "MAX_DEPTH",
@@ -337,13 +346,9 @@ class _Reader:
                 return Discrete(nums)
             return Categorical(
                 tuple(self.scalar(f"{key}.values[{i}]", v) for i, v in enumerate(values)))
-        except ValueError as exc:
+        except HyperparameterError as exc:
             # The space module's own checks (low >= high, log with low <= 0, ...).
-            msg = str(exc)
-            sub = msg.split(" ", 1)[0]
-            if sub in ("low", "high", "scale", "values"):
-                raise self.fail(f"{key}.{sub}", msg) from None
-            raise self.fail(key, msg) from None
+            raise self.fail(f"{key}.{exc.field}", str(exc)) from None
 
 
 def _split_command(r: _Reader, command: str) -> tuple[str, ...]:
@@ -645,17 +650,7 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON- and YAML-serialisable description that :meth:`from_dict` accepts."""
-        nuisance: dict[str, Any] = {}
-        for name, hp in self.nuisance.items():
-            if isinstance(hp, Float):
-                nuisance[name] = {"type": "float", "low": hp.low, "high": hp.high,
-                                  "scale": hp.scale}
-            elif isinstance(hp, Int):
-                nuisance[name] = {"type": "int", "low": hp.low, "high": hp.high, "scale": hp.scale}
-            elif isinstance(hp, Discrete):
-                nuisance[name] = {"type": "discrete", "values": list(hp.values)}
-            else:
-                nuisance[name] = {"type": "categorical", "values": list(hp.values)}
+        nuisance = {name: hp.to_json() for name, hp in self.nuisance.items()}
         out: dict[str, Any] = {"name": self.name, "goal": self.goal}
         if self.workload is not None:
             out["workload"] = self.workload

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from tunebook.registry import Registry
 from tunebook.rng import SplitMix64, derive_seed
-from tunebook.space import Categorical, Discrete, SearchSpace, Value
+from tunebook.space import SearchSpace, Value
 
 __all__ = [
     "Designer",
@@ -162,21 +162,14 @@ class GridDesigner(Designer):
     def __init__(self, space: SearchSpace, seed: int, trials: int = 20,
                  goal: str = "minimize") -> None:
         super().__init__(space, seed, trials, goal)
-        discrete = [len(hp.values) for hp in space.values()
-                    if isinstance(hp, Categorical | Discrete)]
+        discrete = [len(hp.choices) for hp in space.values() if hp.choices is not None]
         n_cont = len(space) - len(discrete)
         fixed_size = math.prod(discrete)
         self.levels = (
             max(2, math.floor((trials / fixed_size) ** (1 / n_cont) + 1e-9)) if n_cont else 1)
         self._units: list[list[float]] = []
         for hp in space.values():
-            if isinstance(hp, Categorical | Discrete):
-                k = len(hp.values)
-                self._units.append([(j + 0.5) / k for j in range(k)])
-            else:
-                k = self.levels
-                # 1 - 1e-12 instead of 1 keeps from_unit inside [low, high] for every kind.
-                self._units.append([min(j / (k - 1), 1 - 1e-12) for j in range(k)])
+            self._units.append(hp.grid_units(self.levels))
 
     def capacity(self) -> int:
         """The number of grid points."""

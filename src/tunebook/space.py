@@ -3,20 +3,27 @@
 A search designer works in the unit cube ``[0, 1)^d``; :class:`SearchSpace` turns a point of the
 cube into hyperparameter values. Dimensions are ordered by hyperparameter name, so the order in
 which keys are written in an experiment file never changes which point a trial gets.
+
+Each kind owns its behaviour: callers elsewhere ask a hyperparameter (``bounds``, ``choices``,
+``ordered``, ``axis_scale``, ``grid_units``, ``describe``, ``to_json``) instead of switching on
+its class, so a new kind is written here and nowhere else.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Any, ClassVar, Literal, Self, TypeAlias
+
+from tunebook.numeric import finite
 
 __all__ = [
     "Categorical",
     "Discrete",
     "Float",
     "Hyperparameter",
+    "HyperparameterError",
     "Int",
     "Scale",
     "SearchSpace",
@@ -28,26 +35,137 @@ Value: TypeAlias = float | int | str | bool
 SCALES: tuple[str, ...] = ("linear", "log", "one_minus_log")
 
 
-def _check_number(name: str, value: object) -> float:
+class HyperparameterError(ValueError):
+    """A hyperparameter's definition is invalid.
+
+    Args:
+        field: the field at fault (``low``, ``high``, ``scale`` or ``values``), so a caller can
+            point at the key without reading the message.
+        message: what is wrong, including the bad value.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+def _check_number(field: str, value: object, name: str | None = None) -> float:
+    name = name or field
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    try:
-        number = float(value)  # OverflowError: an int beyond the largest float
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise HyperparameterError(field, f"{name} must be a number, got {value!r}")
+    number = finite(value)
+    if number is None:
+        raise HyperparameterError(field, f"{name} must be finite, got {value!r}")
     return number
 
 
+def _fmt(value: Any) -> str:
+    return str(value)
+
+
+class _Range:
+    """What :class:`Float` and :class:`Int` share: a range ``[low, high]`` with a scale."""
+
+    kind: ClassVar[str]
+    integer: ClassVar[bool]
+    ordered: ClassVar[bool] = True
+    low: float
+    high: float
+    scale: str
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` as floats."""
+        return float(self.low), float(self.high)
+
+    @property
+    def choices(self) -> None:
+        """None: a range has no list of values."""
+        return None
+
+    def as_range(self) -> Self:
+        """This hyperparameter, typed as a range (None for a list of values)."""
+        return self
+
+    @property
+    def axis_scale(self) -> str:
+        """How a plot's axis shows the values: the scale."""
+        return self.scale
+
+    def grid_units(self, levels: int) -> list[float]:
+        """``levels`` (at least 2) evenly spaced points of ``[0, 1)``, both ends included."""
+        # 1 - 1e-12 instead of 1 keeps from_unit inside [low, high] for every kind.
+        return [min(j / (levels - 1), 1 - 1e-12) for j in range(levels)]
+
+    def describe(self, fmt: Callable[[Any], str] = _fmt) -> str:
+        """One line for people, e.g. ``float [0.001, 1], log``; ``fmt`` formats numbers."""
+        return f"{self.kind} [{fmt(self.low)}, {fmt(self.high)}], {self.scale}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The experiment file's description of this hyperparameter."""
+        return {"type": self.kind, "low": self.low, "high": self.high, "scale": self.scale}
+
+
+class _Choice:
+    """What :class:`Discrete` and :class:`Categorical` share: a list of values."""
+
+    kind: ClassVar[str]
+    ordered: ClassVar[bool]
+    integer: ClassVar[bool] = False
+    values: tuple[Value, ...]
+
+    @property
+    def bounds(self) -> None:
+        """None: a list of values has no range."""
+        return None
+
+    @property
+    def choices(self) -> tuple[Value, ...]:
+        """The values, in order."""
+        return self.values
+
+    def as_range(self) -> None:
+        """None: a list of values is no range."""
+        return None
+
+    @property
+    def axis_scale(self) -> str:
+        """How a plot's axis shows the values: one category each."""
+        return "categorical"
+
+    def _index(self, u: float) -> int:
+        """The value ``u`` in ``[0, 1)`` picks, each with equal probability."""
+        return min(int(u * len(self.values)), len(self.values) - 1)
+
+    def to_unit(self, value: Value) -> float:
+        """Centre of ``value``'s slice of ``[0, 1)`` (the inverse of :meth:`from_unit`)."""
+        return (self.values.index(value) + 0.5) / len(self.values)
+
+    def grid_units(self, levels: int) -> list[float]:
+        """The centre of every value's slice (``levels`` does not apply: every value is used)."""
+        k = len(self.values)
+        return [(j + 0.5) / k for j in range(k)]
+
+    def describe(self, fmt: Callable[[Any], str] = _fmt) -> str:
+        """One line for people, e.g. ``discrete 32, 64``; ``fmt`` formats numbers."""
+        show = fmt if self.ordered else str
+        return f"{self.kind} " + ", ".join(show(v) for v in self.values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The experiment file's description of this hyperparameter."""
+        return {"type": self.kind, "values": list(self.values)}
+
+
 @dataclass(frozen=True)
-class Float:
+class Float(_Range):
     """A real-valued hyperparameter searched between ``low`` and ``high``.
 
     ``scale="log"`` searches uniformly in ``log(value)`` (learning rates, weight decay);
     ``scale="one_minus_log"`` searches uniformly in ``log(1 - value)`` (momentum, Adam's beta1).
     """
 
+    kind: ClassVar[str] = "float"
+    integer: ClassVar[bool] = False
     low: float
     high: float
     scale: Scale = "linear"
@@ -56,17 +174,21 @@ class Float:
         low = _check_number("low", self.low)
         high = _check_number("high", self.high)
         if self.scale not in SCALES:
-            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+            raise HyperparameterError(
+                "scale", f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if low >= high:
-            raise ValueError(f"low must be < high, got low={self.low!r}, high={self.high!r}")
-        if not math.isfinite(high - low):
+            raise HyperparameterError(
+                "low", f"low must be < high, got low={self.low!r}, high={self.high!r}")
+        if finite(high - low) is None:
             # Every sample would be inf: low + u * (high - low) overflows.
-            raise ValueError(f"high - low must be a finite number, got low={self.low!r}, "
-                             f"high={self.high!r} (a width of {high - low!r})")
+            raise HyperparameterError(
+                "high", f"high - low must be a finite number, got low={self.low!r}, "
+                        f"high={self.high!r} (a width of {high - low!r})")
         if self.scale == "log" and low <= 0:
-            raise ValueError(f"low must be > 0 for log scale, got {self.low!r}")
+            raise HyperparameterError("low", f"low must be > 0 for log scale, got {self.low!r}")
         if self.scale == "one_minus_log" and high >= 1:
-            raise ValueError(f"high must be < 1 for one_minus_log scale, got {self.high!r}")
+            raise HyperparameterError(
+                "high", f"high must be < 1 for one_minus_log scale, got {self.high!r}")
         # Store plain floats: Float(1, 10) and YAML's 1.0/10.0 must describe (and hash) alike.
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
@@ -94,9 +216,11 @@ class Float:
 
 
 @dataclass(frozen=True)
-class Int:
+class Int(_Range):
     """An integer hyperparameter in ``[low, high]``, both ends included."""
 
+    kind: ClassVar[str] = "int"
+    integer: ClassVar[bool] = True
     low: int
     high: int
     scale: Literal["linear", "log"] = "linear"
@@ -105,19 +229,22 @@ class Int:
         for name in ("low", "high"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
+                raise HyperparameterError(name, f"{name} must be an integer, got {value!r}")
         if self.scale not in ("linear", "log"):
-            raise ValueError(f"scale must be linear or log for int, got {self.scale!r}")
+            raise HyperparameterError(
+                "scale", f"scale must be linear or log for int, got {self.scale!r}")
         if self.low >= self.high:
-            raise ValueError(f"low must be < high, got low={self.low!r}, high={self.high!r}")
+            raise HyperparameterError(
+                "low", f"low must be < high, got low={self.low!r}, high={self.high!r}")
         if self.scale == "log" and self.low <= 0:
-            raise ValueError(f"low must be > 0 for log scale, got {self.low!r}")
+            raise HyperparameterError("low", f"low must be > 0 for log scale, got {self.low!r}")
         for name in ("low", "high"):
             # Sampling goes through floats: beyond 2**53 integers are skipped, beyond ~1e308
             # there is no float at all.
             if abs(getattr(self, name)) > 2**53:
-                raise ValueError(f"{name} must be within +-2**53 (integers are sampled through "
-                                 f"floats), got {getattr(self, name)!r}")
+                raise HyperparameterError(
+                    name, f"{name} must be within +-2**53 (integers are sampled through "
+                          f"floats), got {getattr(self, name)!r}")
 
     def _bounds(self) -> tuple[float, float]:
         # Each integer owns an equal slice of [low, high + 1) in the scaled space, so both
@@ -140,49 +267,55 @@ class Int:
         return (x - lo) / (hi - lo)
 
 
+def _check_distinct(values: tuple[Value, ...]) -> None:
+    if len(set(values)) != len(values):
+        raise HyperparameterError("values", f"values must be distinct, got {list(values)!r}")
+
+
 @dataclass(frozen=True)
-class Discrete:
+class Discrete(_Choice):
     """A hyperparameter taking one of an ordered list of numbers (e.g. batch sizes)."""
 
+    kind: ClassVar[str] = "discrete"
+    ordered: ClassVar[bool] = True
     values: tuple[float | int, ...]
 
     def __post_init__(self) -> None:
         if len(self.values) < 2:
-            raise ValueError(f"values must list at least 2 numbers, got {list(self.values)!r}")
+            raise HyperparameterError(
+                "values", f"values must list at least 2 numbers, got {list(self.values)!r}")
         for v in self.values:
-            _check_number("each value", v)
-        if len(set(self.values)) != len(self.values):
-            raise ValueError(f"values must be distinct, got {list(self.values)!r}")
+            _check_number("values", v, "each value")
+        _check_distinct(self.values)
 
     def from_unit(self, u: float) -> float | int:
         """Map ``u`` in ``[0, 1)`` to one of the values, each with equal probability."""
-        return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
-
-    def to_unit(self, value: float) -> float:
-        """Centre of ``value``'s slice of ``[0, 1)`` (the inverse of :meth:`from_unit`)."""
-        return (self.values.index(value) + 0.5) / len(self.values)
+        return self.values[self._index(u)]
 
 
 @dataclass(frozen=True)
-class Categorical:
+class Categorical(_Choice):
     """A hyperparameter taking one of an unordered set of values (e.g. activation)."""
 
+    kind: ClassVar[str] = "categorical"
+    ordered: ClassVar[bool] = False
     values: tuple[Value, ...]
 
     def __post_init__(self) -> None:
         if len(self.values) < 2:
-            raise ValueError(f"values must list at least 2 choices, got {list(self.values)!r}")
+            raise HyperparameterError(
+                "values", f"values must list at least 2 choices, got {list(self.values)!r}")
         for v in self.values:
             if not isinstance(v, str | int | float | bool):
-                raise ValueError(f"each value must be a string, number or boolean, got {v!r}")
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"each value must be finite, got {v!r}")
-        if len(set(self.values)) != len(self.values):
-            raise ValueError(f"values must be distinct, got {list(self.values)!r}")
+                raise HyperparameterError(
+                    "values", f"each value must be a string, number or boolean, got {v!r}")
+            if isinstance(v, float) and finite(v) is None:
+                raise HyperparameterError("values", f"each value must be finite, got {v!r}")
+        _check_distinct(self.values)
 
     def from_unit(self, u: float) -> Value:
         """Map ``u`` in ``[0, 1)`` to one of the values, each with equal probability."""
-        return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+        return self.values[self._index(u)]
 
 
 Hyperparameter: TypeAlias = Float | Int | Discrete | Categorical

@@ -15,7 +15,6 @@ import numpy as np
 from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.analysis.stats import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
-from tunebook.space import Categorical, Discrete, Float, Int
 
 __all__ = [
     "AxisPlot",
@@ -92,12 +91,6 @@ class BootstrapBox:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _scale(hp: Any) -> str:
-    if isinstance(hp, Categorical | Discrete):
-        return "categorical"
-    return str(hp.scale)
-
-
 def axis_plots(data: ExperimentData) -> list[AxisPlot]:
     """One axis plot per varied (nuisance) hyperparameter, all studies together."""
     plots = []
@@ -109,11 +102,9 @@ def axis_plots(data: ExperimentData) -> list[AxisPlot]:
             v = data.value(t)
             ok = t.feasible and v is not None and math.isfinite(v)
             points.append((t.params[name], v if ok else None, t.study, t.label, ok))
-        cats = tuple(hp.values) if isinstance(hp, Categorical | Discrete) else None
-        low = float(hp.low) if isinstance(hp, Float | Int) else None
-        high = float(hp.high) if isinstance(hp, Float | Int) else None
-        buckets = bucketed_isolation(data, name) if isinstance(hp, Float | Int) else ()
-        plots.append(AxisPlot(name, _scale(hp), low, high, cats, tuple(points), buckets))
+        low, high = hp.bounds or (None, None)
+        buckets = bucketed_isolation(data, name)
+        plots.append(AxisPlot(name, hp.axis_scale, low, high, hp.choices, tuple(points), buckets))
     return plots
 
 
@@ -126,7 +117,7 @@ def bucketed_isolation(data: ExperimentData, name: str, buckets: int = 8
     vertical slice". Empty slices are left out.
     """
     hp = data.experiment.nuisance.get(name)
-    if not isinstance(hp, Float | Int):
+    if hp is None or hp.bounds is None:
         return ()
     best: dict[int, TrialData] = {}
     for t in data.ranked():

@@ -23,7 +23,6 @@ from tunebook.analysis.data import ExperimentData, TrialData, load
 from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
 from tunebook.results import csv_cell
-from tunebook.space import Categorical, Discrete, Float, Int
 from tunebook.store_api import StoreAPI
 from tunebook.summary import finite_json
 from tunebook.summary import format_value as _fmt
@@ -62,17 +61,6 @@ def _asset(name: str) -> str:
 
 def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
-
-
-def _range_text(hp: Any) -> str:
-    if isinstance(hp, Float | Int):
-        kind = "float" if isinstance(hp, Float) else "int"
-        return f"{kind} [{_fmt(hp.low)}, {_fmt(hp.high)}], {hp.scale}"
-    if isinstance(hp, Discrete):
-        return "discrete " + ", ".join(_fmt(v) for v in hp.values)
-    if isinstance(hp, Categorical):
-        return "categorical " + ", ".join(str(v) for v in hp.values)
-    return str(hp)
 
 
 def _latest_provenance(data: ExperimentData) -> dict[str, Any]:
@@ -167,7 +155,7 @@ def _header(data: ExperimentData) -> str:
     for name, values in exp.scientific.items():
         role_rows.append(("scientific", name, ", ".join(_fmt(v) for v in values)))
     for name, hp in exp.nuisance.items():
-        role_rows.append(("nuisance", name, _range_text(hp)))
+        role_rows.append(("nuisance", name, hp.describe(_fmt)))
     for name, value in exp.fixed.items():
         role_rows.append(("fixed", name, _fmt(value)))
     roles = "".join(f"<tr><td>{_e(r)}</td><td><code>{_e(n)}</code></td><td>{_e(v)}</td></tr>"

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tunebook.analysis.data import ExperimentData, TrialData
-from tunebook.space import Categorical, Hyperparameter
+from tunebook.space import Hyperparameter
 
 Array = npt.NDArray[np.float64]
 
@@ -114,7 +114,7 @@ def num(value: Any) -> float | None:
 
 def unit(hp: Hyperparameter, value: Any) -> float | None:
     """Position of ``value`` in ``hp``'s scaled space, or None when it has none."""
-    if isinstance(hp, Categorical):
+    if not hp.ordered:
         return None
     v = num(value)
     if v is None:

@@ -12,7 +12,6 @@ from tunebook.analysis.checks import common as c
 from tunebook.analysis.checks.registry import check, finding
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.analysis.findings import Finding
-from tunebook.space import Categorical, Discrete, Float, Int
 from tunebook.summary import error_line
 
 __all__ = ["FailureThresholds", "check_failed_trials", "check_infeasible"]
@@ -58,14 +57,14 @@ def _locate(data: ExperimentData, infeasible: list[TrialData],
     """Where the infeasible trials are: the hyperparameter separating them best, or None."""
     results: list[dict[str, Any]] = []
     for name, hp in data.varied().items():
-        if isinstance(hp, Categorical):
+        if not hp.ordered:
             inf_v = [c.jsonable(t.params.get(name)) for t in infeasible if name in t.params]
             feas_v = [c.jsonable(t.params.get(name)) for t in feasible if name in t.params]
             if not inf_v or not feas_v:
                 continue
             best_sep, best_val = -1.0, None
             rates: dict[str, Any] = {}
-            for value in hp.values:
+            for value in hp.choices or ():
                 v = c.jsonable(value)
                 ni, nf = inf_v.count(v), feas_v.count(v)
                 rates[str(v)] = {"infeasible": ni, "feasible": nf,
@@ -96,15 +95,15 @@ def _locate(data: ExperimentData, infeasible: list[TrialData],
         nf = sum(1 for u in fu if (u >= thr if side == "high" else u <= thr))
         share = 1 - thr if side == "high" else thr
         where = ""
-        if isinstance(hp, Float | Int):
+        if hp.bounds is not None:
             where = (f" ({'top' if side == 'high' else 'bottom'} {c.pct(min(max(share, 0), 1))} "
-                     f"of its {hp.scale} range)")
+                     f"of its {hp.axis_scale} range)")
         text = (f"{ni} of {len(iu)} infeasible trials have {name} {op} "
                 f"{c.fmt(float(thr_value))}{where}; {nf} of {len(fu)} feasible do")
         inf_vals = [float(v) for _, v in inf_p]
         results.append({
-            "hyperparameter": name, "kind": "discrete" if isinstance(hp, Discrete) else
-            "continuous", "separation": sep, "side": side, "threshold": c.jsonable(thr_value),
+            "hyperparameter": name, "kind": "continuous" if hp.bounds else
+            "discrete", "separation": sep, "side": side, "threshold": c.jsonable(thr_value),
             "threshold_unit": thr, "n_infeasible_in": ni, "n_feasible_in": nf,
             "median_unit_infeasible": float(np.median(iu)),
             "median_unit_feasible": float(np.median(fu)),

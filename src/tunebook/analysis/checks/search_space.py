@@ -47,7 +47,7 @@ def _widened(hp: Float | Int, side: str, fraction: float = DEFAULTS.widen_fracti
     ``[0, 1]`` (a fraction: dropout, label smoothing) not above 1.
     """
     low, high = hp.low, hp.high
-    if isinstance(hp, Int):
+    if hp.integer:
         if hp.scale == "log":
             r = ((high + 1) / low) ** fraction
             if side == "low":
@@ -139,7 +139,7 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
     cluster is often chance.
     Discrete and categorical hyperparameters have no "outside" to widen into and are skipped.
     """
-    space = {n: hp for n, hp in data.varied().items() if isinstance(hp, Float | Int)}
+    space = {n: r for n, hp in data.varied().items() if (r := hp.as_range()) is not None}
     if not space:
         return []
     hits, overall_hit = _edge_hits(data, space, th)
