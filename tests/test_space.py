@@ -413,3 +413,4 @@ def test_grid_units_cover_a_range_end_to_end_and_every_choice_once() -> None:
 def test_choices_to_unit_inverts_from_unit(hp: Discrete | Categorical) -> None:
     for value in hp.values:
         assert hp.from_unit(hp.to_unit(value)) == value
+

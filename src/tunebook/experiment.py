@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from tunebook.errors import ConfigError
+from tunebook.numeric import finite
 from tunebook.objective import Objective, parse_goal
 from tunebook.space import (
     Categorical,
@@ -272,11 +273,7 @@ class _Reader:
             value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(key, f"must be a number, got {_show(value)}")
-        try:
-            finite = math.isfinite(value)  # OverflowError for an int beyond any float
-        except OverflowError:
-            finite = False
-        if not finite:
+        if finite(value) is None:
             raise self.fail(key, f"must be finite, got {_show(value)}")
         return value
 
@@ -286,7 +283,7 @@ class _Reader:
             value = float(value)
         if not isinstance(value, str | int | float | bool):
             raise self.fail(key, f"must be a string, number or boolean, got {_show(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and finite(value) is None:
             raise self.fail(key, f"must be finite, got {_show(value)}")
         if isinstance(value, str):
             self.text(key, value)

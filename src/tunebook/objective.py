@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
+from tunebook.numeric import finite
+
 __all__ = ["CurveSummary", "Goal", "Mode", "Objective", "Ranked", "guess_goal", "parse_goal",
            "resolve", "summarize"]
 
@@ -124,7 +126,7 @@ class Objective:
     def usable(self, trial: Ranked) -> bool:
         """Completed with a finite value: the trials a ranking shows."""
         v = self.value(trial)
-        return trial.status == "completed" and v is not None and math.isfinite(v)
+        return trial.status == "completed" and finite(v) is not None
 
     def rank_key(self, trial: Ranked) -> tuple[float, int, int]:
         """Sort key: usable trials best first (ties by index, then id: the earlier trial), then
@@ -142,7 +144,7 @@ class Objective:
         """The best finite value, or None when there is none."""
         best: float | None = None
         for v in values:
-            if v is not None and math.isfinite(v) and (best is None or self.better(v, best)):
+            if v is not None and finite(v) is not None and (best is None or self.better(v, best)):
                 best = v
         return best
 
@@ -151,7 +153,7 @@ class Objective:
         cheaper checkpoint). None when no value is finite."""
         best: tuple[int, float] | None = None
         for step, v in sorted(points):
-            if math.isfinite(v) and (best is None or self.better(v, best[1])):
+            if finite(v) is not None and (best is None or self.better(v, best[1])):
                 best = (step, v)
         return best
 
@@ -172,7 +174,7 @@ class Objective:
         best = self.best_point(pts)
         final_step, final_value = pts[-1]
         return CurveSummary(best[0] if best else None, best[1] if best else None,
-                            final_step, final_value if math.isfinite(final_value) else None)
+                            final_step, finite(final_value))
 
     def summaries(self, measurements: Iterable[tuple[int, int, str, float]],
                   trial_ids: Iterable[int]) -> dict[int, CurveSummary]:

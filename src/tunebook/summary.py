@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from tunebook.numeric import finite
+
 # The objective's rules live in one module; these names stay importable from here.
 from tunebook.objective import CurveSummary, guess_goal, summarize
 
@@ -37,7 +39,7 @@ def finite_json(value: object) -> object:
     """``value`` with every non-finite float replaced by None: strict JSON has no NaN or
     Infinity (for the command line's ``--format json`` and the report's embedded data)."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return finite(value)
     if isinstance(value, dict):
         return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -15,6 +15,7 @@ import numpy as np
 from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.analysis.stats import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
+from tunebook.numeric import finite
 
 __all__ = [
     "AxisPlot",
@@ -100,7 +101,7 @@ def axis_plots(data: ExperimentData) -> list[AxisPlot]:
             if t.status not in ("completed", "infeasible") or name not in t.params:
                 continue
             v = data.value(t)
-            ok = t.feasible and v is not None and math.isfinite(v)
+            ok = t.feasible and finite(v) is not None
             points.append((t.params[name], v if ok else None, t.study, t.label, ok))
         low, high = hp.bounds or (None, None)
         buckets = bucketed_isolation(data, name)
@@ -238,7 +239,7 @@ def downsample(steps: tuple[int, ...], values: tuple[float, ...], limit: int = 2
     """At most ``limit`` points of a curve, keeping the first, the last and the best-known
     shape (each bucket keeps its min and max); NaN and inf become None (gaps)."""
     def clean(v: float) -> float | None:
-        return v if math.isfinite(v) else None
+        return finite(v)
 
     if len(steps) <= limit:
         return tuple(steps), tuple(clean(v) for v in values)

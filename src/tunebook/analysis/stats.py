@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from tunebook.numeric import finite
+
 if TYPE_CHECKING:
     from tunebook.analysis.data import ExperimentData
 
@@ -130,7 +132,7 @@ def study_pool(data: ExperimentData, study: str) -> Array:
         if t.study != study or t.status not in ("completed", "infeasible"):
             continue
         v = data.value(t)
-        ok = t.feasible and v is not None and math.isfinite(v)
+        ok = t.feasible and finite(v) is not None
         pool.append(factor * v if ok and v is not None else math.inf)
     return np.asarray(pool, dtype=np.float64)
 

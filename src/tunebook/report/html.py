@@ -12,7 +12,6 @@ import datetime as dt
 import html
 import io
 import json
-import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,6 +21,7 @@ from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData, load
 from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
+from tunebook.numeric import finite as _finite
 from tunebook.results import csv_cell
 from tunebook.store_api import StoreAPI
 from tunebook.summary import finite_json
@@ -57,10 +57,6 @@ def _json_for_html(data: Any) -> str:
 
 def _asset(name: str) -> str:
     return resources.files("tunebook.report").joinpath(name).read_text(encoding="utf-8")
-
-
-def _finite(v: float | None) -> float | None:
-    return v if v is not None and math.isfinite(v) else None
 
 
 def _latest_provenance(data: ExperimentData) -> dict[str, Any]:
@@ -244,7 +240,7 @@ def _grad_norm(data: ExperimentData, best: list[TrialData]) -> dict[str, Any] | 
         c = t.curves["grad_norm"]
         steps, vals = downsample(c.steps, c.values, POINTS_PER_CURVE)
         series.append([t.label, list(steps), list(vals)])
-        values += [v for v in c.values if math.isfinite(v)]
+        values += [v for v in c.values if _finite(v) is not None]
     # The same 90th percentile as tunebook.torch.clip_threshold: the playbook's threshold.
     marker = stats.quantile(values, 0.9) if values else None
     return {"curves": {"metric": "grad_norm", "series": series},

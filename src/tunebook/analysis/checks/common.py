@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tunebook.analysis.data import ExperimentData, TrialData
+from tunebook.numeric import finite
 from tunebook.space import Hyperparameter
 
 Array = npt.NDArray[np.float64]
@@ -76,8 +77,7 @@ def best_curves(data: ExperimentData, factor: float
 
 def objective(data: ExperimentData, trial: TrialData) -> float | None:
     """The trial's objective value when finite."""
-    v = data.value(trial)
-    return v if v is not None and math.isfinite(v) else None
+    return finite(data.value(trial))
 
 
 def study_bests(data: ExperimentData) -> list[tuple[str, TrialData, float]]:
@@ -106,10 +106,7 @@ def tol(level: float) -> float:
 
 def num(value: Any) -> float | None:
     """``value`` as a finite float, or None (booleans and strings are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
+    return finite(value)
 
 
 def unit(hp: Hyperparameter, value: Any) -> float | None:
@@ -123,7 +120,7 @@ def unit(hp: Hyperparameter, value: Any) -> float | None:
         u = hp.to_unit(v)
     except (ValueError, ZeroDivisionError, OverflowError):
         return None
-    return u if math.isfinite(u) else None
+    return finite(u)
 
 
 def jsonable(value: Any) -> Any:
