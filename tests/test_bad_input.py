@@ -19,9 +19,6 @@ import io
 import json
 import math
 import os
-import random
-import re
-import string
 import subprocess
 import sys
 from collections.abc import Callable
@@ -36,7 +33,6 @@ import yaml
 from tunebook.cli import main
 from tunebook.experiment import MAX_TRIALS
 from tunebook.store import Store, StudySpec, TrialSummary
-from tunebook.worker import slug
 
 EXIT_BAD_INPUT = 2
 NAME = "bad-input"
@@ -896,29 +892,6 @@ def test_lowered_budget_counts_agree(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0
     table = (root / "reports" / f"{NAME}.csv").read_text()
     assert [r["trials"] for r in csv.DictReader(io.StringIO(table))] == ["2", "2"]
-
-
-# ----------------------------------------------------------------------------- slug
-def test_slug_is_injective() -> None:
-    """Different names never share a folder, however adversarial (property-style)."""
-    rng = random.Random(7)
-    alphabet = string.ascii_letters + string.digits + "_.=,+-/ \\:é\0\n"
-    names = {"", ".", "..", "a/b", "a_b", "a b", "A", "a", "_", "-", "x" * 200}
-    while len(names) < 3000:
-        n = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
-        names.add(n)
-    # Add each name's slug as a name of its own: the collision the user found.
-    names |= {slug(n) for n in list(names)}
-    names |= {slug(n) + "-" + "0" * 8 for n in list(names)[:200]}
-    slugs: dict[str, str] = {}
-    for n in names:
-        s = slug(n)
-        assert s not in slugs, (n, slugs.get(s), s)
-        slugs[s] = n
-        assert re.fullmatch(r"[A-Za-z0-9_.=,+-]+", s), s
-        assert s not in (".", "..")
-    assert slug("a/b") != slug(slug("a/b"))
-    assert slug("plain-name") == "plain-name"  # safe names are kept
 
 
 # ----------------------------------------------------------------------------- broken pipe

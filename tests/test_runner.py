@@ -249,13 +249,3 @@ def test_unguarded_script_fails_fast_with_the_fix(tmp_path: Path) -> None:
     assert "if __name__ == \"__main__\":" in proc.stderr
     runs = Store.at_root(tmp_path / "r").runs(1)
     assert len(runs) == 1  # the workers' imports of the script registered nothing
-
-
-def test_names_that_differ_only_in_unsafe_characters_never_share_a_folder() -> None:
-    from tunebook.worker import slug, trial_dir
-
-    assert slug("arm=a") == "arm=a" and slug("lr=0.1,b=2") == "lr=0.1,b=2"
-    assert slug("a/b") != slug("a_b") and slug("a/b").startswith("a_b-")
-    assert slug("x y") != slug("x?y")
-    assert "/" not in slug("../../etc") and not slug("../../etc").startswith(".")
-    assert trial_dir("r", "e", "a/b", 1) != trial_dir("r", "e", "a_b", 1)

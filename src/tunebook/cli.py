@@ -33,6 +33,7 @@ from typing import Any, NoReturn, TextIO
 
 from tunebook.errors import TunebookError
 from tunebook.objective import Objective, resolve
+from tunebook.paths import store_file
 from tunebook.store_api import StoreAPI
 from tunebook.summary import error_line, finite_json
 from tunebook.summary import format_value as _fmt
@@ -260,7 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _check_root(args, writing=True)
     experiment = Experiment.from_yaml(args.file)
-    url = args.store or sqlite_url(args.root / "tunebook.db")
+    url = args.store or sqlite_url(store_file(args.root))
     bar = _ProgressBar(sys.stderr, bar=not args.quiet)
     try:
         result = run(experiment, root=args.root, store=url, workers=args.workers,

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from tunebook.experiment import Experiment
+from tunebook.paths import trial_dir
 from tunebook.store import Store
 from tunebook.worker import (
     EXIT_WORKLOAD_ERROR,
     WorkerOptions,
-    trial_dir,
     worker_alive,
     worker_loop,
     worker_main,

@@ -39,6 +39,7 @@ from tunebook.executors import Executor, Job, make_executor
 from tunebook.experiment import Experiment
 from tunebook.interrupts import deliver
 from tunebook.objective import resolve
+from tunebook.paths import TRIAL_LOG, trial_dir
 from tunebook.processes import pid_alive
 from tunebook.provenance import provenance
 from tunebook.store import RunOutcome, Store, TrialRow, TrialSummary
@@ -49,7 +50,6 @@ from tunebook.worker import (
     WorkerOptions,
     broken_workload,
     limit_threads,
-    trial_dir,
 )
 from tunebook.workload import load_workload
 
@@ -132,7 +132,7 @@ def _requeue_failed(store: Store, experiment: Experiment, exp_id: int, root: Pat
     """Put failed trials back in the queue; their error goes to the trial's log first."""
     failed = store.trials(exp_id, statuses=("failed",))
     for t in failed:
-        path = trial_dir(root, experiment.name, t.study, t.index) / "log.txt"
+        path = trial_dir(root, experiment.name, t.study, t.index) / TRIAL_LOG
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"--- failed after {t.attempts} attempt(s); re-queued by --retry-failed. "

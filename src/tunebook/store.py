@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from tunebook.errors import StoreError
+from tunebook.paths import store_file
 from tunebook.store_api import (
     ACTIVE,
     CLAIMABLE,
@@ -150,7 +151,7 @@ class SQLStore(History):
     @classmethod
     def at_root(cls, root: str | Path, create: bool = True, **options: Any) -> SQLStore:
         """The default SQLite store inside a tunebook root folder (options as for Store)."""
-        return cls(sqlite_url(Path(root) / "tunebook.db"), create=create, **options)
+        return cls(sqlite_url(store_file(root)), create=create, **options)
 
     def close(self) -> None:
         """Release connections."""

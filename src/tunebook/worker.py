@@ -8,7 +8,6 @@ by ``tunebook run`` or on another machine pointed at the same store.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import random
 import re
@@ -27,6 +26,7 @@ from typing import Any
 from tunebook.errors import Infeasible, TunebookError
 from tunebook.experiment import Experiment
 from tunebook.interrupts import deliver
+from tunebook.paths import TRIAL_LOG, cache_dir, trial_dir
 from tunebook.processes import die_with_parent, die_with_parent_sigkill, pid_alive
 from tunebook.store import Store, TrialRow
 from tunebook.summary import summarize
@@ -41,7 +41,6 @@ __all__ = [
     "WorkerOptions",
     "broken_workload",
     "run_trial",
-    "trial_dir",
     "worker_alive",
     "worker_loop",
     "worker_main",
@@ -142,26 +141,6 @@ def worker_alive(name: str | None) -> bool | None:
     return True
 
 
-def slug(text: str) -> str:
-    """A file-system-safe, readable and unique rendering of a name.
-
-    Names that are already safe are kept as they are; any other gets a short hash of the
-    original appended, so two names that differ only in unsafe characters (``a/b``, ``a_b``)
-    never share a folder. A safe name that already ends like such a hash (``a_b-c14cddc0``, the
-    slug of ``a/b``) gets one too: a kept name never ends like a hashed one, so two names map to
-    the same folder only if their hashes collide.
-    """
-    s = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text).strip("._")[:80] or "_"
-    if s == text and not re.search(r"-[0-9a-f]{8}$", s):
-        return s
-    return f"{s}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
-
-
-def trial_dir(root: str | Path, experiment: str, study: str, index: int) -> Path:
-    """The folder of one trial under a tunebook root."""
-    return Path(root) / "runs" / slug(experiment) / slug(study) / f"trial-{index:05d}"
-
-
 def limit_threads() -> None:
     """One compute thread per worker: N workers on N cores must not oversubscribe them."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -258,7 +237,7 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
         with Heartbeat(store, worker, options.heartbeat_seconds) as beat:
             return run_trial(store, experiment, workload, row, root, worker, options, beat)
     folder = trial_dir(root, experiment.name, row.study, row.index)
-    log = _TrialLog(folder / "log.txt")
+    log = _TrialLog(folder / TRIAL_LOG)
     stale = folder / "checkpoints"
     if row.first_start and stale.exists():
         # Left by another store (a deleted database, another --store on the same root): never
@@ -274,7 +253,7 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
                   eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
                   trial_id=row.id, study=row.study, index=row.index,
                   objective=metric, goal=experiment.objective.goal,
-                  log=log, cache_dir=Path(root) / "cache")
+                  log=log, cache_dir=cache_dir(root))
     if not row.first_start:
         # Measurements past the checkpoint we resume from belong to a lost future: drop them.
         store.truncate_measurements(row.id, trial.start_step)

@@ -51,6 +51,7 @@ from typing import IO, Any, Protocol
 
 from tunebook.errors import Infeasible, WorkloadError
 from tunebook.experiment import Experiment
+from tunebook.paths import TRIAL_LOG
 from tunebook.processes import die_with_parent_sigkill, pid_alive
 from tunebook.trial import Trial
 
@@ -302,7 +303,7 @@ class CommandWorkload:
         """Run the program, turning its JSON lines into measurements and checkpoints; start it
         again from the latest checkpoint when a signal killed it (see :attr:`max_restarts`)."""
         restarts = 0
-        with open(trial.dir / "log.txt", "a", encoding="utf-8", errors="replace",
+        with open(trial.dir / TRIAL_LOG, "a", encoding="utf-8", errors="replace",
                   buffering=1) as log:
             out = _Output(log)
             while True:

@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 
 from tunebook.analysis.findings import Finding
 from tunebook.experiment import Experiment
+from tunebook.paths import slug
 from tunebook.registry import Registry
 from tunebook.runner import RunResult, run
 from tunebook.store import Store, TrialRow
-from tunebook.worker import slug
 
 __all__ = [
     "Outcome",

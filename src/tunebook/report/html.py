@@ -22,6 +22,7 @@ from tunebook.analysis.data import ExperimentData, TrialData, load
 from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
 from tunebook.numeric import finite as _finite
+from tunebook.paths import default_report_path
 from tunebook.results import csv_cell
 from tunebook.store_api import StoreAPI
 from tunebook.summary import finite_json
@@ -367,13 +368,6 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
         f"<script type='application/json' id='tunebook-data'>{_json_for_html(payload)}</script>"
         f"<script>{_asset('plots.js')}</script></body></html>")
     return Report(page, _csv(rows), _markdown(data, rows), tuple(findings))
-
-
-def default_report_path(root: str | Path, name: str) -> Path:
-    """Where ``tunebook report`` writes by default: ``<root>/reports/<name>.html``."""
-    from tunebook.worker import slug
-
-    return Path(root) / "reports" / f"{slug(name)}.html"
 
 
 def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None = None,
