@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from tunebook.runner import RunResult, run
     from tunebook.store import Store
 
-__version__ = "0.1.0"
+    __version__: str
 
 __all__ = [
     "Categorical",
@@ -59,6 +59,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # from the package metadata, read on first use
+        from tunebook.version import installed_version
+
+        return installed_version()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'tunebook' has no attribute {name!r}")

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from tunebook.version import installed_version
+
 if TYPE_CHECKING:
     from tunebook.experiment import Experiment
 
@@ -184,11 +186,9 @@ def provenance(source: str, base_dir: str, config_hash: str, argv: list[str] | N
     The files checked in git are ``source`` and :func:`workload_files` of ``experiment``
     (default: the experiment read again from ``source`` when it is a file).
     """
-    from tunebook import __version__
-
     state = git_state(base_dir, _run_files(source, base_dir, experiment))
     command = shlex.join(argv) if argv else f"tunebook run {shlex.quote(source)}"
-    return Provenance(tunebook_version=__version__, python=sys.version.split()[0], file=source,
-                      config_hash=config_hash, git_commit=state.commit, git_dirty=state.dirty,
-                      command=command, git_modified=list(state.modified),
-                      git_untracked=list(state.untracked))
+    return Provenance(tunebook_version=installed_version(), python=sys.version.split()[0],
+                      file=source, config_hash=config_hash, git_commit=state.commit,
+                      git_dirty=state.dirty, command=command,
+                      git_modified=list(state.modified), git_untracked=list(state.untracked))
