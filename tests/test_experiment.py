@@ -600,3 +600,36 @@ def test_largest_allowed_values_are_accepted() -> None:
                             max_train_steps=MAX_STEP, eval_every=MAX_STEP,
                             name="n" * 255, objective=Objective("m" * 128))
     assert len(exp.studies()) == 2
+
+
+# ----------------------------------------------------------------------------- validated once
+def test_every_way_in_checks_the_experiment_exactly_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunebook.experiment as experiment_module
+    from tunebook.experiment_checks import check_experiment
+
+    checked: list[str] = []
+
+    def counting(exp: Experiment) -> None:
+        checked.append(exp.source)
+        check_experiment(exp)
+
+    monkeypatch.setattr(experiment_module, "check_experiment", counting)
+    path = write(tmp_path, example_doc())
+    exp = Experiment.from_yaml(path)
+    assert checked == [str(path)]
+    Experiment.from_dict(exp.to_dict(), source="again")
+    python_experiment()
+    assert checked == [str(path), "again", "<python>"]
+
+
+def test_a_bad_hyperparameter_field_is_named_by_the_space_module(tmp_path: Path) -> None:
+    # The key comes from HyperparameterError.field, whatever the message's first word.
+    cases = {"low": {"type": "float", "low": 1.0, "high": 0.5},
+             "high": {"type": "float", "low": -1.7e308, "high": 1.7e308},
+             "scale": {"type": "float", "low": 0.1, "high": 0.5, "scale": "cubic"}}
+    for field, spec in cases.items():
+        doc = example_doc()
+        doc["nuisance"] = {"lr": spec}
+        err = config_error(tmp_path, doc)
+        assert err.key == f"nuisance.lr.{field}", str(err)
