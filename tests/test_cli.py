@@ -122,3 +122,10 @@ def test_runs_record_provenance(done: tuple[Path, Path]) -> None:
     assert first.provenance["config_hash"]
     assert first.outcome is not None and first.outcome["counts"] == {"completed": 6}
     assert first.finished_at is not None and first.finished_at >= first.started_at
+
+
+def test_the_password_is_left_out_of_the_recorded_command_line() -> None:
+    from tunebook.cli import _without_password
+
+    assert _without_password(["run", "x", "--store", "postgresql+psycopg://u:pw@h/d"])[-1] == (
+        "postgresql+psycopg://u:***@h/d")

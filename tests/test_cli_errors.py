@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import run_cli, write_experiment
+
 EXIT_BAD_INPUT = 2
 
 BASE: dict[str, Any] = {
@@ -332,3 +334,12 @@ def test_root_that_is_a_file_is_refused_before_anything(tmp_path: Path) -> None:
     proc = tunebook("run", str(path), "--root", str(afile / "sub"), cwd=tmp_path)
     error_line(proc, "--root: ", str(afile), "is not a folder")
     assert afile.read_text() == ""
+
+
+def test_unknown_metric_on_the_command_line(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, search={"trials": 1})
+    run_cli("run", str(path), "--root", str(tmp_path / "r"), "--quiet", check=True)
+    for cmd in ("trials", "best", "report", "findings"):
+        proc = run_cli(cmd, "toy", "--root", str(tmp_path / "r"), "--metric", "lsos")
+        assert proc.returncode == 2, cmd
+        assert "--metric: no trial of 'toy' reported 'lsos' (did you mean 'loss'?)" in proc.stderr

@@ -17,6 +17,8 @@ from tunebook.errors import ConfigError, TunebookError
 from tunebook.experiment import Experiment, Objective, Search
 from tunebook.space import Categorical, Discrete, Float, Int, SearchSpace
 
+from conftest import write_experiment
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_depth.yaml"
 
 
@@ -633,3 +635,21 @@ def test_a_bad_hyperparameter_field_is_named_by_the_space_module(tmp_path: Path)
         doc["nuisance"] = {"lr": spec}
         err = config_error(tmp_path, doc)
         assert err.key == f"nuisance.lr.{field}", str(err)
+
+
+def test_scientific_values_with_the_same_label_are_refused(tmp_path: Path) -> None:
+    doc = yaml.safe_load(write_experiment(tmp_path).read_text())
+    doc["scientific"] = {"x": [1, "1"]}
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_dict(doc, source="e.yaml")
+    assert info.value.key == "scientific.x" and "same study name 'x=1'" in str(info.value)
+
+
+def test_exponent_strings_are_numbers_everywhere(tmp_path: Path) -> None:
+    doc = yaml.safe_load("fixed: {wd: 1e-4}\nscientific: {lr: [1e-1, 1.0e-1, 2e-1]}\n")
+    assert doc["fixed"]["wd"] == "1e-4"  # PyYAML's YAML 1.1 reading, the trap
+    base = yaml.safe_load(write_experiment(tmp_path).read_text())
+    base["fixed"] = doc["fixed"]
+    base["scientific"] = {"lr": ["1e-1", 0.2]}
+    exp = Experiment.from_dict(base)
+    assert exp.fixed["wd"] == 1e-4 and exp.scientific["lr"] == (0.1, 0.2)

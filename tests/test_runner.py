@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -249,3 +250,19 @@ def test_unguarded_script_fails_fast_with_the_fix(tmp_path: Path) -> None:
     assert "if __name__ == \"__main__\":" in proc.stderr
     runs = Store.at_root(tmp_path / "r").runs(1)
     assert len(runs) == 1  # the workers' imports of the script registered nothing
+
+
+def test_a_mistyped_new_objective_leaves_the_store_untouched(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, search={"trials": 2})
+    run_cli("run", str(path), "--root", str(tmp_path / "r"), "--quiet", check=True)
+    before = json.loads(run_cli("trials", "toy", "--root", str(tmp_path / "r"), "--format",
+                                "json", check=True).stdout)
+    typo = write_experiment(tmp_path, search={"trials": 2},
+                            objective={"metric": "los", "goal": "minimize"})
+    proc = run_cli("run", str(typo), "--root", str(tmp_path / "r"), "--quiet")
+    assert proc.returncode == 2 and "did you mean 'loss'" in proc.stderr
+    after = json.loads(run_cli("trials", "toy", "--root", str(tmp_path / "r"), "--format",
+                               "json", check=True).stdout)
+    assert after == before
+    exp = Store.at_root(tmp_path / "r").require_experiment("toy")
+    assert exp.config["objective"]["metric"] == "loss"

@@ -356,3 +356,20 @@ def test_a_database_with_other_tables_is_not_a_store(connect: Callable[[], Store
     assert "is another application's " in str(info.value)
     assert ("database (tables: customers, experiments, measurements, notes, recommendations, …); "
             "point ") in str(info.value)
+
+
+
+def test_stale_heartbeats_of_live_local_workers_are_kept(tmp_path: Path) -> None:
+    store = Store.at_root(tmp_path)
+    exp_id = store.register("e", "i", {}, [StudySpec("s", 0, {}, "grid", 0, 2)],
+                            {"s": [(0, {}, 1), (1, {}, 2)]})
+    a, b = store.claim(exp_id, "alive"), store.claim(exp_id, "remote")
+    assert a is not None and b is not None
+    assert store.release_stale(exp_id, -1, 3, exclude_workers=("alive",)) == [b.id]
+    assert store.trial(a.id).status == "running"
+
+
+def test_the_password_of_an_unreachable_store_is_never_shown() -> None:
+    with pytest.raises(StoreError) as info:
+        Store("postgresql+psycopg://u:s3cret@127.0.0.1:1/d")
+    assert "s3cret" not in str(info.value)

@@ -312,3 +312,18 @@ def test_every_built_in_workload_declares_its_packages() -> None:
         "torch": "demo", "sklearn": "demo"}
     assert _declared_requirements("tunebook.workloads.text") == {"torch": "torch"}
     assert _declared_requirements("tunebook.workloads.synthetic") == {}
+
+
+def test_command_gets_an_absolute_trial_folder_with_a_relative_root(tmp_path: Path) -> None:
+    exps = tmp_path / "exps"
+    exps.mkdir()
+    (exps / "train.py").write_text(
+        "import json, os, pathlib\n"
+        "pathlib.Path(os.environ['TUNEBOOK_TRIAL_DIR'], 'mine.txt').write_text('x')\n"
+        "print(json.dumps({'step': 10, 'loss': 1.0}))\n")
+    path = write_experiment(exps, workload=None, command="python train.py", scientific={},
+                            search={"trials": 1}, max_train_steps=10, eval_every=10)
+    run_cli("run", str(path), "--root", "r", "--workers", "1", "--quiet", check=True,
+            cwd=tmp_path)
+    assert (tmp_path / "r/runs/toy/main/trial-00000/mine.txt").exists()
+    assert not (exps / "r").exists()
