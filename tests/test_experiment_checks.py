@@ -39,6 +39,7 @@ def test_a_valid_experiment_passes_again() -> None:
     ({"trial_timeout": 0}, "trial_timeout"),
     ({"scientific": {"x": (1, 2)}}, "nuisance.x"),
     ({"workload": None}, "workload"),
+    ({"checks": {"curves": {"noise": [1, 2]}}}, "checks.curves.noise"),
 ])
 def test_each_rule_names_its_key(overrides: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -21,6 +21,7 @@ DOC = {
                  "act": ["relu", "gelu"]},
     "fixed": {"wd": "1e-4", "note": "1.5"},
     "trial_timeout": "1e3",
+    "checks": {"search_space": {"edge_fraction": "2e-1", "note": "1.5"}},
 }
 
 
@@ -50,6 +51,7 @@ def test_parse_converts_without_judging_values() -> None:
     assert fields["nuisance"] == SearchSpace({"x": Float(1e-3, 1.0, "log"),
                                               "act": Categorical(("relu", "gelu"))})
     assert fields["search"] == {"algorithm": "quasi_random", "trials": 20, "seed": 0}
+    assert fields["checks"] == {"search_space": {"edge_fraction": 0.2, "note": "1.5"}}
     # Values are the Experiment's to check: a step count of -5 reads fine.
     assert parse_document({**DOC, "max_train_steps": -5}, "doc")["max_train_steps"] == -5
 
