@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from tunebook.numeric import finite
 from tunebook.registry import Registry
 from tunebook.rng import SplitMix64, derive_seed
 from tunebook.space import SearchSpace, Value
@@ -59,8 +60,7 @@ class Observation:
     @property
     def feasible(self) -> bool:
         """Completed with a finite objective value."""
-        return self.status == "completed" and self.value is not None and math.isfinite(
-            self.value)
+        return self.status == "completed" and finite(self.value) is not None
 
 
 class Designer(ABC):
