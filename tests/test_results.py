@@ -1,4 +1,5 @@
-"""Trial records as plain data: CSV cells a spreadsheet cannot run, and the current budget."""
+"""Trial records for the command line: CSV cells a spreadsheet cannot run, the current
+budget, and each study ranked under the objective asked for."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 
 from tunebook.analysis.data import load
 from tunebook.experiment import Experiment
-from tunebook.results import csv_cell, current_trials, trial_records, within_budget
+from tunebook.objective import Objective
+from tunebook.results import best_per_study, csv_cell, trial_records
 from tunebook.runner import run
 from tunebook.store import Store
 
@@ -42,20 +44,34 @@ def lowered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_trials_past_a_lowered_budget_stay_in_the_store_but_out_of_view(lowered: Path) -> None:
+def test_trials_past_a_lowered_budget_stay_in_the_store_but_out_of_the_records(
+        lowered: Path) -> None:
     store = Store.at_root(lowered)
-    exp = store.require_experiment("toy")
-    assert len(store.trials(exp.id)) == 6
-    assert sorted((t.study, t.index) for t in current_trials(store, exp.id)) == [
-        ("arm=a", 0), ("arm=b", 0)]
+    assert len(load(store, "toy").trials) == 6
     assert sorted((r.study, r.index) for r in trial_records(store, "toy")) == [
         ("arm=a", 0), ("arm=b", 0)]
 
 
-def test_within_budget_restricts_loaded_data_the_same_way(lowered: Path) -> None:
+def test_records_follow_the_objective_asked_for(lowered: Path) -> None:
     store = Store.at_root(lowered)
-    data = load(store, "toy")
-    assert len(data.trials) == 6
-    kept = within_budget(store, data)
-    assert sorted((t.study, t.index) for t in kept.trials) == [("arm=a", 0), ("arm=b", 0)]
-    assert kept.experiment == data.experiment and kept.name == data.name
+    mine = trial_records(store, "toy")
+    flipped = trial_records(store, "toy", metric="loss", goal="maximize")
+    assert [r.id for r in mine] == [r.id for r in flipped]
+    for a, b in zip(mine, flipped, strict=True):
+        assert a.final_value == b.final_value
+        assert b.best_value is not None and a.best_value is not None
+        assert b.best_value >= a.best_value
+
+
+def test_best_per_study_ranks_each_study_and_keeps_empty_ones(lowered: Path) -> None:
+    store = Store.at_root(lowered)
+    records = list(load(store, "toy").trials)
+    best = best_per_study(records, Objective("loss", "minimize"))
+    assert list(best) == ["arm=a", "arm=b"]
+    for study, ranked in best.items():
+        values = [r.best_value for r in ranked]
+        assert values == sorted(values) and len(ranked) == 3
+        assert {r.study for r in ranked} == {study}
+    worst_first = best_per_study(records, Objective("loss", "maximize"))
+    assert [r.id for r in worst_first["arm=a"]] == [r.id for r in best["arm=a"]][::-1]
+    assert best_per_study([], Objective("loss")) == {}

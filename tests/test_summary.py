@@ -1,59 +1,19 @@
-"""Curve summaries, the guessed direction of a metric, and how values are shown."""
+"""How values and errors are shown: numbers for people, strict JSON, one error line."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
-
-from tunebook.summary import (
-    CurveSummary,
-    error_line,
-    finite_json,
-    format_value,
-    guess_goal,
-    summarize,
-)
+from tunebook import objective, summary
+from tunebook.summary import CurveSummary, error_line, finite_json, format_value, summarize
 
 
-def test_best_and_final_points_of_a_curve() -> None:
-    points = [(30, 0.4), (10, 0.9), (20, 0.3)]  # out of order: sorted by step
-    assert summarize(points, "minimize") == CurveSummary(20, 0.3, 30, 0.4)
-    assert summarize(points, "maximize") == CurveSummary(10, 0.9, 30, 0.4)
-
-
-def test_ties_keep_the_earliest_step() -> None:
-    assert summarize([(10, 0.5), (20, 0.5), (30, 0.7)], "minimize").best_step == 10
-
-
-def test_non_finite_values_are_never_best_and_a_diverged_end_has_no_final_value() -> None:
-    s = summarize([(10, math.nan), (20, 0.8), (30, -math.inf), (40, math.inf)], "minimize")
-    assert (s.best_step, s.best_value) == (20, 0.8)
-    assert (s.final_step, s.final_value) == (40, None)
-    assert summarize([(10, math.nan)], "maximize") == CurveSummary(None, None, 10, None)
-
-
-def test_an_empty_curve_has_no_summary() -> None:
-    s = summarize([], "minimize")
-    assert s == CurveSummary(None, None, None, None)
-    assert s.value() is None and s.value(final=True) is None
-    assert s.as_dict() == {"best_step": None, "best_value": None, "final_step": None,
-                           "final_value": None}
-
-
-def test_value_picks_best_or_final() -> None:
-    s = CurveSummary(1, 0.1, 2, 0.2)
-    assert s.value() == 0.1 and s.value(final=True) == 0.2
-
-
-@pytest.mark.parametrize(("metric", "goal"), [
-    ("accuracy", "maximize"), ("val_acc", "maximize"), ("test-F1", "maximize"),
-    ("episode_reward", "maximize"), ("BLEU", "maximize"),
-    ("loss", "minimize"), ("val_error", "minimize"), ("perplexity", "minimize"),
-    ("accurate_loss", "minimize"), ("something", "minimize"),
-])
-def test_guess_goal_reads_the_words_of_a_metric_name(metric: str, goal: str) -> None:
-    assert guess_goal(metric) == goal
+def test_the_curve_rules_are_the_objectives() -> None:
+    # Importable from here as before, but one implementation (tested in test_objective).
+    assert summary.summarize is objective.summarize
+    assert summary.CurveSummary is objective.CurveSummary
+    assert summary.guess_goal is objective.guess_goal
+    assert summarize([(10, 0.5), (20, math.nan)], "minimize") == CurveSummary(10, 0.5, 20, None)
 
 
 def test_format_value_shows_four_significant_digits() -> None:
