@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tunebook import objective, summary
-from tunebook.summary import CurveSummary, error_line, finite_json, format_value, summarize
-
-
-def test_the_curve_rules_are_the_objectives() -> None:
-    # Importable from here as before, but one implementation (tested in test_objective).
-    assert summary.summarize is objective.summarize
-    assert summary.CurveSummary is objective.CurveSummary
-    assert summary.guess_goal is objective.guess_goal
-    assert summarize([(10, 0.5), (20, math.nan)], "minimize") == CurveSummary(10, 0.5, 20, None)
+from tunebook.summary import error_line, finite_json, format_value
 
 
 def test_format_value_shows_four_significant_digits() -> None:

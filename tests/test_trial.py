@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tunebook.errors import Infeasible
-from tunebook.summary import summarize
+from tunebook.objective import summarize
 from tunebook.trial import Trial
 
 from conftest import MemorySink as Sink
@@ -124,7 +124,7 @@ def test_checkpoint_without_pruning_keeps_everything(tmp_path: Path) -> None:
 
 
 def test_guess_goal() -> None:
-    from tunebook.summary import guess_goal
+    from tunebook.objective import guess_goal
 
     for m in ("val_accuracy", "acc", "top1_acc", "eval_auc", "bleu", "mean-reward"):
         assert guess_goal(m) == "maximize", m

@@ -1,8 +1,7 @@
 """How trial values and errors are shown: numbers for people, strict JSON, one error line.
 
-A curve's best and final values (:func:`summarize`, :class:`CurveSummary`) and the direction
-guessed from a metric's name (:func:`guess_goal`) are the objective's rules, kept in
-:mod:`tunebook.objective` and importable from here as before.
+A curve's best and final values and the direction guessed from a metric's name are the
+objective's rules: :mod:`tunebook.objective`.
 """
 
 from __future__ import annotations
@@ -11,10 +10,7 @@ import math
 
 from tunebook.numeric import finite
 
-# The objective's rules live in one module; these names stay importable from here.
-from tunebook.objective import CurveSummary, guess_goal, summarize
-
-__all__ = ["CurveSummary", "error_line", "finite_json", "format_value", "guess_goal", "summarize"]
+__all__ = ["error_line", "finite_json", "format_value"]
 
 
 def format_value(v: object, digits: int = 4) -> str:

@@ -26,10 +26,10 @@ from typing import Any
 from tunebook.errors import Infeasible, TunebookError
 from tunebook.experiment import Experiment
 from tunebook.interrupts import deliver
+from tunebook.objective import summarize
 from tunebook.paths import TRIAL_LOG, cache_dir, trial_dir
 from tunebook.processes import die_with_parent, die_with_parent_sigkill, pid_alive
 from tunebook.store import Store, TrialRow
-from tunebook.summary import summarize
 from tunebook.trial import Lost, Trial
 from tunebook.workload import Workload, load_workload
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunebook.objective import summarize
 from tunebook.store import Store, StudySpec
-from tunebook.summary import summarize
 from tunebook.torch.checkpoint import META_FILE, STATE_FILE, Checkpointer
 from tunebook.trial import Trial
 

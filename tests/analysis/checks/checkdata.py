@@ -9,8 +9,8 @@ from typing import Any
 from tunebook.analysis.data import Curve, ExperimentData, TrialData
 from tunebook.analysis.findings import Finding
 from tunebook.experiment import Experiment, Objective
+from tunebook.objective import summarize
 from tunebook.space import Float, Hyperparameter, SearchSpace
-from tunebook.summary import summarize
 
 SECTIONS = {
     "Extracting insight from experimental results",
