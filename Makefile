@@ -31,6 +31,7 @@ demo: $(VENV)/.demo-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 system-deps:
 	@missing=""; [ -x $(CHROMIUM) ] || missing="chromium"; \

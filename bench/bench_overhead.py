@@ -1,7 +1,7 @@
 """Per-trial orchestration overhead on SQLite: tunebook versus Optuna, same run.
 
 tunebook
-  ``tunebook.runner.run(experiment, root=tmp, workers=0)`` on ``trials`` no-op trials
+  ``tunebook.execution.runner.run(experiment, root=tmp, workers=0)`` on ``trials`` no-op trials
   (``bench/noop.py``: report one metric once and return) with three nuisance hyperparameters
   (float, int, categorical). Reported per trial:
 
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
-from tunebook.runner import run
-from tunebook.store import Store
+from tunebook.store.sql import Store
 
 import noop
 from benchutil import describe_machine, median, print_table, quiet_optuna, versions, wait_for_quiet

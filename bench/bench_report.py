@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunebook.store import Store, StudySpec
-from tunebook.trial import Trial
+from tunebook.execution.trial import Trial
+from tunebook.store.sql import Store, StudySpec
 
 from benchutil import describe_machine, median, print_table, quiet_optuna, versions
 

@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from tunebook.execution.runner import materialize
 from tunebook.experiment import Experiment
 from tunebook.report import write_report
-from tunebook.runner import materialize
-from tunebook.store import Store
+from tunebook.store.sql import Store
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -2,10 +2,10 @@
 
 The workload is ``tunebook.workloads.synthetic:quadratic`` with a fixed ``work`` (busy-loop
 iterations per step), calibrated on this machine so one trial costs about ``trial_seconds`` of
-CPU. The same experiment (``trials`` trials) runs with ``tunebook.runner.run(..., workers=1)``
-and then ``workers=2``, each in a fresh root. Nothing is excluded from the headline rate: the wall
-time of ``run()`` includes registering the trials, spawning the worker processes (each imports
-tunebook), the runner's polling and the workers' exit.
+CPU. The same experiment (``trials`` trials) runs with ``tunebook.execution.runner.run(...,
+workers=1)`` and then ``workers=2``, each in a fresh root. Nothing is excluded from the headline
+rate: the wall time of ``run()`` includes registering the trials, spawning the worker processes
+(each imports tunebook), the runner's polling and the workers' exit.
 
 Also reported, from the store's per-trial ``started_at`` / ``finished_at`` / ``worker``:
 
@@ -32,9 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
-from tunebook.runner import run
-from tunebook.store import Store, TrialRow
+from tunebook.store.sql import Store, TrialRow
 from tunebook.workloads.synthetic import _burn
 
 from benchutil import (

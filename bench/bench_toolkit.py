@@ -24,7 +24,7 @@ toolkit (B): ``make_optimizer``, ``schedules.from_hparams`` + ``set_lr``, ``Clip
   ``trial.report(step, grad_norm=...)`` every step, ``evaluate`` (one batch of 599: the same
   arithmetic as A; ``--eval-batch`` changes it), ``trial.report`` of the evaluation, and
   ``Checkpointer(trial, keep_best=3).save(..., batches=..., clip=...)``, on a real
-  ``tunebook.trial.Trial`` whose measurements go to a real SQLite ``Store`` in a temporary
+  ``tunebook.execution.trial.Trial`` whose measurements go to a real SQLite ``Store`` in a temporary
   folder (so checkpoints also flush measurements, as in a real run).
 
 The clipping threshold is the playbook's: the 90th percentile (``clip_threshold``) of the
@@ -65,7 +65,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunebook import schedules
-from tunebook.store import Store, StudySpec
+from tunebook.execution.trial import Trial
+from tunebook.store.sql import Store, StudySpec
 from tunebook.torch import (
     Checkpointer,
     ClipTracker,
@@ -75,7 +76,6 @@ from tunebook.torch import (
     set_lr,
 )
 from tunebook.torch.optim import Adam
-from tunebook.trial import Trial
 
 from benchutil import describe_machine, median, print_table, versions, wait_for_quiet
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tunebook.trial import Trial
+from tunebook.execution.trial import Trial
 
 __all__ = ["INSIDE_SECONDS", "noop", "reset"]
 

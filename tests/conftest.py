@@ -97,7 +97,7 @@ class MemorySink:
 
 def single_trial_curves(root: Path, name: str) -> tuple[Any, dict[str, list[tuple[int, float]]]]:
     """The one trial of experiment ``name`` under ``root`` and its curves, metric -> points."""
-    from tunebook.store import Store
+    from tunebook.store.sql import Store
 
     store = Store.at_root(root)
     try:

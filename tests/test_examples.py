@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunebook.results import trial_records
-from tunebook.store import Store
+from tunebook.analysis.results import trial_records
+from tunebook.store.sql import Store
 
 from conftest import run_cli
 

@@ -19,7 +19,7 @@ def test_all_is_sorted_and_resolves() -> None:
 
 def test_import_is_light() -> None:
     code = ("import sys, tunebook; heavy = [m for m in ('torch', 'ray', 'matplotlib', "
-            "'sqlalchemy', 'sklearn', 'scipy') if m in sys.modules]; print(heavy)")
+            "'sqlalchemy', 'sklearn', 'scipy', 'numpy') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"

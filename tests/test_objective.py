@@ -14,6 +14,9 @@ import pytest
 
 from tunebook import cli
 from tunebook.analysis import load
+from tunebook.analysis.results import best_per_study, trial_records
+from tunebook.execution.runner import run
+from tunebook.execution.trial import Trial
 from tunebook.experiment import Experiment
 from tunebook.objective import (
     CurveSummary,
@@ -24,10 +27,7 @@ from tunebook.objective import (
     summarize,
 )
 from tunebook.report import write_report
-from tunebook.results import best_per_study, trial_records
-from tunebook.runner import run
-from tunebook.store import Store
-from tunebook.trial import Trial
+from tunebook.store.sql import Store
 
 from conftest import write_experiment
 

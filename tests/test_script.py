@@ -15,12 +15,12 @@ import yaml
 
 import tunebook
 from tunebook import script
+from tunebook.analysis.results import trial_records
+from tunebook.execution.runner import run
+from tunebook.execution.trial import Trial
+from tunebook.execution.workload import CommandWorkload
 from tunebook.experiment import Experiment
-from tunebook.results import trial_records
-from tunebook.runner import run
-from tunebook.store import Store
-from tunebook.trial import Trial
-from tunebook.workload import CommandWorkload
+from tunebook.store.sql import Store
 
 ROOT = Path(__file__).parent.parent
 DOC = ROOT / "docs" / "command-workloads.md"

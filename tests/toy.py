@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from tunebook.trial import Trial
+from tunebook.execution.trial import Trial
 
 
 def expected_value(params: dict[str, Any], step: int) -> float:
@@ -73,7 +73,7 @@ def exits(hparams: dict[str, Any], trial: Trial) -> None:
 
 def taken_over(hparams: dict[str, Any], trial: Trial) -> None:
     """Simulates a stale heartbeat: the store gives this trial to another worker mid-run."""
-    from tunebook.store import Store
+    from tunebook.store.sql import Store
 
     trial.report(1, loss=1.0)
     store = trial._sink

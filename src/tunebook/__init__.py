@@ -15,14 +15,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tunebook.errors import ConfigError, Infeasible, StoreError, TunebookError, WorkloadError
+from tunebook.execution.trial import Trial
 from tunebook.experiment import Experiment, Objective, Search
-from tunebook.space import Categorical, Discrete, Float, Int, SearchSpace
-from tunebook.trial import Trial
+from tunebook.search.space import Categorical, Discrete, Float, Int, SearchSpace
 
 if TYPE_CHECKING:
-    from tunebook.results import TrialRecord, trial_records
-    from tunebook.runner import RunResult, run
-    from tunebook.store import Store
+    from tunebook.analysis.results import TrialRecord, trial_records
+    from tunebook.execution.runner import RunResult, run
+    from tunebook.store.sql import Store
 
     __version__: str
 
@@ -50,17 +50,17 @@ __all__ = [
 ]
 
 _LAZY = {
-    "run": "tunebook.runner",
-    "RunResult": "tunebook.runner",
-    "Store": "tunebook.store",
-    "TrialRecord": "tunebook.results",
-    "trial_records": "tunebook.results",
+    "run": "tunebook.execution.runner",
+    "RunResult": "tunebook.execution.runner",
+    "Store": "tunebook.store.sql",
+    "TrialRecord": "tunebook.analysis.results",
+    "trial_records": "tunebook.analysis.results",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # from the package metadata, read on first use
-        from tunebook.version import installed_version
+        from tunebook.core.version import installed_version
 
         return installed_version()
     module = _LAZY.get(name)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
-from tunebook.numeric import finite
+from tunebook.core.numeric import finite
 
 __all__ = ["CurveSummary", "Goal", "Mode", "Objective", "Ranked", "guess_goal", "parse_goal",
            "resolve", "summarize"]

@@ -9,7 +9,7 @@ import pytest
 from tunebook.analysis.data import Curve, ExperimentData, TrialData
 from tunebook.analysis.plots import axis_plots, best_of_k, downsample, isolation
 from tunebook.experiment import Experiment, Objective
-from tunebook.space import Categorical, Float
+from tunebook.search.space import Categorical, Float
 
 
 def _data(values: dict[str, list[float | None]], goal: str = "minimize",

@@ -11,7 +11,7 @@ from tunebook import procedures
 from tunebook.analysis.findings import Finding
 from tunebook.experiment import Experiment
 from tunebook.procedures import Outcome, Procedure, Recommendation
-from tunebook.store import Store
+from tunebook.store.sql import Store
 
 from conftest import write_experiment
 

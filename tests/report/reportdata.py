@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
-from tunebook.runner import run
-from tunebook.store import Store
+from tunebook.store.sql import Store
 
 
 def synthetic(root: Path, name: str = "synthetic", trials: int = 8, **over: Any) -> Store:

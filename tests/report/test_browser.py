@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
 from tunebook.report import write_report
-from tunebook.runner import run
-from tunebook.store import Store
+from tunebook.store.sql import Store
 
 from conftest import write_experiment
 from reportdata import synthetic

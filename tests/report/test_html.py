@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 from tunebook.analysis import load
+from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
 from tunebook.report import build_report, write_report
-from tunebook.runner import run
-from tunebook.store import Store
+from tunebook.store.sql import Store
 
 from conftest import write_experiment
 from reportdata import synthetic
@@ -73,7 +73,7 @@ def test_no_completed_trial_all_infeasible_and_one_evaluation(tmp_path: Path) ->
     # Registered but never run: every trial pending.
     store = Store.at_root(tmp_path / "b")
     exp = Experiment.from_yaml(path)
-    from tunebook.runner import materialize
+    from tunebook.execution.runner import materialize
 
     studies, trials = materialize(exp)
     store.register(exp.name, exp.identity(), exp.to_dict(), studies, trials)

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunebook.execution.trial import Trial
 from tunebook.objective import summarize
-from tunebook.store import Store, StudySpec
+from tunebook.store.sql import Store, StudySpec
 from tunebook.torch.checkpoint import META_FILE, STATE_FILE, Checkpointer
-from tunebook.trial import Trial
 
 torch.set_num_threads(1)
 

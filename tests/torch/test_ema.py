@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from tunebook.execution.trial import Trial
 from tunebook.torch.checkpoint import Checkpointer
 from tunebook.torch.ema import ParameterEMA
-from tunebook.trial import Trial
 
 torch.set_num_threads(1)
 

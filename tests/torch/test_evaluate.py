@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from tunebook.execution.trial import Trial
 from tunebook.torch.evaluation import (
     DEFAULT_EVAL_BATCH_SIZE,
     classification_metrics,
     evaluate,
     regression_metrics,
 )
-from tunebook.trial import Trial
 
 torch.set_num_threads(1)
 

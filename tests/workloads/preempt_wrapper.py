@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tunebook.trial import Trial
+from tunebook.execution.trial import Trial
 from tunebook.workloads import digits, text
 
 Workload = Callable[..., None]

@@ -33,8 +33,8 @@ import pytest
 import yaml
 
 import tunebook
+from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
-from tunebook.runner import run
 
 from conftest import cli_env
 from conftest import single_trial_curves as _curves

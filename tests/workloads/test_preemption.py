@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
-from tunebook.runner import run
 
 from conftest import cli_env
 from conftest import single_trial_curves as _curves

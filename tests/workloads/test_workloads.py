@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 
+from tunebook.analysis.results import trial_records
 from tunebook.errors import WorkloadError
+from tunebook.execution.runner import run
+from tunebook.execution.trial import Trial
 from tunebook.experiment import Experiment
-from tunebook.results import trial_records
-from tunebook.runner import run
 from tunebook.schedules import from_hparams
-from tunebook.store import Store
-from tunebook.trial import Trial
+from tunebook.store.sql import Store
 from tunebook.workloads import common, digits, mnist1d, text
 from tunebook.workloads.common import BatchOrder
 

@@ -1,7 +1,7 @@
 """Experiment data: trials with their summaries and curves, under a chosen objective.
 
 :class:`TrialData` is the one trial record above the store (the store's own row type is
-:class:`tunebook.store.TrialRow`), and :func:`load` the one loader: the command line's ``best``
+:class:`tunebook.store.sql.TrialRow`), and :func:`load` the one loader: the command line's ``best``
 and ``trials``, :func:`tunebook.trial_records`, the analysis and the report all read trials
 through it, so they summarise and rank them by the same :class:`~tunebook.objective.Objective`.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 from tunebook.experiment import Experiment
 from tunebook.objective import Goal, Objective, resolve
-from tunebook.space import Hyperparameter
-from tunebook.store_api import RunRow, StoreAPI
+from tunebook.search.space import Hyperparameter
+from tunebook.store.api import RunRow, StoreAPI
 
 __all__ = ["Curve", "ExperimentData", "TrialData", "load"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.analysis.stats import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
-from tunebook.numeric import finite
+from tunebook.core.numeric import finite
 
 __all__ = [
     "AxisPlot",

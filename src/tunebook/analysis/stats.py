@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from tunebook.numeric import finite
+from tunebook.core.numeric import finite
 
 if TYPE_CHECKING:
     from tunebook.analysis.data import ExperimentData

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tunebook.analysis.findings import Finding
+from tunebook.core.paths import slug
+from tunebook.core.registry import Registry
+from tunebook.execution.runner import RunResult, run
 from tunebook.experiment import Experiment
-from tunebook.paths import slug
-from tunebook.registry import Registry
-from tunebook.runner import RunResult, run
-from tunebook.store import Store, TrialRow
+from tunebook.store.sql import Store, TrialRow
 
 __all__ = [
     "Outcome",
@@ -141,7 +141,7 @@ def run_procedure(proc: Procedure | str, base: Experiment, *, root: str | Path =
     The recommendation is stored against ``base.name`` and written to
     ``<root>/reports/<base>--<procedure>.md``. Returns None, concluding nothing, when a run is
     interrupted (Ctrl-C, SIGTERM): calling again resumes where it stopped. ``run_options``
-    go to :func:`tunebook.runner.run` (``max_attempts``, ``progress``...).
+    go to :func:`tunebook.execution.runner.run` (``max_attempts``, ``progress``...).
     """
     proc = make_procedure(proc) if isinstance(proc, str) else proc
     owned = not isinstance(store, Store)

@@ -21,12 +21,12 @@ from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData, load
 from tunebook.analysis.findings import Finding
 from tunebook.analysis.plots import axis_plots, best_of_k, curve_plots, downsample, isolation
-from tunebook.numeric import finite as _finite
-from tunebook.paths import default_report_path
-from tunebook.results import csv_cell
-from tunebook.store_api import StoreAPI
-from tunebook.summary import finite_json
-from tunebook.summary import format_value as _fmt
+from tunebook.analysis.results import csv_cell
+from tunebook.core.formatting import finite_json
+from tunebook.core.formatting import format_value as _fmt
+from tunebook.core.numeric import finite as _finite
+from tunebook.core.paths import default_report_path
+from tunebook.store.api import StoreAPI
 
 __all__ = ["Report", "build_report", "default_report_path", "tracking_rows", "write_report"]
 

@@ -7,8 +7,8 @@ a trial resilient to interruptions, which only works if resuming continues *exac
 run stopped: model, optimizer, learning rate schedule, every random number generator and the
 position in the data.
 
-:class:`Checkpointer` builds on :meth:`tunebook.trial.Trial.checkpoint` (atomic publication,
-measurements flushed first) and adds:
+:class:`Checkpointer` builds on :meth:`tunebook.execution.trial.Trial.checkpoint` (atomic
+publication, measurements flushed first) and adds:
 
 * retention: the ``keep_best`` best checkpoints by the experiment's objective (the value
   reported for ``trial.objective`` at the checkpoint's step) plus the latest one;
@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from tunebook.trial import Trial
+    from tunebook.execution.trial import Trial
 
 __all__ = ["META_FILE", "STATE_FILE", "CheckpointInfo", "Checkpointer", "rng_state",
            "set_rng_state"]

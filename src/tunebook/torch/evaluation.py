@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-from tunebook.trial import Trial
+from tunebook.execution.trial import Trial
 
 __all__ = [
     "DEFAULT_EVAL_BATCH_SIZE",

@@ -76,10 +76,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunebook.rng import derive_seed
+from tunebook.execution.trial import Trial
 from tunebook.schedules import from_hparams
+from tunebook.search.rng import derive_seed
 from tunebook.torch import Checkpointer, ClipTracker, evaluate, make_optimizer, set_lr
-from tunebook.trial import Trial
 
 __all__ = [
     "ACTIVATIONS",

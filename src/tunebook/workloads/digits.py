@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunebook.trial import Trial
+from tunebook.execution.trial import Trial
 from tunebook.workloads.common import (
     ACTIVATIONS,
     TRAINING_HPARAMS,

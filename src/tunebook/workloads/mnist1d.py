@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunebook.trial import Trial
+from tunebook.execution.trial import Trial
 from tunebook.workloads.common import (
     ACTIVATIONS,
     TRAINING_HPARAMS,

@@ -20,7 +20,7 @@ import random
 import time
 from typing import Any
 
-from tunebook.trial import Trial
+from tunebook.execution.trial import Trial
 
 __all__ = ["quadratic"]
 

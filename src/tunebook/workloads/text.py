@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunebook.trial import Trial
+from tunebook.execution.trial import Trial
 from tunebook.workloads.common import (
     TRAINING_HPARAMS,
     check_hparams,

@@ -10,7 +10,7 @@ from tunebook.analysis.data import Curve, ExperimentData, TrialData
 from tunebook.analysis.findings import Finding
 from tunebook.experiment import Experiment, Objective
 from tunebook.objective import summarize
-from tunebook.space import Float, Hyperparameter, SearchSpace
+from tunebook.search.space import Float, Hyperparameter, SearchSpace
 
 SECTIONS = {
     "Extracting insight from experimental results",

@@ -15,7 +15,7 @@ from tunebook.analysis.checks import (
     check_failed_trials,
     check_infeasible,
 )
-from tunebook.space import Categorical, Discrete, Hyperparameter
+from tunebook.search.space import Categorical, Discrete, Hyperparameter
 
 
 # ----------------------------------------------------------------------------- 8. infeasible

@@ -15,7 +15,7 @@ from checkdata import (
 from tunebook.analysis.checks import (
     check_boundary,
 )
-from tunebook.space import Categorical, Float, Hyperparameter, Int
+from tunebook.search.space import Categorical, Float, Hyperparameter, Int
 
 
 # ----------------------------------------------------------------------------- 1. boundary

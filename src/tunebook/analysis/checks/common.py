@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from tunebook.analysis.data import ExperimentData, TrialData
-from tunebook.numeric import finite
-from tunebook.space import Hyperparameter
+from tunebook.core.numeric import finite
+from tunebook.search.space import Hyperparameter
 
 Array = npt.NDArray[np.float64]
 

@@ -12,7 +12,7 @@ from tunebook.analysis.checks import common as c
 from tunebook.analysis.checks.registry import check, finding
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.analysis.findings import Finding
-from tunebook.summary import error_line
+from tunebook.core.formatting import error_line
 
 __all__ = ["FailureThresholds", "check_failed_trials", "check_infeasible"]
 

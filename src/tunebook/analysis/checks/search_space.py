@@ -10,7 +10,7 @@ from tunebook.analysis.checks import common as c
 from tunebook.analysis.checks.registry import check, finding
 from tunebook.analysis.data import ExperimentData
 from tunebook.analysis.findings import Finding, Severity
-from tunebook.space import Float, Int
+from tunebook.search.space import Float, Int
 
 __all__ = ["SearchSpaceThresholds", "check_boundary"]
 

@@ -1,0 +1,108 @@
+"""Where a study's trials come from: its designer, up front or as results come in.
+
+A non-adaptive designer's study is written whole when the run registers the experiment
+(:func:`materialize`); an adaptive designer's study starts empty and :class:`Suggestions` adds
+its trials while the run goes on, from what the designer has observed, saving the designer's
+state with every change so that a resumed run carries on exactly where the last one stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunebook.experiment import Experiment
+from tunebook.search.designers import Designer, Observation, make_designer, trial_seed
+from tunebook.store.sql import TERMINAL, NewTrial, Store, StudyRow, StudySpec, TrialRow
+
+__all__ = ["Suggestions", "TrialRows", "materialize"]
+
+TrialRows = dict[str, Sequence[NewTrial]]
+
+
+def materialize(experiment: Experiment) -> tuple[list[StudySpec], TrialRows]:
+    """Studies and their trials ``(index, params, seed)`` for the store.
+
+    Each study searches the same nuisance points (same seed): a paired comparison of the
+    scientific values, so differences between studies are not luck of the sampling. An
+    adaptive designer's study starts empty: its trials come as the run observes results.
+    """
+    studies: list[StudySpec] = []
+    trials: TrialRows = {}
+    for spec in experiment.studies():
+        designer = _designer(experiment, experiment.search.seed, experiment.search.trials)
+        cap = designer.capacity()
+        budget = experiment.search.trials if cap is None else cap
+        studies.append(StudySpec(spec.name, spec.position, spec.scientific, designer.name,
+                                 experiment.search.seed, budget))
+        rows = []
+        todo = () if designer.adaptive else range(budget)
+        for i, nuisance in enumerate(designer.suggest(todo)):
+            params = {**experiment.fixed, **spec.scientific, **nuisance}
+            rows.append(NewTrial(i, params, trial_seed(experiment.search.seed, spec.name, i)))
+        trials[spec.name] = rows
+    return studies, trials
+
+
+def _designer(experiment: Experiment, seed: int, budget: int) -> Designer:
+    return make_designer(experiment.search.algorithm, experiment.nuisance, seed, budget,
+                         experiment.objective.goal)
+
+
+@dataclass
+class Suggestions:
+    """A run's adaptive designers: they add trials to their studies as results come in.
+
+    The store keeps, per study, ``{"observed": [indices], "designer": designer.state()}``,
+    saved after every change (new trials in the same transaction as the state that suggested
+    them): a resumed run restores each designer and shows it each finished trial exactly once.
+    Trials are shown as they finish (in index order within one call), so a designer whose
+    suggestions must not depend on which worker was faster waits for what it needs, as
+    ``refine`` waits for whole rounds.
+    """
+
+    store: Store
+    experiment: Experiment
+    exp_id: int
+    studies: list[tuple[StudyRow, Designer, set[int]]]
+
+    @classmethod
+    def load(cls, store: Store, experiment: Experiment, exp_id: int) -> Suggestions:
+        """Restore the designer of every adaptive study of the experiment."""
+        studies = []
+        for study in store.studies(exp_id):
+            designer = _designer(experiment, study.seed, study.budget)
+            if designer.adaptive:
+                saved = store.designer_state(study.id)
+                designer.restore(saved.get("designer", {}))
+                studies.append((study, designer, set(saved.get("observed", []))))
+        return cls(store, experiment, exp_id, studies)
+
+    def top_up(self, wanted: int) -> int:
+        """Show each designer its newly finished trials, then ask it for up to ``wanted`` new
+        trials (fewer while it waits for results). Returns how many trials were added."""
+        added = 0
+        for study, designer, observed in self.studies:
+            trials = self.store.trials(self.exp_id, study=study.name)
+            new = [t for t in trials if t.status in TERMINAL and t.index not in observed]
+            if new:
+                designer.observe([self._observation(t) for t in new])
+                observed.update(t.index for t in new)
+            start = max((t.index + 1 for t in trials), default=0)
+            indices = range(start, min(study.budget, start + wanted))
+            points = designer.suggest(indices) if len(indices) else []
+            state = {"observed": sorted(observed), "designer": designer.state()}
+            if points:
+                seed, fixed = study.seed, {**self.experiment.fixed, **study.scientific}
+                added += self.store.add_trials(study.id, [
+                    NewTrial(i, {**fixed, **p}, trial_seed(seed, study.name, i))
+                    for i, p in zip(indices, points, strict=False)], state)
+            elif new:
+                self.store.save_designer_state(study.id, state)
+        return added
+
+    def _observation(self, t: TrialRow) -> Observation:
+        # The best value ranks trials (as best_trial does); only a completed trial has one.
+        value = t.best_value if t.status == "completed" else None
+        nuisance = {k: v for k, v in t.params.items() if k in self.experiment.nuisance}
+        return Observation(t.index, nuisance, value, t.status)

@@ -1,0 +1,180 @@
+"""Experiments: one round of the playbook's incremental tuning strategy, as data.
+
+An :class:`Experiment` names a goal, an objective, the scientific hyperparameters (one study per
+value, or per combination of values), the nuisance search space (optimised away inside each study)
+and the fixed values. It is built from YAML (:meth:`Experiment.from_yaml`), from a plain dict
+(:meth:`Experiment.from_dict`) or directly in Python; every path validates the same way, once,
+when the Experiment is built, and every error names the source, the key and the bad value.
+
+Reading a document is :mod:`tunebook.experiment.parse` (the keys it may hold: ``TOP_KEYS``);
+the rules and limits are :mod:`tunebook.experiment.checks` (``check_experiment``;
+``search.algorithm`` is one of the registered designers, ``algorithms()``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunebook.experiment.checks import (
+    MAX_DEPTH,
+    MAX_INT_BOUND,
+    MAX_METRIC_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_SEED,
+    MAX_STEP,
+    MAX_TRIAL_TIMEOUT,
+    MAX_TRIALS,
+    Reader,
+    check_experiment,
+)
+from tunebook.experiment.parse import parse_document, read_yaml
+from tunebook.objective import Objective
+from tunebook.search.space import SearchSpace, Value
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_INT_BOUND",
+    "MAX_METRIC_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_SEED",
+    "MAX_STEP",
+    "MAX_TRIALS",
+    "MAX_TRIAL_TIMEOUT",
+    "Experiment",
+    "Objective",
+    "Search",
+    "StudySpec",
+]
+
+
+@dataclass(frozen=True)
+class Search:
+    """How each study samples the nuisance space: algorithm, trials per study, seed."""
+
+    algorithm: str = "quasi_random"
+    trials: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One study of an experiment: a name and the scientific values it holds fixed."""
+
+    name: str
+    position: int
+    scientific: dict[str, Value]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One round of experiments: a goal, an objective, roles for every hyperparameter.
+
+    Exactly one of ``workload`` (``"module:function"``) and ``command`` (a program) is set.
+    Construct with keyword arguments, :meth:`from_dict` or :meth:`from_yaml`; all validate.
+    """
+
+    name: str
+    objective: Objective
+    max_train_steps: int
+    eval_every: int
+    nuisance: SearchSpace
+    workload: str | None = None
+    command: tuple[str, ...] | None = None
+    goal: str = ""
+    search: Search = field(default_factory=Search)
+    scientific: Mapping[str, tuple[Value, ...]] = field(default_factory=dict)
+    fixed: Mapping[str, Value] = field(default_factory=dict)
+    trial_timeout: float | None = None
+    #: Threshold overrides for the analysis checks, ``{family: {threshold: value}}`` (the
+    #: ``checks:`` section); names and types are validated by ``tunebook.analysis.checks``,
+    #: which owns them, when the checks run.
+    checks: Mapping[str, Mapping[str, Value]] = field(default_factory=dict)
+    source: str = "<python>"
+    base_dir: str = "."
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nuisance, SearchSpace):
+            object.__setattr__(self, "nuisance", SearchSpace(self.nuisance))
+        if isinstance(self.command, str):
+            object.__setattr__(self, "command", Reader(self.source).command(self.command))
+        object.__setattr__(
+            self, "scientific", {k: tuple(v) for k, v in sorted(self.scientific.items())})
+        object.__setattr__(self, "fixed", dict(self.fixed))
+        object.__setattr__(self, "checks", {k: dict(v) for k, v in self.checks.items()})
+        check_experiment(self)
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Experiment:
+        """Load and validate an experiment file; errors name the file, key and value."""
+        data, base_dir = read_yaml(path)
+        return cls.from_dict(data, source=str(path), base_dir=base_dir)
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "<dict>", base_dir: str = ".") -> Experiment:
+        """Build from a plain mapping with the same keys as the YAML format."""
+        fields = parse_document(data, source)
+        metric, goal = fields.pop("objective")
+        return cls(objective=Objective(metric, goal), search=Search(**fields.pop("search")),
+                   **fields, source=source, base_dir=base_dir)
+
+    # ----------------------------------------------------------------- derived
+    def studies(self) -> list[StudySpec]:
+        """One study per combination of scientific values, in a stable order."""
+        if not self.scientific:
+            return [StudySpec("main", 0, {})]
+        names = list(self.scientific)
+        out = []
+        for pos, combo in enumerate(itertools.product(*(self.scientific[n] for n in names))):
+            values = dict(zip(names, combo, strict=True))
+            label = ",".join(f"{k}={v}" for k, v in values.items())
+            out.append(StudySpec(label, pos, values))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON- and YAML-serialisable description that :meth:`from_dict` accepts."""
+        nuisance = {name: hp.to_json() for name, hp in self.nuisance.items()}
+        out: dict[str, Any] = {"name": self.name, "goal": self.goal}
+        if self.workload is not None:
+            out["workload"] = self.workload
+        else:
+            out["command"] = list(self.command or ())
+        out.update({
+            "objective": {"metric": self.objective.metric, "goal": self.objective.goal},
+            "max_train_steps": self.max_train_steps,
+            "eval_every": self.eval_every,
+            "search": {"algorithm": self.search.algorithm, "trials": self.search.trials,
+                       "seed": self.search.seed},
+            "scientific": {k: list(v) for k, v in self.scientific.items()},
+            "nuisance": nuisance,
+            "fixed": dict(self.fixed),
+        })
+        if self.trial_timeout is not None:
+            out["trial_timeout"] = self.trial_timeout
+        if self.checks:
+            out["checks"] = {k: dict(v) for k, v in self.checks.items()}
+        return out
+
+    def identity(self) -> str:
+        """Hash of everything that decides which trials run and how they train.
+
+        The objective, the goal text, the trial budget, the trial timeout and the checks'
+        thresholds are left out: the objective can be changed after the fact, a study can be
+        extended because trial ``i`` does not depend on how many trials there are, a timeout
+        only decides when to give up on a trial, not what it computes, and thresholds only
+        change how the results are read.
+        """
+        d = self.to_dict()
+        for key in ("objective", "goal", "name"):
+            d.pop(key)
+        d.pop("trial_timeout", None)
+        d.pop("checks", None)  # thresholds of the analysis: they change no trial
+        d["search"].pop("trials")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

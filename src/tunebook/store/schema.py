@@ -1,0 +1,209 @@
+"""The store's tables and how a database becomes (or is recognised as) a tunebook store.
+
+Schema version :data:`SCHEMA_VERSION`; a store of another version is refused, never migrated
+silently. Connection settings per backend live here too: SQLite's pragmas, libpq's keepalives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from tunebook.errors import StoreError
+from tunebook.store.checks import foreign_database
+from tunebook.store.retry import one_line
+
+__all__ = ["SCHEMA_VERSION", "create_engine", "ensure_schema", "libpq_args", "metadata",
+           "schema_race", "sqlite_pragmas", "sqlite_url"]
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+meta_t = sa.Table(
+    "tunebook_meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+experiments_t = sa.Table(
+    "experiments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("identity", sa.String(64), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+studies_t = sa.Table(
+    "studies", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("scientific", sa.Text, nullable=False),
+    sa.Column("algorithm", sa.String(32), nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("budget", sa.Integer, nullable=False),
+    sa.Column("designer_state", sa.Text, nullable=False, default="{}"),
+    sa.UniqueConstraint("experiment_id", "name"),
+)
+trials_t = sa.Table(
+    "trials", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("studies.id"), nullable=False),
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("worker", sa.String(128)),
+    sa.Column("heartbeat", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("run_seconds", sa.Float, nullable=False, default=0.0),
+    sa.Column("error", sa.Text),
+    sa.Column("infeasible_reason", sa.Text),
+    sa.Column("infeasible_step", sa.Integer),
+    sa.Column("checkpoint_step", sa.Integer),
+    sa.Column("best_step", sa.Integer),
+    sa.Column("best_value", sa.Float),
+    sa.Column("final_step", sa.Integer),
+    sa.Column("final_value", sa.Float),
+    sa.UniqueConstraint("study_id", "idx"),
+)
+sa.Index("ix_trials_status", trials_t.c.status)
+measurements_t = sa.Table(
+    "measurements", metadata,
+    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id"), primary_key=True),
+    sa.Column("metric", sa.String(128), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    # NULL stands for NaN: SQLite cannot store NaN in a REAL column.
+    sa.Column("value", sa.Float),
+)
+runs_t = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("workers", sa.Integer, nullable=False),
+    sa.Column("provenance", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text),
+)
+notes_t = sa.Table(
+    "notes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("study", sa.String(255)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+# A procedure's recommendations. A new table needs no version bump: create_all adds it to an
+# existing store, and an older tunebook ignores it.
+recommendations_t = sa.Table(
+    "recommendations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # The base experiment's name, not an id: a procedure's experiments are built from a base
+    # that need not be stored itself.
+    sa.Column("experiment", sa.String(255), nullable=False),
+    sa.Column("procedure", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+)
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{Path(path)}"
+
+
+def sqlite_pragmas(busy_timeout_seconds: float) -> Callable[[Any, Any], None]:
+    """The ``connect`` listener that sets up each new SQLite connection."""
+    busy_ms = max(0, round(busy_timeout_seconds * 1000))
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        # The busy timeout first: switching to WAL needs a lock another process may hold.
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        # WAL lets readers (progress, reports) run while a worker writes; NORMAL sync is durable
+        # across process crashes, which is the failure tunebook must survive.
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return on_connect
+
+
+def libpq_args(parsed: sa.engine.URL) -> dict[str, Any]:
+    """Connection options for libpq drivers, unless the URL sets them: a server that vanished
+    without closing its connections (a network cut, a crashed host) is noticed within about a
+    minute instead of TCP's hours, so the outage retry can start."""
+    if parsed.get_backend_name() != "postgresql" or not parsed.get_driver_name().startswith(
+            "psycopg"):
+        return {}
+    wanted = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+              "keepalives_interval": 10, "keepalives_count": 3}
+    return {k: v for k, v in wanted.items() if k not in parsed.query}
+
+
+def create_engine(url: str, display_url: str, busy_timeout_seconds: float) -> Engine:
+    """The engine of a store, set up per backend (StoreError for a bad URL or missing driver).
+
+    ``display_url`` is the URL without its password, for the message.
+    """
+    options: dict[str, Any] = {}
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        # After a server restart every pooled connection is dead: test each on checkout.
+        options["pool_pre_ping"] = True
+        options["connect_args"] = libpq_args(parsed)
+    try:
+        engine = sa.create_engine(url, **options)
+    except Exception as exc:  # bad URL or missing driver
+        raise StoreError(f"cannot open store {display_url!r}: {one_line(str(exc))}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", sqlite_pragmas(busy_timeout_seconds))
+    return engine
+
+
+def schema_race(exc: BaseException) -> bool:
+    """Errors of processes creating the same new store at once: the loser checks again."""
+    return isinstance(exc, sa.exc.IntegrityError) or (
+        isinstance(exc, sa.exc.DBAPIError) and "already exists" in str(exc.orig).lower())
+
+
+def ensure_schema(conn: Connection, where: str) -> None:
+    """Create the tables of a new store, or check an existing one (``where`` names it).
+
+    Refuses (StoreError) a database holding other tables and a store of another schema
+    version, before creating anything. Run it under :func:`schema_race` retries: several
+    processes may open a new store at once.
+    """
+    tables = set(sa.inspect(conn).get_table_names())
+    if tables and meta_t.name not in tables:
+        # Not ours: create nothing in another application's database.
+        raise foreign_database(f"store {where}", tables, "database", "--store")
+    if meta_t.name in tables:
+        row = conn.execute(sa.select(meta_t.c.value)
+                           .where(meta_t.c.key == "schema_version")).first()
+        if row is not None and int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(
+                f"store {where!r} has schema version {row[0]}, this "
+                f"tunebook understands version {SCHEMA_VERSION}")
+    # The marker table first: SQLite commits each CREATE TABLE on its own, and a
+    # process opening the store meanwhile must not take it for a foreign database.
+    meta_t.create(conn, checkfirst=True)
+    metadata.create_all(conn)
+    if conn.execute(sa.select(meta_t.c.value)
+                    .where(meta_t.c.key == "schema_version")).first() is None:
+        conn.execute(sa.insert(meta_t).values(
+            key="schema_version", value=str(SCHEMA_VERSION)))

@@ -1,0 +1,97 @@
+"""The one trial record above the store and its one loader (``tunebook.analysis.data.load``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import tunebook
+from tunebook import cli
+from tunebook.analysis import ExperimentData, TrialData, load
+from tunebook.analysis.results import TrialRecord, csv_cell, trial_records
+from tunebook.execution.runner import run
+from tunebook.experiment import Experiment
+from tunebook.store.sql import Store
+
+from conftest import write_experiment
+from toy import expected_value
+
+
+@pytest.fixture(scope="module")
+def shrunk(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An experiment of 2 studies x 3 trials run to the end, then registered again with 2
+    trials per study: each study's third trial stays in the store, dormant."""
+    tmp = tmp_path_factory.mktemp("loader")
+    path = write_experiment(tmp, search={"algorithm": "quasi_random", "trials": 3, "seed": 1})
+    run(Experiment.from_yaml(path), root=tmp / "r", workers=0)
+    doc = yaml.safe_load(path.read_text())
+    doc["search"]["trials"] = 2
+    path.write_text(yaml.safe_dump(doc))
+    run(Experiment.from_yaml(path), root=tmp / "r", workers=0)
+    return path, tmp / "r"
+
+
+def test_one_record_type_importable_under_every_old_name() -> None:
+    assert TrialRecord is TrialData is tunebook.TrialRecord
+    assert tunebook.trial_records is trial_records
+    assert ExperimentData.__module__ == "tunebook.analysis.data"
+
+
+def test_current_keeps_only_trials_within_the_budget(shrunk: tuple[Path, Path]) -> None:
+    _, root = shrunk
+    store = Store.at_root(root, create=False)
+    every = load(store, "toy")
+    current = load(store, "toy", current=True)
+    assert sorted((t.study, t.index) for t in every.trials) == [
+        (s, i) for s in ("arm=a", "arm=b") for i in range(3)]
+    assert sorted((t.study, t.index) for t in current.trials) == [
+        (s, i) for s in ("arm=a", "arm=b") for i in range(2)]
+    records = trial_records(store, "toy")
+    assert [(r.study, r.index) for r in records] == [(t.study, t.index) for t in current.trials]
+    store.close()
+
+
+def test_records_read_only_the_objective_curve_and_summarise_it(
+        shrunk: tuple[Path, Path]) -> None:
+    _, root = shrunk
+    store = Store.at_root(root, create=False)
+    records = trial_records(store, "toy")
+    full = {t.id: t for t in load(store, "toy").trials}
+    for r in records:
+        assert set(r.curves) == {"loss"} and set(full[r.id].curves) == {"loss", "other"}
+        values = [expected_value(r.params, s) for s in (10, 20, 30, 40)]
+        assert r.best_value == min(values) and r.final_value == values[-1]
+        assert (r.best_step, r.final_step) == (10 + 10 * values.index(min(values)), 40)
+        assert r.trial_id == r.id and r.attempts == 1 and r.status == "completed"
+    # Another metric: its own curve, its own direction (guessed: `other` is minimised).
+    other = trial_records(store, "toy", "other")
+    for r in other:
+        assert set(r.curves) == {"other"}
+        assert r.best_value == min(-expected_value(r.params, s) for s in (10, 20, 30, 40))
+    only = load(store, "toy", metrics=["other"])
+    assert all(set(t.curves) == {"loss", "other"} for t in only.trials)
+    store.close()
+
+
+def test_json_schema_of_a_record(shrunk: tuple[Path, Path],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    _, root = shrunk
+    store = Store.at_root(root, create=False)
+    record = trial_records(store, "toy")[0]
+    d = record.as_dict()
+    assert list(d) == ["study", "index", "status", "params", "seed", "attempts", "best_step",
+                       "best_value", "final_step", "final_value", "run_seconds", "trial_id",
+                       "error", "infeasible_reason", "infeasible_step"]
+    assert json.loads(json.dumps(d)) == d and d["trial_id"] == record.id
+    assert cli.main(["trials", "toy", "--root", str(root), "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [r.as_dict() for r in trial_records(store, "toy")]
+    store.close()
+
+
+def test_csv_cell_guards_formulas() -> None:
+    assert [csv_cell(v) for v in ("=1+1", "+x", "-y", "@z", "\tq", "ok", 1.5, None)] == [
+        "'=1+1", "'+x", "'-y", "'@z", "'\tq", "ok", 1.5, ""]

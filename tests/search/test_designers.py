@@ -1,0 +1,243 @@
+"""Designer plug-ins: the registry, and the adaptive "refine" designer (alone and in a run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tunebook.errors import ConfigError, StoreError
+from tunebook.execution.runner import run
+from tunebook.experiment import Experiment
+from tunebook.search.designers import (
+    Designer,
+    Observation,
+    QuasiRandomDesigner,
+    RefineDesigner,
+    designer,
+    designer_names,
+    make_designer,
+)
+from tunebook.search.space import Float, SearchSpace, Value
+from tunebook.store.sql import Store, StudySpec
+
+from conftest import cli_env, write_experiment
+
+SPACE = SearchSpace({"x": Float(-1.0, 1.0), "y": Float(1e-3, 1.0, "log")})
+
+
+def loss(params: dict[str, Value]) -> float:
+    return (float(params["x"]) - 0.3) ** 2 + abs(float(params["y"]) - 0.01)
+
+
+def drive(d: Designer, budget: int, outcome: dict[int, str] | None = None,
+          restart_after: int | None = None) -> list[dict[str, Value]]:
+    """Suggest and observe serially (one trial at a time) until the budget is spent.
+
+    ``restart_after``: after that many suggestions, carry on with a fresh designer restored
+    from a JSON round trip of the state (what a resumed run does).
+    """
+    outcome = outcome or {}
+    done: list[dict[str, Value]] = []
+    while len(done) < budget:
+        if restart_after is not None and len(done) == restart_after:
+            fresh = make_designer(d.name, d.space, d.seed, d.trials, d.goal)
+            fresh.restore(json.loads(json.dumps(d.state())))
+            d = fresh
+        new = d.suggest([len(done)])
+        assert len(new) == 1, "a serial run always finished every earlier trial"
+        i, params = len(done), new[0]
+        status = outcome.get(i, "completed")
+        d.observe([Observation(i, params, loss(params) if status == "completed" else None,
+                               status)])  # type: ignore[arg-type]
+        done.append(params)
+    return done
+
+
+def test_registry_lists_the_algorithms_and_the_experiment_accepts_them() -> None:
+    assert designer_names()[:4] == ("quasi_random", "random", "grid", "refine")
+    assert isinstance(make_designer("refine", SPACE, 0, 8), RefineDesigner)
+    with pytest.raises(ValueError, match="unknown search algorithm 'bayes'; one of quasi"):
+        make_designer("bayes", SPACE, 0, 5)
+    doc = {"name": "e", "workload": "toy:curve", "objective": {"metric": "loss"},
+           "max_train_steps": 2, "eval_every": 1,
+           "nuisance": {"x": {"type": "float", "low": 0, "high": 1}}}
+    assert Experiment.from_dict({**doc, "search": {"algorithm": "refine"}}).search.algorithm \
+        == "refine"
+    with pytest.raises(ConfigError, match=r"unknown algorithm 'bayes'.*refine"):
+        Experiment.from_dict({**doc, "search": {"algorithm": "bayes"}})
+
+
+def test_a_name_cannot_be_taken_twice() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        @designer("quasi_random")
+        class Impostor(QuasiRandomDesigner):
+            pass
+
+
+def test_refine_starts_quasi_random_then_closes_in_on_the_best() -> None:
+    d = RefineDesigner(SPACE, seed=5, trials=24)
+    points = drive(d, 24)
+    assert points[:d.initial] == QuasiRandomDesigner(SPACE, 5).suggest(range(d.initial))
+    first = min(loss(p) for p in points[:d.initial])
+    assert min(loss(p) for p in points) < first  # refining found better points
+    # The last round lies within its box around the best point before it.
+    last_round = points[-d.batch:]
+    best = min(points[:-d.batch], key=loss)
+    r = (24 - d.batch - d.initial) // d.batch + 1
+    width = 2.0 * 0.5 * RefineDesigner.SHRINK**r  # x spans 2 in unit coordinates
+    assert all(abs(float(p["x"]) - float(best["x"])) <= width + 1e-9 for p in last_round)
+
+
+def test_refine_is_a_function_of_seed_and_observations() -> None:
+    a = drive(RefineDesigner(SPACE, 1, 16), 16)
+    assert a == drive(RefineDesigner(SPACE, 1, 16), 16)
+    assert a == drive(RefineDesigner(SPACE, 1, 16), 16, restart_after=11)
+    assert a != drive(RefineDesigner(SPACE, 2, 16), 16)
+    maximised = drive(RefineDesigner(SPACE, 1, 16, goal="maximize"), 16)
+    assert maximised[:8] == a[:8] and maximised[8:] != a[8:]
+
+
+def test_a_round_waits_for_every_earlier_trial() -> None:
+    d = RefineDesigner(SPACE, 0, 8)  # 4 quasi-random, then rounds of 2
+    first = d.suggest(range(6))
+    assert len(first) == 4  # the first round needs the first four observed
+    d.observe([Observation(i, p, loss(p), "completed") for i, p in enumerate(first[:3])])
+    assert d.suggest([4, 5]) == []
+    d.observe([Observation(3, first[3], loss(first[3]), "completed")])
+    assert len(d.suggest([4, 5, 6])) == 2  # the round holds two; the next waits again
+    with pytest.raises(ValueError, match="expected index 6, got 9"):
+        d.suggest([9])
+
+
+def test_infeasible_and_failed_trials_are_never_best() -> None:
+    d = RefineDesigner(SPACE, 3, 8)
+    start = d.suggest(range(4))
+    d.observe([Observation(0, start[0], None, "infeasible"),
+               Observation(1, start[1], None, "failed"),
+               Observation(2, start[2], float("nan"), "completed"),
+               Observation(3, start[3], 5.0, "completed")])
+    assert d.state()["observed"] == [[0, "infeasible", None], [1, "failed", None],
+                                     [2, "completed", None], [3, "completed", 5.0]]
+    assert d._best(4) == 3
+    # No feasible trial at all: the rounds go on quasi-randomly.
+    e = RefineDesigner(SPACE, 3, 8)
+    e.observe([Observation(i, p, None, "infeasible") for i, p in enumerate(e.suggest(range(4)))])
+    assert e.suggest([4, 5]) == QuasiRandomDesigner(SPACE, 3).suggest([4, 5])
+
+
+
+SCRIPT = """
+import sys
+
+import tunebook
+
+if __name__ == "__main__":
+    tunebook.run(tunebook.Experiment.from_yaml(sys.argv[1]), root=sys.argv[2], workers=2)
+"""
+
+
+def _refine_file(folder: Path) -> Path:
+    folder.mkdir()
+    # Seed 2's quasi-random start holds x = 0.96 (infeasible) and x = 0.84 (fails).
+    return write_experiment(folder, name="refine", workload="toy:bowl", max_train_steps=1,
+                            eval_every=1, search={"algorithm": "refine", "trials": 16, "seed": 2},
+                            scientific={}, fixed={"sleep": 0.25})
+
+
+def _outcome(root: Path) -> tuple[list[tuple[int, float, str]], dict[str, Any]]:
+    """Every trial's (index, x, status), and the designer state the store holds."""
+    store = Store.at_root(root, create=False)
+    try:
+        exp = store.require_experiment("refine")
+        (study,) = store.studies(exp.id)
+        trials = [(t.index, t.params["x"], t.status) for t in store.trials(exp.id)]
+        return trials, store.designer_state(study.id)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_refine_run_killed_midway_resumes_into_the_same_trials(tmp_path: Path,
+                                                                  sig: int) -> None:
+    whole = tmp_path / "whole"
+    run(Experiment.from_yaml(_refine_file(whole)), root=whole / "root", workers=2)
+    want, want_state = _outcome(whole / "root")
+    assert [i for i, _, _ in want] == list(range(16))
+    statuses = [s for _, _, s in want]
+    assert statuses.count("infeasible") == 1 and statuses.count("failed") == 1
+    # Each is observed for what it is: no value for the infeasible and the failed trial.
+    outcomes = {i: (s, v) for i, s, v in want_state["designer"]["observed"]}
+    assert [outcomes[i] for i, _, s in want if s != "completed"] == [
+        ("infeasible", None), ("failed", None)]
+    assert want_state["observed"] == list(range(16))
+    best = min((x for _, x, s in want if s == "completed"), key=lambda x: abs(x - 0.3))
+    assert abs(best - 0.3) < abs(0.34 - 0.3)  # the refinement beat the quasi-random start
+
+    cut = tmp_path / "cut"
+    path = _refine_file(cut)
+    script = cut / "go.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(path), str(cut / "root")],
+                            env=cli_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:  # kill it once the refinement has begun, well before the end
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never reached its refinement rounds"
+        try:
+            seen, _ = _outcome(cut / "root")
+        except StoreError:  # not written yet
+            seen = []
+        if len(seen) > 8:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    proc.communicate(timeout=60)
+    seen, _ = _outcome(cut / "root")
+    assert 8 < len(seen) < 16
+    assert [(i, x) for i, x, _ in seen] == [(i, x) for i, x, _ in want[:len(seen)]]
+
+    run(Experiment.from_yaml(path), root=cut / "root", workers=2)
+    got, got_state = _outcome(cut / "root")
+    assert got == want
+    assert got_state == want_state
+
+
+def test_refine_trials_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    runs = {}
+    for workers in (0, 3):
+        folder = tmp_path / f"w{workers}"
+        run(Experiment.from_yaml(_refine_file(folder)), root=folder / "root", workers=workers)
+        runs[workers] = _outcome(folder / "root")
+    assert runs[0] == runs[3]
+
+
+def test_the_store_appends_trials_with_the_state_that_suggested_them(tmp_path: Path) -> None:
+    store = Store.at_root(tmp_path)
+    try:
+        exp_id = store.register("e", "id", {}, [StudySpec("main", 0, {}, "refine", 0, 4)], {})
+        (study,) = store.studies(exp_id)
+        assert store.designer_state(study.id) == {}
+        rows = [(0, {"x": 0.5}, 11), (1, {"x": 0.25}, 12)]
+        assert store.add_trials(study.id, rows, {"n": 2}) == 2
+        # A redo (a reply lost in an outage) adds nothing and keeps the first trials.
+        assert store.add_trials(study.id, [(1, {"x": 0.9}, 99), (2, {"x": 0.1}, 13)],
+                                {"n": 3}) == 1
+        assert [(t.index, t.params, t.seed, t.status) for t in store.trials(exp_id)] == [
+            (0, {"x": 0.5}, 11, "pending"), (1, {"x": 0.25}, 12, "pending"),
+            (2, {"x": 0.1}, 13, "pending")]
+        assert store.designer_state(study.id) == {"n": 3}
+        store.save_designer_state(study.id, {"n": 4})
+        assert store.designer_state(study.id) == {"n": 4}
+        with pytest.raises(StoreError, match="no study with id 999"):
+            store.designer_state(999)
+    finally:
+        store.close()
