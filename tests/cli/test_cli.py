@@ -125,7 +125,7 @@ def test_runs_record_provenance(done: tuple[Path, Path]) -> None:
 
 
 def test_the_password_is_left_out_of_the_recorded_command_line() -> None:
-    from tunebook.cli import _without_password
+    from tunebook.cli.run import _without_password
 
     assert _without_password(["run", "x", "--store", "postgresql+psycopg://u:pw@h/d"])[-1] == (
         "postgresql+psycopg://u:***@h/d")

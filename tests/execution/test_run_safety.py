@@ -372,7 +372,8 @@ def test_printed_commands_can_be_pasted_as_they_are() -> None:
     import argparse
     import shlex
 
-    from tunebook.cli import _again, build_parser
+    from tunebook.cli import build_parser
+    from tunebook.cli.run import _again
 
     args = argparse.Namespace(root=Path("my root"), trial_timeout=90.0, workers=2,
                               store="postgresql+psycopg://me:secret@db:5432/tb")

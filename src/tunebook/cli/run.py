@@ -1,0 +1,135 @@
+"""``tunebook run``: run an experiment, print its progress and what to do next."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tunebook.cli.common import (
+    _OPENED,
+    EXIT_FAILED_TRIALS,
+    EXIT_INTERRUPTED,
+    EXIT_SIGNAL,
+    _check_root,
+    _findings_line,
+    _print_best,
+    _visible,
+)
+from tunebook.cli.progress import _ProgressBar
+from tunebook.core.paths import store_file
+from tunebook.errors import TunebookError
+from tunebook.store.api import StoreAPI
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tunebook.execution.runner import run
+    from tunebook.experiment import Experiment
+    from tunebook.store.sql import Store, sqlite_url
+
+    _check_root(args, writing=True)
+    experiment = Experiment.from_yaml(args.file)
+    url = args.store or sqlite_url(store_file(args.root))
+    bar = _ProgressBar(sys.stderr, bar=not args.quiet)
+    try:
+        result = run(experiment, root=args.root, store=url, workers=args.workers,
+                     max_attempts=args.max_attempts, progress=bar,
+                     argv=["tunebook", *_without_password(sys.argv[1:])],
+                     retry_failed=args.retry_failed, trial_timeout=args.trial_timeout)
+    finally:
+        bar.close()
+    try:
+        # After a stop, a store that is down is waited for a few seconds, not ten minutes.
+        store = Store(url, outage_seconds=5.0) if result.interrupted else Store(url)
+        _summarise(args, experiment, result, store)
+    except TunebookError as exc:
+        if not result.interrupted:
+            raise
+        # Stopped during a store outage, say: the stop is the news, not the summary.
+        print(f"tunebook: no summary ({_visible(str(exc))})", file=sys.stderr)
+    if result.interrupted:
+        left = result.counts.get("interrupted", 0) + result.counts.get("pending", 0)
+        how = result.signal or "interrupted"
+        print(f"{how}: {left} trials will run (resuming from checkpoints) next time: "
+              f"{_again('run', args.file, args)}", file=sys.stderr)
+        return EXIT_SIGNAL.get(result.signal or "", EXIT_INTERRUPTED)
+    failed = result.counts.get("failed", 0)
+    if failed:
+        print(f"{failed} trials failed (causes: {_again('findings', experiment.name, args)}"
+              f"); after fixing the cause, re-queue them with: "
+              f"{_again('run', args.file, args)} --retry-failed", file=sys.stderr)
+        return EXIT_FAILED_TRIALS
+    return 0
+
+
+def _summarise(args: argparse.Namespace, experiment: Any, result: Any, store: StoreAPI) -> None:
+    """The end-of-run summary: counts, the best trials, the findings and the report."""
+    from tunebook.analysis.results import trial_records
+
+    _OPENED.append(store)
+    records = trial_records(store, experiment.name)
+    failed = result.counts.get("failed", 0)
+    retried = f", {result.retried} failed trials re-queued" if result.retried else ""
+    print(f"experiment {experiment.name!r}: {result.counts.get('completed', 0)} completed, "
+          f"{result.counts.get('infeasible', 0)} infeasible, {failed} "
+          f"failed in {result.elapsed:.1f}s ({args.workers} workers{retried})")
+    _print_best(records, experiment.objective, args.top, sys.stdout)
+    if not args.no_report:
+        from tunebook.report import default_report_path, write_report
+
+        path, report = write_report(store, experiment.name,
+                                    default_report_path(args.root, experiment.name))
+        print(_findings_line(report.findings, _again("findings", experiment.name, args)))
+        print(f"report: {path}")
+
+
+def _again(command: str, target: str, args: argparse.Namespace) -> str:
+    """A command line that can be pasted as is: the same root, store and run options.
+
+    A store URL's password is left out (libpq then reads ``PGPASSWORD`` or ``~/.pgpass``):
+    a masked one would fail, a real one does not belong on a terminal.
+    """
+    import shlex
+
+    import sqlalchemy as sa
+
+    argv = ["tunebook", command]
+    if str(args.root) != "tunebook":
+        argv += ["--root", str(args.root)]
+    if args.store:
+        try:
+            u = sa.engine.make_url(args.store)
+            bare = sa.engine.URL.create(u.drivername, u.username, None, u.host, u.port,
+                                        u.database, u.query)
+            argv += ["--store", bare.render_as_string(hide_password=False)]
+        except Exception:
+            argv += ["--store", "URL"]
+    if command == "run" and getattr(args, "trial_timeout", None) is not None:
+        argv += ["--trial-timeout", f"{args.trial_timeout:g}"]
+    if command == "run" and getattr(args, "workers", 1) != 1:
+        argv += ["--workers", str(args.workers)]
+    # "--" keeps a name that starts with "-" from being read as an option.
+    argv += ["--", str(target)] if str(target).startswith("-") else [str(target)]
+    return shlex.join(argv)
+
+
+def _without_password(argv: Sequence[str]) -> list[str]:
+    """The command line as recorded for reproduction: a --store URL loses its password."""
+    import sqlalchemy as sa
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        value = None
+        if arg == "--store" and i + 1 < len(out):
+            i, value = i + 1, out[i + 1]
+        elif arg.startswith("--store="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            try:
+                safe = sa.engine.make_url(value).render_as_string(hide_password=True)
+            except Exception:
+                safe = "<store URL>"
+            out[i] = safe if arg == "--store" or not arg.startswith("--store=") else (
+                "--store=" + safe)
+    return out
