@@ -236,28 +236,7 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
     if heartbeat is None:
         with Heartbeat(store, worker, options.heartbeat_seconds) as beat:
             return run_trial(store, experiment, workload, row, root, worker, options, beat)
-    folder = trial_dir(root, experiment.name, row.study, row.index)
-    log = _TrialLog(folder / TRIAL_LOG)
-    stale = folder / "checkpoints"
-    if row.first_start and stale.exists():
-        # Left by another store (a deleted database, another --store on the same root): never
-        # resume from checkpoints this store did not record. Moved aside, not deleted.
-        aside = folder / f"checkpoints.unrecorded-{int(time.time())}"
-        stale.rename(aside)
-        log(f"moved checkpoints this store did not record to {aside.name}")
-    hparams = dict(row.params)
-    heartbeat.lost = None
-    metric = experiment.objective.metric
-    trial = Trial(cancelled=lambda: heartbeat.lost == row.id,
-                  hparams=hparams, max_train_steps=experiment.max_train_steps,
-                  eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
-                  trial_id=row.id, study=row.study, index=row.index,
-                  objective=metric, goal=experiment.objective.goal,
-                  log=log, cache_dir=cache_dir(root))
-    if not row.first_start:
-        # Measurements past the checkpoint we resume from belong to a lost future: drop them.
-        store.truncate_measurements(row.id, trial.start_step)
-        log(f"--- attempt {row.attempts} by {worker}, start_step={trial.start_step}")
+    trial, log = _open_trial(store, experiment, row, root, worker, heartbeat)
     _seed_everything(row.seed)
     started = time.monotonic()
     fields: dict[str, Any] = {}
@@ -303,6 +282,43 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
             status, fields = "failed", {"error": "could not write measurements to the store"}
     finally:
         heartbeat.trial_id = None
+    status = _settle(store, experiment, row, trial, log, status, fields)
+    store.finish(row.id, worker, status, elapsed=time.monotonic() - started, **fields)
+    return status
+
+
+def _open_trial(store: Store, experiment: Experiment, row: TrialRow, root: str | Path,
+                worker: str, heartbeat: Heartbeat) -> tuple[Trial, _TrialLog]:
+    """The live :class:`Trial` of a claimed row, its folder made safe to resume from."""
+    folder = trial_dir(root, experiment.name, row.study, row.index)
+    log = _TrialLog(folder / TRIAL_LOG)
+    stale = folder / "checkpoints"
+    if row.first_start and stale.exists():
+        # Left by another store (a deleted database, another --store on the same root): never
+        # resume from checkpoints this store did not record. Moved aside, not deleted.
+        aside = folder / f"checkpoints.unrecorded-{int(time.time())}"
+        stale.rename(aside)
+        log(f"moved checkpoints this store did not record to {aside.name}")
+    heartbeat.lost = None
+    metric = experiment.objective.metric
+    trial = Trial(cancelled=lambda: heartbeat.lost == row.id,
+                  hparams=dict(row.params), max_train_steps=experiment.max_train_steps,
+                  eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
+                  trial_id=row.id, study=row.study, index=row.index,
+                  objective=metric, goal=experiment.objective.goal,
+                  log=log, cache_dir=cache_dir(root))
+    if not row.first_start:
+        # Measurements past the checkpoint we resume from belong to a lost future: drop them.
+        store.truncate_measurements(row.id, trial.start_step)
+        log(f"--- attempt {row.attempts} by {worker}, start_step={trial.start_step}")
+    return trial, log
+
+
+def _settle(store: Store, experiment: Experiment, row: TrialRow, trial: Trial, log: _TrialLog,
+            status: str, fields: dict[str, Any]) -> str:
+    """The final status and the fields to record, from what the attempt saw (``fields`` is
+    completed in place): a completed trial that never reported the objective is failed."""
+    metric = experiment.objective.metric
     if row.first_start:
         points = trial.objective_points  # this attempt saw the whole curve
     else:
@@ -320,7 +336,6 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
             fields[key] = fields[key].encode("utf-8", "backslashreplace").decode("utf-8")
     if status == "completed":
         fields["error"] = None
-    store.finish(row.id, worker, status, elapsed=time.monotonic() - started, **fields)
     return status
 
 
