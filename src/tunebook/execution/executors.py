@@ -10,7 +10,7 @@ An executor only starts, watches and stops workers:
 
 A Ray executor, or ``tunebook worker`` processes on other machines, will implement
 :class:`Executor` the same way. To add one: subclass :class:`Executor` in this module (or
-beside it), build it in :func:`make_executor`, and run tests/test_executors.py against it.
+beside it), build it in :func:`make_executor`, and run tests/execution/test_executors.py against it.
 """
 
 from __future__ import annotations

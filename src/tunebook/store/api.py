@@ -173,7 +173,7 @@ class StoreAPI(Protocol):
 
     A second backend or a client of a remote store implements every method below with the same
     meaning as :class:`tunebook.store.sql.Store` (whose docstrings are the reference), and passes
-    ``tests/test_store.py`` (the conformance suite, parametrised by backend). What it must
+    ``tests/store/test_store.py`` (the conformance suite, parametrised by backend). What it must
     guarantee beyond the signatures:
 
     - each method is atomic, and safe to call again after a lost reply (an outage): ``claim``

@@ -1,0 +1,110 @@
+"""Every registered designer passes the same tests (the designer seam's conformance suite).
+
+A new designer registered with ``@designer("name")`` is picked up here without any edit: its
+suggestions must lie in the space, depend only on the seed and what it observed, survive a JSON
+round trip of its state (what a resumed run does), and cope with infeasible and failed trials.
+A non-adaptive designer must also make trial ``i`` a pure function of (seed, space, ``i``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+
+import pytest
+
+from tunebook.search.designers import Designer, Observation, designer_names, make_designer
+from tunebook.search.space import Categorical, Discrete, Float, Int, SearchSpace, Value
+
+SPACE = SearchSpace({
+    "lr": Float(1e-4, 1.0, "log"),
+    "momentum": Float(0.5, 0.999, "one_minus_log"),
+    "width": Int(8, 64),
+    "batch": Discrete((16, 32, 64)),
+    "act": Categorical(("relu", "gelu", "tanh")),
+    "x": Float(-1.0, 1.0),
+})
+BUDGET = 24
+
+
+def _loss(params: Mapping[str, Value]) -> float:
+    return ((math.log10(float(params["lr"])) + 2.0) ** 2 + float(params["x"]) ** 2
+            + (0.1 if params["act"] == "tanh" else 0.0))
+
+
+def _outcome(i: int) -> str:
+    # Every fifth trial diverges, every seventh crashes: designers must take both in stride.
+    return "infeasible" if i % 5 == 4 else "failed" if i % 7 == 6 else "completed"
+
+
+def _drive(d: Designer, restart_after: int | None = None) -> list[dict[str, Value]]:
+    """Ask for trials one at a time, observing each, until the budget (or capacity) is spent;
+    after ``restart_after`` suggestions carry on with a fresh designer restored from JSON."""
+    budget = min(BUDGET, d.capacity() or BUDGET)
+    done: list[dict[str, Value]] = []
+    while len(done) < budget:
+        if restart_after is not None and len(done) == restart_after:
+            fresh = make_designer(d.name, d.space, d.seed, d.trials, d.goal)
+            fresh.restore(json.loads(json.dumps(d.state())))
+            d = fresh
+        i = len(done)
+        new = d.suggest([i])
+        assert len(new) == 1, f"{d.name}: nothing suggested for trial {i} of a serial run"
+        status = _outcome(i)
+        d.observe([Observation(i, new[0], _loss(new[0]) if status == "completed" else None,
+                               status)])
+        json.dumps(d.state())  # the state is saved in the store as JSON after every change
+        done.append(new[0])
+    return done
+
+
+def _in_space(params: Mapping[str, Value]) -> bool:
+    if set(params) != set(SPACE.names):
+        return False
+    for name, hp in SPACE.items():
+        v = params[name]
+        if hp.choices is not None:
+            if v not in hp.choices:
+                return False
+        else:
+            low, high = hp.bounds
+            if not low <= float(v) <= high or (hp.integer and v != int(v)):
+                return False
+    return True
+
+
+@pytest.fixture(params=designer_names())
+def algorithm(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_suggestions_lie_in_the_space(algorithm: str) -> None:
+    points = _drive(make_designer(algorithm, SPACE, seed=3, trials=BUDGET))
+    assert points and all(_in_space(p) for p in points)
+
+
+def test_suggestions_depend_only_on_the_seed_and_the_observations(algorithm: str) -> None:
+    first = _drive(make_designer(algorithm, SPACE, seed=11, trials=BUDGET))
+    again = _drive(make_designer(algorithm, SPACE, seed=11, trials=BUDGET))
+    other = _drive(make_designer(algorithm, SPACE, seed=12, trials=BUDGET))
+    assert first == again
+    assert algorithm == "grid" or first != other  # a grid has no randomness to seed
+
+
+def test_the_state_survives_a_json_round_trip_midway(algorithm: str) -> None:
+    whole = _drive(make_designer(algorithm, SPACE, seed=5, trials=BUDGET))
+    for cut in (1, BUDGET // 2, BUDGET - 3):
+        resumed = _drive(make_designer(algorithm, SPACE, seed=5, trials=BUDGET),
+                         restart_after=cut)
+        assert resumed == whole, f"{algorithm}: resumed after {cut} trials went elsewhere"
+
+
+def test_a_non_adaptive_designer_makes_trial_i_a_function_of_i(algorithm: str) -> None:
+    d = make_designer(algorithm, SPACE, seed=7, trials=BUDGET)
+    if d.adaptive:
+        pytest.skip("adaptive designers are asked for consecutive indices only")
+    n = min(BUDGET, d.capacity() or BUDGET)
+    whole = d.suggest(list(range(n)))
+    picked = make_designer(algorithm, SPACE, seed=7, trials=BUDGET).suggest([n - 1, 2, 0])
+    assert picked == [whole[n - 1], whole[2], whole[0]]
