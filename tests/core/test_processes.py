@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tunebook.core.processes import pid_alive
+from tunebook.core.processes import pid_alive, worker_alive, worker_name, worker_pid
 
 from conftest import cli_env, write_experiment
 
@@ -110,3 +111,27 @@ def test_command_child_dies_with_its_worker(tmp_path: Path) -> None:
         for marker in (tmp_path / "r").rglob("child-*"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(marker.name.split("-")[1]), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- worker names
+def test_a_worker_name_holds_this_host_and_the_pid() -> None:
+    name = worker_name("w1")
+    host, ident, label = name.split(":")
+    assert host == socket.gethostname() and label == "w1"
+    assert worker_pid(name) == int(ident.split(".")[0]) == worker_pid(worker_name("w1"))
+    assert worker_alive(name) is True
+
+
+def test_names_of_other_hosts_or_of_nobody_tell_no_pid() -> None:
+    assert worker_pid(None) is None and worker_pid("") is None
+    assert worker_pid("elsewhere.invalid:123:w1") is None
+    assert worker_pid(f"{socket.gethostname()}:abc:w1") is None
+    assert worker_alive("elsewhere.invalid:123:w1") is None
+
+
+def test_the_name_of_a_process_that_ended_is_not_alive() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    name = worker_name("gone", child.pid)
+    child.wait()
+    assert worker_pid(name) == child.pid
+    assert worker_alive(name) is False

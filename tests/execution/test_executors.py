@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tunebook.core.processes import worker_name
 from tunebook.execution.executors import Inline, Job, LocalProcesses, make_executor
 from tunebook.execution.suggestions import materialize
-from tunebook.execution.worker import WorkerOptions, worker_name
+from tunebook.execution.worker import WorkerOptions
 from tunebook.execution.workload import load_workload
 from tunebook.experiment import Experiment
 from tunebook.store.sql import Store

@@ -420,7 +420,7 @@ def test_a_worker_stuck_in_native_code_dies_soon_after_its_run(tmp_path: Path) -
 
 
 def test_a_reused_pid_does_not_keep_a_dead_workers_trial() -> None:
-    from tunebook.execution.worker import worker_alive, worker_name, worker_pid
+    from tunebook.core.processes import worker_alive, worker_name, worker_pid
 
     name = worker_name("w1")
     assert worker_pid(name) == os.getpid() and worker_alive(name) is True

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from tunebook.analysis.results import trial_records
@@ -17,9 +14,6 @@ from tunebook.execution.worker import (
     WorkerOptions,
     broken_workload,
     run_trial,
-    worker_alive,
-    worker_name,
-    worker_pid,
 )
 from tunebook.execution.workload import load_workload
 from tunebook.experiment import Experiment
@@ -45,30 +39,6 @@ def _run(tmp_path: Path, workload: str) -> tuple[str, TrialRow, Store, int]:
     status = run_trial(store, exp, load_workload(exp), row, tmp_path / "r", "me",
                        WorkerOptions(heartbeat_seconds=0.05))
     return status, store.trial(row.id), store, exp_id
-
-
-# ----------------------------------------------------------------------------- names
-def test_a_worker_name_holds_this_host_and_the_pid() -> None:
-    name = worker_name("w1")
-    host, ident, label = name.split(":")
-    assert host == socket.gethostname() and label == "w1"
-    assert worker_pid(name) == int(ident.split(".")[0]) == worker_pid(worker_name("w1"))
-    assert worker_alive(name) is True
-
-
-def test_names_of_other_hosts_or_of_nobody_tell_no_pid() -> None:
-    assert worker_pid(None) is None and worker_pid("") is None
-    assert worker_pid("elsewhere.invalid:123:w1") is None
-    assert worker_pid(f"{socket.gethostname()}:abc:w1") is None
-    assert worker_alive("elsewhere.invalid:123:w1") is None
-
-
-def test_the_name_of_a_process_that_ended_is_not_alive() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    name = worker_name("gone", child.pid)
-    child.wait()
-    assert worker_pid(name) == child.pid
-    assert worker_alive(name) is False
 
 
 # ----------------------------------------------------------------------------- outcomes

@@ -1,12 +1,21 @@
-"""Local processes: is one alive, and dying with the process that started us (Linux)."""
+"""Local processes: is one alive, worker names that say which process holds a trial, and dying
+with the process that started us (Linux)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 
-__all__ = ["die_with_parent", "die_with_parent_sigkill", "pid_alive"]
+__all__ = [
+    "die_with_parent",
+    "die_with_parent_sigkill",
+    "pid_alive",
+    "worker_alive",
+    "worker_name",
+    "worker_pid",
+]
 
 
 def pid_alive(pid: int) -> bool:
@@ -42,3 +51,51 @@ def die_with_parent_sigkill() -> None:
     """:func:`die_with_parent` with SIGKILL: for a child process that must not outlive its
     parent by an instant (a ``preexec_fn``, which takes no argument)."""
     die_with_parent(signal.SIGKILL)
+
+
+def _started(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, Linux), to tell it from a process
+    that got the same pid later; None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def worker_name(label: str, pid: int | None = None) -> str:
+    """The name a worker claims trials under: ``host:pid.start:label``.
+
+    The pid is the process that runs the trials (with its start time where the system tells
+    it), so whoever finds one of its trials ``running`` can tell whether that very process is
+    still alive (see :func:`worker_alive`), even once the pid has been reused.
+    """
+    pid = os.getpid() if pid is None else pid
+    started = _started(pid)
+    ident = str(pid) if started is None else f"{pid}.{started}"
+    return f"{socket.gethostname()}:{ident}:{label}"
+
+
+def worker_pid(name: str | None) -> int | None:
+    """The pid in a worker name made by :func:`worker_name` on this host, else None."""
+    parts = (name or "").split(":")
+    if len(parts) >= 3 and parts[0] == socket.gethostname():
+        pid = parts[1].split(".", 1)[0]
+        if pid.isdigit():
+            return int(pid)
+    return None
+
+
+def worker_alive(name: str | None) -> bool | None:
+    """Whether the process a worker name (on this host) stands for is alive; None when the
+    name is not one of this host's."""
+    pid = worker_pid(name)
+    if pid is None:
+        return None
+    if not pid_alive(pid):
+        return False
+    ident = (name or "").split(":")[1]
+    if "." in ident:  # a live process with this pid, but is it the same one?
+        started = _started(pid)
+        return started is None or started == ident.split(".", 1)[1]
+    return True

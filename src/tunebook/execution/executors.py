@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from tunebook.core.paths import trial_dir
+from tunebook.core.processes import worker_alive, worker_name, worker_pid
 from tunebook.execution.worker import (
     EXIT_WORKLOAD_ERROR,
     WorkerOptions,
-    worker_alive,
     worker_loop,
     worker_main,
-    worker_name,
-    worker_pid,
 )
 from tunebook.execution.workload import kill_leftovers
 from tunebook.experiment import Experiment

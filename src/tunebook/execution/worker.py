@@ -12,7 +12,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -25,7 +24,11 @@ from typing import Any
 
 from tunebook.core.interrupts import deliver
 from tunebook.core.paths import TRIAL_LOG, cache_dir, trial_dir
-from tunebook.core.processes import die_with_parent, die_with_parent_sigkill, pid_alive
+from tunebook.core.processes import (
+    die_with_parent,
+    die_with_parent_sigkill,
+    worker_name,
+)
 from tunebook.errors import Infeasible, TunebookError
 from tunebook.execution.trial import Lost, Trial
 from tunebook.execution.workload import Workload, load_workload
@@ -41,11 +44,8 @@ __all__ = [
     "WorkerOptions",
     "broken_workload",
     "run_trial",
-    "worker_alive",
     "worker_loop",
     "worker_main",
-    "worker_name",
-    "worker_pid",
 ]
 
 EXIT_WORKLOAD_ERROR = 3
@@ -91,54 +91,6 @@ class WorkerOptions:
     idle_exit: bool = True
     parent_pid: int | None = None
     trial_timeout: float | None = None
-
-
-def _started(pid: int) -> str | None:
-    """When the process started (clock ticks since boot, Linux), to tell it from a process
-    that got the same pid later; None where unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def worker_name(label: str, pid: int | None = None) -> str:
-    """The name a worker claims trials under: ``host:pid.start:label``.
-
-    The pid is the process that runs the trials (with its start time where the system tells
-    it), so whoever finds one of its trials ``running`` can tell whether that very process is
-    still alive (see :func:`worker_alive`), even once the pid has been reused.
-    """
-    pid = os.getpid() if pid is None else pid
-    started = _started(pid)
-    ident = str(pid) if started is None else f"{pid}.{started}"
-    return f"{socket.gethostname()}:{ident}:{label}"
-
-
-def worker_pid(name: str | None) -> int | None:
-    """The pid in a worker name made by :func:`worker_name` on this host, else None."""
-    parts = (name or "").split(":")
-    if len(parts) >= 3 and parts[0] == socket.gethostname():
-        pid = parts[1].split(".", 1)[0]
-        if pid.isdigit():
-            return int(pid)
-    return None
-
-
-def worker_alive(name: str | None) -> bool | None:
-    """Whether the process a worker name (on this host) stands for is alive; None when the
-    name is not one of this host's."""
-    pid = worker_pid(name)
-    if pid is None:
-        return None
-    if not pid_alive(pid):
-        return False
-    ident = (name or "").split(":")[1]
-    if "." in ident:  # a live process with this pid, but is it the same one?
-        started = _started(pid)
-        return started is None or started == ident.split(".", 1)[1]
-    return True
 
 
 def limit_threads() -> None:
