@@ -238,11 +238,8 @@ def downsample(steps: tuple[int, ...], values: tuple[float, ...], limit: int = 2
                ) -> tuple[tuple[int, ...], tuple[float | None, ...]]:
     """At most ``limit`` points of a curve, keeping the first, the last and the best-known
     shape (each bucket keeps its min and max); NaN and inf become None (gaps)."""
-    def clean(v: float) -> float | None:
-        return finite(v)
-
     if len(steps) <= limit:
-        return tuple(steps), tuple(clean(v) for v in values)
+        return tuple(steps), tuple(map(finite, values))
     keep = {0, len(steps) - 1}
     buckets = max(1, limit // 2 - 1)
     edges = np.linspace(0, len(steps), buckets + 1).astype(int)
@@ -257,7 +254,7 @@ def downsample(steps: tuple[int, ...], values: tuple[float, ...], limit: int = 2
         else:
             keep.add(a)
     idx = sorted(keep)
-    return tuple(steps[i] for i in idx), tuple(clean(values[i]) for i in idx)
+    return tuple(steps[i] for i in idx), tuple(finite(values[i]) for i in idx)
 
 
 def curve_plots(data: ExperimentData, trials: list[TrialData], limit: int = 200

@@ -39,5 +39,6 @@ def finite_json(value: object) -> object:
     if isinstance(value, dict):
         return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [finite_json(v) for v in value]
+        # Curves are long lists of floats: those go straight to the number check.
+        return [finite(v) if type(v) is float else finite_json(v) for v in value]
     return value
