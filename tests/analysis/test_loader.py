@@ -54,14 +54,18 @@ def test_current_keeps_only_trials_within_the_budget(shrunk: tuple[Path, Path]) 
     store.close()
 
 
-def test_records_read_only_the_objective_curve_and_summarise_it(
+def test_records_carry_values_not_curves_and_agree_with_the_full_loader(
         shrunk: tuple[Path, Path]) -> None:
     _, root = shrunk
     store = Store.at_root(root, create=False)
     records = trial_records(store, "toy")
     full = {t.id: t for t in load(store, "toy").trials}
     for r in records:
-        assert set(r.curves) == {"loss"} and set(full[r.id].curves) == {"loss", "other"}
+        # Finished trials under the experiment's objective: the store's own summaries.
+        assert r.curves == {} and set(full[r.id].curves) == {"loss", "other"}
+        assert (r.best_step, r.best_value, r.final_step, r.final_value) == (
+            full[r.id].best_step, full[r.id].best_value, full[r.id].final_step,
+            full[r.id].final_value)
         values = [expected_value(r.params, s) for s in (10, 20, 30, 40)]
         assert r.best_value == min(values) and r.final_value == values[-1]
         assert (r.best_step, r.final_step) == (10 + 10 * values.index(min(values)), 40)
@@ -69,7 +73,7 @@ def test_records_read_only_the_objective_curve_and_summarise_it(
     # Another metric: its own curve, its own direction (guessed: `other` is minimised).
     other = trial_records(store, "toy", "other")
     for r in other:
-        assert set(r.curves) == {"other"}
+        assert r.curves == {}
         assert r.best_value == min(-expected_value(r.params, s) for s in (10, 20, 30, 40))
     only = load(store, "toy", metrics=["other"])
     assert all(set(t.curves) == {"loss", "other"} for t in only.trials)
@@ -95,3 +99,32 @@ def test_json_schema_of_a_record(shrunk: tuple[Path, Path],
 def test_csv_cell_guards_formulas() -> None:
     assert [csv_cell(v) for v in ("=1+1", "+x", "-y", "@z", "\tq", "ok", 1.5, None)] == [
         "'=1+1", "'+x", "'-y", "'@z", "'\tq", "ok", 1.5, ""]
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_records_of_unfinished_trials_are_summarised_from_their_curves(
+        tmp_path: Path, many: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running trial has no stored summary yet: its live best comes from its curve, through
+    an IN list of its id or, past the list's limit, one query for the experiment."""
+    from tunebook.analysis import data as data_module
+    from tunebook.execution.runner import materialize
+
+    if many:
+        monkeypatch.setattr(data_module, "_IN_LIST_LIMIT", 0)
+    exp = Experiment.from_yaml(write_experiment(tmp_path, scientific={}, search={"trials": 3}))
+    store = Store.at_root(tmp_path / "r")
+    exp_id = store.register(exp.name, exp.identity(), exp.to_dict(), *materialize(exp))
+    done = store.claim(exp_id, "w1")
+    live = store.claim(exp_id, "w2")
+    assert done is not None and live is not None
+    store.add_measurements(done.id, [(10, "loss", 0.5), (20, "loss", 0.25)])
+    store.add_measurements(live.id, [(10, "loss", 0.75), (20, "loss", 0.375), (30, "loss", 0.5)])
+    store.finish(done.id, "w1", "completed", best_step=20, best_value=0.25, final_step=20,
+                 final_value=0.25)
+    records = {r.id: r for r in trial_records(store, "toy")}
+    assert (records[done.id].best_value, records[done.id].status) == (0.25, "completed")
+    assert records[live.id].status == "running"
+    assert (records[live.id].best_step, records[live.id].best_value) == (20, 0.375)
+    assert (records[live.id].final_step, records[live.id].final_value) == (30, 0.5)
+    assert [r.best_value for r in records.values() if r.id not in (done.id, live.id)] == [None]
+    store.close()

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from tunebook.experiment import Experiment
-from tunebook.objective import Goal, Objective, resolve
+from tunebook.objective import CurveSummary, Goal, Objective, resolve
 from tunebook.search.space import Hyperparameter
 from tunebook.store.api import RunRow, StoreAPI
 
@@ -147,9 +147,18 @@ class ExperimentData:
         return dict(self.experiment.nuisance.items())
 
 
+# Statuses whose best/final values the store keeps under the experiment's own objective: the
+# worker writes them when the attempt ends and the runner rewrites them when the objective
+# changes. Other trials (running, pending, or failed by the runner after a lost worker) are
+# summarised from their curves.
+_SUMMARISED = ("completed", "infeasible")
+# Above this many trials to read, one query for the experiment beats an IN list of ids.
+_IN_LIST_LIMIT = 500
+
+
 def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None = None,
          final: bool = False, metrics: Sequence[str] | None = None,
-         current: bool = False) -> ExperimentData:
+         current: bool = False, curves: bool = True) -> ExperimentData:
     """Read experiment ``name`` from ``store`` with every curve (or only ``metrics``, plus the
     objective's), each trial summarised under the objective resolved by
     :func:`tunebook.objective.resolve` from the experiment's and ``metric``/``goal``/``final``.
@@ -158,6 +167,10 @@ def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None
     ``search.trials`` between runs leaves the trials past the new budget in the store, dormant
     (they come back if the budget grows), and what is shown counts only the others, like the
     runner does.
+
+    ``curves=False`` returns no curves (``tunebook best`` and ``trials`` need only the values):
+    under the experiment's own objective, finished trials then take the best and final values
+    the store already holds, so only the curves of trials still running are read.
     """
     exp_row = store.require_experiment(name)
     experiment = Experiment.from_dict(exp_row.config, source=f"store:{name}")
@@ -167,28 +180,49 @@ def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None
     if current:
         budgets = {st.name: st.budget for st in studies}
         rows = [t for t in rows if t.index < budgets.get(t.study, 0)]
-    curves: dict[int, dict[str, tuple[list[int], list[float]]]] = {}
-    if metrics is None:
-        measured = store.measurements(experiment_id=exp_row.id)
-    else:  # one query per metric asked for: the store filters, not Python
-        measured = [row for wanted in dict.fromkeys([objective.metric, *metrics])
-                    for row in store.measurements(experiment_id=exp_row.id, metric=wanted)]
+    stored = not curves and (objective.metric, objective.goal) == (
+        experiment.objective.metric, experiment.objective.goal)
+    measured = _measurements(store, exp_row.id, objective.metric, metrics, curves,
+                             [t.id for t in rows if not (stored and t.status in _SUMMARISED)])
+    points: dict[int, dict[str, tuple[list[int], list[float]]]] = {}
     for tid, step, m, v in measured:
-        steps, values = curves.setdefault(tid, {}).setdefault(m, ([], []))
+        steps, values = points.setdefault(tid, {}).setdefault(m, ([], []))
         steps.append(step)
         values.append(v)
     trials = []
     for t in rows:
-        tc = {m: Curve(tuple(s), tuple(v)) for m, (s, v) in sorted(curves.get(t.id, {}).items())}
+        tc = {m: Curve(tuple(s), tuple(v)) for m, (s, v) in sorted(points.get(t.id, {}).items())}
         c = tc.get(objective.metric)
-        s = objective.summarize(zip(c.steps, c.values, strict=True) if c else [])
+        if stored and t.status in _SUMMARISED:
+            s = CurveSummary(t.best_step, t.best_value, t.final_step, t.final_value)
+        else:
+            s = objective.summarize(zip(c.steps, c.values, strict=True) if c else [])
         trials.append(TrialData(
             id=t.id, study=t.study, index=t.index, status=t.status, params=t.params,
             seed=t.seed, best_step=s.best_step, best_value=s.best_value,
-            final_step=s.final_step, final_value=s.final_value, curves=tc, error=t.error,
-            infeasible_reason=t.infeasible_reason, infeasible_step=t.infeasible_step,
-            attempts=t.attempts, run_seconds=t.run_seconds))
+            final_step=s.final_step, final_value=s.final_value, curves=tc if curves else {},
+            error=t.error, infeasible_reason=t.infeasible_reason,
+            infeasible_step=t.infeasible_step, attempts=t.attempts, run_seconds=t.run_seconds))
     return ExperimentData(
         experiment=experiment, metric=objective.metric, goal=objective.goal,
         final=objective.final, studies=tuple(st.name for st in studies), trials=tuple(trials),
         notes=tuple(store.notes(exp_row.id)), runs=tuple(store.runs(exp_row.id)))
+
+
+def _measurements(store: StoreAPI, experiment_id: int, objective: str,
+                  metrics: Sequence[str] | None, curves: bool,
+                  unsummarised: Sequence[int]) -> list[tuple[int, int, str, float]]:
+    """The measurements :func:`load` needs, in as few and as narrow queries as it can."""
+    if not curves:
+        if not unsummarised:
+            return []
+        if len(unsummarised) <= _IN_LIST_LIMIT:
+            return store.measurements(trial_ids=unsummarised, metric=objective)
+        wanted = set(unsummarised)
+        return [row for row in store.measurements(experiment_id=experiment_id, metric=objective)
+                if row[0] in wanted]
+    if metrics is None:
+        return store.measurements(experiment_id=experiment_id)
+    # one query per metric asked for: the store filters, not Python
+    return [row for name in dict.fromkeys([objective, *metrics])
+            for row in store.measurements(experiment_id=experiment_id, metric=name)]

@@ -41,7 +41,7 @@ def trial_records(store: StoreAPI, name: str, metric: str | None = None,
 
     Only the objective's curve is read (``TrialRecord.curves`` holds it alone).
     """
-    return list(load(store, name, metric, goal, metrics=(), current=True).trials)
+    return list(load(store, name, metric, goal, current=True, curves=False).trials)
 
 
 def best_per_study(records: Iterable[TrialRecord],
