@@ -129,3 +129,13 @@ def test_the_password_is_left_out_of_the_recorded_command_line() -> None:
 
     assert _without_password(["run", "x", "--store", "postgresql+psycopg://u:pw@h/d"])[-1] == (
         "postgresql+psycopg://u:***@h/d")
+
+
+def test_a_misspelt_check_threshold_stops_the_run_before_any_training(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, checks={"curves": {"overfit_rel_rize": 0.05}})
+    proc = run_cli("run", str(path), "--root", str(tmp_path / "root"), "--workers", "0")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "checks.curves.overfit_rel_rize" in lines[0]
+    assert "overfit_rel_rise" in lines[0] and str(path) in lines[0]
+    assert not (tmp_path / "root" / "runs").exists()

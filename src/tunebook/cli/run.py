@@ -30,6 +30,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _check_root(args, writing=True)
     experiment = Experiment.from_yaml(args.file)
+    if experiment.checks:
+        from tunebook.analysis.checks import thresholds_from_config
+
+        # A misspelt threshold fails now, not at the report after hours of training.
+        thresholds_from_config(experiment.checks, experiment.source)
     url = args.store or sqlite_url(store_file(args.root))
     bar = _ProgressBar(sys.stderr, bar=not args.quiet)
     try:
