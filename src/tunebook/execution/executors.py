@@ -37,7 +37,7 @@ from tunebook.execution.worker import (
 )
 from tunebook.execution.workload import kill_leftovers
 from tunebook.experiment import Experiment
-from tunebook.store.sql import Store
+from tunebook.store.api import StoreAPI
 
 __all__ = ["Executor", "Inline", "Job", "LocalProcesses", "WorkerExit", "make_executor"]
 
@@ -124,7 +124,7 @@ class Executor(ABC):
         """
         return worker_alive(name)
 
-    def release_orphans(self, store: Store, max_attempts: int) -> list[int]:
+    def release_orphans(self, store: StoreAPI, max_attempts: int) -> list[int]:
         """Re-queue running trials whose worker process, on this host, is gone; returns ids.
 
         The pid in the worker's name is the process that runs the trial, so a worker that
@@ -141,7 +141,7 @@ class Executor(ABC):
                                                  "gone", max_attempts, interrupted=True)
         return released
 
-    def clean_up(self, store: Store, trial_ids: Sequence[int]) -> None:
+    def clean_up(self, store: StoreAPI, trial_ids: Sequence[int]) -> None:
         """Stop what a dead worker's trials started (a command's processes) before a retry."""
         for tid in trial_ids:
             t = store.trial(tid)
@@ -238,7 +238,7 @@ class Inline(Executor):
     slots = 1
     blocking = True
 
-    def __init__(self, job: Job, store: Store, workload: Any) -> None:
+    def __init__(self, job: Job, store: StoreAPI, workload: Any) -> None:
         self.job = job
         self.store = store
         self.workload = workload
@@ -275,7 +275,7 @@ class Inline(Executor):
         return names
 
 
-def make_executor(job: Job, workers: int, store: Store, workload: Any) -> Executor:
+def make_executor(job: Job, workers: int, store: StoreAPI, workload: Any) -> Executor:
     """The executor for ``workers``: local processes, or inline for 0."""
     if workers <= 0:
         return Inline(job, store, workload)

@@ -52,6 +52,7 @@ from tunebook.execution.worker import (
 from tunebook.execution.workload import load_workload
 from tunebook.experiment import Experiment
 from tunebook.objective import resolve
+from tunebook.store.api import StoreAPI
 from tunebook.store.sql import RunOutcome, Store, TrialRow, TrialSummary
 
 __all__ = ["Progress", "RunResult", "materialize", "refresh_summaries", "run"]
@@ -100,7 +101,7 @@ class RunResult:
     retried: int = 0
 
 
-def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) -> None:
+def refresh_summaries(store: StoreAPI, experiment_id: int, metric: str, goal: str) -> None:
     """Recompute every trial's best/final values for ``metric`` (the objective changed).
 
     Trials that failed only because they never reported the previous objective (a typo in
@@ -118,7 +119,7 @@ def refresh_summaries(store: Store, experiment_id: int, metric: str, goal: str) 
                           and found.best_value is not None])
 
 
-def _close_abandoned_runs(store: Store, experiment_id: int) -> None:
+def _close_abandoned_runs(store: StoreAPI, experiment_id: int) -> None:
     """Close the records of earlier runs on this host whose process died without closing them."""
     host = socket.gethostname()
     for r in store.runs(experiment_id):
@@ -129,7 +130,7 @@ def _close_abandoned_runs(store: Store, experiment_id: int) -> None:
                                                      "(killed?); closed by the next run"))
 
 
-def _requeue_failed(store: Store, experiment: Experiment, exp_id: int, root: Path) -> int:
+def _requeue_failed(store: StoreAPI, experiment: Experiment, exp_id: int, root: Path) -> int:
     """Put failed trials back in the queue; their error goes to the trial's log first."""
     failed = store.trials(exp_id, statuses=("failed",))
     for t in failed:
@@ -145,7 +146,7 @@ def run(
     experiment: Experiment,
     *,
     root: str | Path = "tunebook",
-    store: Store | str | None = None,
+    store: StoreAPI | str | None = None,
     workers: int = 1,
     max_attempts: int = 3,
     progress: Callable[[Progress], None] | None = None,
@@ -294,7 +295,7 @@ class _Session:
     """One ``run()``: the loop that keeps an executor's workers busy until no trial is left."""
 
     experiment: Experiment
-    store: Store
+    store: StoreAPI
     exp_id: int
     root: Path
     max_attempts: int
@@ -462,14 +463,14 @@ class _Session:
             _stop_workers(executor, self.store, self.max_attempts)
 
 
-def _store_gone(store: Store) -> None:
+def _store_gone(store: StoreAPI) -> None:
     """The store stayed unreachable past its bound, or the user stopped the run: the clean-up
     that follows (closing the run's record, releasing trials) tries briefly instead of waiting
     out an outage again."""
     store.outage_seconds = min(store.outage_seconds, 1.0)
 
 
-def _stop_workers(executor: Executor, store: Store, max_attempts: int) -> None:
+def _stop_workers(executor: Executor, store: StoreAPI, max_attempts: int) -> None:
     """Stop every worker (each marks its trial interrupted), then release what they held.
 
     A second Ctrl-C or SIGTERM while waiting must not leave workers behind: signals are
@@ -499,7 +500,7 @@ def _unknown_metric(experiment: Experiment, names: list[str]) -> WorkloadError:
         f"it reports {', '.join(names)}")
 
 
-def _check_objective(store: Store, exp_id: int, experiment: Experiment) -> None:
+def _check_objective(store: StoreAPI, exp_id: int, experiment: Experiment) -> None:
     """A typo in ``objective.metric`` stops the run at the first trial that shows it."""
     metric = experiment.objective.metric
     names = store.metric_names(exp_id)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from tunebook.experiment import Experiment
 from tunebook.search.designers import Designer, Observation, make_designer, trial_seed
-from tunebook.store.sql import TERMINAL, NewTrial, Store, StudyRow, StudySpec, TrialRow
+from tunebook.store.api import StoreAPI
+from tunebook.store.sql import TERMINAL, NewTrial, StudyRow, StudySpec, TrialRow
 
 __all__ = ["Suggestions", "TrialRows", "materialize"]
 
@@ -61,13 +62,13 @@ class Suggestions:
     ``refine`` waits for whole rounds.
     """
 
-    store: Store
+    store: StoreAPI
     experiment: Experiment
     exp_id: int
     studies: list[tuple[StudyRow, Designer, set[int]]]
 
     @classmethod
-    def load(cls, store: Store, experiment: Experiment, exp_id: int) -> Suggestions:
+    def load(cls, store: StoreAPI, experiment: Experiment, exp_id: int) -> Suggestions:
         """Restore the designer of every adaptive study of the experiment."""
         studies = []
         for study in store.studies(exp_id):

@@ -34,6 +34,7 @@ from tunebook.execution.trial import Lost, Trial
 from tunebook.execution.workload import Workload, load_workload
 from tunebook.experiment import Experiment
 from tunebook.objective import summarize
+from tunebook.store.api import StoreAPI
 from tunebook.store.sql import Store, TrialRow
 
 __all__ = [
@@ -126,7 +127,7 @@ class Heartbeat:
     second.
     """
 
-    def __init__(self, store: Store, worker: str, every: float,
+    def __init__(self, store: StoreAPI, worker: str, every: float,
                  parent_pid: int | None = None) -> None:
         self.trial_id: int | None = None
         self.lost: int | None = None  # a trial the store gave to someone else meanwhile
@@ -175,7 +176,7 @@ class _TrialLog:
             f.write(message.rstrip("\n") + "\n")
 
 
-def run_trial(store: Store, experiment: Experiment, workload: Workload, row: TrialRow,
+def run_trial(store: StoreAPI, experiment: Experiment, workload: Workload, row: TrialRow,
               root: str | Path, worker: str, options: WorkerOptions = WorkerOptions(),
               heartbeat: Heartbeat | None = None) -> str:
     """Run one claimed trial to its end and record the outcome; returns the final status.
@@ -239,7 +240,7 @@ def run_trial(store: Store, experiment: Experiment, workload: Workload, row: Tri
     return status
 
 
-def _open_trial(store: Store, experiment: Experiment, row: TrialRow, root: str | Path,
+def _open_trial(store: StoreAPI, experiment: Experiment, row: TrialRow, root: str | Path,
                 worker: str, heartbeat: Heartbeat) -> tuple[Trial, _TrialLog]:
     """The live :class:`Trial` of a claimed row, its folder made safe to resume from."""
     folder = trial_dir(root, experiment.name, row.study, row.index)
@@ -266,7 +267,7 @@ def _open_trial(store: Store, experiment: Experiment, row: TrialRow, root: str |
     return trial, log
 
 
-def _settle(store: Store, experiment: Experiment, row: TrialRow, trial: Trial, log: _TrialLog,
+def _settle(store: StoreAPI, experiment: Experiment, row: TrialRow, trial: Trial, log: _TrialLog,
             status: str, fields: dict[str, Any]) -> str:
     """The final status and the fields to record, from what the attempt saw (``fields`` is
     completed in place): a completed trial that never reported the objective is failed."""
@@ -343,7 +344,7 @@ def _safe_flush(trial: Trial) -> bool:
         return False
 
 
-def worker_loop(store: Store, experiment: Experiment, experiment_id: int, workload: Workload,
+def worker_loop(store: StoreAPI, experiment: Experiment, experiment_id: int, workload: Workload,
                 root: str | Path, worker: str, options: WorkerOptions = WorkerOptions(),
                 should_stop: Any = None) -> int:
     """Claim and run trials until none is left; returns how many ran."""
@@ -352,7 +353,7 @@ def worker_loop(store: Store, experiment: Experiment, experiment_id: int, worklo
                      should_stop, heartbeat)
 
 
-def _loop(store: Store, experiment: Experiment, experiment_id: int, workload: Workload,
+def _loop(store: StoreAPI, experiment: Experiment, experiment_id: int, workload: Workload,
           root: str | Path, worker: str, options: WorkerOptions, should_stop: Any,
           heartbeat: Heartbeat) -> int:
     ran = 0
@@ -378,7 +379,7 @@ _UNAMBIGUOUS = ("ImportError", "ModuleNotFoundError", "NameError", "AttributeErr
                 "KeyError", "TypeError", "SyntaxError", "PermissionError", "FileNotFoundError")
 
 
-def broken_workload(store: Store, experiment_id: int) -> TrialRow | None:
+def broken_workload(store: StoreAPI, experiment_id: int) -> TrialRow | None:
     """The failed trial showing that the workload cannot start, or None.
 
     Only while no trial of the experiment ever reported anything: a failure before the first
@@ -455,7 +456,7 @@ def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: s
             return  # the run died while we were starting
         _start_sentinel(options.parent_pid)
     limit_threads()
-    store: Store | None = None
+    store: StoreAPI | None = None
     try:
         try:
             experiment = Experiment.from_dict(config, source=source, base_dir=base_dir)

@@ -14,6 +14,7 @@ from tunebook.core.paths import slug
 from tunebook.core.registry import Registry
 from tunebook.execution.runner import RunResult, run
 from tunebook.experiment import Experiment
+from tunebook.store.api import StoreAPI
 from tunebook.store.sql import Store, TrialRow
 
 __all__ = [
@@ -126,7 +127,7 @@ def make_procedure(name: str) -> Procedure:
     return procedure.get(name)()
 
 
-def recommendations(store: Store, experiment: str,
+def recommendations(store: StoreAPI, experiment: str,
                     procedure: str | None = None) -> list[Recommendation]:
     """The recommendations stored for base experiment ``experiment``, oldest first."""
     return [Recommendation.from_dict(r.payload)
@@ -134,7 +135,7 @@ def recommendations(store: Store, experiment: str,
 
 
 def run_procedure(proc: Procedure | str, base: Experiment, *, root: str | Path = "tunebook",
-                  store: Store | str | None = None, workers: int = 1,
+                  store: StoreAPI | str | None = None, workers: int = 1,
                   **run_options: Any) -> Recommendation | None:
     """Plan, run every planned experiment (resuming any a previous call left), conclude.
 
