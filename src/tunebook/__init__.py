@@ -6,8 +6,10 @@ study per scientific value) and fixed ones. ``tunebook.run`` executes it in para
 processes against a durable store; every metric at every evaluation step is kept, so the
 objective can be chosen after the fact.
 
-``import tunebook`` is light: the store (SQLAlchemy) and the runner load on first use, and
-torch is only imported by :mod:`tunebook.workloads` and the optional PyTorch helpers.
+``import tunebook`` is light: the store (SQLAlchemy), NumPy and the runner load on first use,
+and torch is only imported by :mod:`tunebook.workloads` and the optional PyTorch helpers. Plug-in
+authors find the seams here too: :class:`Designer` with ``@designer("name")`` for a search
+algorithm, :class:`StoreAPI` for a store backend (``docs/architecture.md`` has the others).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tunebook.search.space import Categorical, Discrete, Float, Int, SearchSpace
 if TYPE_CHECKING:
     from tunebook.analysis.results import TrialRecord, trial_records
     from tunebook.execution.runner import RunResult, run
+    from tunebook.search.designers import Designer, Observation, designer
+    from tunebook.store.api import StoreAPI
     from tunebook.store.sql import Store
 
     __version__: str
@@ -29,27 +33,35 @@ if TYPE_CHECKING:
 __all__ = [
     "Categorical",
     "ConfigError",
+    "Designer",
     "Discrete",
     "Experiment",
     "Float",
     "Infeasible",
     "Int",
     "Objective",
+    "Observation",
     "RunResult",
     "Search",
     "SearchSpace",
     "Store",
+    "StoreAPI",
     "StoreError",
     "Trial",
     "TrialRecord",
     "TunebookError",
     "WorkloadError",
     "__version__",
+    "designer",
     "run",
     "trial_records",
 ]
 
 _LAZY = {
+    "Designer": "tunebook.search.designers",
+    "Observation": "tunebook.search.designers",
+    "designer": "tunebook.search.designers",
+    "StoreAPI": "tunebook.store.api",
     "run": "tunebook.execution.runner",
     "RunResult": "tunebook.execution.runner",
     "Store": "tunebook.store.sql",
