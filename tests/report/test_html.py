@@ -93,3 +93,25 @@ def test_objective_can_change_without_rerunning(tmp_path: Path) -> None:
     assert by_final["objective_label"] == "val_loss (final)"
     assert by_train["metric"] == "train_loss"
     assert by_train["axis"][0]["points"] != by_final["axis"][0]["points"]
+
+
+def test_recommendations_of_procedures_are_shown_newest_first(tmp_path: Path) -> None:
+    from tunebook.analysis.findings import Finding
+    from tunebook.procedures import Recommendation
+
+    store = synthetic(tmp_path / "r")
+    path, _ = write_report(store, "synthetic", tmp_path / "out" / "report.html")
+    assert "id='recommendations'" not in path.read_text()  # no procedure ran: no section
+    older = Recommendation("batch_size", "synthetic", "Use batch size 64.", {"steps_s": 12.5})
+    newer = Recommendation(
+        "steps", "synthetic", "Train for <2000> steps.", {"max_train_steps": 2000},
+        (Finding(check="still_improving", severity="warning", message="still improving",
+                 action="train longer", section="Deciding how long to train"),),
+        ("synthetic-lr-sweep",))
+    for rec in (older, newer):
+        store.add_recommendation(rec.experiment, rec.procedure, rec.as_dict())
+    page = write_report(store, "synthetic", tmp_path / "out" / "report.html")[0].read_text()
+    section = page[page.index("id='recommendations'"):page.index("id='tracking'")]
+    assert section.index("data-procedure='steps'") < section.index("data-procedure='batch_size'")
+    assert "Train for &lt;2000&gt; steps." in section and "synthetic-lr-sweep" in section
+    assert "data-check='still_improving'" in section and "Use batch size 64." in section

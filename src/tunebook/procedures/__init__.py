@@ -5,7 +5,8 @@ needed...) builds one or more experiments from a base experiment (:meth:`Procedu
 has the runner run each (:func:`run_procedure`), and concludes with a
 :class:`Recommendation`: the advice in words, the numbers it rests on, and any findings. The
 recommendation is stored against the base experiment's name (``Store.add_recommendation``),
-read back with :func:`recommendations`, and written beside the reports as Markdown.
+read back with :func:`recommendations`, written beside the reports as Markdown, and shown
+at the top of the base experiment's HTML report.
 
 To add one: write a :class:`Procedure` subclass decorated with ``@procedure("name")`` in a
 new module of this package and import that module below; test it end to end with a tiny

@@ -12,10 +12,11 @@ import datetime as dt
 import html
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData, load
@@ -36,6 +37,9 @@ from tunebook.core.formatting import format_value as _fmt
 from tunebook.core.numeric import finite as _finite
 from tunebook.core.paths import default_report_path
 from tunebook.store.api import StoreAPI
+
+if TYPE_CHECKING:
+    from tunebook.procedures import Recommendation
 
 __all__ = ["Report", "build_report", "default_report_path", "tracking_rows", "write_report"]
 
@@ -225,19 +229,35 @@ def _findings_html(findings: tuple[Finding, ...], thresholds: dict[str, dict[str
     if not findings:
         return ("<section id='findings'><h2>Findings</h2><p class='empty'>None of the "
                 f"playbook's checks fired.</p>{_thresholds_html(thresholds)}</section>")
-    items = []
-    for f in findings:
-        evidence = json.dumps(f.evidence, indent=1, default=str)
-        items.append(
-            f"<div class='finding {_e(f.severity)}' data-check='{_e(f.check)}'>"
+    return (f"<section id='findings'><h2>Findings</h2>{''.join(map(_finding_html, findings))}"
+            f"{_thresholds_html(thresholds)}</section>")
+
+
+def _finding_html(f: Finding) -> str:
+    evidence = json.dumps(f.evidence, indent=1, default=str)
+    return (f"<div class='finding {_e(f.severity)}' data-check='{_e(f.check)}'>"
             f"<span class='sev'>{_e(f.severity)}</span><b>{_e(f.check)}</b>"
             f"{' · <code>' + _e(f.hyperparameter) + '</code>' if f.hyperparameter else ''}"
             f"{' · ' + _e(f.study) if f.study else ''}<p>{_e(f.message)}</p>"
             f"<p><b>Action:</b> {_e(f.action)}</p><p class='small muted'>Playbook: "
             f"{_e(f.section)}</p><details><summary>evidence</summary><pre>{_e(evidence)}</pre>"
             f"</details></div>")
-    return (f"<section id='findings'><h2>Findings</h2>{''.join(items)}"
-            f"{_thresholds_html(thresholds)}</section>")
+
+
+def _recommendations_html(recs: Sequence[Recommendation]) -> str:
+    """What the playbook's procedures concluded about this experiment, newest first."""
+    if not recs:
+        return ""
+    items = []
+    for r in reversed(recs):
+        evidence = json.dumps(r.evidence, indent=1, default=str)
+        ran = ", ".join(r.experiments) or "none"
+        items.append(
+            f"<div class='recommendation' data-procedure='{_e(r.procedure)}'><h3>"
+            f"{_e(r.procedure)}</h3><p>{_e(r.text)}</p><p class='small muted'>Experiments run: "
+            f"{_e(ran)}</p><details><summary>evidence</summary><pre>{_e(evidence)}</pre>"
+            f"</details>{''.join(map(_finding_html, r.findings))}</div>")
+    return f"<section id='recommendations'><h2>Recommendations</h2>{''.join(items)}</section>"
 
 
 def _grad_norm(data: ExperimentData, best: list[TrialData]) -> dict[str, Any] | None:
@@ -260,8 +280,10 @@ def _grad_norm(data: ExperimentData, best: list[TrialData]) -> dict[str, Any] | 
                           "marker": marker}}
 
 
-def build_report(data: ExperimentData, findings: list[Finding] | None = None) -> Report:
-    """Render the page, the tracking table and the findings for ``data``."""
+def build_report(data: ExperimentData, findings: list[Finding] | None = None,
+                 recommendations: Sequence[Recommendation] = ()) -> Report:
+    """Render the page, the tracking table and the findings for ``data`` (and what procedures
+    recommended about it, if any)."""
     from tunebook.analysis.checks import run_checks, thresholds_used
 
     if findings is None:
@@ -271,7 +293,8 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None) ->
     iso = isolation(data, boxes=boxes)
     axes = axis_plots(data)
     payload = _payload(data, boxes, iso, axes)
-    sections = [_header(data), _tracking(data, rows), _isolation_html(iso),
+    sections = [_header(data), _recommendations_html(recommendations), _tracking(data, rows),
+                _isolation_html(iso),
                 _axis_html(axes, payload["objective_label"]), _curves_html(payload),
                 _enough_html(boxes), _findings_html(tuple(findings), thresholds_used(data))]
     page = (
@@ -404,7 +427,9 @@ def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None
     tracking tables beside it; returns the page's path and the report."""
     # Only the trials within each study's current budget, like status, best and trials.
     data = load(store, name, metric=metric, goal=goal, final=final, current=True)
-    report = build_report(data)
+    from tunebook.procedures import recommendations
+
+    report = build_report(data, recommendations=recommendations(store, name))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written to a temporary name first: a reader never sees half a page.
