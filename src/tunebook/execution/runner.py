@@ -36,9 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from tunebook.core.interrupts import deliver
-from tunebook.core.paths import TRIAL_LOG, trial_dir
-from tunebook.core.processes import pid_alive
+from tunebook.core.paths import trial_dir
 from tunebook.errors import StoreError, WorkloadError
+from tunebook.execution.bookkeeping import (
+    check_objective,
+    close_abandoned_runs,
+    refresh_summaries,
+    requeue_failed,
+    unknown_metric,
+)
 from tunebook.execution.executors import Executor, Job, make_executor
 from tunebook.execution.provenance import provenance
 from tunebook.execution.suggestions import Suggestions, materialize
@@ -51,11 +57,10 @@ from tunebook.execution.worker import (
 )
 from tunebook.execution.workload import load_workload
 from tunebook.experiment import Experiment
-from tunebook.objective import resolve
 from tunebook.store.api import StoreAPI
-from tunebook.store.sql import RunOutcome, Store, TrialRow, TrialSummary
+from tunebook.store.sql import RunOutcome, Store, TrialRow
 
-__all__ = ["Progress", "RunResult", "materialize", "refresh_summaries", "run"]
+__all__ = ["Progress", "RunResult", "materialize", "run"]
 
 
 @dataclass(frozen=True)
@@ -101,45 +106,7 @@ class RunResult:
     retried: int = 0
 
 
-def refresh_summaries(store: StoreAPI, experiment_id: int, metric: str, goal: str) -> None:
-    """Recompute every trial's best/final values for ``metric`` (the objective changed).
 
-    Trials that failed only because they never reported the previous objective (a typo in
-    ``objective.metric``), and did report this one, are complete after all.
-    """
-    trials = store.trials(experiment_id)
-    objective = resolve({"metric": metric, "goal": goal})
-    summaries = objective.summaries(store.measurements(experiment_id=experiment_id, metric=metric),
-                                    [t.id for t in trials])
-    store.set_summaries([TrialSummary(tid, s.best_step, s.best_value, s.final_step, s.final_value)
-                         for tid, s in summaries.items()])
-    store.mark_completed([t.id for t in trials if t.status == "failed"
-                          and (t.error or "").startswith(NO_OBJECTIVE)
-                          and (found := summaries.get(t.id)) is not None
-                          and found.best_value is not None])
-
-
-def _close_abandoned_runs(store: StoreAPI, experiment_id: int) -> None:
-    """Close the records of earlier runs on this host whose process died without closing them."""
-    host = socket.gethostname()
-    for r in store.runs(experiment_id):
-        pid = r.provenance.get("pid")
-        if (r.finished_at is None and r.host == host and isinstance(pid, int)
-                and pid != os.getpid() and not pid_alive(pid)):
-            store.end_run(r.id, RunOutcome(abandoned="its process died without closing the run "
-                                                     "(killed?); closed by the next run"))
-
-
-def _requeue_failed(store: StoreAPI, experiment: Experiment, exp_id: int, root: Path) -> int:
-    """Put failed trials back in the queue; their error goes to the trial's log first."""
-    failed = store.trials(exp_id, statuses=("failed",))
-    for t in failed:
-        path = trial_dir(root, experiment.name, t.study, t.index) / TRIAL_LOG
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"--- failed after {t.attempts} attempt(s); re-queued by --retry-failed. "
-                    f"The error was:\n{(t.error or '').rstrip()}\n")
-    return len(store.requeue_failed(exp_id)) if failed else 0
 
 
 def run(
@@ -212,19 +179,19 @@ def run(
             # before anything is written (a typo must not wipe every trial's summary).
             names = store.metric_names(previous.id)
             if names and obj.metric not in names:
-                raise _unknown_metric(experiment, names)
+                raise unknown_metric(experiment, names)
         exp_id = store.register(experiment.name, experiment.identity(), experiment.to_dict(),
                                 studies, trials)
         if previous is not None and previous.config.get("objective") != {"metric": obj.metric,
                                                                          "goal": obj.goal}:
             refresh_summaries(store, exp_id, obj.metric, obj.goal)
-        _close_abandoned_runs(store, exp_id)
+        close_abandoned_runs(store, exp_id)
         executor = make_executor(Job(experiment, exp_id, store.url, root, options), workers,
                                  store, workload)
         executor.release_orphans(store, max_attempts)
         result = RunResult(exp_id)
         if retry_failed:
-            result.retried = _requeue_failed(store, experiment, exp_id, root)
+            result.retried = requeue_failed(store, experiment, exp_id, root)
         record = provenance(experiment.source, experiment.base_dir, experiment.identity(),
                             argv, experiment=experiment).as_dict()
         # The pid lets the next run tell a run that died (SIGKILL) from one still going.
@@ -348,7 +315,7 @@ class _Session:
         for t in fresh:
             error = t.error or ""
             if error.startswith(NO_OBJECTIVE):
-                _check_objective(self.store, self.exp_id, self.experiment)
+                check_objective(self.store, self.exp_id, self.experiment)
             if error.startswith(COULD_NOT_START):
                 broken = broken_workload(self.store, self.exp_id)
                 if broken is None:
@@ -379,7 +346,7 @@ class _Session:
                                           interrupted=True)
             self.result.interrupted = True
         self.snapshot()
-        _check_objective(self.store, self.exp_id, self.experiment)
+        check_objective(self.store, self.exp_id, self.experiment)
 
     def reap(self, executor: Executor) -> None:
         """Forget exited workers; their running trials go back to the queue."""
@@ -443,7 +410,7 @@ class _Session:
                 counts = self.snapshot()
                 if not self.checked_objective and counts.get("completed", 0) > 0:
                     self.checked_objective = True
-                    _check_objective(self.store, self.exp_id, self.experiment)
+                    check_objective(self.store, self.exp_id, self.experiment)
                 claimable = counts.get("pending", 0) + counts.get("interrupted", 0)
                 if self.suggestions.top_up(executor.slots - claimable):
                     counts = self.store.counts(self.exp_id)
@@ -489,28 +456,3 @@ def _stop_workers(executor: Executor, store: StoreAPI, max_attempts: int) -> Non
             signal.signal(sig, handler)
 
 
-def _unknown_metric(experiment: Experiment, names: list[str]) -> WorkloadError:
-    import difflib
-
-    metric = experiment.objective.metric
-    close = difflib.get_close_matches(metric, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return WorkloadError(
-        f"{experiment.source}: objective.metric: the workload never reports {metric!r}{hint}; "
-        f"it reports {', '.join(names)}")
-
-
-def _check_objective(store: StoreAPI, exp_id: int, experiment: Experiment) -> None:
-    """A typo in ``objective.metric`` stops the run at the first trial that shows it."""
-    metric = experiment.objective.metric
-    names = store.metric_names(exp_id)
-    if metric in names:
-        return
-    if names:
-        raise _unknown_metric(experiment, names)
-    done = [t for t in store.trials(exp_id, statuses=("completed", "failed"))
-            if (t.error or "").startswith(NO_OBJECTIVE) or t.status == "completed"]
-    if done:
-        raise WorkloadError(
-            f"{experiment.source}: objective.metric: trial {done[0].study}#{done[0].index} "
-            f"finished without reporting any metric (expected {metric!r})")
