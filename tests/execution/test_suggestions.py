@@ -4,7 +4,8 @@ state saved with each change), on a real SQLite store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ def _register(folder: Path, algorithm: str = "refine", trials: int = 8, seed: in
     store = Store.at_root(folder / "root")
     exp_id = store.register(exp.name, exp.identity(), exp.to_dict(), *materialize(exp))
     return exp, store, exp_id
+
+
+@contextmanager
+def _suggestions(folder: Path, algorithm: str = "refine", trials: int = 8,
+                 **overrides: Any) -> Iterator[tuple[Suggestions, Store, int]]:
+    """A registered experiment's Suggestions, its store (closed afterwards) and its id."""
+    exp, store, exp_id = _register(folder, algorithm, trials, **overrides)
+    try:
+        yield Suggestions.load(store, exp, exp_id), store, exp_id
+    finally:
+        store.close()
 
 
 def _finish(store: Store, exp_id: int, outcome: Outcome, n: int | None = None) -> list[int]:
@@ -124,20 +136,15 @@ def test_an_adaptive_study_is_registered_empty(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- Suggestions
 def test_only_adaptive_studies_get_a_designer(tmp_path: Path) -> None:
-    exp, store, exp_id = _register(tmp_path, "quasi_random", 4)
-    try:
-        s = Suggestions.load(store, exp, exp_id)
+    with _suggestions(tmp_path, "quasi_random", 4) as (s, store, exp_id):
         assert s.studies == []
         assert s.top_up(10) == 0
         assert len(store.trials(exp_id)) == 4
-    finally:
-        store.close()
 
 
 def test_trials_are_added_only_as_capacity_frees(tmp_path: Path) -> None:
-    exp, store, exp_id = _register(tmp_path, "refine", 8)  # 4 quasi-random, rounds of 2
-    try:
-        s = Suggestions.load(store, exp, exp_id)
+    # 4 quasi-random trials, then rounds of 2
+    with _suggestions(tmp_path, "refine", 8) as (s, store, exp_id):
         study = _study(s)
         assert s.top_up(0) == 0 and store.trials(exp_id) == []
         assert store.designer_state(study.id) == {}  # nothing changed, nothing saved
@@ -168,8 +175,6 @@ def test_trials_are_added_only_as_capacity_frees(tmp_path: Path) -> None:
         assert s.top_up(8) == 0  # the budget is spent
         assert [t.index for t in store.trials(exp_id)] == list(range(8))
         assert store.designer_state(study.id)["observed"] == list(range(8))
-    finally:
-        store.close()
 
 
 def _play(folder: Path, reload: bool, outcome: Outcome,
@@ -217,9 +222,7 @@ def test_infeasible_and_failed_trials_are_observed_without_a_value(tmp_path: Pat
     outcomes: dict[int, tuple[str, float | None]] = {
         0: ("completed", 0.5), 1: ("infeasible", 0.001), 2: ("failed", 0.0001),
         3: ("completed", 0.2)}
-    exp, store, exp_id = _register(tmp_path, "refine", 8)
-    try:
-        s = Suggestions.load(store, exp, exp_id)
+    with _suggestions(tmp_path, "refine", 8) as (s, store, exp_id):
         study = _study(s)
         assert s.top_up(4) == 4
         _finish(store, exp_id, outcomes.__getitem__)
@@ -245,37 +248,28 @@ def test_infeasible_and_failed_trials_are_observed_without_a_value(tmp_path: Pat
             Observation(2, start[2], None, "failed"),
             Observation(3, start[3], 0.2, "completed")]
         assert [t.best_value for t in trials[1:3]] == [0.001, 0.0001]
-    finally:
-        store.close()
 
 
 def test_a_completed_trial_without_a_value_is_observed_as_finished(tmp_path: Path) -> None:
-    exp, store, exp_id = _register(tmp_path, "refine", 4)  # 2 quasi-random, rounds of 2
-    try:
-        s = Suggestions.load(store, exp, exp_id)
+    # 2 quasi-random trials, then rounds of 2
+    with _suggestions(tmp_path, "refine", 4) as (s, store, exp_id):
         assert s.top_up(4) == 2
         _finish(store, exp_id, lambda i: ("completed", None if i == 0 else 0.4))
         assert s.top_up(4) == 2  # it counts as finished: the round does not wait for it
         assert store.designer_state(_study(s).id)["designer"]["observed"] == [
             [0, "completed", None], [1, "completed", 0.4]]
-    finally:
-        store.close()
 
 
 def test_a_maximised_objective_refines_around_the_highest_value(tmp_path: Path) -> None:
     low_high = {0: ("completed", 0.1), 1: ("completed", 0.9)}
 
     def second_round(goal: str) -> list[float]:
-        exp, store, exp_id = _register(tmp_path / goal, "refine", 4,
-                                       objective={"metric": "loss", "goal": goal})
-        try:
-            s = Suggestions.load(store, exp, exp_id)
+        objective = {"metric": "loss", "goal": goal}
+        with _suggestions(tmp_path / goal, "refine", 4, objective=objective) as (s, store, exp_id):
             s.top_up(2)
             _finish(store, exp_id, low_high.__getitem__)
             s.top_up(2)
             xs = [float(t.params["x"]) for t in store.trials(exp_id)]
-        finally:
-            store.close()
         best = xs[1] if goal == "maximize" else xs[0]
         assert all(abs(x - best) <= 0.25 + 1e-9 for x in xs[2:]), (goal, xs)
         return xs
@@ -284,14 +278,10 @@ def test_a_maximised_objective_refines_around_the_highest_value(tmp_path: Path) 
 
 
 def test_an_observation_holds_only_the_nuisance_values(tmp_path: Path) -> None:
-    exp, store, exp_id = _register(tmp_path, "refine", 4, scientific={"arm": ["a"]},
-                                   fixed={"k": 7})
-    try:
-        s = Suggestions.load(store, exp, exp_id)
+    with _suggestions(tmp_path, "refine", 4, scientific={"arm": ["a"]},
+                      fixed={"k": 7}) as (s, store, exp_id):
         assert s.top_up(1) == 1
         _finish(store, exp_id, lambda i: ("completed", 0.3))
         (t,) = store.trials(exp_id)
         assert set(t.params) == {"k", "arm", "x"}
         assert s._observation(t) == Observation(0, {"x": t.params["x"]}, 0.3, "completed")
-    finally:
-        store.close()
