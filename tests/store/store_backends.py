@@ -55,24 +55,30 @@ def transient_error(engine: Engine) -> Exception:
 
 
 class LostReply:
-    """Once armed, the next statement starting with ``prefix`` runs, its transaction is
-    committed by the driver, and the caller then sees a transient error instead of the reply:
-    the client cannot know whether its transaction happened, and retries."""
+    """Once armed, the next transaction that runs a statement starting with ``prefix`` is
+    committed by the driver, and the caller then sees a transient error instead of the
+    commit's reply: it cannot know whether its transaction happened, and retries."""
 
     def __init__(self, engine: Engine, prefix: str) -> None:
-        self.prefix = prefix
+        self.prefix = prefix.upper()
         self.armed = False
+        self.seen = False
         self.cuts = 0
         self.error = transient_error(engine)
         event.listen(engine, "after_cursor_execute", self._after)
+        event.listen(engine, "commit", self._commit)
 
     def arm(self) -> None:
-        """Lose the reply of the next matching statement."""
+        """Lose the reply of the next commit of a transaction with a matching statement."""
         self.armed = True
 
-    def _after(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if self.armed and statement.lstrip().upper().startswith(self.prefix.upper()):
-            self.armed = False
+    def _after(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if self.armed and statement.lstrip().upper().startswith(self.prefix):
+            self.seen = True
+
+    def _commit(self, conn: Any) -> None:
+        if self.seen:
+            self.armed = self.seen = False
             conn.connection.driver_connection.commit()
             self.cuts += 1
             raise self.error
