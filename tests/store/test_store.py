@@ -20,7 +20,6 @@ from tunebook.store.sql import (
     MAX_NAME_LENGTH,
     MAX_SEED,
     MAX_STEP,
-    SCHEMA_VERSION,
     RunOutcome,
     SQLStore,
     Store,
@@ -52,19 +51,6 @@ def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Stor
 @pytest.fixture
 def store(connect: Callable[[], Store]) -> Store:
     return connect()
-
-
-def test_schema_is_versioned_and_reopens(connect: Callable[[], Store]) -> None:
-    s = connect()
-    exp_id = _register(s)
-    s.close()
-    again = connect()
-    assert again.require_experiment("exp").id == exp_id
-    with again.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE tunebook_meta SET value='999' WHERE key='schema_version'"))
-    again.close()
-    with pytest.raises(StoreError, match=f"schema version 999.*version {SCHEMA_VERSION}"):
-        connect()
 
 
 def test_missing_store_is_not_created_for_reading(tmp_path: Path) -> None:
