@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from tunebook.errors import StoreError
 from tunebook.store.sql import (
@@ -23,8 +22,9 @@ from tunebook.store.sql import (
     Store,
     StoreAPI,
     StudySpec,
-    sqlite_url,
 )
+
+from store_backends import connect_fixture, store_fixture  # noqa: F401 (fixtures)
 
 
 def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2,
@@ -34,21 +34,6 @@ def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2,
                               for i in range(n)] for k in range(studies)}
     return store.register(name, identity, {"objective": {"metric": "loss", "goal": "minimize"}},
                           specs, trials)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    """Opens (another connection to) one fresh database of the backend under test."""
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "root" / "tunebook.db")
-    else:
-        url = request.getfixturevalue("postgres").new_database()
-    return lambda: Store(url)
-
-
-@pytest.fixture
-def store(connect: Callable[[], Store]) -> Store:
-    return connect()
 
 
 def test_missing_store_is_not_created_for_reading(tmp_path: Path) -> None:
@@ -319,20 +304,6 @@ def test_a_nul_in_an_error_message_is_recorded_escaped(store: Store) -> None:
     assert t is not None
     assert store.finish(t.id, "w", "failed", error="bad byte \x00 here")
     assert store.trial(t.id).error == "bad byte \\x00 here"
-
-
-def test_a_database_with_other_tables_is_not_a_store(connect: Callable[[], Store]) -> None:
-    s = connect()
-    with s.engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
-        conn.execute(sa.text("DROP TABLE tunebook_meta"))
-    s.close()
-    with pytest.raises(StoreError) as info:
-        connect()
-    assert "is another application's " in str(info.value)
-    assert ("database (tables: customers, experiments, measurements, notes, recommendations, …); "
-            "point ") in str(info.value)
-
 
 
 def test_stale_heartbeats_of_live_local_workers_are_kept(tmp_path: Path) -> None:

@@ -87,18 +87,34 @@ def test_schema_is_versioned_and_reopens(connect: Callable[[], Store]) -> None:
         connect()
 
 
-def test_another_version_is_refused_before_anything_is_created(
-        connect: Callable[[], Store]) -> None:
+def _reopened(connect: Callable[[], Store], *statements: str) -> tuple[Store, str]:
+    """Change a new store with ``statements``; the StoreError of opening it again."""
     s = connect()
     with s.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE tunebook_meta SET value = '2' WHERE key = 'schema_version'"))
-        conn.execute(sa.text("DROP TABLE recommendations"))
+        for sql in statements:
+            conn.execute(sa.text(sql))
     s.close()
     with pytest.raises(StoreError) as info:
         connect()
-    assert str(info.value).endswith(
+    return s, str(info.value)
+
+
+def test_another_version_is_refused_before_anything_is_created(
+        connect: Callable[[], Store]) -> None:
+    s, message = _reopened(
+        connect, "UPDATE tunebook_meta SET value = '2' WHERE key = 'schema_version'",
+        "DROP TABLE recommendations")
+    assert message.endswith(
         f"has schema version 2, this tunebook understands version {SCHEMA_VERSION}")
     assert "recommendations" not in _tables(s)  # a newer tunebook's store is left as it is
+
+
+def test_a_database_with_other_tables_is_not_a_store(connect: Callable[[], Store]) -> None:
+    _, message = _reopened(connect, "CREATE TABLE customers (id INTEGER PRIMARY KEY)",
+                           "DROP TABLE tunebook_meta")
+    assert "is another application's " in message
+    assert ("database (tables: customers, experiments, measurements, notes, recommendations, …); "
+            "point ") in message
 
 
 def test_ensure_schema_refuses_another_applications_database(tmp_path: Path) -> None:
