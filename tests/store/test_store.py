@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import inspect
 import math
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from tunebook.errors import StoreError
 from tunebook.store.sql import (
@@ -20,14 +17,14 @@ from tunebook.store.sql import (
     MAX_NAME_LENGTH,
     MAX_SEED,
     MAX_STEP,
-    SCHEMA_VERSION,
     RunOutcome,
     SQLStore,
     Store,
     StoreAPI,
     StudySpec,
-    sqlite_url,
 )
+
+from store_backends import connect_fixture, store_fixture  # noqa: F401 (fixtures)
 
 
 def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2,
@@ -37,34 +34,6 @@ def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2,
                               for i in range(n)] for k in range(studies)}
     return store.register(name, identity, {"objective": {"metric": "loss", "goal": "minimize"}},
                           specs, trials)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    """Opens (another connection to) one fresh database of the backend under test."""
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "root" / "tunebook.db")
-    else:
-        url = request.getfixturevalue("postgres").new_database()
-    return lambda: Store(url)
-
-
-@pytest.fixture
-def store(connect: Callable[[], Store]) -> Store:
-    return connect()
-
-
-def test_schema_is_versioned_and_reopens(connect: Callable[[], Store]) -> None:
-    s = connect()
-    exp_id = _register(s)
-    s.close()
-    again = connect()
-    assert again.require_experiment("exp").id == exp_id
-    with again.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE tunebook_meta SET value='999' WHERE key='schema_version'"))
-    again.close()
-    with pytest.raises(StoreError, match=f"schema version 999.*version {SCHEMA_VERSION}"):
-        connect()
 
 
 def test_missing_store_is_not_created_for_reading(tmp_path: Path) -> None:
@@ -275,14 +244,6 @@ def test_the_sql_store_implements_the_protocol(store: Store) -> None:
         assert hasattr(store, name), name
 
 
-def test_the_protocol_module_is_light() -> None:
-    """A remote client implements StoreAPI without SQLAlchemy: the module must not need it."""
-    code = "import sys, tunebook.store.api; print('sqlalchemy' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "False"
-
-
 LONG_NAME = "n" * (MAX_NAME_LENGTH + 1)
 
 
@@ -343,20 +304,6 @@ def test_a_nul_in_an_error_message_is_recorded_escaped(store: Store) -> None:
     assert t is not None
     assert store.finish(t.id, "w", "failed", error="bad byte \x00 here")
     assert store.trial(t.id).error == "bad byte \\x00 here"
-
-
-def test_a_database_with_other_tables_is_not_a_store(connect: Callable[[], Store]) -> None:
-    s = connect()
-    with s.engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
-        conn.execute(sa.text("DROP TABLE tunebook_meta"))
-    s.close()
-    with pytest.raises(StoreError) as info:
-        connect()
-    assert "is another application's " in str(info.value)
-    assert ("database (tables: customers, experiments, measurements, notes, recommendations, …); "
-            "point ") in str(info.value)
-
 
 
 def test_stale_heartbeats_of_live_local_workers_are_kept(tmp_path: Path) -> None:
