@@ -137,10 +137,6 @@ def test_a_long_traceback_is_cut_in_the_middle_and_errors_to_one_line() -> None:
                         "trial main#2 failed: (no error recorded)"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: _ProgressBar counts every failure shown, not the tracebacks shown, so a first "
-    "failure without a traceback (a trial_timeout, a lost worker) hides the traceback of "
-    "every later failure for the whole run"))
 def test_a_failure_without_a_traceback_does_not_use_up_the_traceback() -> None:
     out = io.StringIO()
     bar = _ProgressBar(out, bar=False)

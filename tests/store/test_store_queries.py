@@ -84,11 +84,6 @@ def test_add_trials_adds_only_new_indices_with_the_designer_state(store: Store) 
     assert store.designer_state(study.id) == {"round": 4}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Store.add_trials is redone after a lost reply without a verify, and the redo counts "
-    "only what it inserted itself (0): the caller is told nothing was added although the lost "
-    "attempt added them; Suggestions.top_up returns that count and the runner's sequential "
-    "loop (`while top_up(...)`) stops on 0"))
 def test_add_trials_across_a_lost_reply_says_how_many_it_added(store: Store) -> None:
     exp_id = register_exp(store, n=2)
     [study] = store.studies(exp_id)

@@ -26,7 +26,7 @@ class _ProgressBar:
         self.last = ""
         self.last_time = 0.0
         self.done_at_start: int | None = None
-        self.failures_shown = 0
+        self.traceback_shown = False  # the first traceback of the run, once
 
     def _eta(self, p: Any) -> str:
         if self.done_at_start is None:
@@ -43,11 +43,11 @@ class _ProgressBar:
         if self.tty and self.last:
             self.stream.write("\r" + " " * len(self.last) + "\r")
         self.stream.write(f"trial {t.study}#{t.index} failed: {error_line(t.error, 300)}\n")
-        if self.failures_shown == 0 and t.error and "Traceback" in t.error:
+        if not self.traceback_shown and t.error and "Traceback" in t.error:
             lines = t.error.strip().splitlines()
             shown = lines[:12] if len(lines) <= 12 else [*lines[:6], "  ...", *lines[-5:]]
             self.stream.write("".join(f"    {x}\n" for x in shown))
-        self.failures_shown += 1
+            self.traceback_shown = True
         self.last = ""
 
     def __call__(self, p: Any) -> None:

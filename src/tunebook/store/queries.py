@@ -137,12 +137,17 @@ def insert_trials(conn: Connection, study_id: int, rows: Sequence[NewTrial], hav
     return len(new)
 
 
+def indices_present(conn: Connection, study_id: int, indices: Sequence[int]) -> set[int]:
+    """Which of ``indices`` the study already has."""
+    return {r[0] for r in conn.execute(sa.select(trials_t.c.idx).where(
+        trials_t.c.study_id == study_id, trials_t.c.idx.in_(list(indices))))}
+
+
 def add_trials(conn: Connection, study_id: int, rows: Sequence[NewTrial],
                designer_state: Mapping[str, Any]) -> int:
     """The body of :meth:`tunebook.store.sql.Store.add_trials`: safe to redo (indices already there
     are kept), the designer state saved with the trials it suggested."""
-    have = {r[0] for r in conn.execute(sa.select(trials_t.c.idx).where(
-        trials_t.c.study_id == study_id, trials_t.c.idx.in_([r[0] for r in rows])))}
+    have = indices_present(conn, study_id, [r[0] for r in rows])
     added = insert_trials(conn, study_id, rows, have, time.time())
     conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
                  .values(designer_state=json.dumps(designer_state)))

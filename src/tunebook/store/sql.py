@@ -72,6 +72,7 @@ from tunebook.store.queries import (
     experiment_trial_ids,
     finish_values,
     in_budget,
+    indices_present,
     register,
     release_values,
     trial_from_row,
@@ -475,7 +476,17 @@ class SQLStore(History):
         for index, _params, seed in rows:
             check_int("trial index", int(index), MAX_STEP)
             check_int(f"trial {index}: seed", int(seed), MAX_SEED)
-        return self._write(lambda conn: add_trials(conn, study_id, rows, designer_state))
+        wanted = [int(r[0]) for r in rows]
+        before = self._read(lambda conn: indices_present(conn, study_id, wanted))
+
+        def verify(conn: Connection) -> int | None:
+            # After a lost reply: the trials (and the state, same transaction) are there if
+            # the lost attempt committed; count what it added, not what the redo would.
+            added = len(indices_present(conn, study_id, wanted) - before)
+            return added or None
+
+        return self._write(lambda conn: add_trials(conn, study_id, rows, designer_state),
+                           verify=verify)
 
 
 Store = SQLStore
