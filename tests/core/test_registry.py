@@ -118,3 +118,22 @@ def test_the_project_registries_are_registry_instances() -> None:
     assert procedure_names() == procedure.names()
     assert all(designer.get(n).name == n for n in designer.names())
     assert all(procedure.get(n).name == n for n in procedure.names())
+
+
+def test_one_class_cannot_take_a_second_name() -> None:
+    reg: Registry[type] = Registry("widget")
+
+    @reg("first")
+    class Widget:
+        name = ""
+
+    with pytest.raises(ValueError, match="already the widget 'first'"):
+        reg("second")(Widget)
+    assert Widget.name == "first" and reg.names() == ("first",)
+
+    @reg("second")
+    class Special(Widget):  # a subclass may take its own name
+        pass
+
+    assert (Widget.name, Special.name) == ("first", "second")
+    assert reg.get("second") is Special

@@ -33,6 +33,10 @@ class Registry(Generic[T]):
             if taken is not None and taken is not cls:
                 raise ValueError(f"a {self.kind} named {name!r} is already registered "
                                  f"({taken.__qualname__})")
+            own = cls.__dict__.get("name")  # set by an earlier registration of this very class
+            if own is not None and own != name and self._classes.get(own) is cls:
+                raise ValueError(f"{cls.__qualname__} is already the {self.kind} {own!r}: one "
+                                 f"class, one name (subclass it to register {name!r})")
             cls.name = name  # type: ignore[attr-defined]  # every plug-in base declares it
             self._classes[name] = cls
             return cls
