@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tunebook.objective import Objective
+
 if TYPE_CHECKING:
     from tunebook.execution.trial import Trial
 
@@ -236,12 +238,16 @@ class Checkpointer:
         self.keep_best = keep_best
         self.keep_latest = keep_latest
         self.metric = metric if metric is not None else trial.objective
-        self.goal = goal if goal is not None else trial.goal
         if self.metric is None and keep_best > 0:
             raise ValueError("keep_best needs a metric to rank checkpoints by: the trial has no "
                              "objective, pass metric=... (or keep_best=0)")
-        if self.goal not in ("minimize", "maximize"):
-            raise ValueError(f"goal must be 'minimize' or 'maximize', got {self.goal!r}")
+        wanted = goal if goal is not None else trial.goal
+        if wanted not in ("minimize", "maximize"):
+            raise ValueError(f"goal must be 'minimize' or 'maximize', got {wanted!r}")
+        # The checkpoints are ranked by the one sign logic of tunebook.objective.
+        self._objective = Objective(self.metric or "", "minimize" if wanted == "minimize"
+                                    else "maximize")
+        self.goal: str = self._objective.goal
         self.extra: dict[str, Any] = {}
         self.restored_step: int | None = None
         self.skipped: list[tuple[int, str]] = []
@@ -306,7 +312,7 @@ class Checkpointer:
 
     def _ranked(self, infos: Iterable[CheckpointInfo]) -> list[CheckpointInfo]:
         scored = [i for i in infos if i.value is not None]
-        sign = 1.0 if self.goal == "minimize" else -1.0
+        sign = self._objective.sign
         return sorted(scored, key=lambda i: (sign * float(i.value or 0.0), i.step))
 
     # ------------------------------------------------------------------ selection
