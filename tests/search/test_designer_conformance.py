@@ -8,14 +8,15 @@ A non-adaptive designer must also make trial ``i`` a pure function of (seed, spa
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 
 import pytest
 
-from tunebook.search.designers import Designer, Observation, designer_names, make_designer
+from tunebook.search.designers import Designer, designer_names, make_designer
 from tunebook.search.space import Categorical, Discrete, Float, Int, SearchSpace, Value
+
+from driving import drive
 
 SPACE = SearchSpace({
     "lr": Float(1e-4, 1.0, "log"),
@@ -39,24 +40,8 @@ def _outcome(i: int) -> str:
 
 
 def _drive(d: Designer, restart_after: int | None = None) -> list[dict[str, Value]]:
-    """Ask for trials one at a time, observing each, until the budget (or capacity) is spent;
-    after ``restart_after`` suggestions carry on with a fresh designer restored from JSON."""
-    budget = min(BUDGET, d.capacity() or BUDGET)
-    done: list[dict[str, Value]] = []
-    while len(done) < budget:
-        if restart_after is not None and len(done) == restart_after:
-            fresh = make_designer(d.name, d.space, d.seed, d.trials, d.goal)
-            fresh.restore(json.loads(json.dumps(d.state())))
-            d = fresh
-        i = len(done)
-        new = d.suggest([i])
-        assert len(new) == 1, f"{d.name}: nothing suggested for trial {i} of a serial run"
-        status = _outcome(i)
-        d.observe([Observation(i, new[0], _loss(new[0]) if status == "completed" else None,
-                               status)])
-        json.dumps(d.state())  # the state is saved in the store as JSON after every change
-        done.append(new[0])
-    return done
+    """The whole budget (or the designer's capacity), one trial at a time."""
+    return drive(d, min(BUDGET, d.capacity() or BUDGET), _loss, _outcome, restart_after)
 
 
 def _in_space(params: Mapping[str, Value]) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from tunebook.search.designers import (
 from tunebook.search.space import Float, SearchSpace, Value
 from tunebook.store.sql import Store, StudySpec
 
+import driving
 from conftest import cli_env, write_experiment
 
 SPACE = SearchSpace({"x": Float(-1.0, 1.0), "y": Float(1e-3, 1.0, "log")})
@@ -39,26 +39,9 @@ def loss(params: dict[str, Value]) -> float:
 
 def drive(d: Designer, budget: int, outcome: dict[int, str] | None = None,
           restart_after: int | None = None) -> list[dict[str, Value]]:
-    """Suggest and observe serially (one trial at a time) until the budget is spent.
-
-    ``restart_after``: after that many suggestions, carry on with a fresh designer restored
-    from a JSON round trip of the state (what a resumed run does).
-    """
-    outcome = outcome or {}
-    done: list[dict[str, Value]] = []
-    while len(done) < budget:
-        if restart_after is not None and len(done) == restart_after:
-            fresh = make_designer(d.name, d.space, d.seed, d.trials, d.goal)
-            fresh.restore(json.loads(json.dumps(d.state())))
-            d = fresh
-        new = d.suggest([len(done)])
-        assert len(new) == 1, "a serial run always finished every earlier trial"
-        i, params = len(done), new[0]
-        status = outcome.get(i, "completed")
-        d.observe([Observation(i, params, loss(params) if status == "completed" else None,
-                               status)])  # type: ignore[arg-type]
-        done.append(params)
-    return done
+    """:func:`driving.drive` on this module's loss; ``outcome`` maps an index to its status."""
+    ends = outcome or {}
+    return driving.drive(d, budget, loss, lambda i: ends.get(i, "completed"), restart_after)
 
 
 def test_registry_lists_the_algorithms_and_the_experiment_accepts_them() -> None:

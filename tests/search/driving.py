@@ -1,0 +1,36 @@
+"""Driving a designer serially, the way a one-worker run does (shared by the designer tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+
+from tunebook.search.designers import Designer, Observation, make_designer
+from tunebook.search.space import Value
+
+
+def drive(d: Designer, budget: int, loss: Callable[[Mapping[str, Value]], float],
+          outcome: Callable[[int], str] = lambda i: "completed",
+          restart_after: int | None = None) -> list[dict[str, Value]]:
+    """Suggest and observe one trial at a time until ``budget`` trials are done; trial ``i``
+    ends as ``outcome(i)`` (only a completed one has a value, ``loss`` of its point).
+
+    ``restart_after``: after that many suggestions, carry on with a fresh designer restored
+    from a JSON round trip of the state (what a resumed run does). The state must also be JSON
+    after every observation: the runner saves it in the store after every change.
+    """
+    done: list[dict[str, Value]] = []
+    while len(done) < budget:
+        if restart_after is not None and len(done) == restart_after:
+            fresh = make_designer(d.name, d.space, d.seed, d.trials, d.goal)
+            fresh.restore(json.loads(json.dumps(d.state())))
+            d = fresh
+        i = len(done)
+        new = d.suggest([i])
+        assert len(new) == 1, f"{d.name}: nothing suggested for trial {i} of a serial run"
+        status = outcome(i)
+        d.observe([Observation(i, new[0], loss(new[0]) if status == "completed" else None,
+                               status)])
+        json.dumps(d.state())
+        done.append(new[0])
+    return done
