@@ -31,7 +31,7 @@ demo: $(VENV)/.demo-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
-	$(BIN)/lint-imports --no-cache
+	$(BIN)/lint-imports --no-cache --no-logo
 
 system-deps:
 	@missing=""; [ -x $(CHROMIUM) ] || missing="chromium"; \
