@@ -67,3 +67,46 @@ def test_sigterm_during_a_store_write_leaves_no_lock_behind(tmp_path: Path) -> N
     other.commit()
     other.close()
     assert len(store.measurements([row.id])) == 100_000
+
+
+_FORK_SCRIPT = """
+import os, signal, subprocess, sys
+from tunebook.core.interrupts import deliver, protected
+
+class Stop(BaseException):
+    pass
+
+def handler(signum, frame):
+    deliver(Stop())
+
+signal.signal(signal.SIGTERM, handler)
+
+def after_fork_in_parent():
+    # A SIGTERM arriving while at-fork hooks run (logging registers one that releases its lock).
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):
+        pass
+
+os.register_at_fork(after_in_parent=after_fork_in_parent)
+try:
+    with {guard}:
+        subprocess.Popen(["true"], preexec_fn=lambda: None).wait()
+    print("not stopped")
+except Stop:
+    print("stopped after the fork")
+"""
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_stop_during_a_fork_waits_for_its_end(guarded: bool) -> None:
+    import subprocess
+    import sys
+
+    guard = "protected()" if guarded else "open(os.devnull)"
+    proc = subprocess.run([sys.executable, "-c", _FORK_SCRIPT.format(guard=guard)],
+                          capture_output=True, text=True, timeout=60)
+    if guarded:
+        assert proc.stdout.strip() == "stopped after the fork", proc.stderr
+        assert "Exception ignored" not in proc.stderr
+    else:  # what happened before: the stop was swallowed by the hook, and lost
+        assert "Exception ignored" in proc.stderr and proc.stdout.strip() == "not stopped"

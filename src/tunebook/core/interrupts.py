@@ -6,6 +6,10 @@ SQLite its write lock, held by a process that then tries to write its trial's fi
 waits on itself. Handlers call :func:`deliver` instead of raising: outside a store transaction
 it raises at once; inside one it is kept and raised the moment the transaction ends.
 
+The same holds around a fork (``subprocess.Popen`` with a ``preexec_fn``): raised in an at-fork
+hook such as logging's, a stop is printed as "Exception ignored", lost, and leaves logging's
+lock held; forks are protected regions too.
+
 Blocking the signals (``pthread_sigmask``) would not do: another thread may receive them, and
 CPython still runs the Python-level handler in the main thread at once.
 """
@@ -24,7 +28,7 @@ _pending: BaseException | None = None
 
 @contextlib.contextmanager
 def protected() -> Iterator[None]:
-    """A region (a store transaction) that asynchronous stops wait for; re-entrant."""
+    """A region (a store transaction, a fork) that asynchronous stops wait for; re-entrant."""
     global _depth, _pending
     if threading.current_thread() is not threading.main_thread():
         yield

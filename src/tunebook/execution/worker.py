@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tunebook.core.interrupts import deliver
+from tunebook.core.interrupts import deliver, protected
 from tunebook.core.paths import TRIAL_LOG, cache_dir, trial_dir
 from tunebook.core.processes import (
     die_with_parent,
@@ -431,7 +431,9 @@ def _start_sentinel(run_pid: int) -> None:
         return
     import subprocess
 
-    with contextlib.suppress(OSError):
+    # protected(): a SIGTERM landing in logging's at-fork hook would be swallowed there
+    # ("Exception ignored in _releaseLock"), lost, and leave logging's lock held.
+    with protected(), contextlib.suppress(OSError):
         _SENTINELS.append(subprocess.Popen(
             ["sh", "-c", _SENTINEL, "tunebook-sentinel", str(run_pid), str(STUCK_GRACE)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -451,13 +453,13 @@ def worker_main(store_url: str, config: dict[str, Any], source: str, base_dir: s
     signal.signal(signal.SIGTERM, _raise_stop)
     # Linux sends SIGTERM the moment the run dies; the parent watch covers other systems.
     die_with_parent()
-    if options.parent_pid is not None:
-        if os.getppid() != options.parent_pid:
-            return  # the run died while we were starting
-        _start_sentinel(options.parent_pid)
-    limit_threads()
     store: StoreAPI | None = None
     try:
+        if options.parent_pid is not None:
+            if os.getppid() != options.parent_pid:
+                return  # the run died while we were starting
+            _start_sentinel(options.parent_pid)
+        limit_threads()
         try:
             experiment = Experiment.from_dict(config, source=source, base_dir=base_dir)
             workload = load_workload(experiment)

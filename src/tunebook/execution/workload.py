@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from tunebook.core.interrupts import protected
 from tunebook.core.paths import TRIAL_LOG
 from tunebook.core.processes import die_with_parent_sigkill, pid_alive
 from tunebook.errors import Infeasible, WorkloadError
@@ -352,10 +353,13 @@ class CommandWorkload:
                    TUNEBOOK_RESUME_FROM=str(resume[1].absolute()) if resume else "",
                    TUNEBOOK_CHECKPOINT_DIR=str(staging),
                    TUNEBOOK_TRIAL_ID=str(trial.id), PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(
-            args, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=die_with_parent_sigkill if sys.platform == "linux" else None)
+        # A stop during the fork waits for its end (see tunebook.core.interrupts); raised after
+        # it, the program dies with this process (parent-death signal).
+        with protected():
+            proc = subprocess.Popen(
+                args, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=die_with_parent_sigkill if sys.platform == "linux" else None)
         assert proc.stdout is not None and proc.stderr is not None
         stderr = proc.stderr
 
