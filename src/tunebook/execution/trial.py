@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from tunebook.core.limits import MAX_METRIC_LENGTH
 from tunebook.errors import Infeasible
 
 __all__ = ["MANIFEST_FILE", "MAX_METRIC_LENGTH", "STATE_FILE", "Lost", "MeasurementSink",
@@ -36,9 +37,6 @@ __all__ = ["MANIFEST_FILE", "MAX_METRIC_LENGTH", "STATE_FILE", "Lost", "Measurem
 _CKPT_PREFIX = "step-"
 _CORRUPT_PREFIX = "corrupt-"  # the same mark as tunebook.torch.Checkpointer's
 
-MAX_METRIC_LENGTH = 128
-"""The longest metric name every store backend keeps as it is (the column is 128 characters;
-the same number as ``tunebook.store.sql.MAX_METRIC_LENGTH``, kept here until the two are merged)."""
 
 STATE_FILE = "state.pkl"
 """The file :meth:`Trial.save_state` pickles into, inside a checkpoint folder."""

@@ -26,6 +26,7 @@ import shlex
 import unicodedata
 from typing import TYPE_CHECKING
 
+from tunebook.core.limits import MAX_METRIC_LENGTH, MAX_NAME_LENGTH, MAX_SEED, MAX_STEP
 from tunebook.core.numeric import finite
 from tunebook.errors import ConfigError
 from tunebook.search.space import Value
@@ -54,13 +55,6 @@ __all__ = [
     "show",
 ]
 
-# Limits of the store's columns, enforced here so that bad input is refused before anything is
-# written, the same way on every backend (SQLite does not enforce column sizes, PostgreSQL does).
-# store.py holds the same values; keep them in step.
-MAX_NAME_LENGTH = 255  # experiment, study and hyperparameter names (characters)
-MAX_METRIC_LENGTH = 128  # metric names (characters)
-MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the store
-MAX_SEED = 2**63 - 1  # seeds are 64-bit signed integers in the store
 # Every trial of an experiment is written to the store (and held in memory) when a run starts,
 # a few hundred bytes each: 100,000 trials is already far beyond what the playbook's
 # exploration rounds need.

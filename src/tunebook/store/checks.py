@@ -12,6 +12,13 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from tunebook.core.limits import (
+    MAX_METRIC_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_SEED,
+    MAX_STEP,
+    MAX_WORKER_LENGTH,
+)
 from tunebook.errors import StoreError
 from tunebook.store.api import NewTrial, StudySpec
 from tunebook.store.retry import classify
@@ -20,12 +27,6 @@ __all__ = ["MAX_METRIC_LENGTH", "MAX_NAME_LENGTH", "MAX_SEED", "MAX_STEP", "MAX_
            "check_int", "check_registration", "check_sqlite_file", "check_sqlite_path",
            "check_text", "foreign_database"]
 
-# The columns' limits; other modules can check earlier with the same numbers.
-MAX_NAME_LENGTH = 255  # experiment and study names: String(255)
-MAX_METRIC_LENGTH = 128  # metric names: String(128)
-MAX_WORKER_LENGTH = 128  # worker names: String(128)
-MAX_STEP = 2**31 - 1  # steps, trial indices, budgets: Integer, 32-bit on PostgreSQL
-MAX_SEED = 2**63 - 1  # seeds: BigInteger, 64-bit signed
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
