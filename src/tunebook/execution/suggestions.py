@@ -28,20 +28,20 @@ def materialize(experiment: Experiment) -> tuple[list[StudySpec], TrialRows]:
     scientific values, so differences between studies are not luck of the sampling. An
     adaptive designer's study starts empty: its trials come as the run observes results.
     """
+    designer = _designer(experiment, experiment.search.seed, experiment.search.trials)
+    cap = designer.capacity()
+    budget = experiment.search.trials if cap is None else cap
+    # The same points for every study (one seed): computed once.
+    points = designer.suggest(() if designer.adaptive else range(budget))
     studies: list[StudySpec] = []
     trials: TrialRows = {}
     for spec in experiment.studies():
-        designer = _designer(experiment, experiment.search.seed, experiment.search.trials)
-        cap = designer.capacity()
-        budget = experiment.search.trials if cap is None else cap
         studies.append(StudySpec(spec.name, spec.position, spec.scientific, designer.name,
                                  experiment.search.seed, budget))
-        rows = []
-        todo = () if designer.adaptive else range(budget)
-        for i, nuisance in enumerate(designer.suggest(todo)):
-            params = {**experiment.fixed, **spec.scientific, **nuisance}
-            rows.append(NewTrial(i, params, trial_seed(experiment.search.seed, spec.name, i)))
-        trials[spec.name] = rows
+        trials[spec.name] = [
+            NewTrial(i, {**experiment.fixed, **spec.scientific, **nuisance},
+                     trial_seed(experiment.search.seed, spec.name, i))
+            for i, nuisance in enumerate(points)]
     return studies, trials
 
 
