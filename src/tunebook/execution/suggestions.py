@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunebook.experiment import Experiment
-from tunebook.search.designers import Designer, Observation, make_designer, trial_seed
+from tunebook.search.designers import (
+    Designer,
+    Observation,
+    make_designer,
+    trial_seed,
+)
+from tunebook.search.designers import (
+    designer as registered,
+)
 from tunebook.store.api import StoreAPI
 from tunebook.store.sql import TERMINAL, NewTrial, StudyRow, StudySpec, TrialRow
 
@@ -70,13 +78,14 @@ class Suggestions:
     @classmethod
     def load(cls, store: StoreAPI, experiment: Experiment, exp_id: int) -> Suggestions:
         """Restore the designer of every adaptive study of the experiment."""
-        studies = []
+        studies: list[tuple[StudyRow, Designer, set[int]]] = []
+        if not registered.get(experiment.search.algorithm).adaptive:
+            return cls(store, experiment, exp_id, studies)  # every trial was written up front
         for study in store.studies(exp_id):
-            designer = _designer(experiment, study.seed, study.budget)
-            if designer.adaptive:
-                saved = store.designer_state(study.id)
-                designer.restore(saved.get("designer", {}))
-                studies.append((study, designer, set(saved.get("observed", []))))
+            d = _designer(experiment, study.seed, study.budget)
+            saved = store.designer_state(study.id)
+            d.restore(saved.get("designer", {}))
+            studies.append((study, d, set(saved.get("observed", []))))
         return cls(store, experiment, exp_id, studies)
 
     def top_up(self, wanted: int) -> int:
