@@ -9,10 +9,10 @@ through it, so they summarise and rank them by the same :class:`~tunebook.object
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from tunebook.experiment import Experiment
 from tunebook.objective import CurveSummary, Goal, Objective, resolve
@@ -20,6 +20,8 @@ from tunebook.search.space import Hyperparameter
 from tunebook.store.api import RunRow, StoreAPI
 
 __all__ = ["Curve", "ExperimentData", "TrialData", "load"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,16 @@ class ExperimentData:
     trials: tuple[TrialData, ...]
     notes: tuple[tuple[float, str | None, str], ...] = ()
     runs: tuple[RunRow, ...] = ()
+    _memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def memo(self, key: Any, compute: Callable[[], T]) -> T:
+        """``compute()``, computed once per data and key: analyses derived from the whole
+        experiment (the resolution of a metric, the comparison of the studies) are shared by
+        every check and plot that needs them instead of being recomputed, and can never
+        differ between two parts of one report."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[no-any-return]
 
     @cached_property
     def objective(self) -> Objective:

@@ -14,6 +14,7 @@ import numpy as np
 
 from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData
+from tunebook.analysis.resolution import is_meta_metric
 from tunebook.analysis.stats import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
 from tunebook.core.numeric import finite
 
@@ -260,7 +261,7 @@ def downsample(steps: tuple[int, ...], values: tuple[float, ...], limit: int = 2
 def curve_plots(data: ExperimentData, trials: list[TrialData], limit: int = 200
                 ) -> list[CurvePlot]:
     """One plot per metric recorded by any of ``trials``, a series per trial."""
-    metrics = sorted({m for t in trials for m in t.curves})
+    metrics = sorted({m for t in trials for m in t.curves if not is_meta_metric(m)})
     # The objective first, then validation, then training metrics, then the rest.
     def order(m: str) -> tuple[int, str]:
         if m == data.metric:

@@ -56,6 +56,16 @@ What is reported at every evaluation (every ``eval_every`` steps and at ``max_tr
 * ``learning_rate``: the rate of the last update before the evaluation, ``schedule(step - 1)``;
 * ``clip_fraction``, only with ``grad_clip``: the share of all updates so far that were clipped.
 
+Reported once, with the first evaluation (constants that describe the metrics, so that the
+report knows their resolution and their chance level; see ``docs/reading-your-report.md``):
+
+* ``train_examples``, ``val_examples``: how many predicted labels each evaluation covers (the
+  error rates move in steps of one over these);
+* ``val_error_chance``, ``val_loss_chance``: the validation error and cross-entropy of always
+  predicting the class frequencies of the validation set (one minus the most frequent class's
+  share, and the entropy of the class distribution): a trial no better than these learned
+  nothing.
+
 The batch of step ``s`` is a pure function of ``(trial.seed, s)`` (a seeded permutation of the
 training set per epoch; the last incomplete batch of an epoch is dropped), so resuming needs no
 data state. Dropout draws from torch's global generator, which the checkpoint saves. A
@@ -87,6 +97,7 @@ __all__ = [
     "BatchOrder",
     "check_hparams",
     "cross_entropy_metrics",
+    "describe_labels",
     "even_subset",
     "float_hparam",
     "int_hparam",
@@ -227,6 +238,21 @@ def even_subset(data: Data, size: int | None) -> Data:
     return data[0][index], data[1][index]
 
 
+def describe_labels(targets: torch.Tensor, prefix: str, *, chance: bool = True
+                    ) -> dict[str, float]:
+    """``PREFIX_examples`` (how many labels an evaluation on ``targets`` covers) and, with
+    ``chance``, ``PREFIX_error_chance`` and ``PREFIX_loss_chance``: the error and cross-entropy
+    (nats) of predicting the class frequencies of ``targets``."""
+    flat = targets.reshape(-1).to(torch.int64)
+    out = {f"{prefix}examples": float(flat.numel())}
+    if chance and flat.numel():
+        freq = torch.bincount(flat).to(torch.float64) / flat.numel()
+        freq = freq[freq > 0]
+        out[f"{prefix}error_chance"] = float(1.0 - freq.max())
+        out[f"{prefix}loss_chance"] = float(-(freq * freq.log()).sum())
+    return out
+
+
 # --------------------------------------------------------------------------- the loop
 def train_classifier(
     trial: Trial,
@@ -281,6 +307,7 @@ def train_classifier(
         trial.log(f"resumed from the checkpoint at step {step}")
 
     norms: list[float] = []  # unclipped gradient norms since the previous evaluation
+    described = step > 0  # the constants went with the first evaluation of an earlier attempt
     model.train()
     while step < trial.max_train_steps:
         lr = schedule(step)
@@ -308,6 +335,10 @@ def train_classifier(
             val = evaluate(model, val_data, eval_batch_size, cross_entropy_metrics,
                            train_batch_size=batch_size)
             extra = {"clip_fraction": clipper.fraction_clipped} if grad_clip is not None else {}
+            if not described:
+                extra.update(describe_labels(train_eval[1], "train_", chance=False))
+                extra.update(describe_labels(val_data[1], "val_"))
+                described = True
             trial.report(step, **train.prefixed("train_"), **val.prefixed("val_"),
                          grad_norm=sum(norms) / len(norms), learning_rate=lr, **extra)
             norms.clear()

@@ -42,6 +42,8 @@ Adding a check = one new function in one file + its tests:
 
 from __future__ import annotations
 
+from tunebook.analysis.resolution import ResolutionThresholds
+
 # Import order is registration order, which is the order of CHECKS (the playbook's): keep it.
 # ruff: noqa: I001
 from tunebook.analysis.checks.search_space import SearchSpaceThresholds, check_boundary
@@ -68,11 +70,16 @@ from tunebook.analysis.checks.registry import (
     CHECKS,
     CheckSpec,
     check,
+    family,
+    reconcile,
+    resolves,
     registered,
     run_checks,
     thresholds_from_config,
     thresholds_used,
 )
+
+family(ResolutionThresholds)
 
 __all__ = [
     "CHECKS",
@@ -95,7 +102,10 @@ __all__ = [
     "check_saturated_early",
     "check_still_improving",
     "check_train_loss_increases",
+    "family",
+    "reconcile",
     "registered",
+    "resolves",
     "run_checks",
     "thresholds_from_config",
     "thresholds_used",

@@ -17,15 +17,18 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from tunebook.analysis.data import ExperimentData
-from tunebook.analysis.findings import SEVERITIES, Finding, Severity
+from tunebook.analysis.findings import SEVERITIES, Finding, Severity, contradictions
 from tunebook.errors import ConfigError
 
 __all__ = [
     "CHECKS",
     "CheckSpec",
     "check",
+    "family",
     "finding",
+    "reconcile",
     "registered",
+    "resolves",
     "run_checks",
     "thresholds_from_config",
     "thresholds_used",
@@ -34,6 +37,9 @@ __all__ = [
 
 CheckFn = Callable[..., list[Finding]]
 F = TypeVar("F", bound=CheckFn)
+#: ``resolver(a, b, data) -> findings replacing a and b`` (``a`` is of the first check named).
+Resolver = Callable[[Finding, Finding, ExperimentData], list[Finding]]
+R = TypeVar("R", bound=Resolver)
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,37 @@ def check(name: str, *, playbook_section: str, thresholds: type[Any]) -> Callabl
         return fn
 
     return register
+
+
+_RESOLVERS: dict[tuple[str, str], Resolver] = {}
+
+
+def resolves(first: str, second: str) -> Callable[[R], R]:
+    """Register the decorated function as the way to combine a finding of check ``first`` with
+    a contradicting one of check ``second`` (same scope, opposite advice on a knob): it gets
+    both findings and the data and returns what replaces them (usually one finding that
+    explains the combination)."""
+
+    def register(fn: R) -> R:
+        key = (first, second)
+        if key in _RESOLVERS or (second, first) in _RESOLVERS:
+            raise ValueError(f"checks {first!r} and {second!r} already have a resolver")
+        _RESOLVERS[key] = fn
+        return fn
+
+    return register
+
+
+def family(thresholds: type[Any]) -> type[Any]:
+    """Register a threshold family used by analyses that are not checks themselves (e.g.
+    :class:`tunebook.analysis.resolution.ResolutionThresholds`), so that the experiment file's
+    ``checks:`` section validates it like the others."""
+    name = thresholds.family
+    known = _FAMILIES.get(name)
+    if known is not None and known is not thresholds:
+        raise ValueError(f"threshold family {name!r} is already {known.__qualname__}")
+    _FAMILIES[name] = thresholds
+    return thresholds
 
 
 def registered() -> Mapping[str, CheckSpec]:
@@ -170,5 +207,46 @@ def run_checks(data: ExperimentData, only: Iterable[str] | None = None,
         spec = _SPECS[name]
         family = spec.thresholds.family
         findings += spec.function(data, thresholds.get(family, spec.thresholds()))
-    return sorted(findings, key=lambda f: (_SEVERITY_RANK.get(f.severity, len(SEVERITIES)),
-                                           f.check))
+    return sorted(reconcile(findings, data),
+                  key=lambda f: (_SEVERITY_RANK.get(f.severity, len(SEVERITIES)), f.check))
+
+
+def _supersede(a: Finding, b: Finding) -> list[Finding]:
+    """No resolver for the pair: keep the more severe finding (the one registered first on a
+    tie) and record the other in its evidence, so nothing is lost but nothing contradicts."""
+    order = list(_SPECS)
+
+    def rank(f: Finding) -> tuple[int, int]:
+        return (_SEVERITY_RANK.get(f.severity, len(SEVERITIES)),
+                order.index(f.check) if f.check in order else len(order))
+
+    keep, drop = (a, b) if rank(a) <= rank(b) else (b, a)
+    superseded = [*keep.evidence.get("superseded", []),
+                  {"check": drop.check, "severity": drop.severity, "message": drop.message}]
+    return [dataclasses.replace(keep, evidence={**keep.evidence, "superseded": superseded})]
+
+
+def reconcile(findings: Iterable[Finding], data: ExperimentData) -> list[Finding]:
+    """``findings`` with every contradiction resolved (:func:`~tunebook.analysis.findings.
+    contradictions`): a pair is replaced by its checks' registered resolver's output (see
+    :func:`resolves`), or else by the more severe of the two, the other kept in its evidence
+    under ``superseded``. Repeats until no pair contradicts (each step removes a finding or a
+    contradiction, so it ends)."""
+    out = list(findings)
+    for _ in range(len(out) * len(out) + 1):
+        pairs = contradictions(out)
+        if not pairs:
+            return out
+        a, b, _knob = pairs[0]
+        resolver = _RESOLVERS.get((a.check, b.check))
+        if resolver is not None:
+            merged = resolver(a, b, data)
+        elif (resolver := _RESOLVERS.get((b.check, a.check))) is not None:
+            merged = resolver(b, a, data)
+        else:
+            merged = _supersede(a, b)
+        i = min(out.index(a), out.index(b))
+        rest = [f for f in out if f is not a and f is not b]
+        out = rest[:i] + merged + rest[i:]
+    raise RuntimeError("reconcile did not converge: a resolver keeps re-creating a "
+                       "contradiction")
