@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from tunebook.analysis.data import Curve, ExperimentData, TrialData
 from tunebook.analysis.findings import Finding
 from tunebook.experiment import Experiment, Objective
@@ -99,3 +101,12 @@ def only(findings: list[Finding]) -> Finding:
 #: A curve that overfits after step 60, and one that keeps improving.
 OVERFIT = [1.0, 0.8, 0.6, 0.5, 0.45, 0.44, 0.5, 0.6, 0.7, 0.8]
 GOOD = [1.0, 0.8, 0.6, 0.5, 0.45, 0.44, 0.43, 0.42, 0.41, 0.40]
+
+
+def healthy_curve(level: float, rng: np.random.Generator, n: int = 20,
+                  noise: float = 0.002) -> list[float]:
+    """A curve with nothing to report: falls, then levels off at ``level`` by ~40% of training
+    and stays flat with independent noise ``noise`` (the best step lands anywhere in the flat
+    part). Use with ``every=10`` and ``max_train_steps=10 * n``."""
+    t = np.arange(1, n + 1) / n
+    return [float(v) for v in level + 0.3 * np.exp(-12 * t) + rng.normal(0, noise, n)]

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from checkdata import make_data, tr
+from checkdata import healthy_curve, make_data, tr
 from scenarios import scenario
 
 from tunebook.analysis.data import ExperimentData
 from tunebook.search.space import Float
-
-
-def healthy_curve(level: float, rng: np.random.Generator, n: int = 20,
-                  noise: float = 0.002) -> list[float]:
-    """Falls, then levels off at ``level`` in the second half of training (best step at 60-100%
-    of training, decided by noise): nothing to report."""
-    t = np.arange(1, n + 1) / n
-    return list(level + 0.3 * np.exp(-12 * t) + rng.normal(0, noise, n))
 
 
 @scenario("single_healthy_study")
