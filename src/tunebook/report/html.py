@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunebook.analysis import stats
 from tunebook.analysis.data import ExperimentData, TrialData, load
-from tunebook.analysis.findings import Finding
+from tunebook.analysis.findings import Finding, trials_text
 from tunebook.analysis.plots import (
     AxisPlot,
     BootstrapBox,
@@ -239,7 +239,9 @@ def _finding_html(f: Finding) -> str:
             f"<span class='sev'>{_e(f.severity)}</span><b>{_e(f.check)}</b>"
             f"{' · <code>' + _e(f.hyperparameter) + '</code>' if f.hyperparameter else ''}"
             f"{' · ' + _e(f.study) if f.study else ''}<p>{_e(f.message)}</p>"
-            f"<p><b>Action:</b> {_e(f.action)}</p><p class='small muted'>Playbook: "
+            f"<p><b>Action:</b> {_e(f.action)}</p>"
+            f"{'<p><b>Trials:</b> ' + _e(trials_text(f.trials)) + '</p>' if f.trials else ''}"
+            f"<p class='small muted'>Playbook: "
             f"{_e(f.section)}</p><details><summary>evidence</summary><pre>{_e(evidence)}</pre>"
             f"</details></div>")
 
