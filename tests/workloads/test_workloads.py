@@ -29,6 +29,8 @@ from conftest import write_experiment
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 REQUIRED = {"train_loss", "train_error", "val_loss", "val_error", "grad_norm", "learning_rate"}
+# Reported once, at the first evaluation (the metrics' resolution and chance level).
+ONCE = {"train_examples", "val_examples", "val_error_chance", "val_loss_chance"}
 
 # Each workload at a size that trains a few steps in well under a second.
 SMALL: dict[str, dict[str, Any]] = {
@@ -79,9 +81,12 @@ def test_every_metric_at_every_evaluation_with_warmup_schedule(
                             {**SMALL[workload], **EVERYTHING})
     assert record.status == "completed", record.error
     curves = _curves(store, record.trial_id)
-    assert set(curves) == REQUIRED | {"clip_fraction"}  # clipping is on
+    assert set(curves) == REQUIRED | ONCE | {"clip_fraction"}  # clipping is on
     for metric, points in curves.items():
-        assert [s for s, _ in points] == [4, 8, 10], metric  # every eval, and the last step
+        # grad_norm at every update; the rest at every eval, and the last step.
+        want_steps = ([*range(1, 11)] if metric == "grad_norm" else [4] if metric in ONCE
+                      else [4, 8, 10])
+        assert [s for s, _ in points] == want_steps, metric
         assert all(math.isfinite(v) for _, v in points), metric
     for metric in ("train_error", "val_error", "clip_fraction"):
         assert all(0.0 <= v <= 1.0 for _, v in curves[metric]), metric
@@ -102,7 +107,7 @@ def test_defaults_report_exactly_the_required_metrics(tmp_path: Path) -> None:
                             "tunebook.workloads.digits:train_mlp", {}, steps=6, every=3)
     assert record.status == "completed", record.error
     curves = _curves(store, record.trial_id)
-    assert set(curves) == REQUIRED  # no clip_fraction without grad_clip
+    assert set(curves) == REQUIRED | ONCE  # no clip_fraction without grad_clip
     assert [v for _, v in curves["learning_rate"]] == [record.params["learning_rate"]] * 2
     assert record.best_step in (3, 6) and 0 <= (record.best_value or -1) <= 1
 
