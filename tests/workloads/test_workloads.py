@@ -304,3 +304,19 @@ def test_example_runs_at_a_small_size(tmp_path: Path, shared_root: Path, example
         assert r.status == "completed", r.error
         assert r.best_value is not None and math.isfinite(r.best_value)
         assert r.final_step == 6
+
+
+def test_grad_norm_every_update_and_the_log_defers_to_the_report(tmp_path: Path) -> None:
+    # grad_clip far below every norm: the >50% warning is logged and clip_fraction says so.
+    store, (record,) = _run(tmp_path, tmp_path / "r", "clip", "tunebook.workloads.digits:train_mlp",
+                            {"grad_clip": 1e-4, "width": 16}, steps=12, every=5)
+    assert record.status == "completed", record.error
+    curves = _curves(store, record.trial_id)
+    assert [s for s, _ in curves["grad_norm"]] == list(range(1, 13))
+    assert all(v > 1e-4 for _, v in curves["grad_norm"])  # unclipped norms, not the clipped
+    assert curves["clip_fraction"][-1] == (12, 1.0)
+    log = (tmp_path / "r" / "runs" / "clip" / "main" / "trial-00000" / "log.txt").read_text()
+    # The trial's own percentile says what it is, and points to the per-study threshold.
+    assert "this trial's last 12 unclipped gradient norms: 90th percentile" in log
+    assert "late training only" in log and "per-study threshold" in log
+    assert "clipped 12 of 12 steps (100%, more than 50%)" in log
