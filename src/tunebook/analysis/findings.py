@@ -18,6 +18,7 @@ knob                          directions
 ``range:NAME``                ``widen_low``, ``widen_high`` / ``fix`` (NAME's search range),
                               ``narrow_low`` / ``widen_low``, ``narrow_high`` / ``widen_high``
 ``batch_size``                ``larger`` / ``smaller`` / ``keep``
+``grad_clip``                 ``higher`` / ``lower`` (the clipping threshold)
 ============================  =======================================================
 """
 
@@ -45,6 +46,7 @@ OPPOSITE: frozenset[frozenset[str]] = frozenset(frozenset(p) for p in (
     ("larger", "smaller"),
     ("larger", "keep"),
     ("smaller", "keep"),
+    ("higher", "lower"),
 ))
 
 

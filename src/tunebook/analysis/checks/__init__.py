@@ -15,6 +15,7 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``failures`` (:mod:`.failures`): ``infeasible``, ``failed_trials``.
 - ``evaluations`` (:mod:`.evaluations`): ``eval_steps``.
 - ``budget`` (:mod:`.budget`): ``enough_trials``.
+- ``clipping`` (:mod:`.clipping`): ``clipping``.
 
 Every statistic (noise, bootstrap, quantiles, the spread that decides whether a difference is
 real) comes from :mod:`tunebook.analysis.stats`. Thresholds can be changed per experiment in
@@ -66,6 +67,7 @@ from tunebook.analysis.checks.failures import (
 )
 from tunebook.analysis.checks.evaluations import EvaluationThresholds, check_eval_steps
 from tunebook.analysis.checks.budget import BudgetThresholds, check_enough_trials
+from tunebook.analysis.checks.clipping import ClippingThresholds, check_clipping
 from tunebook.analysis.checks.registry import (
     CHECKS,
     CheckSpec,
@@ -85,6 +87,7 @@ __all__ = [
     "CHECKS",
     "BudgetThresholds",
     "CheckSpec",
+    "ClippingThresholds",
     "CurveThresholds",
     "EvaluationThresholds",
     "FailureThresholds",
@@ -93,6 +96,7 @@ __all__ = [
     "check",
     "check_best_step_position",
     "check_boundary",
+    "check_clipping",
     "check_enough_trials",
     "check_eval_steps",
     "check_failed_trials",
