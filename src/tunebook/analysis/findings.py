@@ -18,6 +18,11 @@ knob                          directions
 ``range:NAME``                ``widen_low``, ``widen_high`` / ``fix`` (NAME's search range),
                               ``narrow_low`` / ``widen_low``, ``narrow_high`` / ``widen_high``
 ``batch_size``                ``larger`` / ``smaller`` / ``keep``
+``stability``                 ``improve`` (learning rate warmup, gradient clipping)
+``search_space``              ``adjust`` (avoid the infeasible region)
+``failed_trials``             ``retry`` (fix the cause, re-run them)
+``choose:NAME``               ``by_cost`` (pick NAME for training speed or cost, never
+                              for validation performance)
 ============================  =======================================================
 """
 
