@@ -77,8 +77,7 @@ def _edge(data: ExperimentData, name: str, hp: Hyperparameter, best: TrialData,
         if (len(beyond_bad) / n_beyond < th.near_bad_share
                 or len(beyond_bad) / len(pos_bad) < th.near_bad_share):
             continue
-        feas = [(d * (c.unit(hp, t.params.get(name)) or 0.0), sgn * v) for t in [best, *good]
-                if t.id == best.id or t.id in {g.id for _, g in pos_good}
+        feas = [(d * u, sgn * v) for u, t in [(ub, best), *pos_good]
                 if (v := c.objective(data, t)) is not None]
         rho = spearman([p for p, _ in feas], [y for _, y in feas])
         if rho is None or -rho < th.near_trend:
@@ -135,11 +134,14 @@ def check_near_divergence(data: ExperimentData,
         shown = c.fmt(float(best_v)) if c.num(best_v) is not None else str(best_v)
         word = "above" if e["side"] == "high" else "below"
         n_beyond = e["n_bad_beyond"] + e["n_good_beyond"]
+        chance_ids = {t.id for t in out.at_chance}
+        kind = ("infeasible (diverged or at chance)" if any(t.id in chance_ids for t in trials)
+                else "infeasible")
         findings.append(finding(
             check="near_divergence", severity="warning",
             message=(f"The best trial of {study} ({best.label}, {name} = {shown}) is the last "
                      f"feasible one before the infeasible region: the nearest trial {word} it is "
-                     f"infeasible, and {e['n_bad_beyond']} of the {n_beyond} trials {word} it are "
+                     f"{kind}, and {e['n_bad_beyond']} of the {n_beyond} trials {word} it are "
                      f"({name} = {values}{more}), while "
                      f"results improve towards them (rank correlation {e['trend']:.2f})."),
             evidence={**e, "study": study, "best_trial": best.id},
