@@ -19,6 +19,11 @@ knob                          directions
                               ``narrow_low`` / ``widen_low``, ``narrow_high`` / ``widen_high``
 ``batch_size``                ``larger`` / ``smaller`` / ``keep``
 ``grad_clip``                 ``higher`` / ``lower`` (the clipping threshold)
+``stability``                 ``improve`` (learning rate warmup, gradient clipping)
+``search_space``              ``adjust`` (avoid the infeasible region)
+``failed_trials``             ``retry`` (fix the cause, re-run them)
+``choose:NAME``               ``by_cost`` (pick NAME for training speed or cost, never
+                              for validation performance)
 ============================  =======================================================
 """
 
