@@ -18,6 +18,7 @@ knob                          directions
 ``range:NAME``                ``widen_low``, ``widen_high`` / ``fix`` (NAME's search range),
                               ``narrow_low`` / ``widen_low``, ``narrow_high`` / ``widen_high``
 ``batch_size``                ``larger`` / ``smaller`` / ``keep``
+``step_noise``                ``reduce`` (bigger batch, more validation data, decay, averaging)
 ============================  =======================================================
 """
 

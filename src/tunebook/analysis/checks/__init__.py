@@ -15,6 +15,8 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``failures`` (:mod:`.failures`): ``infeasible``, ``failed_trials``.
 - ``evaluations`` (:mod:`.evaluations`): ``eval_steps``.
 - ``budget`` (:mod:`.budget`): ``enough_trials``.
+- ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
+  :func:`tunebook.analysis.comparison.compare`).
 
 Every statistic (noise, bootstrap, quantiles, the spread that decides whether a difference is
 real) comes from :mod:`tunebook.analysis.stats`. Thresholds can be changed per experiment in
@@ -66,6 +68,8 @@ from tunebook.analysis.checks.failures import (
 )
 from tunebook.analysis.checks.evaluations import EvaluationThresholds, check_eval_steps
 from tunebook.analysis.checks.budget import BudgetThresholds, check_enough_trials
+from tunebook.analysis.checks.comparison import check_isolation
+from tunebook.analysis.comparison import ComparisonThresholds
 from tunebook.analysis.checks.registry import (
     CHECKS,
     CheckSpec,
@@ -85,6 +89,7 @@ __all__ = [
     "CHECKS",
     "BudgetThresholds",
     "CheckSpec",
+    "ComparisonThresholds",
     "CurveThresholds",
     "EvaluationThresholds",
     "FailureThresholds",
@@ -97,6 +102,7 @@ __all__ = [
     "check_eval_steps",
     "check_failed_trials",
     "check_infeasible",
+    "check_isolation",
     "check_late_variance",
     "check_overfitting",
     "check_saturated_early",
