@@ -18,11 +18,12 @@ could have come out differently without any real difference:
 
 ``spread`` is the largest. ``limit`` names what stands between the gap and a ``differ``
 verdict, i.e. what would have to shrink to tell the two best studies apart: the largest part
-not smaller than the gap; or, when the gap exceeds every part but the paired evidence is not
-conclusive (the studies trade places from one nuisance point to the next), ``sampling``. So
-``sampling`` asks for more trials; ``step_noise`` for a bigger batch, more validation data,
-learning rate decay or averaging; ``resolution`` for a larger evaluation set. (With a
-``differ`` verdict it is simply the largest part.)
+not smaller than the gap (of the step noise and the resolution only when the pairs agree:
+pairing has then accounted for the sampling); or, when the gap exceeds every part but the
+paired evidence is not conclusive (the studies trade places from one nuisance point to the
+next), ``sampling``. So ``sampling`` asks for more trials; ``step_noise`` for a bigger batch,
+more validation data, learning rate decay or averaging; ``resolution`` for a larger evaluation
+set. (With a ``differ`` verdict it is simply the largest part.)
 
 **Paired evidence.** The studies of an experiment search the same nuisance points, so trial
 ``i`` of study A and trial ``i`` of study B (the same :attr:`TrialData.index
@@ -35,8 +36,9 @@ better member ranks in its study's top half).
 
 **The verdict** for A (the study with the best value) against B (the runner-up, and likewise
 every other study against A): ``differ`` when, with at least ``min_pairs`` (3) pairs, the
-paired share is at least ``paired_share`` (0.95) and the gap exceeds both the step noise and the
-resolution (sampling is what pairing accounts for); without enough pairs, when the gap exceeds
+paired share is at least ``paired_share`` (0.95), A is better on more than ``top_half_wins``
+(half) of the top-half pairs, and the gap exceeds both the step noise and the resolution
+(sampling is what pairing accounts for); without enough pairs, when the gap exceeds
 the whole spread (unpaired, :func:`~tunebook.analysis.stats.separated`). Otherwise
 ``within_spread``.
 """
@@ -74,6 +76,11 @@ class ComparisonThresholds:
     #: Fewer shared nuisance points than this say nothing about a paired difference (a sign
     #: count over 2 pairs is a coin toss): fall back to the unpaired rule.
     min_pairs: int = 3
+    #: ... and A must be better on more than half of the top-half pairs: a best-of-n bootstrap
+    #: resamples a few extreme values, so three lucky nuisance points can win it for studies
+    #: that do not differ (a share near 1 while B is better on most points); the sign count
+    #: over the points that matter must agree.
+    top_half_wins: float = 0.5
     #: Step noise is measured on the best 3 trials of each study: the ones being compared.
     top_k: int = 3
 
@@ -126,12 +133,13 @@ class Versus:
     pairing: Pairing
     paired: bool
     verdict: Verdict
+    pairs_agree: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The evidence form."""
         return {"study": self.study, "label": self.label, "trial": self.trial.label,
                 "value": self.value, "gap": self.gap, "paired": self.paired,
-                "verdict": self.verdict, **self.pairing.as_dict()}
+                "pairs_agree": self.pairs_agree, "verdict": self.verdict, **self.pairing.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -197,12 +205,14 @@ class Comparison:
                 "runner_up": self.runner_up.study, "runner_up_trial": self.runner_up.trial.label,
                 "runner_up_value": self.runner_up.value, "gap": self.gap,
                 "gap_examples": res.examples_text(self.gap) or None,
-                "paired": self.runner_up.paired, **self.pairing.as_dict(),
+                "paired": self.runner_up.paired, "pairs_agree": self.runner_up.pairs_agree,
+                **self.pairing.as_dict(),
                 "step_noise": self.step_noise, "sampling": self.sampling,
                 "resolution": self.resolution, "spread": self.spread, "limit": self.limit,
                 "resolution_source": res.source, "examples": res.examples,
                 "paired_share_threshold": self.thresholds.paired_share,
                 "min_pairs": self.thresholds.min_pairs,
+                "top_half_wins_threshold": self.thresholds.top_half_wins,
                 "draws": stats.BOOTSTRAP_DRAWS, "seed": stats.BOOTSTRAP_SEED,
                 "others": [v.as_dict() for v in self.others]}
 
@@ -244,8 +254,8 @@ class Comparison:
         if r.verdict == "differ":
             if r.paired:
                 return (f"{self.best_label} is better in at least {th.paired_share:.0%} of the "
-                        "paired resamples and the gap exceeds the step noise and the "
-                        "resolution")
+                        "paired resamples and on most of the top-half pairs, and the gap "
+                        "exceeds the step noise and the resolution")
             return (f"the gap exceeds the spread (fewer than {th.min_pairs} shared nuisance "
                     "points: judged unpaired)")
         if self.limit is None:
@@ -258,17 +268,18 @@ class Comparison:
         if self.limit == "step_noise":
             return (f"the gap is not larger than the step-to-step noise late in training "
                     f"({_fmt(self.step_noise or 0.0)})")
-        if r.paired and not any(v >= self.gap for v in self._parts().values()):
-            share = "" if r.pairing.share is None else f" ({r.pairing.share:.0%} < "
-            share += f"{th.paired_share:.0%})" if share else ""
-            return (f"the paired evidence is not conclusive{share}: which study is better "
+        if r.paired and not any(x >= self.gap for x in
+                                _parts(self.step_noise, self.sampling, self.resolution).values()):
+            p = r.pairing
+            if p.share is not None and p.share < th.paired_share:
+                why = f" ({p.share:.0%} of the resamples, {th.paired_share:.0%} needed)"
+            else:
+                why = f" (better on {p.top_wins} of {p.top} top-half pairs)"
+            return (f"the paired evidence is not conclusive{why}: which study is better "
                     "depends on the nuisance point, so it is limited by the sampling of the "
                     "nuisance space")
         return (f"the gap is not larger than the best-of-n sampling IQR "
                 f"({_fmt(self.sampling or 0.0)}): limited by the sampling of the nuisance space")
-
-    def _parts(self) -> dict[Limit, float]:
-        return _parts(self.step_noise, self.sampling, self.resolution)
 
     def summary(self) -> str:
         """The verdict once, with its numbers: the isolation finding's message and the isolation
@@ -298,11 +309,14 @@ def _parts(step_noise: float | None, sampling: float | None, res: float) -> dict
     return parts
 
 
-def _limit(verdict: Verdict, gap: float, parts: dict[Limit, float]) -> Limit | None:
+def _limit(v: Versus, parts: dict[Limit, float]) -> Limit | None:
     """What keeps the gap from being a difference (see the module docstring)."""
     if not parts:
         return None
-    above = parts if verdict == "differ" else {k: v for k, v in parts.items() if v >= gap}
+    # pairs that agree have accounted for the sampling: only noise or resolution is left
+    blocking = {k: x for k, x in parts.items() if x >= v.gap
+                and not (v.pairs_agree and k == "sampling")}
+    above = parts if v.verdict == "differ" else blocking
     if not above:
         return "sampling"
     largest: Limit = max(above, key=above.__getitem__)
@@ -426,13 +440,12 @@ def _compare(data: ExperimentData, th: ComparisonThresholds) -> Comparison | Non
         p = pairing(pool_a, _pools(data, study))
         gap = abs(best_value - value)
         paired = p.n_pairs >= th.min_pairs and p.share is not None
-        if paired:
-            differ = p.share is not None and p.share >= th.paired_share and gap > floor
-        else:
-            differ = stats.separated(gap, spread)
+        agree = (paired and p.share is not None and p.share >= th.paired_share
+                 and p.top_wins > th.top_half_wins * p.top)
+        differ = agree and gap > floor if paired else stats.separated(gap, spread)
         versus.append(Versus(study, study_label(data, study), trial, value, gap, p, paired,
-                             "differ" if differ else "within_spread"))
-    limit = _limit(versus[0].verdict, versus[0].gap, parts)
+                             "differ" if differ else "within_spread", agree))
+    limit = _limit(versus[0], parts)
     return Comparison(
         metric=data.metric + (" (final)" if data.final else ""), best=best_study,
         best_label=study_label(data, best_study), best_trial=best_trial, best_value=best_value,
