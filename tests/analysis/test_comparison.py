@@ -92,12 +92,13 @@ def test_paired_bootstrap_rejects_unpaired_pools() -> None:
 
 
 # ----------------------------------------------------------------------------- pairing
-def test_pairing_uses_shared_indices_and_counts_infeasible_as_losses() -> None:
+def test_pairing_uses_shared_indices_and_counts_infeasible_apart() -> None:
     a = {0: 0.1, 1: 0.2, 2: math.inf, 3: 0.4, 5: 0.0}
     b = {0: 0.2, 1: 0.2, 2: 0.3, 3: 0.3, 4: 0.0}
     p = pairing(a, b)
     assert p.n_pairs == 4  # indices 0..3: 4 and 5 are not shared
     assert (p.n_feasible, p.wins, p.losses, p.ties) == (3, 1, 1, 1)
+    assert (p.only_a, p.only_b) == (0, 1)  # pair 2: a infeasible, b trained
     # a's best (0.1 at pair 0) only wins draws holding pair 0 and not beaten elsewhere
     assert p.share is not None and 0 < p.share < 1
 

@@ -115,3 +115,33 @@ def test_recommendations_of_procedures_are_shown_newest_first(tmp_path: Path) ->
     assert section.index("data-procedure='steps'") < section.index("data-procedure='batch_size'")
     assert "Train for &lt;2000&gt; steps." in section and "synthetic-lr-sweep" in section
     assert "data-check='still_improving'" in section and "Use batch size 64." in section
+
+
+def test_the_isolation_verdict_is_shown_once_with_its_numbers(tmp_path: Path) -> None:
+    from tunebook.analysis.comparison import compare
+
+    store = synthetic(tmp_path / "r")
+    data = load(store, "synthetic")
+    report = build_report(data)
+    cmp = compare(data)
+    assert cmp is not None
+    iso = [f for f in report.findings if f.check == "isolation"]
+    assert len(iso) == 1 and iso[0].evidence["verdict"] == cmp.verdict  # in findings.json
+    page = report.html
+    section = page[page.index("<section id='isolation'>"):]
+    section = section[:section.index("</section>")]
+    assert f"data-verdict='{cmp.verdict}'" in section
+    assert html_text(cmp.summary()) in section
+    for row in ("gap", "shared nuisance points (pairs)", "step noise (late, best trials)",
+                "best-of-n sampling IQR", "resolution of the metric", "spread (largest part)",
+                "what limits the comparison"):
+        assert f"<th>{html_text(row)}</th>" in section
+    # stated once: the findings list leaves the isolation finding to this section
+    assert page.count("Verdict: ") == 1
+    assert "data-check='isolation'" not in page
+
+
+def html_text(text: str) -> str:
+    import html
+
+    return html.escape(text)

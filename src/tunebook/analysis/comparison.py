@@ -103,6 +103,8 @@ class Pairing:
         wins, losses, ties: among those, how often ``a`` is better, worse, equal.
         top, top_wins: the same for the pairs whose better member ranks in its study's top
             half.
+        only_a, only_b: pairs where only ``a`` (only ``b``) is feasible: the other diverged
+            or produced nothing on that nuisance point.
     """
 
     n_pairs: int
@@ -113,12 +115,15 @@ class Pairing:
     ties: int
     top: int
     top_wins: int
+    only_a: int = 0
+    only_b: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The evidence form."""
         return {"n_pairs": self.n_pairs, "share": self.share, "n_feasible": self.n_feasible,
                 "wins": self.wins, "losses": self.losses, "ties": self.ties,
-                "top_half": self.top, "top_half_wins": self.top_wins}
+                "top_half": self.top, "top_half_wins": self.top_wins,
+                "only_a_feasible": self.only_a, "only_b_feasible": self.only_b}
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,9 @@ class Comparison:
         if p.top:
             text += f"; {p.top_wins} of {p.top} in the top half"
         text += ")"
+        if p.only_a or p.only_b:
+            text += (f"; on {p.only_a + p.only_b} more only one is feasible ({self.best_label} "
+                     f"on {p.only_a}, {v.label} on {p.only_b})")
         if p.share is not None:
             text += (f", and its best is the better one in {p.share:.0%} of paired "
                      f"best-of-{p.n_pairs} resamples")
@@ -261,9 +269,10 @@ class Comparison:
         if self.limit is None:
             return "the spread is unknown: nothing tells a difference from chance"
         if self.limit == "resolution":
-            size = self.metric_resolution.examples
+            examples = self.metric_resolution.examples_text(self.resolution)
             return (f"the gap is not larger than the metric's resolution "
-                    f"({_fmt(self.resolution)}" + (f", {size} evaluation examples" if size
+                    f"({_fmt(self.resolution)}" + (f", {examples}: a few examples or one "
+                                                   "binomial standard error" if examples
                                                    else "") + ")")
         if self.limit == "step_noise":
             return (f"the gap is not larger than the step-to-step noise late in training "
@@ -382,9 +391,11 @@ def pairing(a: dict[int, float], b: dict[int, float]) -> Pairing:
     vb = np.asarray([b[i] for i in shared], dtype=np.float64)
     share = stats.paired_best_of_k(va, vb, len(shared)) if shared else None
     top_a, top_b = _top_half(a), _top_half(b)
-    wins = losses = ties = top = top_wins = 0
+    wins = losses = ties = top = top_wins = only_a = only_b = 0
     for i, x, y in zip(shared, va, vb, strict=True):
         if not (math.isfinite(x) and math.isfinite(y)):
+            only_a += int(math.isfinite(x))
+            only_b += int(math.isfinite(y))
             continue
         tie = abs(x - y) <= _TIE * max(abs(x), abs(y), 1e-300)
         wins += int(x < y and not tie)
@@ -394,7 +405,8 @@ def pairing(a: dict[int, float], b: dict[int, float]) -> Pairing:
         if (i in top_a) if x <= y else (i in top_b):
             top += 1
             top_wins += int(x < y and not tie)
-    return Pairing(len(shared), share, wins + losses + ties, wins, losses, ties, top, top_wins)
+    return Pairing(len(shared), share, wins + losses + ties, wins, losses, ties, top, top_wins,
+                   only_a, only_b)
 
 
 def _step_noise(data: ExperimentData, studies: list[str], top_k: int
