@@ -68,8 +68,8 @@ def check_enough_trials(data: ExperimentData, th: BudgetThresholds = DEFAULTS) -
     r = cmp.runner_up
     return [finding(
         check="enough_trials", severity="info",
-        message=(f"Not enough trials to separate {cmp.best_label} from {r.label} (gap "
-                 f"{cmp.gap_text()}): {cmp.reason()}. A study's best-of-n value varies by "
+        message=(f"Not enough trials to separate {cmp.best_label} from {r.label}, "
+                 f"{cmp.gap_text()} apart: {cmp.reason()}. A study's best-of-n value varies by "
                  + (f"{c.fmt(cmp.sampling)} (median bootstrap IQR over {len(rows)} studies, "
                     f"largest {c.fmt(worst['iqr'])} for {worst['study']} with "
                     f"{worst['n_trials']} trials).")),
