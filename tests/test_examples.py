@@ -46,6 +46,23 @@ def test_digits_depth(tmp_path: Path) -> None:
     for r in records:
         assert r.status in ("completed", "infeasible"), r.error
     assert any(r.status == "completed" and 0 <= (r.best_value or -1) <= 1 for r in records)
+    _coherent(tmp_path / "r", "digits-depth", examples=True)
+
+
+def _coherent(root: Path, name: str, examples: bool = False) -> None:
+    """The example's findings give no opposite advice; a built-in workload's metrics carry
+    their resolution (the validation set's size) and chance level."""
+    from tunebook.analysis import load
+    from tunebook.analysis.checks import run_checks
+    from tunebook.analysis.findings import contradictions
+    from tunebook.analysis.resolution import resolution
+
+    data = load(Store.at_root(root), name)
+    assert not contradictions(run_checks(data))
+    if examples:
+        res = resolution(data)
+        assert res.source == "reported" and res.examples and res.quantum == 1 / res.examples
+        assert res.chance is not None and 0.5 < res.chance < 1
 
 
 def test_command_momentum(tmp_path: Path) -> None:
@@ -55,6 +72,7 @@ def test_command_momentum(tmp_path: Path) -> None:
     assert len(records) == 8
     assert {r.status for r in records} <= {"completed", "infeasible"}
     assert sum(r.status == "completed" for r in records) >= 4
+    _coherent(tmp_path / "r", "quadratic-momentum")
 
 
 def test_python_api(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ knob                          directions
 ``range:NAME``                ``widen_low``, ``widen_high`` / ``fix`` (NAME's search range),
                               ``narrow_low`` / ``widen_low``, ``narrow_high`` / ``widen_high``
 ``batch_size``                ``larger`` / ``smaller`` / ``keep``
+``grad_clip``                 ``higher`` / ``lower`` (the clipping threshold)
 ``step_noise``                ``reduce`` (bigger batch, more validation data, decay, averaging)
 ============================  =======================================================
 """
@@ -28,7 +29,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["OPPOSITE", "SEVERITIES", "Finding", "Severity", "contradictions", "same_scope"]
+__all__ = ["OPPOSITE", "SEVERITIES", "Finding", "Severity", "contradictions", "same_scope",
+           "trials_text"]
 
 Severity = Literal["info", "warning", "problem"]
 SEVERITIES: tuple[Severity, ...] = ("problem", "warning", "info")
@@ -45,6 +47,7 @@ OPPOSITE: frozenset[frozenset[str]] = frozenset(frozenset(p) for p in (
     ("larger", "smaller"),
     ("larger", "keep"),
     ("smaller", "keep"),
+    ("higher", "lower"),
 ))
 
 
@@ -80,6 +83,13 @@ class Finding:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (the ``tunebook findings --format json`` schema)."""
         return asdict(self)
+
+
+def trials_text(trials: Sequence[dict[str, Any]], limit: int = 8) -> str:
+    """The trials of a finding for a person: ``"a #3, a #7 and 2 more"``."""
+    names = [str(t.get("label", t.get("id", "?"))) for t in trials]
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def same_scope(a: Finding, b: Finding) -> bool:

@@ -48,6 +48,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_findings(args: argparse.Namespace) -> int:
     from tunebook.analysis import load
     from tunebook.analysis.checks import run_checks
+    from tunebook.analysis.findings import trials_text
 
     store = _store(args)
     _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
@@ -67,6 +68,8 @@ def cmd_findings(args: argparse.Namespace) -> int:
         print(_visible(f"[{f.severity}] {f.check}{' (' + where + ')' if where else ''}: "
                        f"{f.message}"))
         print(_visible(f"    action: {f.action}"))
+        if f.trials:
+            print(_visible(f"    trials: {trials_text(f.trials)}"))
         print(f"    playbook: {f.section}")
     return 0
 

@@ -21,6 +21,7 @@ SECTIONS = {
     "Examining the training curves",
     "Deciding how long to train when training is not compute-bound",
     "Setting up periodic evaluations",
+    "How can optimization failures be debugged and mitigated?",
 }
 
 DEFAULT_SPACE: dict[str, Hyperparameter] = {
@@ -34,11 +35,13 @@ def tr(values: Sequence[float] | None = None, *, study: str = "main",
        status: str = "completed", params: dict[str, Any] | None = None,
        steps: Sequence[int] | None = None, every: int = 10,
        train: Sequence[float] | None = None, error: str | None = None,
-       reason: str | None = None, id: int | None = None) -> dict[str, Any]:
-    """A trial spec for :func:`make_data`: objective values at steps every, 2*every, ..."""
+       reason: str | None = None, id: int | None = None,
+       extra: dict[str, tuple[Sequence[int], Sequence[float]]] | None = None) -> dict[str, Any]:
+    """A trial spec for :func:`make_data`: objective values at steps every, 2*every, ...;
+    ``extra`` adds other metrics' curves as ``{metric: (steps, values)}``."""
     return {"values": values, "study": study, "status": status, "params": params or {},
             "steps": steps, "every": every, "train": train, "error": error, "reason": reason,
-            "id": id}
+            "id": id, "extra": extra or {}}
 
 
 def _curve(values: Sequence[float], steps: Sequence[int] | None, every: int) -> Curve:
@@ -63,6 +66,8 @@ def make_data(trials: Sequence[dict[str, Any]], *, max_train_steps: int = 100,
             curves[metric] = _curve(spec["values"], spec["steps"], spec["every"])
         if spec["train"] is not None:
             curves["train_loss"] = _curve(spec["train"], None, spec["every"])
+        for name, (steps, values) in spec.get("extra", {}).items():
+            curves[name] = _curve(values, steps, spec["every"])
         obj = curves.get(metric)
         s = summarize(zip(obj.steps, obj.values, strict=True) if obj else [],
                       goal)  # type: ignore[arg-type]

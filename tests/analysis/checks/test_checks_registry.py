@@ -75,7 +75,7 @@ def test_registry_names_match_functions() -> None:
     assert list(CHECKS) == [
         "boundary", "overfitting", "late_variance", "train_loss_increases", "still_improving",
         "saturated_early", "best_step_position", "infeasible", "failed_trials", "eval_steps",
-        "enough_trials", "isolation"]
+        "enough_trials", "clipping", "isolation"]
     specs = registered()
     for name, fn in CHECKS.items():
         assert fn.__name__ == f"check_{name}" and fn.__doc__

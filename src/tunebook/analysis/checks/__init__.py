@@ -15,6 +15,7 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``failures`` (:mod:`.failures`): ``infeasible``, ``failed_trials``.
 - ``evaluations`` (:mod:`.evaluations`): ``eval_steps``.
 - ``budget`` (:mod:`.budget`): ``enough_trials``.
+- ``clipping`` (:mod:`.clipping`): ``clipping``.
 - ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
   :func:`tunebook.analysis.comparison.compare`).
 
@@ -68,6 +69,7 @@ from tunebook.analysis.checks.failures import (
 )
 from tunebook.analysis.checks.evaluations import EvaluationThresholds, check_eval_steps
 from tunebook.analysis.checks.budget import BudgetThresholds, check_enough_trials
+from tunebook.analysis.checks.clipping import ClippingThresholds, check_clipping
 from tunebook.analysis.checks.comparison import check_isolation
 from tunebook.analysis.comparison import ComparisonThresholds
 from tunebook.analysis.checks.registry import (
@@ -89,6 +91,7 @@ __all__ = [
     "CHECKS",
     "BudgetThresholds",
     "CheckSpec",
+    "ClippingThresholds",
     "ComparisonThresholds",
     "CurveThresholds",
     "EvaluationThresholds",
@@ -98,6 +101,7 @@ __all__ = [
     "check",
     "check_best_step_position",
     "check_boundary",
+    "check_clipping",
     "check_enough_trials",
     "check_eval_steps",
     "check_failed_trials",
