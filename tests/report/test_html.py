@@ -186,3 +186,33 @@ def test_aggressive_clipping_is_a_finding_with_every_trial(tmp_path: Path) -> No
             assert e["clip_fraction"] == last[e["id"]] > 0.5
     assert report.html.count("data-check='clipping'") == 2
     assert "num_layers=0 #0 at 0.001 (100% of updates)" in report.html
+
+
+def test_the_isolation_verdict_is_shown_once_with_its_numbers(tmp_path: Path) -> None:
+    from tunebook.analysis.comparison import compare
+
+    store = synthetic(tmp_path / "r")
+    data = load(store, "synthetic")
+    report = build_report(data)
+    cmp = compare(data)
+    assert cmp is not None
+    iso = [f for f in report.findings if f.check == "isolation"]
+    assert len(iso) == 1 and iso[0].evidence["verdict"] == cmp.verdict  # in findings.json
+    page = report.html
+    section = page[page.index("<section id='isolation'>"):]
+    section = section[:section.index("</section>")]
+    assert f"data-verdict='{cmp.verdict}'" in section
+    assert html_text(cmp.summary()) in section
+    for row in ("gap", "shared nuisance points (pairs)", "step noise (late, best trials)",
+                "best-of-n sampling IQR", "resolution of the metric", "spread (largest part)",
+                "what limits the comparison"):
+        assert f"<th>{html_text(row)}</th>" in section
+    # stated once: the findings list leaves the isolation finding to this section
+    assert page.count("Verdict: ") == 1
+    assert "data-check='isolation'" not in page
+
+
+def html_text(text: str) -> str:
+    import html
+
+    return html.escape(text)

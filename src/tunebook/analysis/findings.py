@@ -24,6 +24,7 @@ knob                          directions
 ``failed_trials``             ``retry`` (fix the cause, re-run them)
 ``choose:NAME``               ``by_cost`` (pick NAME for training speed or cost, never
                               for validation performance)
+``step_noise``                ``reduce`` (bigger batch, more validation data, decay, averaging)
 ============================  =======================================================
 """
 

@@ -227,6 +227,8 @@ def _thresholds_html(thresholds: dict[str, dict[str, Any]]) -> str:
 
 
 def _findings_html(findings: tuple[Finding, ...], thresholds: dict[str, dict[str, Any]]) -> str:
+    # The isolation verdict is stated once, in the isolation section.
+    findings = tuple(f for f in findings if f.check != "isolation")
     if not findings:
         return ("<section id='findings'><h2>Findings</h2><p class='empty'>None of the "
                 f"playbook's checks fired.</p>{_thresholds_html(thresholds)}</section>")
@@ -368,7 +370,9 @@ def _payload(data: ExperimentData, boxes: list[BootstrapBox], iso: IsolationPlot
 
 
 def _isolation_html(iso: IsolationPlot) -> str:
-    """A faint mark per completed trial, a large one per study's best."""
+    """A faint mark per completed trial, a large one per study's best; the comparison's verdict
+    (the ``isolation`` finding, shown here and not again in the findings list) with the numbers
+    behind it."""
     any_done = any(g["best"] for g in iso.groups)
     iso_marks = sum(sum(1 for _, v in g["values"] if _finite(v) is not None)
                     + (1 if g["best"] else 0) for g in iso.groups)
@@ -379,7 +383,33 @@ def _isolation_html(iso: IsolationPlot) -> str:
         + ("<div class='grid'><div class='plot' data-plot='isolation' data-expected='"
            + str(iso_marks) + "'></div></div>"
            if any_done else "<p class='empty'>No completed trial yet.</p>")
-        + f"<p class='summary'>{_e(iso.summary)}</p></section>")
+        + f"<p class='summary' data-verdict='{_e(iso.verdict or '')}'>{_e(iso.summary)}</p>"
+        + _verdict_numbers_html(iso.numbers) + "</section>")
+
+
+def _verdict_numbers_html(n: dict[str, Any]) -> str:
+    """The numbers behind the isolation verdict, one row each (nothing without a comparison);
+    the verdict itself is in the summary above them."""
+    if not n:
+        return ""
+    share = "-" if n["share"] is None else f"{n['share']:.0%}"
+    rows = [
+        ("gap", _fmt(n["gap"]) + (f" ({n['gap_examples']})" if n["gap_examples"] else "")),
+        ("shared nuisance points (pairs)", f"{n['n_pairs']} ({n['n_feasible']} feasible in "
+                                           f"both)"),
+        (f"{n['best']} better / worse / tied", f"{n['wins']} / {n['losses']} / {n['ties']} "
+                                                f"(top half: {n['top_half_wins']} of "
+                                                f"{n['top_half']})"),
+        ("paired bootstrap: best study's best is better",
+         f"{share} of {n['draws']} resamples (differ needs {n['paired_share_threshold']:.0%})"),
+        ("step noise (late, best trials)", _fmt(n["step_noise"])),
+        ("best-of-n sampling IQR", _fmt(n["sampling"])),
+        ("resolution of the metric", _fmt(n["resolution"]) if n["resolution"] else "continuous"),
+        ("spread (largest part)", _fmt(n["spread"])),
+        ("what limits the comparison", _fmt(n["limit"])),
+    ]
+    body = "".join(f"<tr><th>{_e(k)}</th><td class='num'>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<table class='small verdict'><tbody>{body}</tbody></table>"
 
 
 def _axis_html(axes: list[AxisPlot], objective_label: str) -> str:

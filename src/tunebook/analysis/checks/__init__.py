@@ -18,6 +18,8 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``budget`` (:mod:`.budget`): ``enough_trials``.
 - ``clipping`` (:mod:`.clipping`): ``clipping``.
 - ``setup`` (:mod:`.setup`): ``batch_size_tuned``, ``too_few_trials``.
+- ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
+  :func:`tunebook.analysis.comparison.compare`).
 
 Every statistic (noise, bootstrap, quantiles, the spread that decides whether a difference is
 real) comes from :mod:`tunebook.analysis.stats`. Thresholds can be changed per experiment in
@@ -77,6 +79,8 @@ from tunebook.analysis.checks.setup import (
     check_too_few_trials,
 )
 from tunebook.analysis.checks.clipping import ClippingThresholds, check_clipping
+from tunebook.analysis.checks.comparison import check_isolation
+from tunebook.analysis.comparison import ComparisonThresholds
 from tunebook.analysis.checks.registry import (
     CHECKS,
     CheckSpec,
@@ -97,6 +101,7 @@ __all__ = [
     "BudgetThresholds",
     "CheckSpec",
     "ClippingThresholds",
+    "ComparisonThresholds",
     "CurveThresholds",
     "EvaluationThresholds",
     "FailureThresholds",
@@ -113,6 +118,7 @@ __all__ = [
     "check_eval_steps",
     "check_failed_trials",
     "check_infeasible",
+    "check_isolation",
     "check_late_variance",
     "check_near_divergence",
     "check_overfitting",
