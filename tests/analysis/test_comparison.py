@@ -199,7 +199,7 @@ def test_three_studies_list_every_other_study_against_the_best() -> None:
 def test_the_comparison_is_computed_once_per_data_and_thresholds() -> None:
     data = _data({"a": [0.3, 0.4, 0.5], "b": [0.31, 0.41, 0.51]})
     assert compare(data) is compare(data)
-    strict = ComparisonThresholds(paired_share=1.0)
+    strict = ComparisonThresholds(sign_alpha=0.001)
     assert compare(data, strict) is compare(data, strict)
     assert compare(data, strict) is not compare(data)
 
@@ -225,6 +225,34 @@ def test_three_lucky_points_do_not_make_a_difference() -> None:
     assert cmp.pairing.share is not None and cmp.pairing.share >= 0.95
     assert (cmp.pairing.wins, cmp.pairing.top, cmp.pairing.top_wins) == (3, 9, 3)
     assert cmp.verdict == "within_spread" and cmp.limit == "sampling"
-    assert "better on 3 of 9 top-half pairs" in cmp.summary()
-    lenient = compare(_data({"a": a, "b": b}), ComparisonThresholds(top_half_wins=0.3))
-    assert lenient is not None and lenient.verdict == "differ"
+    assert "sign test p = " in cmp.summary()
+
+
+def test_the_sign_test_is_exact() -> None:
+    from tunebook.analysis.pairing import sign_test
+
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(6, 0) == pytest.approx(1 / 64)
+    assert sign_test(10, 2) == pytest.approx(79 / 4096)
+    assert sign_test(3, 9) > 0.9
+
+
+def test_studies_that_do_not_differ_are_rarely_called_different() -> None:
+    # 200 experiments of two studies drawn from one distribution (no shared nuisance effect,
+    # 12 trials each): the verdict's false-positive rate stays near the sign test's level
+    rng = np.random.default_rng(7)
+    differ = 0
+    for _ in range(200):
+        a, b = (list(rng.uniform(0.1, 0.5, 12)) for _ in range(2))
+        cmp = compare(_data({"a": a, "b": b}))
+        assert cmp is not None
+        differ += cmp.verdict == "differ"
+    assert differ <= 0.08 * 200, differ
+
+
+def test_a_shift_on_every_point_differs_even_when_the_points_spread_far_more() -> None:
+    rng = np.random.default_rng(3)
+    a = list(rng.uniform(0.1, 0.6, 12))
+    cmp = compare(_data({"a": a, "b": [v + 0.01 for v in a]}))
+    assert cmp is not None and cmp.best == "a" and cmp.verdict == "differ"
+    assert cmp.pairing.sign_p == pytest.approx(1 / 4096)

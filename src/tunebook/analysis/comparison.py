@@ -17,11 +17,11 @@ could have come out differently without any real difference:
   metric).
 
 ``spread`` is the largest. ``limit`` names what stands between the gap and a ``differ``
-verdict, i.e. what would have to shrink to tell the two best studies apart: the largest part
-not smaller than the gap (of the step noise and the resolution only when the pairs agree:
-pairing has then accounted for the sampling); or, when the gap exceeds every part but the
-paired evidence is not conclusive (the studies trade places from one nuisance point to the
-next), ``sampling``. So ``sampling`` asks for more trials; ``step_noise`` for a bigger batch,
+verdict, i.e. what would have to shrink to tell the two best studies apart: ``resolution``
+when the gap is not larger than it (no number of trials resolves that), else the largest part
+not smaller than the gap (of the step noise only when the pairs agree: pairing has then
+accounted for the sampling), else ``sampling`` (the paired evidence is not conclusive: the
+studies trade places from one nuisance point to the next). So ``sampling`` asks for more trials; ``step_noise`` for a bigger batch,
 more validation data, learning rate decay or averaging; ``resolution`` for a larger evaluation
 set. (With a ``differ`` verdict it is simply the largest part.)
 
@@ -35,12 +35,13 @@ the pairs feasible in both A is better (over all of them and over the top half: 
 better member ranks in its study's top half).
 
 **The verdict** for A (the study with the best value) against B (the runner-up, and likewise
-every other study against A): ``differ`` when, with at least ``min_pairs`` (3) pairs, the
-paired share is at least ``paired_share`` (0.95), A is better on more than ``top_half_wins``
-(half) of the top-half pairs, and the gap exceeds both the step noise and the resolution
-(sampling is what pairing accounts for); without enough pairs, when the gap exceeds
-the whole spread (unpaired, :func:`~tunebook.analysis.stats.separated`). Otherwise
-``within_spread``.
+every other study against A): ``differ`` when, with at least ``min_pairs`` (6) pairs, the
+one-sided sign test (:func:`~tunebook.analysis.pairing.sign_test`) of A being better rejects
+chance at ``sign_alpha`` (2.5%) over all the pairs feasible in both or over the top-half pairs
+(pairs closer than the step noise or the resolution are ties), and the gap exceeds both the
+step noise and the resolution (sampling is what pairing accounts for); without enough pairs,
+when the gap exceeds the whole spread (unpaired, :func:`~tunebook.analysis.stats.separated`).
+Otherwise ``within_spread``. The paired bootstrap share is evidence shown beside it.
 """
 
 from __future__ import annotations
@@ -71,17 +72,17 @@ class ComparisonThresholds:
 
     family: ClassVar[str] = "comparison"
 
-    #: A paired bootstrap in which A's best beats B's in 95% of the resamples: the usual
-    #: one-sided 5% level, and in practice a difference seen on most of the best pairs.
-    paired_share: float = 0.95
-    #: Fewer shared nuisance points than this say nothing about a paired difference (a sign
-    #: count over 2 pairs is a coin toss): fall back to the unpaired rule.
-    min_pairs: int = 3
-    #: ... and A must be better on more than half of the top-half pairs: a best-of-n bootstrap
-    #: resamples a few extreme values, so three lucky nuisance points can win it for studies
-    #: that do not differ (a share near 1 while B is better on most points); the sign count
-    #: over the points that matter must agree.
-    top_half_wins: float = 0.5
+    #: The sign test (over all feasible pairs, or over the top-half pairs) must reject "no
+    #: difference" at 2.5% one-sided: A is the study that came out best, so the direction was
+    #: chosen by the data, and 2.5% one-sided is the usual 5% two-sided level. Two tests: at most
+    #: about 5% of experiments whose studies do not differ are called "differ". (The paired
+    #: best-of-n bootstrap share is reported beside it but decides nothing: under no
+    #: difference it reaches 95% whenever the three best points of all happen to fall in one
+    #: study, a quarter of the time with 12 trials per study.)
+    sign_alpha: float = 0.025
+    #: Fewer shared nuisance points than this cannot pass the sign test (6 wins out of 6 is
+    #: p = 1.6%): judge unpaired, the gap against the whole spread.
+    min_pairs: int = 6
     #: Step noise is measured on the best 3 trials of each study: the ones being compared.
     top_k: int = 3
 
@@ -179,9 +180,8 @@ class Comparison:
                 "step_noise": self.step_noise, "sampling": self.sampling,
                 "resolution": self.resolution, "spread": self.spread, "limit": self.limit,
                 "resolution_source": res.source, "examples": res.examples,
-                "paired_share_threshold": self.thresholds.paired_share,
+                "sign_alpha": self.thresholds.sign_alpha,
                 "min_pairs": self.thresholds.min_pairs,
-                "top_half_wins_threshold": self.thresholds.top_half_wins,
                 "draws": stats.BOOTSTRAP_DRAWS, "seed": stats.BOOTSTRAP_SEED,
                 "others": [v.as_dict() for v in self.others]}
 
@@ -225,9 +225,11 @@ class Comparison:
         r, th = self.runner_up, self.thresholds
         if r.verdict == "differ":
             if r.paired:
-                return (f"{self.best_label} is better in at least {th.paired_share:.0%} of the "
-                        "paired resamples and on most of the top-half pairs, and the gap "
-                        "exceeds the step noise and the resolution")
+                p = r.pairing
+                return (f"{self.best_label} is better on too many shared nuisance points for "
+                        f"chance (sign test p = {min(p.sign_p, p.top_sign_p):.2g}, "
+                        f"{th.sign_alpha:g} needed), and the gap exceeds the step noise and the "
+                        "resolution")
             return (f"the gap exceeds the spread (fewer than {th.min_pairs} shared nuisance "
                     "points: judged unpaired)")
         if self.limit is None:
@@ -244,10 +246,8 @@ class Comparison:
         if r.paired and not any(x >= self.gap for x in
                                 _parts(self.step_noise, self.sampling, self.resolution).values()):
             p = r.pairing
-            if p.share is not None and p.share < th.paired_share:
-                why = f" ({p.share:.0%} of the resamples, {th.paired_share:.0%} needed)"
-            else:
-                why = f" (better on {p.top_wins} of {p.top} top-half pairs)"
+            why = (f" (sign test p = {min(p.sign_p, p.top_sign_p):.2g}, {th.sign_alpha:g} "
+                   "needed)")
             return (f"the paired evidence is not conclusive{why}: which study is better "
                     "depends on the nuisance point, so it is limited by the sampling of the "
                     "nuisance space")
@@ -286,14 +286,20 @@ def _limit(v: Versus, parts: dict[Limit, float]) -> Limit | None:
     """What keeps the gap from being a difference (see the module docstring)."""
     if not parts:
         return None
-    # pairs that agree have accounted for the sampling: only noise or resolution is left
+    if v.verdict == "differ":
+        largest: Limit = max(parts, key=parts.__getitem__)
+        return largest
+    # A gap within the resolution stays unresolved with any number of trials or any noise.
+    if parts.get("resolution", 0.0) >= v.gap > 0 or ("resolution" in parts and v.gap == 0):
+        return "resolution"
+    # Otherwise the largest part the gap does not exceed dominates (pairs that agree have
+    # accounted for the sampling: only the noise is left).
     blocking = {k: x for k, x in parts.items() if x >= v.gap
                 and not (v.pairs_agree and k == "sampling")}
-    above = parts if v.verdict == "differ" else blocking
-    if not above:
+    if not blocking:
         return "sampling"
-    largest: Limit = max(above, key=above.__getitem__)
-    return largest
+    dominant: Limit = max(blocking, key=blocking.__getitem__)
+    return dominant
 
 
 def _fmt(v: float) -> str:
@@ -366,11 +372,10 @@ def _compare(data: ExperimentData, th: ComparisonThresholds) -> Comparison | Non
     pool_a = pools_by_index(data, best_study)
     versus = []
     for study, trial, value in bests[1:]:
-        p = pairing(pool_a, pools_by_index(data, study))
+        p = pairing(pool_a, pools_by_index(data, study), tie=floor)
         gap = abs(best_value - value)
         paired = p.n_pairs >= th.min_pairs and p.share is not None
-        agree = (paired and p.share is not None and p.share >= th.paired_share
-                 and p.top_wins > th.top_half_wins * p.top)
+        agree = paired and min(p.sign_p, p.top_sign_p) <= th.sign_alpha
         differ = agree and gap > floor if paired else stats.separated(gap, spread)
         versus.append(Versus(study, study_label(data, study), trial, value, gap, p, paired,
                              "differ" if differ else "within_spread", agree))

@@ -20,7 +20,7 @@ from tunebook.analysis import stats
 if TYPE_CHECKING:
     from tunebook.analysis.data import ExperimentData
 
-__all__ = ["Pairing", "pairing", "pools_by_index"]
+__all__ = ["Pairing", "pairing", "pools_by_index", "sign_test"]
 
 #: Relative tolerance under which two paired values are a tie, not a win (float rounding).
 _TIE = 1e-9
@@ -40,6 +40,9 @@ class Pairing:
             half.
         only_a, only_b: pairs where only ``a`` (only ``b``) is feasible: the other diverged
             or produced nothing on that nuisance point.
+        top_losses: top-half pairs in which ``b`` is better.
+        sign_p, top_sign_p: one-sided sign-test p-values (:func:`sign_test`) of ``a`` being
+            better, over all feasible pairs and over the top-half pairs (ties left out).
     """
 
     n_pairs: int
@@ -52,13 +55,39 @@ class Pairing:
     top_wins: int
     only_a: int = 0
     only_b: int = 0
+    top_losses: int = 0
+
+    @property
+    def sign_p(self) -> float:
+        """One-sided sign test over every feasible pair (ties left out)."""
+        return sign_test(self.wins, self.losses)
+
+    @property
+    def top_sign_p(self) -> float:
+        """One-sided sign test over the top-half pairs (ties left out)."""
+        return sign_test(self.top_wins, self.top_losses)
 
     def as_dict(self) -> dict[str, Any]:
         """The evidence form."""
         return {"n_pairs": self.n_pairs, "share": self.share, "n_feasible": self.n_feasible,
                 "wins": self.wins, "losses": self.losses, "ties": self.ties,
                 "top_half": self.top, "top_half_wins": self.top_wins,
-                "only_a_feasible": self.only_a, "only_b_feasible": self.only_b}
+                "only_a_feasible": self.only_a, "only_b_feasible": self.only_b,
+                "top_half_losses": self.top_losses, "sign_p": self.sign_p,
+                "top_half_sign_p": self.top_sign_p}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """The one-sided sign-test p-value of ``wins`` against ``losses``: the chance of at least
+    ``wins`` successes in ``wins + losses`` fair coin tosses (1.0 without a decisive pair).
+
+    Under "the scientific value makes no difference" the two members of a pair are two runs
+    of one configuration, equally likely to be the better one, whatever the distribution of
+    the values: the test is exact and needs no model of the spread."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2.0 ** n
 
 
 def pools_by_index(data: ExperimentData, study: str) -> dict[int, float]:
@@ -83,26 +112,29 @@ def _top_half(pool: dict[int, float]) -> set[int]:
             if math.isfinite(v) and int(np.searchsorted(values, v, "left")) < cut}
 
 
-def pairing(a: dict[int, float], b: dict[int, float]) -> Pairing:
-    """Paired evidence of pool ``a`` against pool ``b`` (``{index: loss-like value}``)."""
+def pairing(a: dict[int, float], b: dict[int, float], tie: float = 0.0) -> Pairing:
+    """Paired evidence of pool ``a`` against pool ``b`` (``{index: loss-like value}``); two
+    values closer than ``tie`` (the step noise or the metric's resolution: a difference no
+    evaluation can tell) are a tie, not a win."""
     shared = sorted(set(a) & set(b))
     va = np.asarray([a[i] for i in shared], dtype=np.float64)
     vb = np.asarray([b[i] for i in shared], dtype=np.float64)
     share = stats.paired_best_of_k(va, vb, len(shared)) if shared else None
     top_a, top_b = _top_half(a), _top_half(b)
-    wins = losses = ties = top = top_wins = only_a = only_b = 0
-    for i, x, y in zip(shared, va, vb, strict=True):
+    wins = losses = ties = top = top_wins = top_losses = only_a = only_b = 0
+    for i, x, y in zip(shared, va.tolist(), vb.tolist(), strict=True):
         if not (math.isfinite(x) and math.isfinite(y)):
             only_a += int(math.isfinite(x))
             only_b += int(math.isfinite(y))
             continue
-        tie = abs(x - y) <= _TIE * max(abs(x), abs(y), 1e-300)
-        wins += int(x < y and not tie)
-        losses += int(x > y and not tie)
-        ties += int(tie)
+        even = abs(x - y) <= max(tie, _TIE * max(abs(x), abs(y), 1e-300))
+        wins += int(x < y and not even)
+        losses += int(x > y and not even)
+        ties += int(even)
         # the better member of the pair (A's on a tie) ranks in its study's top half
         if (i in top_a) if x <= y else (i in top_b):
             top += 1
-            top_wins += int(x < y and not tie)
+            top_wins += int(x < y and not even)
+            top_losses += int(x > y and not even)
     return Pairing(len(shared), share, wins + losses + ties, wins, losses, ties, top, top_wins,
-                   only_a, only_b)
+                   only_a, only_b, top_losses)

@@ -398,10 +398,12 @@ def _verdict_numbers_html(n: dict[str, Any]) -> str:
         ("shared nuisance points (pairs)", f"{n['n_pairs']} ({n['n_feasible']} feasible in "
                                            f"both)"),
         (f"{n['best']} better / worse / tied", f"{n['wins']} / {n['losses']} / {n['ties']} "
-                                                f"(top half: {n['top_half_wins']} of "
-                                                f"{n['top_half']})"),
-        ("paired bootstrap: best study's best is better",
-         f"{share} of {n['draws']} resamples (differ needs {n['paired_share_threshold']:.0%})"),
+                                                f"(top half: {n['top_half_wins']} / "
+                                                f"{n['top_half_losses']} of {n['top_half']})"),
+        ("sign test p (all pairs / top half)",
+         f"{n['sign_p']:.2g} / {n['top_half_sign_p']:.2g} (differ needs <= "
+         f"{n['sign_alpha']:g})"),
+        ("paired bootstrap: best study's best is better", f"{share} of {n['draws']} resamples"),
         ("step noise (late, best trials)", _fmt(n["step_noise"])),
         ("best-of-n sampling IQR", _fmt(n["sampling"])),
         ("resolution of the metric", _fmt(n["resolution"]) if n["resolution"] else "continuous"),

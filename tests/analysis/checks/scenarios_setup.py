@@ -37,7 +37,7 @@ def batch_size_as_nuisance() -> ExperimentData:
     return make_data(trials, nuisance=space, max_train_steps=200)
 
 
-@scenario("batch_size_as_scientific", fires={"batch_size_tuned"},
+@scenario("batch_size_as_scientific", fires={"batch_size_tuned", "isolation"},
           expect={"batch_size_tuned": _severity("info")})
 def batch_size_as_scientific() -> ExperimentData:
     # Two batch sizes, the learning rate re-tuned for each: legitimate (to compare speed),

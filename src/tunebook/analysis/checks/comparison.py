@@ -42,10 +42,10 @@ def check_isolation(data: ExperimentData, th: ComparisonThresholds = DEFAULTS) -
 
     Needs at least 2 studies with a ranked trial. The verdict is
     :func:`~tunebook.analysis.comparison.compare`'s: ``differ`` when, over at least
-    ``min_pairs`` (3) shared nuisance points, the paired best-of-n bootstrap share of the best
-    study is at least ``paired_share`` (0.95), it is better on more than ``top_half_wins``
-    (half) of the top-half pairs, and the gap exceeds the step noise and the
-    metric's resolution; with fewer pairs, when the gap exceeds the spread (the largest of
+    ``min_pairs`` (6) shared nuisance points, a one-sided sign test of the best study being
+    better (all feasible pairs, or the top-half pairs; differences within the step noise or the
+    resolution are ties) gives p <= ``sign_alpha`` (0.025), and the gap exceeds the step noise
+    and the metric's resolution; with fewer pairs, when the gap exceeds the spread (the largest of
     step noise, best-of-n sampling IQR and resolution); else ``within_spread``. ``evidence``
     holds every number and ``verdict``; ``advice`` is ``{"studies": verdict}``.
     """
