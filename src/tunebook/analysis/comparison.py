@@ -21,8 +21,9 @@ verdict, i.e. what would have to shrink to tell the two best studies apart: ``re
 when the gap is not larger than it (no number of trials resolves that), else the largest part
 not smaller than the gap (of the step noise only when the pairs agree: pairing has then
 accounted for the sampling), else ``sampling`` (the paired evidence is not conclusive: the
-studies trade places from one nuisance point to the next). So ``sampling`` asks for more trials; ``step_noise`` for a bigger batch,
-more validation data, learning rate decay or averaging; ``resolution`` for a larger evaluation
+studies trade places from one nuisance point to the next). So ``sampling`` asks for more
+trials; ``step_noise`` for a bigger batch, more validation data, learning rate decay or
+averaging; ``resolution`` for a larger evaluation
 set. (With a ``differ`` verdict it is simply the largest part.)
 
 **Paired evidence.** The studies of an experiment search the same nuisance points, so trial
