@@ -85,7 +85,11 @@ def test_saturated_early_maximize() -> None:
 
 # ----------------------------------------------------------------------------- 6. best step
 def _best_at(step: int, n: int = 10) -> list[float]:
-    return [abs(10 * (i + 1) - step) / 100 + 0.1 for i in range(n)]
+    """Noise-free: falls by 0.1 per evaluation to 0.1 at ``step``, then worsens by 0.02 per
+    evaluation (a gentler slope after the best, as real curves have: a symmetric V sampled
+    this coarsely looks like noise to the first-difference estimator)."""
+    return [0.1 + (step - x) / 100 if x <= step else 0.1 + 0.2 * (x - step) / 100
+            for x in (10 * (i + 1) for i in range(n))]
 
 
 def test_best_step_early_warns_too_many_steps() -> None:

@@ -66,6 +66,7 @@ from tunebook.analysis.checks.failures import (
 )
 from tunebook.analysis.checks.evaluations import EvaluationThresholds, check_eval_steps
 from tunebook.analysis.checks.budget import BudgetThresholds, check_enough_trials
+from tunebook.analysis.checks import resolutions  # registers the training-length resolvers
 from tunebook.analysis.checks.registry import (
     CHECKS,
     CheckSpec,
@@ -105,6 +106,7 @@ __all__ = [
     "family",
     "reconcile",
     "registered",
+    "resolutions",
     "resolves",
     "run_checks",
     "thresholds_from_config",
