@@ -26,7 +26,8 @@ def test_overfitting_best_trial_is_a_problem() -> None:
     assert (f.severity, f.study) == ("problem", "main")
     t = f.evidence["trials"][0]
     assert (t["id"], t["best_step"], t["last_step"]) == (1, 60, 100)
-    assert t["rise"] == pytest.approx(0.36)
+    assert t["rise"] == pytest.approx(0.75 - 0.44)  # mean of the last 2 evaluations - best
+    assert (t["tail_points"], t["tail_from_step"], t["last_value"]) == (2, 90, 0.8)
     assert f.evidence["best_trial_overfits"] is True
     assert "regularization" in f.action
 

@@ -40,6 +40,10 @@ class CurveThresholds:
     #: ... and 2% of the best value, so that a statistically clear but negligible drift is
     #: ignored.
     overfit_rel_rise: float = 0.02
+    #: The rise is measured to the mean of the last 20% of the evaluations after the best (at
+    #: least one), not to the last one: the best is the minimum of the noise (~1.7 std below
+    #: a flat tail), and one unlucky last step on top of it would pass 3 std ~10% of the time.
+    overfit_tail_fraction: float = 0.2
     #: Late variance is measured on the best 3 trials of each study (the ones being compared).
     late_top_k: int = 3
     #: "Late in training": the last 20% of the evaluations ...
@@ -87,8 +91,9 @@ def overfit_evidence(data: ExperimentData, trial: TrialData, th: CurveThresholds
                      ) -> dict[str, Any] | None:
     """Evidence of problematic overfitting in ``trial``'s objective curve, or None.
 
-    ``rise`` = last value - best value (in the improving direction), counted when the best is
-    not the last evaluation and ``rise > max(overfit_noise_mult × noise, overfit_rel_rise ×
+    ``rise`` = mean of the last ``overfit_tail_fraction`` of the evaluations (at least one, all
+    after the best) - best value (in the improving direction), counted when the best is not
+    the last evaluation and ``rise > max(overfit_noise_mult × noise, overfit_rel_rise ×
     |best|, min_change(best), ABS_EPS)``; ``noise`` is the first-difference IQR estimate over
     the curve from the best step on (the whole curve when fewer than 4 points follow) and
     ``min_change`` the smallest change the objective's metric resolves.
@@ -100,8 +105,9 @@ def overfit_evidence(data: ExperimentData, trial: TrialData, th: CurveThresholds
     i = int(np.argmin(y))  # first occurrence: the earliest best step, like summarize()
     if i == len(y) - 1:
         return None
-    best, last = float(y[i]), float(y[-1])
-    rise = last - best
+    k = min(stats.tail_length(len(y), th.overfit_tail_fraction, 1), len(y) - 1 - i)
+    best, last, tail = float(y[i]), float(y[-1]), float(np.mean(y[-k:]))
+    rise = tail - best
     after = y[i:]
     noise = stats.noise(after) if len(after) >= 4 else stats.noise(y)
     noise = noise or 0.0
@@ -112,7 +118,8 @@ def overfit_evidence(data: ExperimentData, trial: TrialData, th: CurveThresholds
     if rise <= threshold:
         return None
     return {**c.trial_ref(trial), "best_step": int(steps[i]), "best_value": best * sign,
-            "last_step": int(steps[-1]), "last_value": last * sign, "rise": rise,
+            "last_step": int(steps[-1]), "last_value": last * sign, "tail_points": k,
+            "tail_from_step": int(steps[-k]), "tail_mean": tail * sign, "rise": rise,
             "noise": noise, "min_change": min_change, "threshold": threshold,
             "examples": res.examples_text(rise),
             "train": _train_trend(trial, th.train_loss_metric, steps[i], steps[-1])}
@@ -123,11 +130,13 @@ def check_overfitting(data: ExperimentData, th: CurveThresholds = DEFAULTS) -> l
     """Problematic overfitting: the validation objective gets worse after its best step.
 
     For the ``overfit_top_k`` (3) best trials of each study, on the objective's curve
-    (``data.metric``, mirrored when maximised): ``rise`` = last value - best value. It counts
-    when the best is not the last evaluation and ``rise > max(overfit_noise_mult (3) * noise,
-    overfit_rel_rise (2%) * |best|, min_change, ABS_EPS)``, ``noise`` being the first-difference
-    IQR estimate over the curve from the best step on (the whole curve when fewer than 4 points
-    follow) and ``min_change`` the metric's resolution at the best value
+    (``data.metric``, mirrored when maximised): ``rise`` = mean of the last
+    ``overfit_tail_fraction`` (20%, at least one, all after the best) of the evaluations - best
+    value. It counts when the best is not the last evaluation and ``rise >
+    max(overfit_noise_mult (3) * noise, overfit_rel_rise (2%) * |best|, min_change, ABS_EPS)``,
+    ``noise`` being the first-difference IQR estimate over the curve from the best step on (the
+    whole curve when fewer than 4 points follow) and ``min_change`` the metric's resolution at
+    the best value
     (:meth:`~tunebook.analysis.resolution.Resolution.min_change`: 3 examples or one binomial
     standard error for a rate over a known evaluation set, 0 for a continuous metric).
     A study gets a finding when its best trial overfits (``problem``: the playbook re-runs with
@@ -157,14 +166,16 @@ def check_overfitting(data: ExperimentData, th: CurveThresholds = DEFAULTS) -> l
         falling = (f" while its {train['metric']} keeps falling "
                    f"({c.fmt(train['at_best_step'])} → {c.fmt(train['at_last_step'])})"
                    if train and train["falling"] else "")
-        resolves = (f"; the smallest change {data.metric} resolves is "
+        resolved = (f"; the smallest change {data.metric} resolves is "
                     f"{c.fmt(first['min_change'])}" if first["min_change"] > 0 else "")
         examples = f" ({first['examples']})" if first["examples"] else ""
         message = (f"Study {study}: {which} ({trials_text(refs)}) show problematic overfitting "
                    f"— e.g. {first['label']}'s {data.metric} is best "
-                   f"({c.fmt(first['best_value'])}) at step {first['best_step']} and worsens by "
-                   f"{c.fmt(first['rise'])}{examples} to {c.fmt(first['last_value'])} at step "
-                   f"{first['last_step']}{falling} (noise {c.fmt(first['noise'])}{resolves}).")
+                   f"({c.fmt(first['best_value'])}) at step {first['best_step']} and worse by "
+                   f"{c.fmt(first['rise'])}{examples} over its last {first['tail_points']} "
+                   f"evaluations (mean {c.fmt(first['tail_mean'])}, steps "
+                   f"{first['tail_from_step']}–{first['last_step']}){falling} (noise "
+                   f"{c.fmt(first['noise'])}{resolved}).")
         findings.append(finding(
             check="overfitting", severity="problem" if best_flagged else "warning",
             message=message,

@@ -112,10 +112,14 @@ def _describe(g: Group, named: set[Any]) -> str:
         train = first.get("train")
         falling = (f", while its {train['metric']} keeps falling" if train and train["falling"]
                    else "")
-        return (f"{ev.get('metric', 'the objective')} rises after the best step in "
+        many = len(g.trials) > 1
+        whose = (("its best trials" if many else "its best trial")
+                 if ev.get("best_trial_overfits") else "trials")
+        return (f"{ev.get('metric', 'the objective')} rises after the best step in {whose} "
                 f"{trials_text(g.trials)} (e.g. {first['label']}: best "
                 f"{c.fmt(first['best_value'])} at step {first['best_step']}, worse by "
-                f"{c.fmt(first['rise'])}{examples} at step {first['last_step']}{falling})")
+                f"{c.fmt(first['rise'])}{examples} over steps {first['tail_from_step']}–"
+                f"{first['last_step']}{falling})")
     if g.check == "still_improving":
         examples = f" ({ev['examples']})" if ev.get("examples") else ""
         return (f"the best trial {ev.get('label')} is still improving at step "

@@ -43,7 +43,8 @@ class TrainingLengthThresholds:
 
     family: ClassVar[str] = "training_length"
 
-    #: Best step in the last 10% of training ...
+    #: Best value reached (beating every earlier one by more than the margin) in the last 10%
+    #: of training ...
     still_improving_best_after: float = 0.9
     #: ... and a downward trend over the last 25% of the evaluations ...
     still_improving_tail: float = 0.25
@@ -138,7 +139,7 @@ def _reach(data: ExperimentData, trial: TrialData, th: TrainingLengthThresholds)
 
 def _improving(r: Reach, max_steps: int, th: TrainingLengthThresholds) -> dict[str, Any] | None:
     """still_improving's rule on one trial: its evidence, or None."""
-    if r.best_step < th.still_improving_best_after * max_steps:
+    if r.reached_step < th.still_improving_best_after * max_steps:
         return None
     k = stats.tail_length(len(r.y), th.still_improving_tail, 3)
     xs, ys = r.steps[-k:], r.y[-k:]
@@ -161,8 +162,10 @@ def check_still_improving(data: ExperimentData, th: TrainingLengthThresholds = D
                           ) -> list[Finding]:
     """The best trial of a study is still improving at the end of training.
 
-    For each study's best trial (with at least 3 finite evaluations): its best step is at or
-    after ``still_improving_best_after`` (0.9) × ``max_train_steps``, and over the last
+    For each study's best trial (with at least 3 finite evaluations): the step by which it
+    reached its best (:func:`reach`: its best beats every earlier evaluation by more than the
+    margin) is at or after ``still_improving_best_after`` (0.9) × ``max_train_steps``, and over
+    the last
     ``still_improving_tail`` (25%, at least 3) of its evaluations the least-squares trend
     improves by more than ``max(still_improving_noise_mult (2) × noise, REL_TOL × |best|,
     min_change(best))`` (improvement = -slope × span of those steps, in the improving
