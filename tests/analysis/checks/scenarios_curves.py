@@ -57,11 +57,18 @@ def _study(shape: Shape, seed: int, *, base: float = 0.3, metric: str = "val_los
         trials.append(tr(values, params={"lr": float(lr)}, every=EVERY, train=losses))
     data = make_data(trials, nuisance=SPACE, max_train_steps=MAX_STEPS, eval_every=EVERY,
                      metric=metric)
-    if not reported:
+    return report(data, **(reported or {}))
+
+
+def report(data: ExperimentData, **constants: float) -> ExperimentData:
+    """``data`` with metrics reported once by its first trial at its first evaluation step, as
+    the built-in workloads report ``val_examples`` or ``val_error_chance``."""
+    if not constants or not data.trials:
         return data
     first = data.trials[0]
-    curves = {**first.curves, **{name: Curve((EVERY,), (value,))
-                                 for name, value in reported.items()}}
+    step = min((c.steps[0] for c in first.curves.values() if len(c)), default=EVERY)
+    curves = {**first.curves, **{name: Curve((step,), (value,))
+                                 for name, value in constants.items()}}
     return dataclasses.replace(data, trials=(dataclasses.replace(first, curves=curves),
                                              *data.trials[1:]))
 
@@ -300,4 +307,22 @@ def still_improving_best_with_early_trials_elsewhere() -> ExperimentData:
             return improving(level - 0.04, rng, slope=0.12)
         return early(level, rng, by=0.08)
     return _study(shape, 111, metric="val_error", quantum=1 / 1000,
+                  reported={"val_examples": 1000})
+
+
+@scenario("overfitting_and_early_peaks_while_best_still_improves", fires={"overfitting"},
+          expect={"overfitting": _one("overfitting", regularization="more",
+                                      training_length="longer")})
+def overfitting_and_early_peaks_while_best_still_improves() -> ExperimentData:
+    """Three findings, two contradictions, one finding: over 1,000 reported examples, the best
+    trial still improves at the end, the next two peak by 10% and then overfit, and the rest
+    are flat from 8% of training (the median trial peaks in the first 10%)."""
+    def shape(rank: int, level: float, rng: np.random.Generator) -> list[float]:
+        if rank == 0:
+            return improving(level - 0.04, rng, slope=0.12)
+        if rank < 3:
+            trend = 0.3 * np.clip(1 - T / 0.08, 0, None) + 0.08 * np.clip(T - 0.1, 0, None)
+            return [float(v) for v in level - 0.03 + trend + rng.normal(0, 0.002, N)]
+        return early(level, rng, by=0.08)
+    return _study(shape, 121, metric="val_error", quantum=1 / 1000,
                   reported={"val_examples": 1000})

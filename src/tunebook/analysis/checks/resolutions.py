@@ -204,7 +204,9 @@ def resolve_training_length(a: Finding, b: Finding, data: ExperimentData) -> lis
         named |= {t.get("id") for t in g.trials}
     end, action = _conclusion(among, direction, best)
     head = f"Study {study}: " if study is not None else ""
-    message = head + clauses[0] + "".join(f", while {x}" for x in clauses[1:]) + f": {end}."
+    joined = clauses[0] + "".join(f", while {x}" if i == 0 else f"; and {x}"
+                                  for i, x in enumerate(clauses[1:]))
+    message = f"{head}{joined}: {end}."
     seen = {t.get("id") for t in a.trials}
     trials = [*a.trials, *[t for t in b.trials if t.get("id") not in seen]]
     advice = {k: v for k, v in {**b.advice, **a.advice}.items() if k != _KNOB}
