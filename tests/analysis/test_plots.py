@@ -52,12 +52,25 @@ def test_isolation_says_when_the_difference_is_real_or_within_the_spread() -> No
     clear = isolation(_data({"a": [0.10, 0.11, 0.12, 0.13], "b": [0.50, 0.52, 0.55, 0.6]}))
     assert clear.groups[0]["best"]["value"] == 0.10
     assert "arm=a reached the best loss" in clear.summary
-    assert "larger than the spread" in clear.summary
+    assert clear.verdict == "differ" and "Verdict: the studies differ" in clear.summary
     close = isolation(_data({"a": [0.100, 0.3, 0.5, 0.7], "b": [0.101, 0.35, 0.5, 0.6]},
                             noise=0.01))
-    assert "within the spread" in close.summary
+    assert close.verdict == "within_spread"
+    assert "does not show a difference (within_spread)" in close.summary
     maxi = isolation(_data({"a": [0.9, 0.8], "b": [0.7, 0.6]}, goal="maximize"))
     assert maxi.summary.startswith("arm=a reached the best loss, 0.9")
+
+
+def test_isolation_states_the_comparison_and_its_numbers() -> None:
+    from tunebook.analysis.checks import check_isolation
+    from tunebook.analysis.comparison import compare
+
+    data = _data({"a": [0.100, 0.3, 0.5, 0.7], "b": [0.101, 0.35, 0.5, 0.6]}, noise=0.01)
+    iso, cmp = isolation(data), compare(data)
+    assert cmp is not None
+    assert iso.summary == cmp.summary() == check_isolation(data)[0].message
+    assert iso.spread == cmp.spread and iso.numbers == cmp.as_dict()
+    assert isolation(_data({"a": [0.3]})).verdict is None
 
 
 def test_isolation_with_missing_studies() -> None:

@@ -74,15 +74,19 @@ def test_report_renders_every_plot(browser: Any, tmp_path: Path) -> None:
     kinds = [p[0] for p in plots]
     assert kinds.count("axis") == 3 and kinds.count("isolation") == 1
     assert kinds.count("bootstrap") == 1 and kinds.count("curve") >= 6
-    assert kinds.count("grad-norm-curve") == 1 and kinds.count("grad-norm-hist") == 1
+    # The clipping threshold's histogram, one per study (never pooled), drawn bar by bar.
+    assert kinds.count("grad-norm-hist") == 2
     for kind, rendered, expected, circles, crosses in plots:
         assert rendered not in (None, "error", "0"), kind
-        if kind != "grad-norm-hist":  # a histogram's bars are not points
-            assert rendered == expected, (kind, rendered, expected)
+        assert rendered == expected, (kind, rendered, expected)
         if kind == "axis":
             # Every trial is one mark: a circle if feasible, a red X if infeasible.
             assert int(rendered) == int(expected) == circles + crosses == 16
             assert crosses >= 1
+    markers = page.eval_on_selector_all(
+        "[data-plot='grad-norm-hist']", "els => els.map(e => e.querySelectorAll("
+        "'line.marker').length)")
+    assert markers == [1, 1]  # each study's threshold
     # Any trial on demand.
     label = page.eval_on_selector("#trial-picker option:nth-child(2)", "o => o.value")
     page.select_option("#trial-picker", label)

@@ -160,3 +160,34 @@ def test_tracker_keeps_a_bounded_window_of_norms_by_default() -> None:
         tracker.record(ClipResult(float(i), False))
     assert len(tracker.norms) == 10_000 and tracker.norms[0] == 50.0
     assert tracker.steps == 10_050
+
+
+def _train(max_norm: float | None, steps: int = 150) -> ClipTracker:
+    """A small MLP trained by SGD on a fixed random problem, clipping by ``max_norm``."""
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 10), torch.randint(0, 4, (256,))
+    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tracker = ClipTracker(max_norm, keep_norms=None)
+    for step in range(steps):
+        batch = slice(32 * (step % 8), 32 * (step % 8 + 1))
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+        tracker.clip(model.parameters())
+        opt.step()
+    return tracker
+
+
+def test_the_90th_percentile_of_a_whole_run_clips_a_few_updates_a_low_one_most() -> None:
+    # The playbook's loop on a real model: log the unclipped norms of an unclipped run, clip a
+    # rerun at their 90th percentile (a few outlier updates clipped, no finding), and at their
+    # 10th (more than half clipped: "extremely aggressive").
+    measured = _train(None)
+    assert measured.steps == len(measured.norms) == 150 and measured.fraction_clipped == 0.0
+    at_90 = _train(measured.threshold(0.9))
+    assert 0.0 < at_90.fraction_clipped < 0.5 and at_90.finding() is None
+    at_10 = _train(measured.threshold(0.1))
+    assert at_10.fraction_clipped > 0.5
+    assert at_10.finding() is not None and AGGRESSIVE_CLIPPING in (at_10.finding() or "")
+    # The unclipped norms are what is recorded, before the rescaling.
+    assert at_10.norms[0] == measured.norms[0] > measured.threshold(0.1)

@@ -29,6 +29,8 @@ from conftest import write_experiment
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 REQUIRED = {"train_loss", "train_error", "val_loss", "val_error", "grad_norm", "learning_rate"}
+# Reported once, at the first evaluation (the metrics' resolution and chance level).
+ONCE = {"train_examples", "val_examples", "val_error_chance", "val_loss_chance"}
 
 # Each workload at a size that trains a few steps in well under a second.
 SMALL: dict[str, dict[str, Any]] = {
@@ -79,9 +81,12 @@ def test_every_metric_at_every_evaluation_with_warmup_schedule(
                             {**SMALL[workload], **EVERYTHING})
     assert record.status == "completed", record.error
     curves = _curves(store, record.trial_id)
-    assert set(curves) == REQUIRED | {"clip_fraction"}  # clipping is on
+    assert set(curves) == REQUIRED | ONCE | {"clip_fraction"}  # clipping is on
     for metric, points in curves.items():
-        assert [s for s, _ in points] == [4, 8, 10], metric  # every eval, and the last step
+        # grad_norm at every update; the rest at every eval, and the last step.
+        want_steps = ([*range(1, 11)] if metric == "grad_norm" else [4] if metric in ONCE
+                      else [4, 8, 10])
+        assert [s for s, _ in points] == want_steps, metric
         assert all(math.isfinite(v) for _, v in points), metric
     for metric in ("train_error", "val_error", "clip_fraction"):
         assert all(0.0 <= v <= 1.0 for _, v in curves[metric]), metric
@@ -102,7 +107,7 @@ def test_defaults_report_exactly_the_required_metrics(tmp_path: Path) -> None:
                             "tunebook.workloads.digits:train_mlp", {}, steps=6, every=3)
     assert record.status == "completed", record.error
     curves = _curves(store, record.trial_id)
-    assert set(curves) == REQUIRED  # no clip_fraction without grad_clip
+    assert set(curves) == REQUIRED | ONCE  # no clip_fraction without grad_clip
     assert [v for _, v in curves["learning_rate"]] == [record.params["learning_rate"]] * 2
     assert record.best_step in (3, 6) and 0 <= (record.best_value or -1) <= 1
 
@@ -299,3 +304,19 @@ def test_example_runs_at_a_small_size(tmp_path: Path, shared_root: Path, example
         assert r.status == "completed", r.error
         assert r.best_value is not None and math.isfinite(r.best_value)
         assert r.final_step == 6
+
+
+def test_grad_norm_every_update_and_the_log_defers_to_the_report(tmp_path: Path) -> None:
+    # grad_clip far below every norm: the >50% warning is logged and clip_fraction says so.
+    store, (record,) = _run(tmp_path, tmp_path / "r", "clip", "tunebook.workloads.digits:train_mlp",
+                            {"grad_clip": 1e-4, "width": 16}, steps=12, every=5)
+    assert record.status == "completed", record.error
+    curves = _curves(store, record.trial_id)
+    assert [s for s, _ in curves["grad_norm"]] == list(range(1, 13))
+    assert all(v > 1e-4 for _, v in curves["grad_norm"])  # unclipped norms, not the clipped
+    assert curves["clip_fraction"][-1] == (12, 1.0)
+    log = (tmp_path / "r" / "runs" / "clip" / "main" / "trial-00000" / "log.txt").read_text()
+    # The trial's own percentile says what it is, and points to the per-study threshold.
+    assert "this trial's last 12 unclipped gradient norms: 90th percentile" in log
+    assert "late training only" in log and "per-study threshold" in log
+    assert "clipped 12 of 12 steps (100%, more than 50%)" in log

@@ -18,6 +18,13 @@ knob                          directions
 ``range:NAME``                ``widen_low``, ``widen_high`` / ``fix`` (NAME's search range),
                               ``narrow_low`` / ``widen_low``, ``narrow_high`` / ``widen_high``
 ``batch_size``                ``larger`` / ``smaller`` / ``keep``
+``grad_clip``                 ``higher`` / ``lower`` (the clipping threshold)
+``stability``                 ``improve`` (learning rate warmup, gradient clipping)
+``search_space``              ``adjust`` (avoid the infeasible region)
+``failed_trials``             ``retry`` (fix the cause, re-run them)
+``choose:NAME``               ``by_cost`` (pick NAME for training speed or cost, never
+                              for validation performance)
+``step_noise``                ``reduce`` (bigger batch, more validation data, decay, averaging)
 ============================  =======================================================
 """
 
@@ -45,6 +52,7 @@ OPPOSITE: frozenset[frozenset[str]] = frozenset(frozenset(p) for p in (
     ("larger", "smaller"),
     ("larger", "keep"),
     ("smaller", "keep"),
+    ("higher", "lower"),
 ))
 
 

@@ -6,13 +6,13 @@ Each function returns plain dataclasses; :mod:`tunebook.report` draws them.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tunebook.analysis import stats
+from tunebook.analysis.comparison import Comparison, compare
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.analysis.resolution import is_meta_metric
 from tunebook.analysis.stats import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
@@ -68,6 +68,8 @@ class IsolationPlot:
     groups: tuple[dict[str, Any], ...]
     summary: str
     spread: float | None
+    verdict: str | None = None
+    numbers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,12 +146,15 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def isolation(data: ExperimentData, top: int = 3,
-              boxes: list[BootstrapBox] | None = None) -> IsolationPlot:
-    """Best trial per study, with a plain-language comparison.
+def isolation(data: ExperimentData, boxes: list[BootstrapBox] | None = None) -> IsolationPlot:
+    """Best trial per study, with the comparison's verdict in plain language.
 
-    ``boxes`` is :func:`best_of_k` of the same data when the caller has it already.
+    The verdict, the spread and every number in the summary are
+    :func:`~tunebook.analysis.comparison.compare`'s (the ``isolation`` finding's). ``boxes``
+    is not needed (the comparison bootstraps the same pools, with the same seed) and is
+    accepted so that a caller holding the report's :func:`best_of_k` can pass it.
     """
+    del boxes
     groups = []
     for study in data.studies:
         trials = [t for t in data.trials if t.study == study]
@@ -169,34 +174,21 @@ def isolation(data: ExperimentData, top: int = 3,
             "unfinished": sum(t.status not in ("completed", "infeasible", "failed")
                               for t in trials),
         })
-    spread = _spread(data, top, best_of_k(data) if boxes is None else boxes)
+    cmp = compare(data)
     return IsolationPlot(tuple(data.experiment.scientific), tuple(groups),
-                         _summary(data, groups, spread), spread)
+                         _summary(data, groups, cmp), _spread(cmp),
+                         None if cmp is None else cmp.verdict,
+                         {} if cmp is None else cmp.as_dict())
 
 
-def _spread(data: ExperimentData, top: int, boxes: list[BootstrapBox]) -> float | None:
-    """:func:`stats.spread <tunebook.analysis.stats.spread>` of the late-training noise of each
-    study's ``top`` best trials and the best-of-n bootstrap IQR of each study (its box at
-    ``k = n``, the same numbers as :func:`stats.best_of_n_iqr
-    <tunebook.analysis.stats.best_of_n_iqr>`)."""
-    noises = []
-    for study in data.studies:
-        for t in data.ranked(study)[:top]:
-            curve = t.curves.get(data.metric)
-            if curve is not None:
-                n = stats.late_noise(curve.finite().values)
-                if n is not None:
-                    noises.append(n)
-    iqrs = []
-    for box in boxes:
-        if box.stats and box.stats[-1][0] == box.n:
-            _, _, q1, _, q3, _ = box.stats[-1]
-            if math.isfinite(q1) and math.isfinite(q3):
-                iqrs.append(abs(q3 - q1))
-    return stats.spread(noises, iqrs)
+def _spread(cmp: Comparison | None) -> float | None:
+    """The comparison's spread: the largest of the step noise of the best trials, the median
+    best-of-n bootstrap IQR and the metric's resolution (None without a comparison)."""
+    return None if cmp is None else cmp.spread
 
 
-def _summary(data: ExperimentData, groups: list[dict[str, Any]], spread: float | None) -> str:
+def _summary(data: ExperimentData, groups: list[dict[str, Any]], cmp: Comparison | None
+             ) -> str:
     metric = data.metric + (" (final)" if data.final else "")
     scored = [g for g in groups if g["best"] is not None]
     if not groups:
@@ -205,34 +197,14 @@ def _summary(data: ExperimentData, groups: list[dict[str, Any]], spread: float |
         return f"No study has a completed trial with a finite {metric} yet: nothing to compare."
     missing = [g["label"] for g in groups if g["best"] is None]
     tail = (f" ({', '.join(missing)} has no completed trial.)" if missing else "")
-    if len(scored) == 1:
+    if cmp is None:
         g = scored[0]
         if len(groups) == 1:
             return (f"One study: best {metric} {_fmt(g['best']['value'])} "
                     f"({g['best']['trial']}).")
         return (f"Only {g['label']} has a completed trial (best {metric} "
                 f"{_fmt(g['best']['value'])}): nothing to compare yet.{tail}")
-    sign = data.objective.sign
-    ordered = sorted(scored, key=lambda g: sign * g["best"]["value"])
-    first, second = ordered[0], ordered[1]
-    gap = abs(first["best"]["value"] - second["best"]["value"])
-    rel = gap / abs(second["best"]["value"]) if second["best"]["value"] else math.inf
-    text = (f"{first['label']} reached the best {metric}, {_fmt(first['best']['value'])} "
-            f"({first['best']['trial']}), against {_fmt(second['best']['value'])} for "
-            f"{second['label']}: a difference of {_fmt(gap)}"
-            + (f" ({rel:.0%})" if math.isfinite(rel) else "") + ".")
-    if spread is None:
-        text += (" The spread between equally good runs is unknown (too few evaluations or "
-                 "trials): retrain the best trials with several seeds before concluding.")
-    elif not stats.separated(gap, spread):
-        text += (f" That is within the spread ({_fmt(spread)}: the late-training noise of the "
-                 "best trials and the best-of-n bootstrap range), so this experiment does not "
-                 "show a difference; more trials or seeds are needed to tell.")
-    else:
-        text += (f" That is larger than the spread ({_fmt(spread)}: late-training noise and "
-                 "best-of-n bootstrap range), which is evidence of a real difference; confirm "
-                 "with several seeds before a launch.")
-    return text + tail
+    return cmp.summary() + tail
 
 
 def downsample(steps: tuple[int, ...], values: tuple[float, ...], limit: int = 200

@@ -15,8 +15,12 @@ curve:
   to get good results with quasi-random search?"): ``draws`` resamples of ``k`` values with
   replacement, each reduced to its best, from a generator seeded per call so that a study's
   result never depends on which studies came before it.
-* :func:`best_of_n_iqr`, :func:`spread` and :func:`separated` — the one "spread" used to
-  judge whether a difference between studies is real.
+* :func:`paired_best_of_k` — the same bootstrap over *pairs* of trials (two studies search
+  the same nuisance points, so trial ``i`` of one and trial ``i`` of the other are a pair):
+  the share of resamples in which one study's best beats the other's.
+* :func:`best_of_n_iqr`, :func:`spread` and :func:`separated` — the parts of the "spread"
+  :mod:`tunebook.analysis.comparison` uses to judge whether a difference between studies is
+  real.
 
 Values are "loss-like" throughout: lower is better (negate a maximised metric first) and
 ``inf`` marks a trial that produced nothing (infeasible: never the best).
@@ -45,6 +49,7 @@ __all__ = [
     "bootstrap_best",
     "late_noise",
     "noise",
+    "paired_best_of_k",
     "quantile",
     "separated",
     "spread",
@@ -156,6 +161,33 @@ def bootstrap_best(pool: Sequence[float] | Array, k: int, *, draws: int = BOOTST
     idx = rng.integers(0, values.size, size=(draws, k))
     best: Array = values[idx].min(axis=1)
     return best
+
+
+def paired_best_of_k(pool_a: Sequence[float] | Array, pool_b: Sequence[float] | Array, k: int,
+                     *, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> float:
+    """The share of paired best-of-``k`` resamples in which A's best beats B's (ties count half).
+
+    ``pool_a[i]`` and ``pool_b[i]`` are a pair (the same nuisance point in two studies),
+    loss-like (lower is better, ``inf`` for a trial that produced nothing). Each of ``draws``
+    resamples picks ``k`` pair indices with replacement (``numpy.random.default_rng(seed)``,
+    fresh on every call) and compares the best of A's values with the best of B's over those
+    same pairs: sampling the nuisance space moves both studies together, so a difference that
+    holds on every nuisance point wins every resample even when the points themselves vary far
+    more than the difference. Identical pools give exactly 0.5.
+
+    Raises:
+        ValueError: for pools of different or zero length, or ``k < 1``.
+    """
+    a = np.asarray(pool_a, dtype=np.float64)
+    b = np.asarray(pool_b, dtype=np.float64)
+    if a.shape != b.shape or a.size == 0 or k < 1:
+        raise ValueError(f"paired_best_of_k needs two pools of one non-zero length and k >= 1, "
+                         f"got {a.size} and {b.size} values and k={k}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(draws, k))
+    best_a, best_b = a[idx].min(axis=1), b[idx].min(axis=1)
+    # inf == inf: two resamples without a feasible trial are a tie, not a win
+    return float(np.mean(best_a < best_b) + 0.5 * np.mean(best_a == best_b))
 
 
 def best_of_k_quantiles(pool: Sequence[float] | Array, k: int, qs: Sequence[float], *,

@@ -18,8 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunebook.analysis import stats
-from tunebook.analysis.data import ExperimentData, TrialData, load
+import numpy as np
+
+from tunebook.analysis.data import ExperimentData, load
 from tunebook.analysis.findings import Finding, trials_text
 from tunebook.analysis.plots import (
     AxisPlot,
@@ -226,6 +227,8 @@ def _thresholds_html(thresholds: dict[str, dict[str, Any]]) -> str:
 
 
 def _findings_html(findings: tuple[Finding, ...], thresholds: dict[str, dict[str, Any]]) -> str:
+    # The isolation verdict is stated once, in the isolation section.
+    findings = tuple(f for f in findings if f.check != "isolation")
     if not findings:
         return ("<section id='findings'><h2>Findings</h2><p class='empty'>None of the "
                 f"playbook's checks fired.</p>{_thresholds_html(thresholds)}</section>")
@@ -262,24 +265,45 @@ def _recommendations_html(recs: Sequence[Recommendation]) -> str:
     return f"<section id='recommendations'><h2>Recommendations</h2>{''.join(items)}</section>"
 
 
-def _grad_norm(data: ExperimentData, best: list[TrialData]) -> dict[str, Any] | None:
-    with_norm = [t for t in best if "grad_norm" in t.curves]
-    if not with_norm:
-        return None
-    series = []
-    values: list[float] = []
-    for t in with_norm:
-        c = t.curves["grad_norm"]
-        steps, vals = downsample(c.steps, c.values, POINTS_PER_CURVE)
-        series.append([t.label, list(steps), list(vals)])
-        values += [v for v in c.values if _finite(v) is not None]
-    # The same 90th percentile as tunebook.torch.clip_threshold: the playbook's threshold.
-    marker = stats.quantile(values, 0.9) if values else None
-    return {"curves": {"metric": "grad_norm", "series": series},
-            "histogram": {"title": "grad_norm at evaluations (red: 90th percentile, the "
-                                   "playbook's clipping threshold)",
-                          "values": values, "xlabel": "unclipped gradient norm",
-                          "marker": marker}}
+HISTOGRAM_BINS = 30  # bars of each study's gradient-norm histogram (counts, not the norms)
+
+
+def _histogram(values: Sequence[float], bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+    """Bin edges and counts of the finite ``values``: the page gets ``bins`` numbers, not one
+    per step. Log-spaced when the values are positive and span more than two decades (early
+    norms can be orders of magnitude above the late ones)."""
+    arr = np.asarray([v for v in values if _finite(v) is not None], dtype=np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    log = lo > 0 and hi / lo > 100
+    if log:
+        edges = np.geomspace(lo, hi, bins + 1)
+    else:
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    counts, edges = np.histogram(arr, bins=edges)
+    return {"edges": [float(e) for e in edges], "counts": [int(n) for n in counts], "log": log}
+
+
+def _grad_norm(data: ExperimentData) -> list[dict[str, Any]]:
+    """Per study: the playbook's clipping threshold and the histogram it is read from."""
+    from tunebook.analysis.checks import thresholds_from_config
+    from tunebook.analysis.checks.clipping import clip_fraction, study_thresholds
+
+    # The experiment's `checks: {clipping: ...}`, as the clipping finding uses them.
+    th = thresholds_from_config(data.experiment.checks, data.experiment.source)["clipping"]
+    out = []
+    for st in study_thresholds(data, th):
+        pooled = [v for t in st.trials for v in t.curves["grad_norm"].values]
+        unit = "steps" if st.per_step else "evaluations"
+        fractions = [clip_fraction(data, t) for t in st.trials]
+        out.append({
+            **st.as_dict(), "trials": [t.label for t in st.trials],
+            "clip_fraction": [None if f is None else f.fraction for f in fractions],
+            "histogram": {**_histogram(pooled), "marker": st.threshold, "ylabel": unit,
+                          "xlabel": "unclipped gradient norm",
+                          "title": f"{st.study}: grad_norm over the best {len(st.trials)} "
+                                   f"trials' {unit} (red: {100 * st.quantile:.0f}th "
+                                   f"percentile, the threshold)"}})
+    return out
 
 
 def build_report(data: ExperimentData, findings: list[Finding] | None = None,
@@ -314,10 +338,8 @@ def _payload(data: ExperimentData, boxes: list[BootstrapBox], iso: IsolationPlot
              axes: list[AxisPlot]) -> dict[str, Any]:
     """Everything the page's script draws, as JSON-ready data."""
     curves: list[dict[str, Any]] = []
-    best_trials: list[TrialData] = []
     for study in data.studies:
         best = data.ranked(study)[:TOP_CURVES]
-        best_trials += best
         curves.append({"study": study, "plots": [
             {"metric": p.metric, "series": [[s[0], list(s[1]), list(s[2])] for s in p.series]}
             for p in curve_plots(data, best, POINTS_PER_CURVE)]})
@@ -342,13 +364,15 @@ def _payload(data: ExperimentData, boxes: list[BootstrapBox], iso: IsolationPlot
         "curves": curves,
         "bootstrap": [{"study": b.study, "n": b.n, "stats": [list(s) for s in b.stats]}
                       for b in boxes],
-        "grad_norm": _grad_norm(data, best_trials),
+        "grad_norm": _grad_norm(data),
         "trials": on_demand,
     }
 
 
 def _isolation_html(iso: IsolationPlot) -> str:
-    """A faint mark per completed trial, a large one per study's best."""
+    """A faint mark per completed trial, a large one per study's best; the comparison's verdict
+    (the ``isolation`` finding, shown here and not again in the findings list) with the numbers
+    behind it."""
     any_done = any(g["best"] for g in iso.groups)
     iso_marks = sum(sum(1 for _, v in g["values"] if _finite(v) is not None)
                     + (1 if g["best"] else 0) for g in iso.groups)
@@ -359,7 +383,33 @@ def _isolation_html(iso: IsolationPlot) -> str:
         + ("<div class='grid'><div class='plot' data-plot='isolation' data-expected='"
            + str(iso_marks) + "'></div></div>"
            if any_done else "<p class='empty'>No completed trial yet.</p>")
-        + f"<p class='summary'>{_e(iso.summary)}</p></section>")
+        + f"<p class='summary' data-verdict='{_e(iso.verdict or '')}'>{_e(iso.summary)}</p>"
+        + _verdict_numbers_html(iso.numbers) + "</section>")
+
+
+def _verdict_numbers_html(n: dict[str, Any]) -> str:
+    """The numbers behind the isolation verdict, one row each (nothing without a comparison);
+    the verdict itself is in the summary above them."""
+    if not n:
+        return ""
+    share = "-" if n["share"] is None else f"{n['share']:.0%}"
+    rows = [
+        ("gap", _fmt(n["gap"]) + (f" ({n['gap_examples']})" if n["gap_examples"] else "")),
+        ("shared nuisance points (pairs)", f"{n['n_pairs']} ({n['n_feasible']} feasible in "
+                                           f"both)"),
+        (f"{n['best']} better / worse / tied", f"{n['wins']} / {n['losses']} / {n['ties']} "
+                                                f"(top half: {n['top_half_wins']} of "
+                                                f"{n['top_half']})"),
+        ("paired bootstrap: best study's best is better",
+         f"{share} of {n['draws']} resamples (differ needs {n['paired_share_threshold']:.0%})"),
+        ("step noise (late, best trials)", _fmt(n["step_noise"])),
+        ("best-of-n sampling IQR", _fmt(n["sampling"])),
+        ("resolution of the metric", _fmt(n["resolution"]) if n["resolution"] else "continuous"),
+        ("spread (largest part)", _fmt(n["spread"])),
+        ("what limits the comparison", _fmt(n["limit"])),
+    ]
+    body = "".join(f"<tr><th>{_e(k)}</th><td class='num'>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<table class='small verdict'><tbody>{body}</tbody></table>"
 
 
 def _axis_html(axes: list[AxisPlot], objective_label: str) -> str:
@@ -396,10 +446,7 @@ def _curves_html(payload: dict[str, Any]) -> str:
         curve_html.append(f"<h3>{_e(name)}: best {shown} trials</h3>"
                           f"<div class='grid'>{divs}</div>")
     if payload["grad_norm"]:
-        expected = sum(len(series[1]) for series in payload["grad_norm"]["curves"]["series"])
-        curve_html.append("<h3>Gradient norm</h3><div class='grid'><div class='plot' "
-                          f"data-plot='grad-norm-curve' data-expected='{expected}'></div>"
-                          "<div class='plot' data-plot='grad-norm-hist'></div></div>")
+        curve_html.append(_clipping_html(payload["grad_norm"]))
     options = "".join(f"<option value='{_e(label)}'>{_e(label)}</option>"
                       for label in payload["trials"])
     picker = (f"<h3>Any trial</h3><select id='trial-picker'><option value=''>choose a trial"
@@ -407,6 +454,36 @@ def _curves_html(payload: dict[str, Any]) -> str:
               if payload["trials"] else "")
     return (f"<section id='curves'><h2>Training curves</h2>{''.join(curve_html)}"
             f"{picker}</section>")
+
+
+def _clipping_html(studies: list[dict[str, Any]]) -> str:
+    """The playbook's clipping threshold, study by study: a sentence and a histogram each."""
+    lines, divs = [], []
+    for i, st in enumerate(studies):
+        what = ("every update of" if st["per_step"]
+                else "the evaluations (this workload does not report every update) of")
+        clip = ""
+        used = [(lab, g, f) for lab, g, f in zip(st["trials"], st["grad_clip"],
+                                                 st["clip_fraction"], strict=True)
+                if g is not None]
+        if used:
+            clip = " These trials clip: " + ", ".join(
+                f"{lab} at {_fmt(g)}" + ("" if f is None else f" ({100 * f:.0f}% of updates)")
+                for lab, g, f in used) + "."
+        lines.append(
+            f"<li><b>{_e(st['study'])}</b>: <b>{_e(_fmt(st['threshold']))}</b>, the "
+            f"{100 * st['quantile']:.0f}th percentile of {st['n_norms']} unclipped norms from "
+            f"{what} its best {len(st['trials'])} trials ({_e(', '.join(st['trials']))}); "
+            f"median {_e(_fmt(st['median']))}.{_e(clip)}</li>")
+        divs.append(f"<div class='plot' data-plot='grad-norm-hist' data-index='{i}' "
+                    f"data-expected='{len(st['histogram']['counts'])}'></div>")
+    return ("<h3 id='clipping'>Gradient clipping</h3><p class='muted small'>The playbook's "
+            "clipping threshold, just above the typical gradient norm: the 90th percentile of "
+            "the unclipped norms over the whole training of each study's best trials. Per "
+            "study, since norms of different models are not comparable; trials that clipped "
+            "more than half of their updates are listed by the <code>clipping</code> finding."
+            f"</p><ul class='summary'>{''.join(lines)}</ul><div class='grid'>{''.join(divs)}"
+            "</div>")
 
 
 def _enough_html(boxes: list[BootstrapBox]) -> str:

@@ -295,20 +295,21 @@
   }
 
   function histogram(node, spec) {
+    // spec.edges (bins + 1) and spec.counts (bins) are binned by the report; spec.log: the
+    // edges are log-spaced and the x axis is logarithmic.
     const svg = frame(node, spec.title);
-    const v = spec.values;
-    if (!v.length) { node.setAttribute("data-rendered", "0"); return; }
-    const lo = Math.min(...v), hi = Math.max(...v), n = Math.min(30, Math.max(5, v.length / 4));
-    const width = (hi - lo) / n || 1, counts = new Array(Math.ceil(n)).fill(0);
-    v.forEach(x => counts[Math.min(counts.length - 1, Math.floor((x - lo) / width))]++);
-    const a = axes(svg, [lo, lo + width * counts.length], [0, Math.max(...counts) * 1.05],
-                   "linear", "linear", spec.xlabel, "evaluations");
-    counts.forEach((c, i) => el("rect", {x: a.px(lo + i * width), y: a.py(c),
-      width: Math.max(1, a.px(lo + width) - a.px(lo) - 1), height: a.py(0) - a.py(c),
+    const counts = spec.counts, log = !!spec.log;
+    if (!counts.length) { node.setAttribute("data-rendered", "0"); return; }
+    const tx = x => log ? Math.log10(x) : x;
+    const e = spec.edges.map(tx);
+    const a = axes(svg, [e[0], e[e.length - 1]], [0, Math.max(...counts) * 1.05],
+                   log ? "log" : "linear", "linear", spec.xlabel, spec.ylabel || "count");
+    counts.forEach((c, i) => el("rect", {x: a.px(e[i]), y: a.py(c),
+      width: Math.max(1, a.px(e[i + 1]) - a.px(e[i]) - 1), height: a.py(0) - a.py(c),
       class: "bar"}, svg));
     if (spec.marker !== null && spec.marker !== undefined) {
-      el("line", {x1: a.px(spec.marker), x2: a.px(spec.marker), y1: M.t, y2: H - M.b,
-                  class: "marker"}, svg);
+      const m = tx(spec.marker);
+      el("line", {x1: a.px(m), x2: a.px(m), y1: M.t, y2: H - M.b, class: "marker"}, svg);
     }
     node.setAttribute("data-rendered", String(counts.length));
   }
@@ -324,8 +325,7 @@
           const study = DATA.curves[Number(node.getAttribute("data-study"))];
           linePlot(node, study.plots[i], study.study + ": " + study.plots[i].metric);
         } else if (kind === "bootstrap") boxPlot(node, DATA.bootstrap);
-        else if (kind === "grad-norm-curve") linePlot(node, DATA.grad_norm.curves, "grad_norm");
-        else if (kind === "grad-norm-hist") histogram(node, DATA.grad_norm.histogram);
+        else if (kind === "grad-norm-hist") histogram(node, DATA.grad_norm[i].histogram);
       } catch (err) {
         node.textContent = "could not draw this plot: " + err;
         node.setAttribute("data-rendered", "error");

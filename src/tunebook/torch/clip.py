@@ -14,6 +14,15 @@ This module gives each piece of that advice a name:
 * :class:`ClipTracker` clips, remembers the norms and the fraction of clipped steps, and states
   the playbook's finding when that fraction exceeds one half. It only returns data; reporting it
   (``trial.report``, a log line) is the caller's choice.
+
+Report the unclipped norm of *every* step (``trial.report(step, grad_norm=norm)``, as
+:func:`tunebook.workloads.common.train_classifier` does), not a mean per evaluation: the
+report's threshold is :func:`clip_threshold` applied per study to the norms of its best trials'
+whole training (:func:`tunebook.analysis.checks.clipping.study_thresholds`), and the
+``clipping`` check turns a reported ``clip_fraction`` above one half into a finding. A
+:class:`ClipTracker`'s own :meth:`~ClipTracker.threshold` covers only the norms it kept (the
+latest ``keep_norms``): late in training, at a near-zero loss, they can be far below the typical
+norm, so it describes one trial's recent steps, not the threshold to use.
 """
 
 from __future__ import annotations
@@ -135,12 +144,12 @@ def clip_threshold(norms: Iterable[float], quantile: float = 0.9) -> float:
     The playbook's starting point is the 90th percentile ("just above the typical gradient
     norm"); if instabilities remain, clip harder (a lower quantile).
 
-    The quantile is :func:`tunebook.analysis.stats.quantile`, the one the report's gradient-norm
-    histogram marks: linear interpolation between order statistics (Hyndman & Fan's type 7,
-    numpy's default). With the ``n`` finite norms sorted as ``x[0] <= ... <= x[n-1]`` and
-    ``h = (n - 1) * quantile``, the result is ``x[⌊h⌋] + (h - ⌊h⌋) * (x[⌊h⌋+1] - x[⌊h⌋])``.
-    So ``norms = 1, 2, ..., 11`` gives exactly 10.0 at 0.9. Non-finite norms (diverged steps) are
-    ignored.
+    The quantile is :func:`tunebook.analysis.stats.quantile`, the one the report's per-study
+    gradient-norm histograms mark: linear interpolation between order statistics (Hyndman &
+    Fan's type 7, numpy's default). With the ``n`` finite norms sorted as
+    ``x[0] <= ... <= x[n-1]`` and ``h = (n - 1) * quantile``, the result is
+    ``x[⌊h⌋] + (h - ⌊h⌋) * (x[⌊h⌋+1] - x[⌊h⌋])``. So ``norms = 1, 2, ..., 11`` gives exactly
+    10.0 at 0.9. Non-finite norms (diverged steps) are ignored.
 
     Raises:
         ValueError: when there is no finite norm or ``quantile`` is outside [0, 1].
@@ -227,7 +236,8 @@ class ClipTracker:
                 f"{AGGRESSIVE_CLIPPING}")
 
     def threshold(self, quantile: float = 0.9) -> float:
-        """:func:`clip_threshold` of the recorded norms."""
+        """:func:`clip_threshold` of the recorded norms (only the latest ``keep_norms``: this
+        trial's recent steps, not the per-study threshold of the report)."""
         return clip_threshold(self.norms, quantile)
 
     def metrics(self) -> dict[str, float]:

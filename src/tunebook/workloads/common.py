@@ -51,10 +51,18 @@ What is reported at every evaluation (every ``eval_every`` steps and at ``max_tr
   examples evenly spaced through it (all of it by default);
 * ``val_loss``, ``val_error``: the same on the validation set; for a language model, the mean
   over every predicted position (the error is the next-token error rate);
-* ``grad_norm``: the **mean** unclipped global gradient norm over the updates since the previous
-  evaluation (the norm the playbook asks to log, before clipping);
+* ``grad_norm``: the unclipped global gradient norm (the norm the playbook asks to log, before
+  clipping) of **every** update, not only at evaluations: step ``s`` holds the norm of update
+  ``s`` (1-based, the step count after it). The norms of an evaluation interval are reported
+  together at its evaluation, so a resumed trial re-reports exactly the steps after its
+  checkpoint (the store keeps one value per step: nothing is duplicated); a diverged trial's
+  norms after its last evaluation are not reported. Before this version
+  ``grad_norm`` was the *mean* norm over each evaluation interval, one point per evaluation;
+  the report's per-study clipping threshold (the 90th percentile of the best trials' per-step
+  norms) needs every step;
 * ``learning_rate``: the rate of the last update before the evaluation, ``schedule(step - 1)``;
-* ``clip_fraction``, only with ``grad_clip``: the share of all updates so far that were clipped.
+* ``clip_fraction``, only with ``grad_clip``: the share of all updates so far that were clipped
+  (the ``clipping`` check warns when it exceeds one half at the last evaluation).
 
 Reported once, with the first evaluation (constants that describe the metrics, so that the
 report knows their resolution and their chance level; see ``docs/reading-your-report.md``):
@@ -254,6 +262,12 @@ def describe_labels(targets: torch.Tensor, prefix: str, *, chance: bool = True
 
 
 # --------------------------------------------------------------------------- the loop
+def _report_norms(trial: Trial, first: int, norms: list[float]) -> None:
+    """Report ``norms[i]`` as ``grad_norm`` at step ``first + 1 + i``."""
+    for i, norm in enumerate(norms):
+        trial.report(first + 1 + i, grad_norm=norm)
+
+
 def train_classifier(
     trial: Trial,
     model: nn.Module,
@@ -306,7 +320,11 @@ def train_classifier(
     if step:
         trial.log(f"resumed from the checkpoint at step {step}")
 
-    norms: list[float] = []  # unclipped gradient norms since the previous evaluation
+    # Unclipped norms of the updates since the previous evaluation: updates first+1, first+2...
+    # They are reported at the evaluation, not update by update, so that a checkpoint (saved
+    # right after the report) always covers exactly the norms in the store.
+    first = step
+    norms: list[float] = []
     described = step > 0  # the constants went with the first evaluation of an earlier attempt
     model.train()
     while step < trial.max_train_steps:
@@ -339,13 +357,19 @@ def train_classifier(
                 extra.update(describe_labels(train_eval[1], "train_", chance=False))
                 extra.update(describe_labels(val_data[1], "val_"))
                 described = True
+            _report_norms(trial, first, norms[:-1])
             trial.report(step, **train.prefixed("train_"), **val.prefixed("val_"),
-                         grad_norm=sum(norms) / len(norms), learning_rate=lr, **extra)
-            norms.clear()
+                         grad_norm=norms[-1], learning_rate=lr, **extra)
+            first, norms = step, []
             checkpointer.save(step, model, optimizer, clip=clipper)
 
     if clipper.norms:
-        trial.log(f"90th percentile of the last {len(clipper.norms)} unclipped gradient norms: "
-                  f"{clipper.threshold(0.9):.4g} (the playbook's starting point for grad_clip)")
+        # This trial's own late-training norms, for reading its log; the threshold to use is the
+        # report's, per study over the best trials' whole training (it says so, to not
+        # contradict it: late norms at a near-zero training loss can be tiny).
+        trial.log(f"this trial's last {len(clipper.norms)} unclipped gradient norms: 90th "
+                  f"percentile {clipper.threshold(0.9):.4g} (late training only; for grad_clip "
+                  f"use the report's per-study threshold, the 90th percentile over the best "
+                  f"trials' whole training)")
     if (finding := clipper.finding()) is not None:
         trial.log(finding)

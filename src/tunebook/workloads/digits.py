@@ -22,8 +22,8 @@ and every training hyperparameter of :mod:`tunebook.workloads.common` (``optimiz
 fails with the closest known name), so a typo cannot silently run a study at the default.
 
 Reports ``train_loss``, ``train_error`` (on the whole training set, in eval mode), ``val_loss``,
-``val_error``, ``grad_norm`` (mean unclipped norm since the previous evaluation) and
-``learning_rate`` every ``eval_every`` steps and at the end, and checkpoints at each evaluation
+``val_error`` and ``learning_rate`` every ``eval_every`` steps and at the end, ``grad_norm``
+(the unclipped norm) at every update, and checkpoints at each evaluation
 so a killed trial resumes exactly where it stopped.
 """
 

@@ -39,7 +39,7 @@ Both also take every training hyperparameter of :mod:`tunebook.workloads.common`
 (``optimizer`` [adam], ``learning_rate``, ``weight_decay``, ``schedule``, ``warmup_steps``,
 ``grad_clip``, ``label_smoothing``...); any other name is refused. They report ``train_loss``,
 ``train_error`` (on the whole training set, in eval mode), ``val_loss``, ``val_error``,
-``grad_norm`` and ``learning_rate`` at every evaluation.
+``learning_rate`` at every evaluation and ``grad_norm`` (unclipped) at every update.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ and every training hyperparameter of :mod:`tunebook.workloads.common` (``optimiz
 
 Reports ``train_loss``, ``train_error``, ``val_loss``, ``val_error`` (cross-entropy per byte in
 nats and the next-byte error rate, i.e. the next-character error rate for the mostly ASCII
-text), ``grad_norm`` and ``learning_rate`` at every evaluation.
+text) and ``learning_rate`` at every evaluation, ``grad_norm`` (unclipped) at every update.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import numpy as np
 
 from tunebook.analysis.data import Curve, ExperimentData, TrialData
 from tunebook.analysis.findings import Finding
-from tunebook.experiment import Experiment, Objective
+from tunebook.experiment import Experiment, Objective, Search
 from tunebook.objective import summarize
 from tunebook.search.space import Float, Hyperparameter, SearchSpace
 
@@ -21,6 +21,9 @@ SECTIONS = {
     "Examining the training curves",
     "Deciding how long to train when training is not compute-bound",
     "Setting up periodic evaluations",
+    "How can optimization failures be debugged and mitigated?",
+    "Choosing the batch size",
+    "How many trials are needed to get good results with quasi-random search?",
 }
 
 DEFAULT_SPACE: dict[str, Hyperparameter] = {
@@ -34,11 +37,15 @@ def tr(values: Sequence[float] | None = None, *, study: str = "main",
        status: str = "completed", params: dict[str, Any] | None = None,
        steps: Sequence[int] | None = None, every: int = 10,
        train: Sequence[float] | None = None, error: str | None = None,
-       reason: str | None = None, id: int | None = None) -> dict[str, Any]:
-    """A trial spec for :func:`make_data`: objective values at steps every, 2*every, ..."""
+       reason: str | None = None, id: int | None = None,
+       extra: dict[str, tuple[Sequence[int], Sequence[float]]] | None = None,
+       curves: dict[str, Sequence[float]] | None = None) -> dict[str, Any]:
+    """A trial spec for :func:`make_data`: objective values at steps every, 2*every, ...;
+    ``extra`` adds other metrics' curves as ``{metric: (steps, values)}``, ``curves`` other
+    metrics at the objective's steps (e.g. ``{"val_error_chance": [0.9]}``)."""
     return {"values": values, "study": study, "status": status, "params": params or {},
             "steps": steps, "every": every, "train": train, "error": error, "reason": reason,
-            "id": id}
+            "id": id, "extra": extra or {}, "curves": curves or {}}
 
 
 def _curve(values: Sequence[float], steps: Sequence[int] | None, every: int) -> Curve:
@@ -49,12 +56,23 @@ def _curve(values: Sequence[float], steps: Sequence[int] | None, every: int) -> 
 def make_data(trials: Sequence[dict[str, Any]], *, max_train_steps: int = 100,
               eval_every: int = 10, nuisance: dict[str, Hyperparameter] | None = None,
               goal: str = "minimize", metric: str = "loss",
-              studies: Sequence[str] | None = None, final: bool = False) -> ExperimentData:
-    """ExperimentData built directly: trials get ids/indexes in order, summaries per ``goal``."""
+              studies: Sequence[str] | None = None, final: bool = False,
+              fixed: dict[str, Any] | None = None,
+              scientific: dict[str, Sequence[Any]] | None = None,
+              checks: dict[str, dict[str, Any]] | None = None,
+              search_trials: int | None = None) -> ExperimentData:
+    """ExperimentData built directly: trials get ids/indexes in order, summaries per ``goal``.
+
+    ``fixed``, ``scientific``, ``checks`` and ``search_trials`` (the planned trials per study)
+    go to the :class:`Experiment` as they are.
+    """
     exp = Experiment(name="t", objective=Objective(metric, goal),  # type: ignore[arg-type]
                      max_train_steps=max_train_steps, eval_every=eval_every,
                      nuisance=SearchSpace(nuisance if nuisance is not None else DEFAULT_SPACE),
-                     workload="x:y")
+                     workload="x:y", fixed=fixed or {},
+                     scientific={k: tuple(v) for k, v in (scientific or {}).items()},
+                     checks=checks or {},
+                     search=Search(trials=search_trials) if search_trials else Search())
     out = []
     per_study: dict[str, int] = {}
     for i, spec in enumerate(trials):
@@ -63,6 +81,10 @@ def make_data(trials: Sequence[dict[str, Any]], *, max_train_steps: int = 100,
             curves[metric] = _curve(spec["values"], spec["steps"], spec["every"])
         if spec["train"] is not None:
             curves["train_loss"] = _curve(spec["train"], None, spec["every"])
+        for name, (steps, values) in spec.get("extra", {}).items():
+            curves[name] = _curve(values, steps, spec["every"])
+        for name, extra_values in spec.get("curves", {}).items():
+            curves[name] = _curve(extra_values, None, spec["every"])
         obj = curves.get(metric)
         s = summarize(zip(obj.steps, obj.values, strict=True) if obj else [],
                       goal)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import pytest
 from checkdata import (
     GOOD,
     OVERFIT,
+    healthy_curve,
     make_data,
     only,
     tr,
@@ -21,7 +22,8 @@ from tunebook.analysis.checks import (
     check_train_loss_increases,
 )
 from tunebook.analysis.checks.curves import CurveThresholds
-from tunebook.analysis.data import Curve
+from tunebook.analysis.comparison import compare
+from tunebook.analysis.data import Curve, ExperimentData
 
 # ----------------------------------------------------------------------------- 2. overfitting
 
@@ -193,6 +195,69 @@ def test_late_variance_single_study_uses_best_versus_third() -> None:
 def test_late_variance_zero_gap_does_not_fire() -> None:
     data = make_data([tr(_wiggly(0.5, 0.05), study="a"), tr(_wiggly(0.5, 0.05), study="b")],
                      max_train_steps=200)
+    assert check_late_variance(data) == []
+
+
+def _paired(a: list[float], b: list[float], noise: float, seed: int,
+            examples: int | None = None) -> ExperimentData:
+    """Studies a and b on shared nuisance points, curves from ``healthy_curve`` (on a
+    1/examples lattice with ``val_examples`` reported when ``examples`` is given)."""
+    rng = np.random.default_rng(seed)
+    trials = [tr(healthy_curve(v, rng, noise=noise), study=s)
+              for s, values in (("a", a), ("b", b)) for v in values]
+    if examples is not None:
+        for t in trials:
+            t["values"] = [round(v * examples) / examples for v in t["values"]]
+    data = make_data(trials, max_train_steps=200, metric="val_error")
+    if examples is None:
+        return data
+    size = Curve((10,), (float(examples),))
+    return dataclasses.replace(data, trials=tuple(
+        dataclasses.replace(t, curves={**t.curves, "val_examples": size}) for t in data.trials))
+
+
+def test_late_variance_fires_when_step_noise_limits_the_comparison() -> None:
+    a = [0.3 + 0.0005 * i for i in range(12)]
+    data = _paired(a, [v + 0.004 for v in a], noise=0.02, seed=5)
+    cmp = compare(data)
+    assert cmp is not None and cmp.limit == "step_noise" and cmp.verdict == "within_spread"
+    f = only(check_late_variance(data))
+    assert f.evidence["median_noise"] == cmp.step_noise and f.evidence["gap"] == cmp.gap
+    assert f.advice == {"step_noise": "reduce"} and len(f.trials) == 6
+    assert "what limits the comparison" in f.message
+
+
+def test_late_variance_is_silent_when_sampling_limits_the_comparison() -> None:
+    # the gap is ~0 and the curves are noisy, but another sample of the nuisance space moves
+    # a study's best far more: "more trials" (enough_trials), not "bigger batch"
+    rng = np.random.default_rng(19)
+    a = [float(v) for v in rng.uniform(0.2, 0.6, 12)]
+    b = [float(v) for v in rng.uniform(0.2, 0.6, 12)]
+    data = _paired(a, b, noise=0.005, seed=12)
+    cmp = compare(data)
+    assert cmp is not None and cmp.limit == "sampling" and cmp.verdict == "within_spread"
+    # the old rule (late noise above half the gap) would have fired
+    assert cmp.step_noise is not None and cmp.step_noise > 0.5 * cmp.gap
+    assert check_late_variance(data) == []
+
+
+def test_late_variance_is_silent_below_the_resolution() -> None:
+    # one example of 300 between the studies: nothing a lucky step could decide
+    a = [0.2 + 0.01 * i for i in range(12)]
+    data = _paired(a, [v + 1 / 300 for v in a], noise=0.004, seed=13, examples=300)
+    cmp = compare(data)
+    assert cmp is not None and cmp.gap < cmp.resolution
+    assert check_late_variance(data) == []
+
+
+def test_late_variance_single_study_respects_the_resolution() -> None:
+    size = Curve((10,), (300.0,))
+    trials = [tr([round(v * 300) / 300 for v in _wiggly(0.50 + i / 300, 0.05)])
+              for i in range(3)]
+    data = make_data(trials, max_train_steps=200, metric="val_error")
+    data = dataclasses.replace(data, trials=tuple(
+        dataclasses.replace(t, curves={**t.curves, "val_examples": size}) for t in data.trials))
+    # best and 3rd best 2 examples apart: below the 3-example resolution
     assert check_late_variance(data) == []
 
 

@@ -85,8 +85,9 @@ def test_registry_names_match_functions() -> None:
     # order); before the split the training-length and failure checks were interleaved.
     assert list(CHECKS) == [
         "boundary", "overfitting", "late_variance", "train_loss_increases", "still_improving",
-        "saturated_early", "best_step_position", "infeasible", "failed_trials", "eval_steps",
-        "enough_trials"]
+        "saturated_early", "best_step_position", "infeasible", "at_chance", "failed_trials",
+        "near_divergence", "eval_steps", "enough_trials", "batch_size_tuned", "too_few_trials",
+        "clipping", "isolation"]
     specs = registered()
     for name, fn in CHECKS.items():
         assert fn.__name__ == f"check_{name}" and fn.__doc__
@@ -132,7 +133,7 @@ def test_thresholds_from_the_experiment_file_change_the_verdict() -> None:
     exp = dataclasses.replace(make_data(trials).experiment, checks=config)
     data = dataclasses.replace(make_data(trials), experiment=exp)
     assert run_checks(data, only=["infeasible"]) == []
-    assert thresholds_used(data)["failures"] == {"infeasible_fraction": 0.4}
+    assert thresholds_used(data)["failures"]["infeasible_fraction"] == 0.4
 
 
 @pytest.mark.parametrize(("config", "key", "message"), [

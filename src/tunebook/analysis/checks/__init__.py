@@ -12,9 +12,14 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``curves`` (:mod:`.curves`): ``overfitting``, ``late_variance``, ``train_loss_increases``.
 - ``training_length`` (:mod:`.training_length`): ``still_improving``, ``saturated_early``,
   ``best_step_position``.
-- ``failures`` (:mod:`.failures`): ``infeasible``, ``failed_trials``.
+- ``failures`` (:mod:`.failures`, :mod:`.divergence`): ``infeasible``, ``at_chance``,
+  ``failed_trials``, ``near_divergence``.
 - ``evaluations`` (:mod:`.evaluations`): ``eval_steps``.
 - ``budget`` (:mod:`.budget`): ``enough_trials``.
+- ``clipping`` (:mod:`.clipping`): ``clipping``.
+- ``setup`` (:mod:`.setup`): ``batch_size_tuned``, ``too_few_trials``.
+- ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
+  :func:`tunebook.analysis.comparison.compare`).
 
 Every statistic (noise, bootstrap, quantiles, the spread that decides whether a difference is
 real) comes from :mod:`tunebook.analysis.stats`. Thresholds can be changed per experiment in
@@ -61,11 +66,21 @@ from tunebook.analysis.checks.training_length import (
 )
 from tunebook.analysis.checks.failures import (
     FailureThresholds,
+    check_at_chance,
     check_failed_trials,
     check_infeasible,
 )
+from tunebook.analysis.checks.divergence import check_near_divergence
 from tunebook.analysis.checks.evaluations import EvaluationThresholds, check_eval_steps
 from tunebook.analysis.checks.budget import BudgetThresholds, check_enough_trials
+from tunebook.analysis.checks.setup import (
+    SetupThresholds,
+    check_batch_size_tuned,
+    check_too_few_trials,
+)
+from tunebook.analysis.checks.clipping import ClippingThresholds, check_clipping
+from tunebook.analysis.checks.comparison import check_isolation
+from tunebook.analysis.comparison import ComparisonThresholds
 from tunebook.analysis.checks import resolutions  # registers the training-length resolvers
 from tunebook.analysis.checks.registry import (
     CHECKS,
@@ -86,22 +101,31 @@ __all__ = [
     "CHECKS",
     "BudgetThresholds",
     "CheckSpec",
+    "ClippingThresholds",
+    "ComparisonThresholds",
     "CurveThresholds",
     "EvaluationThresholds",
     "FailureThresholds",
     "SearchSpaceThresholds",
+    "SetupThresholds",
     "TrainingLengthThresholds",
     "check",
+    "check_at_chance",
+    "check_batch_size_tuned",
     "check_best_step_position",
     "check_boundary",
+    "check_clipping",
     "check_enough_trials",
     "check_eval_steps",
     "check_failed_trials",
     "check_infeasible",
+    "check_isolation",
     "check_late_variance",
+    "check_near_divergence",
     "check_overfitting",
     "check_saturated_early",
     "check_still_improving",
+    "check_too_few_trials",
     "check_train_loss_increases",
     "family",
     "reconcile",

@@ -1,7 +1,8 @@
 """Budget checks: enough trials to tell the studies apart?
 
-The spread is :func:`tunebook.analysis.stats.best_of_n_iqr` and the verdict
-:func:`tunebook.analysis.stats.separated`, the same as the report's isolation verdict.
+Judged by the one comparison of the studies, :func:`tunebook.analysis.comparison.compare`
+(the isolation verdict): this check says "more trials" exactly when that comparison is
+inconclusive and limited by the sampling of the nuisance space.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, ClassVar
 from tunebook.analysis import stats
 from tunebook.analysis.checks import common as c
 from tunebook.analysis.checks.registry import check, finding
+from tunebook.analysis.comparison import compare
 from tunebook.analysis.data import ExperimentData
 from tunebook.analysis.findings import Finding
 
@@ -22,8 +24,8 @@ __all__ = ["BudgetThresholds", "check_enough_trials"]
 class BudgetThresholds:
     """Thresholds of the budget checks (``checks: {budget: {...}}``).
 
-    None yet: whether the trials are enough is judged against the gap the data shows, with the
-    bootstrap of :mod:`tunebook.analysis.stats` (1,000 draws, seed 0).
+    None yet: whether the trials are enough is the comparison's (``checks: {comparison:
+    ...}``), with the bootstrap of :mod:`tunebook.analysis.stats` (1,000 draws, seed 0).
     """
 
     family: ClassVar[str] = "budget"
@@ -34,23 +36,21 @@ DEFAULTS = BudgetThresholds()
 
 @check("enough_trials", playbook_section=c.SEC_SAMPLING, thresholds=BudgetThresholds)
 def check_enough_trials(data: ExperimentData, th: BudgetThresholds = DEFAULTS) -> list[Finding]:
-    """Not enough trials to tell the studies apart (bootstrapped best-of-n).
+    """Not enough trials to tell the studies apart.
 
-    Needs at least 2 studies with completed trials. For each study with ``n >= 2`` finished
-    trials (:func:`~tunebook.analysis.stats.study_pool`: infeasible ones count as failures),
-    :func:`~tunebook.analysis.stats.best_of_k_quantiles` with ``k = n`` (1,000 seeded draws,
-    reseeded per study so that the result does not depend on study order) gives the quartiles
-    of the best-of-n value. One ``info`` when, in any study, the interquartile range is not
-    :func:`~tunebook.analysis.stats.separated` from the gap between the best values of the two
-    best studies (the isolation verdict's rule).
+    Reads :func:`~tunebook.analysis.comparison.compare` (needs 2 studies with a ranked trial).
+    Silent when its verdict is ``differ``. Otherwise one ``info`` when what limits the
+    comparison is the sampling of the nuisance space (``limit == "sampling"``: the median
+    best-of-n bootstrap IQR of the studies, 1,000 seeded draws per study, infeasible trials
+    counting as failures, is the largest part of the spread); when step noise or the metric's
+    resolution limits it, more trials would not help and this check stays silent.
     """
-    bests = c.study_bests(data)
-    if len(bests) < 2:
+    cmp = compare(data)
+    if cmp is None or cmp.verdict == "differ" or cmp.limit != "sampling":
         return []
-    gap = abs(bests[0][2] - bests[1][2])
     sign = c.sign(data)
     rows: list[dict[str, Any]] = []
-    for study, _, best in bests:
+    for study in c.studies(data):
         pool = stats.study_pool(data, study)
         if len(pool) < 2:
             continue
@@ -58,22 +58,26 @@ def check_enough_trials(data: ExperimentData, th: BudgetThresholds = DEFAULTS) -
         if quartiles is None:
             continue
         q25, q75 = quartiles
-        rows.append({"study": study, "n_trials": len(pool), "best": best, "iqr": q75 - q25,
+        ranked = data.ranked(study)
+        rows.append({"study": study, "n_trials": len(pool),
+                     "best": data.value(ranked[0]) if ranked else None, "iqr": q75 - q25,
                      "q25": (q25 if sign > 0 else -q75), "q75": (q75 if sign > 0 else -q25)})
-    wide = [r for r in rows if not stats.separated(gap, r["iqr"])]
-    if not wide:
-        return []
-    worst = max(wide, key=lambda r: r["iqr"])
+    if cmp.sampling is None or not rows:
+        return []  # a sampling limit without a bootstrap: only the pairs disagree
+    worst = max(rows, key=lambda x: x["iqr"])
+    r = cmp.runner_up
     return [finding(
         check="enough_trials", severity="info",
-        message=(f"Not enough trials to separate the studies: the best-of-n value of "
-                 f"{len(wide)} of {len(rows)} studies varies by {c.fmt(worst['iqr'])} (bootstrap "
-                 f"IQR, study {worst['study']} with {worst['n_trials']} trials), more than the "
-                 f"gap {c.fmt(gap)} between {bests[0][0]} and {bests[1][0]}."),
-        evidence={"gap": gap, "gap_between": [bests[0][0], bests[1][0]],
+        message=(f"Not enough trials to separate {cmp.best_label} from {r.label}, "
+                 f"{cmp.gap_text()} apart: {cmp.reason()}. A study's best-of-n value varies by "
+                 + (f"{c.fmt(cmp.sampling)} (median bootstrap IQR over {len(rows)} studies, "
+                    f"largest {c.fmt(worst['iqr'])} for {worst['study']} with "
+                    f"{worst['n_trials']} trials).")),
+        evidence={"gap": cmp.gap, "gap_between": [cmp.best, r.study], "verdict": cmp.verdict,
+                  "sampling": cmp.sampling, "spread": cmp.spread, "limit": cmp.limit,
                   "draws": stats.BOOTSTRAP_DRAWS, "seed": stats.BOOTSTRAP_SEED, "studies": rows},
         action=("Run more trials per study (or be less ambitious in the tuning goals) before "
                 "concluding that the studies differ: with this many trials, a luckier or "
                 "unluckier sample of the nuisance space could reorder them."),
-        study=worst["study"] if len(wide) == 1 else None)]
-
+        trials=[c.trial_ref(t) for t in cmp.trials],
+        advice={"trials": "more", "studies": "within_spread"})]

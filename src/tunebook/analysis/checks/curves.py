@@ -18,6 +18,7 @@ import numpy as np
 from tunebook.analysis import stats
 from tunebook.analysis.checks import common as c
 from tunebook.analysis.checks.registry import check, finding
+from tunebook.analysis.comparison import compare
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.analysis.findings import Finding, trials_text
 from tunebook.analysis.resolution import Resolution, resolution
@@ -199,16 +200,53 @@ def check_overfitting(data: ExperimentData, th: CurveThresholds = DEFAULTS) -> l
 
 @check("late_variance", playbook_section=c.SEC_CURVES, thresholds=CurveThresholds)
 def check_late_variance(data: ExperimentData, th: CurveThresholds = DEFAULTS) -> list[Finding]:
-    """High step-to-step variance late in training, compared with the gap being decided.
+    """High step-to-step variance late in training, when it is what decides the comparison.
 
-    For the ``late_top_k`` (3) best trials of each study, the late noise is
-    :func:`~tunebook.analysis.stats.late_noise` of the last ``late_fraction`` (20%) of the
-    objective's evaluations (at least ``late_min_points`` = 3; shorter curves are skipped).
-    The gap is the difference between the best values of the two best studies or, with a single
-    study, between its best and 3rd best trials. One ``warning`` when the median late noise exceeds
-    ``late_noise_to_gap`` (0.5) times a positive gap: which trial or study "wins" may then
-    depend on a lucky last step.
+    With 2 or more studies, judged by :func:`~tunebook.analysis.comparison.compare` (the
+    isolation verdict): one ``warning`` when the verdict is ``within_spread``, the step noise
+    (median :func:`~tunebook.analysis.stats.late_noise` of each study's 3 best trials) is the
+    largest part of the spread (``limit == "step_noise"``: not the sampling of the nuisance
+    space, where ``enough_trials`` asks for more trials, nor the metric's resolution), the gap
+    between the two best studies is positive and not below the resolution, and the step noise
+    exceeds ``late_noise_to_gap`` (0.5) times the gap.
+
+    With a single study: the late noise of its ``late_top_k`` (3) best trials (last
+    ``late_fraction`` = 20% of the evaluations, at least ``late_min_points`` = 3) against the
+    gap between its best and 3rd best trials; one ``warning`` when the median exceeds
+    ``late_noise_to_gap`` (0.5) times that gap and the gap is positive and not below the
+    metric's resolution (:meth:`~tunebook.analysis.resolution.Resolution.min_change`).
     """
+    action = ("Step-to-step variance (batch variance, a small validation set, a learning rate "
+              "too high late in training) can decide the comparison by a lucky or unlucky "
+              "step: increase the batch size, obtain more validation data, use learning rate "
+              "decay, or use Polyak averaging.")
+    cmp = compare(data)
+    if cmp is not None:
+        noise = cmp.step_noise
+        if (noise is None or cmp.verdict == "differ" or cmp.limit != "step_noise"
+                or not cmp.gap > 0 or cmp.gap < cmp.resolution
+                or noise <= th.late_noise_to_gap * cmp.gap):
+            return []
+        others = ", ".join(f"{name} {c.fmt(v)}" for name, v in (
+            ("best-of-n sampling IQR", cmp.sampling),
+            ("resolution", cmp.resolution or None)) if v is not None)
+        return [finding(
+            check="late_variance", severity="warning",
+            message=(f"Late in training the {data.metric} of the best trials varies from step "
+                     f"to step by {c.fmt(noise)} (median std over the last "
+                     f"{c.pct(stats.LATE_FRACTION)} of {len(cmp.noises)} trials), more than "
+                     f"{th.late_noise_to_gap:g} × the gap {cmp.gap_text()} between "
+                     f"{cmp.best_label} and {cmp.runner_up.label}: it is what limits the "
+                     f"comparison" + (f" ({others})" if others else "") + "."),
+            evidence={"metric": data.metric, "median_noise": noise, "gap": cmp.gap,
+                      "gap_between": {"kind": "studies", "studies": [cmp.best,
+                                      cmp.runner_up.study],
+                                      "values": [cmp.best_value, cmp.runner_up.value]},
+                      "ratio": th.late_noise_to_gap, "limit": cmp.limit,
+                      "sampling": cmp.sampling, "resolution": cmp.resolution,
+                      "verdict": cmp.verdict, "trials": list(cmp.noises)},
+            action=action, trials=[{"id": n["id"], "label": n["label"]} for n in cmp.noises],
+            advice={"step_noise": "reduce"})]
     noises: list[dict[str, Any]] = []
     for study in c.studies(data):
         for t in data.ranked(study)[:th.late_top_k]:
@@ -216,44 +254,37 @@ def check_late_variance(data: ExperimentData, th: CurveThresholds = DEFAULTS) ->
             if len(y) < th.late_min_points:
                 continue
             k = stats.tail_length(len(y), th.late_fraction, th.late_min_points)
-            noise = stats.late_noise(y, th.late_fraction, th.late_min_points)
-            if noise is not None:
-                noises.append({**c.trial_ref(t), "study": study, "noise": noise,
+            late = stats.late_noise(y, th.late_fraction, th.late_min_points)
+            if late is not None:
+                noises.append({**c.trial_ref(t), "study": study, "noise": late,
                                "from_step": int(steps[-k]), "points": k})
-    if not noises:
-        return []
     bests = c.study_bests(data)
-    if len(bests) >= 2:
-        gap = abs(bests[0][2] - bests[1][2])
-        between = f"the best two studies ({bests[0][0]}, {bests[1][0]})"
-        gap_ev: dict[str, Any] = {"kind": "studies", "studies": [bests[0][0], bests[1][0]],
-                                  "values": [bests[0][2], bests[1][2]]}
-    else:
-        ranked = data.ranked(bests[0][0]) if bests else []
-        if len(ranked) < 3:
-            return []
-        v1, v3 = c.objective(data, ranked[0]), c.objective(data, ranked[2])
-        if v1 is None or v3 is None:
-            return []
-        gap = abs(v1 - v3)
-        between = f"the best and 3rd best trials ({ranked[0].label}, {ranked[2].label})"
-        gap_ev = {"kind": "trials", "trials": [ranked[0].id, ranked[2].id], "values": [v1, v3]}
-    median = float(np.median([n["noise"] for n in noises]))
-    if not gap > 0 or median <= th.late_noise_to_gap * gap:
+    ranked = data.ranked(bests[0][0]) if bests else []
+    if not noises or len(ranked) < 3:
         return []
+    v1, v3 = c.objective(data, ranked[0]), c.objective(data, ranked[2])
+    if v1 is None or v3 is None:
+        return []
+    gap = abs(v1 - v3)
+    res = resolution(data)
+    median = float(np.median([n["noise"] for n in noises]))
+    if not gap > 0 or gap < res.min_change(v1) or median <= th.late_noise_to_gap * gap:
+        return []
+    examples = res.examples_text(gap)
     return [finding(
         check="late_variance", severity="warning",
         message=(f"Late in training the {data.metric} of the best trials varies from step to step "
                  f"by {c.fmt(median)} (median std over the last {c.pct(th.late_fraction)} of "
                  f"{len(noises)} trials), more than {th.late_noise_to_gap:g} × the gap "
-                 f"{c.fmt(gap)} between {between}."),
-        evidence={"metric": data.metric, "median_noise": median, "gap": gap, "gap_between": gap_ev,
+                 f"{c.fmt(gap)}" + (f" ({examples})" if examples else "") + " between the best "
+                 f"and 3rd best trials ({ranked[0].label}, {ranked[2].label})."),
+        evidence={"metric": data.metric, "median_noise": median, "gap": gap,
+                  "gap_between": {"kind": "trials", "trials": [ranked[0].id, ranked[2].id],
+                                  "values": [v1, v3]},
                   "ratio": th.late_noise_to_gap, "late_fraction": th.late_fraction,
-                  "trials": noises},
-        action=("Step-to-step variance (batch variance, a small validation set, a learning rate "
-                "too high late in training) can decide the comparison by a lucky or unlucky "
-                "step: increase the batch size, obtain more validation data, use learning rate "
-                "decay, or use Polyak averaging."))]
+                  "resolution": res.min_change(v1), "trials": noises},
+        action=action, trials=[c.trial_ref(t) for t in ranked[:th.late_top_k]],
+        advice={"step_noise": "reduce"})]
 
 
 @check("train_loss_increases", playbook_section=c.SEC_CURVES, thresholds=CurveThresholds)
