@@ -154,9 +154,17 @@ def _lattice(values: npt.NDArray[np.float64], th: ResolutionThresholds) -> float
         return None
     for divisor in range(1, 11):
         q = step / divisor
-        k = distinct / q
-        # float32 rates stored as float64 are off by ~1e-7 relative: k up to thousands
-        if np.all(np.abs(k - np.round(k)) <= 1e-4 + 1e-6 * np.abs(k)):
+        # float32 rates stored as float64 are off by ~6e-8 relative, so one gap between two
+        # values (~1/n) is off by ~1e-5 relative: too much to place values at k ~ 1000s. The
+        # whole span, counted in quanta, pins q down 100x better; a least-squares fit on every
+        # value then gives it to float precision.
+        quanta = float(np.sum(np.round(np.diff(distinct) / q)))
+        q = float(distinct[-1] - distinct[0]) / quanta
+        k = np.round(distinct / q)
+        if float(np.sum(k * k)) > 0:
+            q = float(np.sum(k * distinct) / np.sum(k * k))
+        ratio = distinct / q
+        if np.all(np.abs(ratio - np.round(ratio)) <= 1e-4 + 1e-6 * np.abs(ratio)):
             return q
     return None
 

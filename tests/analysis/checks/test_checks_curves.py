@@ -14,12 +14,14 @@ from checkdata import (
     only,
     tr,
 )
+from scenarios_curves import report
 
 from tunebook.analysis.checks import (
     check_late_variance,
     check_overfitting,
     check_train_loss_increases,
 )
+from tunebook.analysis.checks.curves import CurveThresholds
 from tunebook.analysis.comparison import compare
 from tunebook.analysis.data import Curve, ExperimentData
 
@@ -32,7 +34,9 @@ def test_overfitting_best_trial_is_a_problem() -> None:
     assert (f.severity, f.study) == ("problem", "main")
     t = f.evidence["trials"][0]
     assert (t["id"], t["best_step"], t["last_step"]) == (1, 60, 100)
-    assert t["rise"] == pytest.approx(0.36)
+    # The mean of the last 2 evaluations - the mean of the best and its neighbours.
+    assert t["rise"] == pytest.approx(0.75 - (0.45 + 0.44 + 0.5) / 3)
+    assert (t["tail_points"], t["tail_from_step"], t["last_value"]) == (2, 90, 0.8)
     assert f.evidence["best_trial_overfits"] is True
     assert "regularization" in f.action
 
@@ -72,6 +76,89 @@ def test_overfitting_maximize() -> None:
 
 def test_overfitting_best_at_last_evaluation_does_not_fire() -> None:
     assert check_overfitting(make_data([tr(GOOD)])) == []
+
+
+def test_overfitting_finding_names_its_trials_and_advice() -> None:
+    data = make_data([tr(OVERFIT, train=[1.0 - 0.05 * i for i in range(10)]),
+                      tr([v + 0.1 for v in GOOD])])
+    f = only(check_overfitting(data))
+    assert f.trials == [{"id": 1, "label": "main #0"}]
+    assert f.advice == {"regularization": "more", "training_length": "shorter"}
+    train = f.evidence["trials"][0]["train"]
+    assert train["falling"] and (train["at_best_step"], train["at_last_step"]) == (0.75, 0.55)
+    assert "train_loss keeps falling (0.75 → 0.55)" in f.message
+
+
+def test_overfitting_one_unlucky_last_step_does_not_fire() -> None:
+    # Flat after its best with noise 0.002, then one last step 0.015 up: the last value passes
+    # 3 noise and 2% of the value; the mean of the last 20% (4 evaluations) does not.
+    rng = np.random.default_rng(0)
+    flat = [1.0, 0.8, 0.6, *(0.5 + rng.normal(0, 0.002, 16))]
+    data = make_data([tr([*flat, flat[-1] + 0.015], every=5)], eval_every=5)
+    assert check_overfitting(data) == []
+    old = CurveThresholds(overfit_tail_fraction=0.0)  # the last evaluation alone
+    assert only(check_overfitting(data, old)).evidence["trials"][0]["tail_points"] == 1
+    # The same jump held over the last 4 evaluations is a trend.
+    held = [*flat[:-3], *(np.asarray(flat[-3:]) + 0.015), flat[-1] + 0.015]
+    f = only(check_overfitting(make_data([tr(held, every=5)], eval_every=5)))
+    assert f.evidence["trials"][0]["tail_points"] == 4
+    assert f.evidence["trials"][0]["rise"] > 0.01
+
+
+# The MLP: validation error ~0.35 over 500 examples rises by ~5 examples (0.0107, from
+# the mean around its best to the mean of its last 3 evaluations) with a step-to-step noise
+# of ~0: above 3 noise and 2% of the value (0.007), within one binomial standard error
+# (sqrt(0.35 * 0.65 / 500) = 0.021).
+MLP = [0.6, 0.5, 0.42, 0.38, 0.36, 0.35, 0.35, 0.352, 0.354, 0.356, 0.358, 0.362, 0.364, 0.366]
+
+
+def test_overfitting_below_the_metrics_resolution_does_not_fire() -> None:
+    base = make_data([tr(MLP)], metric="val_error", max_train_steps=140)
+    f = only(check_overfitting(report(base, val_examples=100_000)))  # SE 0.0015: a real rise
+    assert f.evidence["trials"][0]["rise"] == pytest.approx(0.364 - 1.06 / 3, abs=1e-9)
+    assert "worse by 0.01067 (1067 of 100000 examples) than around its best" in f.message
+    assert f.evidence["resolution"]["source"] == "reported"
+    assert check_overfitting(report(base, val_examples=500)) == []
+
+
+def test_overfitting_message_counts_examples() -> None:
+    values = [0.6, 0.4, 0.3, 0.3, 0.32, 0.34, 0.36, 0.38, 0.4, 0.4]
+    f = only(check_overfitting(report(make_data([tr(values)], metric="val_error"),
+                                      val_examples=200)))
+    ev = f.evidence["trials"][0]
+    # From the mean around the best (0.4, 0.3, 0.3) to the mean of the last 2 evaluations (0.4).
+    assert ev["rise"] == pytest.approx(0.4 - 1 / 3) and ev["examples"] == "13 of 200 examples"
+    assert ev["min_change"] == pytest.approx(np.sqrt(0.3 * 0.7 / 200))
+    assert "worse by 0.06667 (13 of 200 examples)" in f.message
+    assert "the smallest change val_error resolves is 0.0324" in f.message
+
+
+def test_overfitting_inferred_resolution_without_a_reported_size() -> None:
+    # An error rate on a 1/1000 lattice (many repeated values): 4 examples is not a rise at
+    # ~0.06 (SE 0.0075), 20 examples is (13 from the mean around the best, 0.0667).
+    def curve(rise: int) -> list[float]:
+        return [k / 1000 for k in [300, 150, 80, 60, 60, 60, 60, 61, 60, 60]
+                + [60 + rise] * 10]
+    for_trials = [tr(curve(4)) for _ in range(3)]
+    data = make_data(for_trials, metric="val_error", max_train_steps=200)
+    assert check_overfitting(data) == []
+    f = only(check_overfitting(make_data([tr(curve(20)) for _ in range(3)],
+                                         metric="val_error", max_train_steps=200)))
+    assert f.evidence["resolution"]["source"] == "inferred"
+    assert f.evidence["trials"][0]["examples"] == "13 of 1000 examples"
+
+
+def test_overfitting_small_absolute_noise_still_fires() -> None:
+    # A loss around 3e-4 with noise ~1e-8 that rises by 3e-5 (10%): tiny in absolute terms.
+    rng = np.random.default_rng(0)
+    t = np.arange(1, 21) / 20
+    values = 3e-4 + 3e-4 * np.exp(-12 * t) + 3e-5 * np.clip(2 * t - 1, 0, None)
+    data = make_data([tr(list(values + rng.normal(0, 1e-8, 20)))], max_train_steps=200)
+    f = only(check_overfitting(data))
+    ev = f.evidence["trials"][0]
+    assert ev["rise"] > 2e-5 and ev["threshold"] == pytest.approx(0.02 * ev["best_value"])
+    flat = 3e-4 + 3e-4 * np.exp(-12 * t) + rng.normal(0, 1e-8, 20)
+    assert check_overfitting(make_data([tr(list(flat))], max_train_steps=200)) == []
 
 
 # ----------------------------------------------------------------------------- 3. late variance
@@ -211,3 +298,24 @@ def test_train_loss_noisy_flat_does_not_fire() -> None:
 
 def test_train_loss_not_recorded() -> None:
     assert check_train_loss_increases(make_data([tr(GOOD), tr(OVERFIT)])) == []
+
+
+def test_train_loss_finding_names_its_trials_and_has_no_knob() -> None:
+    data = make_data([tr(GOOD, train=UP), tr(OVERFIT, train=DOWN)])
+    f = only(check_train_loss_increases(data))
+    assert f.trials == [{"id": 1, "label": "main #0"}] and f.advice == {}
+
+
+def test_train_loss_rise_below_its_resolution_does_not_fire() -> None:
+    # A training error rate over 200 examples that creeps up by 2 examples (0.01, 10%) with no
+    # noise: within the binomial SE (sqrt(0.1 * 0.9 / 200) = 0.021) once the size is known.
+    creeping = [0.1, 0.1, 0.1, 0.1, 0.1, 0.105, 0.105, 0.11, 0.11, 0.11]
+    th = CurveThresholds(train_loss_metric="train_error")
+    data = make_data([tr(GOOD)], metric="val_error")
+    data = dataclasses.replace(data, trials=(dataclasses.replace(
+        data.trials[0], curves={**data.trials[0].curves,
+                                "train_error": Curve(tuple(range(10, 101, 10)),
+                                                     tuple(creeping))}),))
+    f = only(check_train_loss_increases(data, th))
+    assert f.evidence["resolution"]["source"] == "none"
+    assert check_train_loss_increases(report(data, train_examples=200), th) == []

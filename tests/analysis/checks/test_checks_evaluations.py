@@ -27,6 +27,15 @@ def test_eval_steps_flags_offsets_and_gaps() -> None:
     assert ex[0]["unexpected"] == [25] and ex[0]["n_missing"] == 0
     assert ex[1]["missing"] == [40, 50, 60, 70, 80] and ex[1]["n_missing"] == 6
     assert f.evidence["n_checked"] == 3 and f.evidence["n_irregular"] == 2
+    assert f.trials == [{"id": 2, "label": "main #1"}, {"id": 3, "label": "main #2"}]
+    assert f.advice == {}  # how the workload reports, not a tuning knob
+
+
+def test_eval_steps_trials_lists_every_irregular_trial_beyond_the_examples() -> None:
+    gaps = [tr([1.0, 0.9, 0.8, 0.7], steps=[10, 20, 30, 100]) for _ in range(7)]
+    f = only(check_eval_steps(make_data([tr(GOOD), *gaps])))
+    assert len(f.evidence["examples"]) == 5 and len(f.trials) == 7
+    assert [t["id"] for t in f.trials] == list(range(2, 9))
 
 
 def test_eval_steps_regular_with_final_step_and_step_zero() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 import pytest
 from checkdata import (
     GOOD,
@@ -15,17 +16,27 @@ from checkdata import (
     make_data,
     tr,
 )
+from scenarios_curves import (
+    overfitting_and_early_peaks_while_best_still_improves,
+    overfitting_while_best_trial_still_improves,
+    overfitting_with_late_best_steps_elsewhere,
+    saturated_best_with_late_trials_elsewhere,
+    still_improving_best_with_early_trials_elsewhere,
+)
 
 from tunebook.analysis.checks import (
     CHECKS,
     CurveThresholds,
     check_infeasible,
+    reconcile,
     registered,
     run_checks,
     thresholds_from_config,
     thresholds_used,
 )
+from tunebook.analysis.checks.resolutions import follow_best, groups
 from tunebook.analysis.data import ExperimentData
+from tunebook.analysis.findings import Finding, contradictions
 from tunebook.errors import ConfigError
 from tunebook.experiment import Experiment
 from tunebook.report import build_report
@@ -197,3 +208,105 @@ def test_the_report_prints_the_thresholds_used() -> None:
     page = build_report(dataclasses.replace(base, experiment=exp)).html
     assert "thresholds used" in page
     assert "infeasible_fraction=0.4" in page and "overfit_rel_rise=0.02" in page
+
+
+# ----------------------------------------------------------------------------- reconcile
+def _alone(data: ExperimentData) -> list[Finding]:
+    """Every check's findings, each check run by itself (nothing reconciled)."""
+    return [f for name in CHECKS for f in run_checks(data, only=[name])]
+
+
+def test_overfitting_and_late_best_steps_become_one_finding() -> None:
+    data = overfitting_with_late_best_steps_elsewhere()
+    alone = _alone(data)
+    assert {f.check for f in alone} == {"overfitting", "best_step_position"}
+    assert [k for _, _, k in contradictions(alone)] == ["training_length"]
+    (f,) = run_checks(data)
+    over = next(a for a in alone if a.check == "overfitting")
+    late = next(a for a in alone if a.check == "best_step_position")
+    assert (f.check, f.study, f.severity) == ("overfitting", "main", "problem")
+    assert f.advice == {"regularization": "more", "training_length": "shorter"}
+    assert f.trials[:len(over.trials)] == over.trials
+    assert {t["id"] for t in f.trials} == {t["id"] for t in over.trials + late.trials}
+    assert [x["check"] for x in f.evidence["combined_with"]] == ["best_step_position"]
+    assert f.evidence["best_trial"] == over.trials[0]
+    assert f.evidence["training_length"] == "shorter"
+    assert "while its train_loss keeps falling" in f.message
+    assert "10 of 12 trials reach their best only in the last 25%" in f.message
+    assert "regularise, or stop earlier" in f.message
+    # The late trials are named, the overfitting ones are not repeated among them.
+    late_part = f.message.split("last 25% of training")[1]
+    assert all(t["label"] not in late_part.split(":")[0] for t in over.trials)
+
+
+def test_the_direction_follows_the_group_holding_the_best_trial() -> None:
+    data = overfitting_while_best_trial_still_improves()
+    (f,) = run_checks(data)
+    best = data.ranked("main")[0]
+    assert f.evidence["best_trial"]["id"] == best.id
+    assert f.advice == {"regularization": "more", "training_length": "longer"}
+    assert f.severity == "warning"  # 2 of the top 3 overfit, the best does not
+    over, still = groups(f)
+    assert (over.direction, still.direction) == ("shorter", "longer")
+    assert still.trials == [{"id": best.id, "label": best.label}]
+    assert follow_best({"id": best.id}, [over, still]) == "longer"
+    assert follow_best({"id": over.trials[0]["id"]}, [over, still]) == "shorter"
+    both = dataclasses.replace(over, trials=[*over.trials, *still.trials])
+    assert follow_best({"id": best.id}, [both, still]) is None  # in both: no direction
+    assert follow_best({"id": -1}, [over, still]) is None        # in neither
+    assert follow_best(None, [over, still]) is None
+
+
+def test_without_a_direction_the_combined_finding_drops_the_knob() -> None:
+    data = overfitting_while_best_trial_still_improves()
+    alone = _alone(data)
+    over = next(a for a in alone if a.check == "overfitting")
+    still = next(a for a in alone if a.check == "still_improving")
+    # Pretend the still-improving trial is not the best one: the best is then in no group.
+    elsewhere = dataclasses.replace(still, evidence={**still.evidence, "id": -1})
+    (f,) = reconcile([over, elsewhere], data)
+    assert f.advice == {"regularization": "more"}
+    assert "regularise first, then judge the training length again" in f.message
+
+
+def test_a_combined_finding_absorbs_a_third_one() -> None:
+    data = overfitting_and_early_peaks_while_best_still_improves()
+    alone = _alone(data)
+    assert {f.check for f in alone} == {"overfitting", "still_improving", "best_step_position"}
+    assert len(contradictions(alone)) == 2
+    (f,) = run_checks(data)
+    assert [x["check"] for x in f.evidence["combined_with"]] == ["still_improving",
+                                                                 "best_step_position"]
+    assert [g.check for g in groups(f)] == ["overfitting", "still_improving",
+                                            "best_step_position"]
+    assert f.advice == {"regularization": "more", "training_length": "longer"}
+    assert len({t["id"] for t in f.trials}) == len(f.trials) == 12
+
+
+def test_saturated_best_with_late_trials_elsewhere_says_shorter_once() -> None:
+    (f,) = run_checks(saturated_best_with_late_trials_elsewhere())
+    assert (f.check, f.severity, f.advice) == ("saturated_early", "info",
+                                               {"training_length": "shorter"})
+    assert "slower, worse configurations" in f.message
+
+
+def test_still_improving_best_with_early_trials_elsewhere_says_longer_once() -> None:
+    (f,) = run_checks(still_improving_best_with_early_trials_elsewhere())
+    assert (f.check, f.severity, f.advice) == ("still_improving", "warning",
+                                               {"training_length": "longer"})
+    assert "the median trial reached its best by 10% of training" in f.message
+
+
+def test_combinations_in_different_studies_are_left_alone() -> None:
+    # Study a overfits, study b's best trial is still improving: different scopes, no merge.
+    rng = np.random.default_rng(0)
+    t = np.arange(1, 21) / 20
+    over = 0.3 + 0.3 * np.exp(-12 * t) + 0.05 * np.clip(2 * t - 1, 0, None)
+    still = 0.3 + 0.3 * np.exp(-12 * t) + 0.08 * (1 - t)
+    trials = [tr(list(over + rng.normal(0, 0.002, 20)), study="a"),
+              tr(list(still + rng.normal(0, 0.002, 20)), study="b")]
+    found = run_checks(make_data(trials, max_train_steps=200), only=["overfitting",
+                                                                      "still_improving"])
+    assert {(f.check, f.study) for f in found} == {("overfitting", "a"),
+                                                   ("still_improving", "b")}
+    assert all("combined_with" not in f.evidence for f in found)

@@ -81,6 +81,7 @@ from tunebook.analysis.checks.setup import (
 from tunebook.analysis.checks.clipping import ClippingThresholds, check_clipping
 from tunebook.analysis.checks.comparison import check_isolation
 from tunebook.analysis.comparison import ComparisonThresholds
+from tunebook.analysis.checks import resolutions  # registers the training-length resolvers
 from tunebook.analysis.checks.registry import (
     CHECKS,
     CheckSpec,
@@ -129,6 +130,7 @@ __all__ = [
     "family",
     "reconcile",
     "registered",
+    "resolutions",
     "resolves",
     "run_checks",
     "thresholds_from_config",

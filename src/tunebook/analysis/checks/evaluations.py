@@ -37,8 +37,9 @@ def check_eval_steps(data: ExperimentData, th: EvaluationThresholds = DEFAULTS) 
     neither a multiple of ``eval_every`` (step 0, an initial evaluation, counts as one) nor
     ``max_train_steps``, or are repeated; ``missing`` are the multiples of ``eval_every`` up to
     ``max_train_steps`` (and ``max_train_steps`` itself) that were not reported. One
-    ``warning`` listing up to 5 trials with up to 5 steps each. Trials without any objective
-    curve are skipped (the metric may simply not be recorded).
+    ``warning`` listing up to 5 trials with up to 5 steps each (its ``trials``: every irregular
+    trial). Trials without any objective curve are skipped (the metric may simply not be
+    recorded). No tuning knob (empty ``advice``): the remedy is in how the workload reports.
     """
     exp = data.experiment
     every, max_steps = exp.eval_every, exp.max_train_steps
@@ -47,7 +48,7 @@ def check_eval_steps(data: ExperimentData, th: EvaluationThresholds = DEFAULTS) 
         expected = np.append(expected, np.int64(max_steps))
     examples: list[dict[str, Any]] = []
     n_checked = 0
-    n_bad = 0
+    irregular: list[dict[str, Any]] = []
     for t in data.trials:
         curve = t.curves.get(data.metric)
         if not t.feasible or curve is None or len(curve) == 0:
@@ -62,13 +63,14 @@ def check_eval_steps(data: ExperimentData, th: EvaluationThresholds = DEFAULTS) 
         missing_mask = ~np.isin(expected, steps)
         if not unexpected and not missing_mask.any():
             continue
-        n_bad += 1
+        irregular.append(c.trial_ref(t))
         if len(examples) < 5:
             missing = expected[missing_mask]
             examples.append({**c.trial_ref(t), "unexpected": unexpected[:5],
                              "n_unexpected": len(unexpected),
                              "missing": [int(s) for s in missing[:5]],
                              "n_missing": int(missing_mask.sum())})
+    n_bad = len(irregular)
     if not n_bad:
         return []
     e = examples[0]
@@ -87,5 +89,6 @@ def check_eval_steps(data: ExperimentData, th: EvaluationThresholds = DEFAULTS) 
         action=("Periodic evaluations should be done at regular step intervals, not time "
                 "intervals: report the objective at every multiple of eval_every and at "
                 "max_train_steps, so that curves are comparable and retrospective checkpoint "
-                "selection sees every evaluation."))]
+                "selection sees every evaluation."),
+        trials=irregular, advice={})]
 
