@@ -70,7 +70,7 @@ def test_the_most_specific_size_wins() -> None:
     data = _data([{"val_top5_error": [0.2, 0.1, 0.1], "val_examples": [500]}],
                  metric="val_top5_error")
     assert resolution(data).examples == 500
-    data = _data([{"loss": [0.2, 0.1, 0.1], "examples": [50]}], metric="loss")
+    data = _data([{"error": [0.2, 0.1, 0.1], "examples": [50]}], metric="error")
     assert resolution(data).examples == 50
 
 
@@ -203,3 +203,17 @@ def test_resolution_as_dict_is_the_evidence_form() -> None:
                              "source": "reported", "chance": 0.9, "min_examples": 3,
                              "se_mult": 1.0}
     assert dataclasses.replace(res, quantum=None).min_change(0.3) == 0.0
+
+
+
+def test_a_reported_size_applies_to_rates_not_to_the_loss_beside_them() -> None:
+    rng = np.random.default_rng(0)
+    curves = [{"val_error": [k / 500 for k in rng.integers(100, 200, 5)],
+               "val_loss": list(rng.uniform(0.3, 0.9, 5)), "val_examples": [500]}]
+    assert resolution(_data(curves)).source == "reported"
+    loss = resolution(_data(curves, metric="val_loss"))
+    assert (loss.source, loss.quantum, loss.min_change(0.5)) == ("none", None, 0.0)
+    for name in ("train_nll", "val_cross_entropy", "valid_perplexity"):
+        assert resolution(_data([{name: [0.5, 0.4], "valid_examples": [500],
+                                  "train_examples": [500], "val_examples": [500]}],
+                                metric=name)).source == "none"

@@ -10,7 +10,9 @@ Where the numbers come from, in order:
 
 1. **Reported by the workload** (the convention the built-in workloads follow, documented in
    ``docs/reading-your-report.md``): a metric ``PREFIX_examples`` gives the size of the
-   evaluation set behind the metrics ``PREFIX_*`` (``val_examples`` for ``val_error``), and a
+   evaluation set behind the metrics ``PREFIX_*`` (``val_examples`` for ``val_error``); it
+   applies to those that can be shares of that many examples (a name that is not a loss's:
+   ``val_error``, ``val_accuracy``, not ``val_loss``, see :data:`LOSS_WORDS`); and a
    metric ``METRIC_chance`` the value of ``METRIC`` at chance (``val_error_chance``: one minus
    the share of the most frequent class). They are constants, reported once.
 2. **Inferred**: without a reported size, a metric whose values all lie on a lattice
@@ -169,6 +171,17 @@ def _lattice(values: npt.NDArray[np.float64], th: ResolutionThresholds) -> float
     return None
 
 
+#: Words in a metric's name that make it a loss, never a share of examples.
+LOSS_WORDS = ("loss", "nll", "entropy", "perplexity", "ppl", "mse", "mae", "rmse")
+
+
+def _counts(name: str) -> bool:
+    """Whether a metric can be a share of the evaluation set's examples (an error rate, an
+    accuracy): any metric whose name is not a loss's (:data:`LOSS_WORDS`)."""
+    lowered = name.lower()
+    return not any(word in lowered for word in LOSS_WORDS)
+
+
 def resolution(data: ExperimentData, metric: str | None = None,
                th: ResolutionThresholds | None = None) -> Resolution:
     """The :class:`Resolution` of ``metric`` (default: the objective's) in ``data``.
@@ -194,12 +207,15 @@ def _resolution(data: ExperimentData, name: str, th: ResolutionThresholds | None
     def made(quantum: float | None, examples: int | None, source: Source) -> Resolution:
         return Resolution(name, quantum, examples, source, chance, th.min_examples, th.se_mult)
 
+    values = np.asarray([v for t in data.trials if (c := t.curves.get(name)) is not None
+                         for v in c.values if math.isfinite(v)], dtype=np.float64)
     for candidate in _examples_metric(name):
         size = _first_value(data, candidate)
         if size is not None and size >= 1 and float(size).is_integer():
+            if not _counts(name):
+                # a loss next to an error rate: the size does not make it a count
+                return made(None, None, "none")
             return made(1.0 / size, int(size), "reported")
-    values = np.asarray([v for t in data.trials if (c := t.curves.get(name)) is not None
-                         for v in c.values if math.isfinite(v)], dtype=np.float64)
     q = _lattice(values, th)
     if q is None:
         return made(None, None, "none")
