@@ -65,6 +65,7 @@ def test_strong_evidence_is_a_problem_and_one_trial_at_the_edge_is_not() -> None
     assert f.severity == "problem" and f.evidence["side"] == "low"
     assert f.evidence["n_at_edge"] == 3 and f.evidence["best_at_edge"] is True
     assert len(f.trials) == 3 and f.evidence["suggested_low"] == pytest.approx(1e-5)
+    assert f.evidence["top_trials"] == 3 and "one of the best 3 trials overall" in f.message
     # The same trend with a single trial (the best) at the edge: at most a warning.
     u = np.concatenate([spread(29, 0.1, 1.0), [0.02]])
     f = only(check_boundary(sampled({"lr": u}, lambda lr: 0.3 + 0.1 * lr)))

@@ -41,8 +41,12 @@ class SearchSpaceThresholds:
     p_warning: float = 0.05
     p_info: float = 0.1
     #: A problem also needs this many trials in the outer slab at that edge (one or two lucky
-    #: trials are not strong evidence) and the best trial overall among them.
+    #: trials are not strong evidence) ...
     problem_min_trials: int = 3
+    #: ... and one of the best 10% of all trials among them (the best trial itself with up to
+    #: 10 trials): with many trials and several hyperparameters, which single trial is best
+    #: is decided by the other hyperparameters as much as by this one.
+    problem_top_fraction: float = 0.1
     #: Widen a bad side by half the current scaled range ...
     widen_fraction: float = 0.5
     #: ... but a log scale by at most one decade per side: beyond that the model extrapolates
@@ -174,9 +178,10 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
     whose trials are mediocre does not (the model does not put the optimum there).
 
     Severity grows with evidence: ``problem`` when ``p < p_problem`` (0.01), at least
-    ``problem_min_trials`` (3) trials lie in the outer slab and the best trial overall is one
-    of them; else ``warning`` when ``p < p_warning`` (0.05); else ``info``. A single trial at
-    an edge is therefore at most a warning. The finding suggests the widened bound (half the
+    ``problem_min_trials`` (3) trials lie in the outer slab and one of them is among the best
+    ``problem_top_fraction`` (10%, at least the best trial) of all trials; else ``warning``
+    when ``p < p_warning`` (0.05); else ``info``. A single trial at an edge is therefore at
+    most a warning. The finding suggests the widened bound (half the
     scaled range, at most one decade per side on a log scale, natural limits kept: see
     :func:`_widened`), lists the trials in the slab (or the one closest to the edge) and
     advises ``{"range:NAME": "widen_low" | "widen_high"}``. Discrete and categorical
@@ -188,7 +193,7 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
     model = surrogate(data)
     res = resolution(data)
     level = _level(data)
-    best = data.ranked()[0] if data.ranked() else None
+    ranked = data.ranked()
     findings = []
     for name, hp in ranges.items():
         e = model.effects.get(name)
@@ -203,7 +208,8 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
             continue
         near = _near_edge(model, e, side, th.edge_fraction)
         slab = e.in_slab(side, th.edge_fraction)
-        best_at = best is not None and any(model.trials[i].id == best.id for i in slab)
+        top = {t.id for t in ranked[:max(1, math.ceil(th.problem_top_fraction * len(ranked)))]}
+        best_at = any(model.trials[i].id in top for i in slab)
         severity: Severity = (
             "problem" if (e.p_value < th.p_problem and len(slab) >= th.problem_min_trials
                           and best_at)
@@ -236,9 +242,11 @@ def _boundary_finding(data: ExperimentData, th: SearchSpaceThresholds, model: Su
     examples = resolution(data).examples_text(gain)
     trials = [model.trials[i] for i in near]
     where = "bottom" if side == "low" else "top"
+    top = max(1, math.ceil(th.problem_top_fraction * len(data.ranked())))
+    best_text = ("the best trial overall" if top == 1
+                 else f"one of the best {top} trials overall")
     slab_text = (f"{n_slab} trial{'s' if n_slab != 1 else ''} in the {where} "
-                 f"{c.pct(th.edge_fraction)}" + (", including the best trial overall"
-                                                  if best_at else ""))
+                 f"{c.pct(th.edge_fraction)}" + (f", including {best_text}" if best_at else ""))
     message = (f"{name}: a model of all {len(model.trials)} feasible trials puts its best "
                f"region at the {side} edge of its {hp.scale} range [{c.fmt(hp.low)}, "
                f"{c.fmt(hp.high)}] (the objective improves by {c.fmt(gain)}"
@@ -254,7 +262,7 @@ def _boundary_finding(data: ExperimentData, th: SearchSpaceThresholds, model: Su
                                                                                 1 - 1e-12)),
         "gain": gain, "min_change": need, "p_value": e.p_value,
         "permutations": model.permutations, "n_trials": len(model.trials),
-        "n_at_edge": n_slab, "best_at_edge": best_at, "effect_size": e.size,
+        "n_at_edge": n_slab, "best_at_edge": best_at, "top_trials": top, "effect_size": e.size,
         "effect_curve": [[hp.from_unit(min(u, 1 - 1e-12)), sign * e.at(u)] for u in grid],
         "widen_fraction": th.widen_fraction, "max_log_ratio": th.max_log_ratio,
         "clamped": clamped, f"suggested_{side}": suggested,
