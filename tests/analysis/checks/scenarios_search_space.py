@@ -112,7 +112,7 @@ def edge_with_mediocre_trials() -> ExperimentData:
     u = [0.02, 0.05, 0.08, 0.5, 0.55, 0.6, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98]
 
     def level(lr: float, study: str) -> float:
-        return 0.3 + (0.15 * (0.55 - lr) ** 2 if lr < 0.55 else (lr - 0.55) ** 2)
+        return 0.3 + (0.15 * (0.55 - lr) ** 2 if lr < 0.55 else 2 * (lr - 0.55) ** 2)
 
     return build({"lr": LR}, {"lr": u}, level, seed=52, noise=0.003)
 

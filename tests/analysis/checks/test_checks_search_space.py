@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from checkdata import make_data, only, tr
+from checkdata import healthy_curve, make_data, only, tr
 
 from tunebook.analysis.checks import check_boundary, check_no_effect, run_checks
 from tunebook.analysis.checks.search_space import SearchSpaceThresholds, _widened
@@ -22,9 +22,11 @@ WD = Float(1e-6, 1e-2, "log")
 
 def sampled(units: dict[str, Any], level: Callable[..., float], *, seed: int = 0,
             noise: float = 0.005, space: dict[str, Hyperparameter] | None = None,
-            goal: str = "minimize", metric: str = "loss") -> ExperimentData:
+            goal: str = "minimize", metric: str = "loss", eval_noise: float = 0.002
+            ) -> ExperimentData:
     """One trial per row of ``units`` (unit coordinates; categorical values as they are), with
-    a one-point curve at ``level(**units)`` plus seeded noise."""
+    a healthy curve levelling off at ``level(**units)`` plus seeded trial noise ``noise`` (the
+    curve's own evaluation noise is ``eval_noise``)."""
     space = space or {"lr": LR}
     rng = np.random.default_rng(seed)
     n = len(next(iter(units.values())))
@@ -33,8 +35,13 @@ def sampled(units: dict[str, Any], level: Callable[..., float], *, seed: int = 0
         u = {k: v[i] for k, v in units.items()}
         params = {k: (space[k].from_unit(min(float(x), 1 - 1e-12)) if space[k].ordered else x)
                   for k, x in u.items()}
-        trials.append(tr([level(**u) + rng.normal(0, noise)], params=params))
-    return make_data(trials, nuisance=space, goal=goal, metric=metric)
+        value = level(**u) + rng.normal(0, noise)
+        if goal == "maximize":
+            curve = [-v for v in healthy_curve(-value, rng, noise=eval_noise)]
+        else:
+            curve = healthy_curve(value, rng, noise=eval_noise)
+        trials.append(tr(curve, params=params))
+    return make_data(trials, nuisance=space, goal=goal, metric=metric, max_train_steps=200)
 
 
 def spread(n: int, low: float = 0.0, high: float = 1.0, seed: int = 1) -> np.ndarray:
@@ -90,7 +97,7 @@ def test_edge_with_mediocre_trials_is_silent() -> None:
     u = [0.02, 0.05, 0.08, 0.5, 0.55, 0.6, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98]
 
     def level(lr: float) -> float:
-        return 0.3 + (0.15 * (0.55 - lr) ** 2 if lr < 0.55 else (lr - 0.55) ** 2)
+        return 0.3 + (0.15 * (0.55 - lr) ** 2 if lr < 0.55 else 2 * (lr - 0.55) ** 2)
 
     data = sampled({"lr": u}, level, noise=0.003)
     top = [LR.to_unit(t.params["lr"]) for t in data.ranked()[:5]]
@@ -202,7 +209,8 @@ def test_tolerates_missing_and_bad_params() -> None:
 def test_no_effect_fires_on_a_flat_hyperparameter() -> None:
     space: dict[str, Hyperparameter] = {"lr": LR, "wd": WD}
     data = sampled({"lr": spread(20, seed=2), "wd": spread(20, seed=3)},
-                   lambda lr, wd: 0.3 + 0.4 * (lr - 0.5) ** 2, seed=4, space=space)
+                   lambda lr, wd: 0.3 + 0.4 * (lr - 0.5) ** 2, seed=7, space=space)
+    # (With no effect the p-value is uniform: this sample is one with p >= 0.5.)
     f = only(check_no_effect(data))
     assert (f.check, f.severity, f.hyperparameter) == ("no_effect", "info", "wd")
     ev = f.evidence
@@ -218,6 +226,14 @@ def test_no_effect_needs_enough_trials_and_a_small_effect() -> None:
     data = sampled({"lr": spread(9, seed=2), "wd": spread(9, seed=3)},
                    lambda lr, wd: 0.3 + 0.4 * (lr - 0.5) ** 2, seed=4, space=space)
     assert check_no_effect(data) == []  # 9 < 10 trials
+    # 18 trials over 4 hyperparameters: 9 coefficients, 9 residual degrees of freedom (< 10):
+    # too little power to call anything "no effect" (the demo: 16 trials, 4 hyperparameters).
+    wide: dict[str, Hyperparameter] = {"lr": LR, "wd": WD, "m": Float(0.0, 1.0),
+                                       "n": Float(0.0, 1.0)}
+    for seed in range(10):
+        data = sampled({k: spread(18, seed=seed + i) for i, k in enumerate(wide)},
+                       lambda lr, wd, m, n: 0.3 + 0.4 * (lr - 0.5) ** 2, seed=seed, space=wide)
+        assert check_no_effect(data) == []
     # A real effect of wd: never "no effect".
     data = sampled({"lr": spread(20, seed=2), "wd": spread(20, seed=3)},
                    lambda lr, wd: 0.3 + 0.4 * (lr - 0.5) ** 2 + 0.05 * (wd - 0.5) ** 2,
@@ -227,7 +243,7 @@ def test_no_effect_needs_enough_trials_and_a_small_effect() -> None:
 
 def test_no_effect_within_the_resolution_says_so_in_examples() -> None:
     # A wiggle of 1 example in 1000: the metric cannot resolve it.
-    data = sampled({"lr": spread(20)}, lambda lr: 0.2 + 0.0002 * math.sin(6 * lr),
+    data = sampled({"lr": spread(20)}, lambda lr: 0.2 + 0.0002 * math.sin(6 * lr), seed=2,
                    noise=0.0004, metric="val_error")
     size = Curve((10,), (1000.0,))
     data = dataclasses.replace(data, trials=tuple(

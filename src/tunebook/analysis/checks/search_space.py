@@ -52,15 +52,19 @@ class SearchSpaceThresholds:
     #: ... but a log scale by at most one decade per side: beyond that the model extrapolates
     #: (and a weight decay of 3e-8 is no different from 1e-7).
     max_log_ratio: float = 10.0
-    #: ``no_effect`` needs this many feasible trials in the model: with 10 trials the test
-    #: detects an effect of about one noise standard deviation across the range about half
-    #: the time, so "no effect" means something.
+    #: ``no_effect`` needs this many feasible trials in the model ...
     no_effect_min_trials: int = 10
+    #: ... and this many more than the model has coefficients (its residual degrees of
+    #: freedom): with fewer, the permutation test has little power and "no effect found" says
+    #: nothing (16 trials over 4 hyperparameters, 10 coefficients, is not enough) ...
+    no_effect_min_dof: int = 10
     #: ... a permutation p-value at least this large (the fit is as good as with shuffled
     #: values half the time or more) ...
     no_effect_p: float = 0.5
     #: ... and a fitted effect no larger than the metric's resolution or this many residual
-    #: standard deviations (the spread two trials at the same point could show).
+    #: standard deviations of the model: about the spread two trials at the same point could
+    #: show. (With the degrees of freedom above, a real effect of that size would usually give
+    #: a small p-value.)
     no_effect_noise_mult: float = 2.0
 
 
@@ -282,7 +286,8 @@ def check_no_effect(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS
     From the same model as :func:`check_boundary`, one ``info`` per Float or Int
     hyperparameter when all of:
 
-    * the model has at least ``no_effect_min_trials`` (10) feasible trials;
+    * the model has at least ``no_effect_min_trials`` (10) feasible trials and at least
+      ``no_effect_min_dof`` (10) more trials than coefficients;
     * the permutation p-value is at least ``no_effect_p`` (0.5) (and at least ``p_info``, so
       that this never fires with ``boundary`` on the same hyperparameter);
     * the fitted effect over the whole range (max minus min of the curve) is no larger than
@@ -298,7 +303,7 @@ def check_no_effect(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS
         return []
     model = surrogate(data)
     n = len(model.trials)
-    if n < th.no_effect_min_trials:
+    if n < th.no_effect_min_trials or n - model.columns < th.no_effect_min_dof:
         return []
     res = resolution(data)
     level = _level(data)
@@ -327,7 +332,8 @@ def check_no_effect(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS
             evidence={"low": hp.low, "high": hp.high, "scale": hp.scale,
                       "effect_size": e.size, "allowed": allowed,
                       "resolution_limit": resolution_limit, "noise_limit": noise_limit,
-                      "sigma": model.sigma, "p_value": e.p_value,
+                      "residual_sd": model.sigma,
+                      "p_value": e.p_value, "columns": model.columns,
                       "permutations": model.permutations, "n_trials": n,
                       "suggested_value": c.jsonable(value)},
             action=(f"Fix {name} (e.g. at {shown}, "
