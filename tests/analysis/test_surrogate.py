@@ -161,3 +161,18 @@ def test_in_slab_counts_trials_at_each_side() -> None:
     low, high = e.in_slab("low", 0.1), e.in_slab("high", 0.1)
     assert [i for i, u in enumerate(e.units) if u < 0.1] == low
     assert all(e.units[i] > 0.9 for i in high) and low and high
+
+
+def test_points_shared_by_studies_count_once() -> None:
+    # Two studies on the same 8 points (the demo's design): 16 trials, but only 8 points to
+    # estimate the effects from. Two hyperparameters: quadratics fit (4 columns, 3 to spare);
+    # four with a categorical: not even straight lines do, so no model at all.
+    two = sampled(8, lambda a, b, study: 0.5 + 0.1 * a, seed=11, studies=("x", "y"))
+    assert fit(two).columns == 2 + 4
+    space: dict[str, Hyperparameter] = {**SPACE, "c": Float(0.0, 1.0),
+                                        "act": Categorical(("relu", "tanh", "gelu"))}
+    acts = ("relu", "tanh", "gelu")
+    four = sampled(8, lambda a, b, c, act, study: 0.5 + 0.1 * a, seed=11, space=space,
+                   studies=("x", "y"), extra=lambda i: {"act": acts[i % 3]})
+    m = fit(four)
+    assert m.effects == {} and m.left_out["a"] == "too few trials for a model"

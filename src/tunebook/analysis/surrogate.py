@@ -64,7 +64,8 @@ SEED = 0
 RIDGE = 0.01
 #: Upper Tukey fence multiplier for clipping bad outliers (the usual 1.5 IQR).
 FENCE = 1.5
-#: Residual degrees of freedom the fit must keep (else fewer columns, or no model).
+#: Residual degrees of freedom the fit must keep, counted on both the trials and the distinct
+#: nuisance points (else fewer columns, or no model).
 MIN_DOF = 3
 #: A hyperparameter enters the model only if at least this share of the trials have a usable
 #: value for it (the others are left out rather than imputed).
@@ -241,10 +242,16 @@ def fit(data: ExperimentData, *, permutations: int = PERMUTATIONS, seed: int = S
 
     intercepts = np.stack([(groups == g).astype(np.float64) for g in range(len(study_names))],
                           axis=1)
+    # Studies share the nuisance points: the effects are estimated from the distinct points
+    # (their number, less one for the common level, bounds the effect columns), the noise from
+    # every trial.
+    distinct = len({tuple(map(repr, row)) for row in zip(*raw.values(), strict=True)}) if raw \
+        else 1
+    room = min(n - intercepts.shape[1], distinct - 1)
     cols = blocks(2)
-    if n - intercepts.shape[1] - sum(b.shape[1] for b, _ in cols.values()) < MIN_DOF:
-        cols = blocks(1)  # too few trials for curvature: straight lines
-    if n - intercepts.shape[1] - sum(b.shape[1] for b, _ in cols.values()) < MIN_DOF:
+    if room - sum(b.shape[1] for b, _ in cols.values()) < MIN_DOF:
+        cols = blocks(1)  # too few points for curvature: straight lines
+    if room - sum(b.shape[1] for b, _ in cols.values()) < MIN_DOF:
         left_out.update({k: "too few trials for a model" for k in raw})
         return Surrogate(tuple(trials), {}, math.nan, 0, permutations, seed, clipped, left_out)
     for name in raw:
