@@ -66,7 +66,8 @@ def test_recovers_a_known_additive_effect() -> None:
     assert a.at(0.0) == pytest.approx(0.4 * 0.09, abs=0.03)
     assert a.p_value < 0.01 and b.p_value < 0.01
     assert m.sigma == pytest.approx(0.01, rel=0.35)
-    assert len(m.trials) == 60 and len(a.units) == 60 and m.columns == 5
+    # The planted curves are quadratic: cross-validation picks quadratics (1 + 2 + 2 columns).
+    assert len(m.trials) == 60 and len(a.units) == 60 and (m.degree, m.columns) == (2, 5)
 
 
 def test_permutation_p_is_small_for_a_real_effect_and_about_uniform_for_none() -> None:
@@ -97,8 +98,8 @@ def test_study_offsets_do_not_become_effects() -> None:
                    seed=4, studies=("a", "b"))
     m = fit(data)
     assert m.effects["a"].minimiser == 0.0 and m.effects["a"].size == pytest.approx(0.1, rel=0.3)
-    assert m.effects["b"].size < 0.03 and m.sigma < 0.02
-    assert m.columns == 6  # two intercepts, two quadratics
+    assert m.effects["b"].size < 0.05 and m.sigma < 0.02
+    assert m.columns == 8 and m.intercepts == 2  # two intercepts, two cubics
 
 
 def test_outliers_are_clipped_at_the_upper_fence() -> None:
@@ -126,7 +127,7 @@ def test_categorical_and_int_effects() -> None:
     act = m.effects["act"]
     assert not act.ordered and act.minimiser == "gelu" and act.units == ()
     assert dict(zip(act.grid, act.curve, strict=True))["tanh"] == pytest.approx(0.2, abs=0.02)
-    assert m.effects["layers"].minimiser == 1.0 and m.effects["layers"].p_value < 0.01
+    assert m.effects["layers"].minimiser >= 0.9 and m.effects["layers"].p_value < 0.01
 
 
 def test_maximised_objective_is_made_loss_like() -> None:
@@ -137,7 +138,7 @@ def test_maximised_objective_is_made_loss_like() -> None:
 def test_too_few_trials_or_values() -> None:
     m = fit(sampled(3, lambda a, b, study: a, seed=8))
     assert m.effects == {} and set(m.left_out) == {"a", "b"}
-    # 7 trials: no room for curvature (2 + 2 + 1 columns and 3 residual dof), straight lines.
+    # 7 trials: no room for curvature (1 + 2 + 2 columns and 2 residual dof), straight lines.
     m = fit(sampled(7, lambda a, b, study: a, seed=8))
     assert set(m.effects) == {"a", "b"} and m.columns == 3
     assert fit(make_data([])).effects == {}
@@ -165,10 +166,12 @@ def test_in_slab_counts_trials_at_each_side() -> None:
 
 def test_points_shared_by_studies_count_once() -> None:
     # Two studies on the same 8 points (the demo's design): 16 trials, but only 8 points to
-    # estimate the effects from. Two hyperparameters: quadratics fit (4 columns, 3 to spare);
+    # estimate the effects from. Two hyperparameters: quadratics fit (4 columns, 3 to spare;
+    # cubics would leave 1, a planted cubic-looking noise cannot get them);
     # four with a categorical: not even straight lines do, so no model at all.
-    two = sampled(8, lambda a, b, study: 0.5 + 0.1 * a, seed=11, studies=("x", "y"))
-    assert fit(two).columns == 2 + 4
+    two = sampled(8, lambda a, b, study: 0.5 + 0.5 * (a - 0.5) ** 2, seed=11,
+                  studies=("x", "y"), noise=0.002)
+    assert (fit(two).degree, fit(two).columns) == (2, 2 + 4)
     space: dict[str, Hyperparameter] = {**SPACE, "c": Float(0.0, 1.0),
                                         "act": Categorical(("relu", "tanh", "gelu"))}
     acts = ("relu", "tanh", "gelu")

@@ -14,10 +14,12 @@ its learning rate was good). This module fits one additive model to every feasib
   direction kept).
 * ``u_j`` is the trial's value in the hyperparameter's scaled coordinate (``hp.to_unit``: 0 at
   the low bound, 1 at the high one, log scales in log space).
-* ``f_j`` is a quadratic in ``u_j`` (Legendre polynomials on [0, 1], linear when only 2
-  distinct values were tried) for an ordered hyperparameter, one dummy per value but the first
-  for a categorical one. A quadratic has one optimum and can turn a trend into a bowl; with 12
-  to 50 trials, richer curves mostly fit the noise.
+* ``f_j`` is a polynomial in ``u_j`` (shifted Legendre polynomials on [0, 1]) for an ordered
+  hyperparameter, one dummy per value but the first for a categorical one. Its degree (1 to 3,
+  the same for every hyperparameter, at most the number of distinct values tried less one) is
+  the one with the smallest leave-one-point-out error among those that leave ``MIN_DOF``
+  degrees of freedom: a straight trend stays a line, a bowl a quadratic, and a curve that is
+  steep at one end and still falling at the other gets a cubic.
 * Studies share the nuisance points (the same quasi-random sequence), so one curve per
   hyperparameter is fitted across studies, each study with its own intercept.
 * A small ridge penalty (``ridge * n`` on every non-intercept coefficient) keeps the fit
@@ -64,6 +66,8 @@ SEED = 0
 RIDGE = 0.01
 #: Upper Tukey fence multiplier for clipping bad outliers (the usual 1.5 IQR).
 FENCE = 1.5
+#: The richest effect curve the choice of degree considers: a cubic.
+MAX_DEGREE = 3
 #: Residual degrees of freedom the fit must keep, counted on both the trials and the distinct
 #: nuisance points (else fewer columns, or no model).
 MIN_DOF = 3
@@ -135,6 +139,10 @@ class Surrogate:
         permutations, seed: of the significance test.
         clipped: how many trials' values were clipped at their study's upper fence.
         left_out: hyperparameters not modelled, with why.
+        residuals: each fitted trial's (loss-like, clipped) objective less the model's fit.
+        points: the number of distinct nuisance points among the trials (studies share them).
+        intercepts: the number of per-study intercepts among :attr:`columns`.
+        degree: the degree of the ordered hyperparameters' curves (0: no model).
     """
 
     trials: tuple[TrialData, ...]
@@ -145,13 +153,25 @@ class Surrogate:
     seed: int
     clipped: int = 0
     left_out: dict[str, str] = field(default_factory=dict)
+    residuals: tuple[float, ...] = ()
+    points: int = 0
+    intercepts: int = 0
+    degree: int = 0
+
+    def partial_residuals(self, name: str) -> list[float]:
+        """For ordered hyperparameter ``name``: each trial's objective less its study's
+        intercept and the other hyperparameters' effects (on :attr:`Effect.curve`'s scale),
+        i.e. ``name``'s effect plus the trial's noise: what an axis plot of ``name`` would show
+        with the rest of the space accounted for."""
+        e = self.effects[name]
+        return [r + e.at(u) for r, u in zip(self.residuals, e.units, strict=True)]
 
 
 def _legendre(u: Array, degree: int) -> Array:
     """Columns P1..P_degree of the shifted Legendre polynomials at ``u`` (orthogonal on
     [0, 1]: a linear and a quadratic coefficient barely trade off)."""
     t = 2.0 * u - 1.0
-    cols = [t, 1.5 * t * t - 0.5][:degree]
+    cols = [t, 1.5 * t * t - 0.5, 2.5 * t ** 3 - 1.5 * t][:degree]
     return np.stack(cols, axis=1) if cols else np.zeros((len(u), 0))
 
 
@@ -248,19 +268,35 @@ def fit(data: ExperimentData, *, permutations: int = PERMUTATIONS, seed: int = S
     distinct = len({tuple(map(repr, row)) for row in zip(*raw.values(), strict=True)}) if raw \
         else 1
     room = min(n - intercepts.shape[1], distinct - 1)
-    cols = blocks(2)
-    if room - sum(b.shape[1] for b, _ in cols.values()) < MIN_DOF:
-        cols = blocks(1)  # too few points for curvature: straight lines
-    if room - sum(b.shape[1] for b, _ in cols.values()) < MIN_DOF:
+    ridge = RIDGE * n
+    point_of: dict[tuple[str, ...], list[int]] = {}
+    for i, row in enumerate(zip(*raw.values(), strict=True)):
+        point_of.setdefault(tuple(map(repr, row)), []).append(i)
+    # The curves' degree (the same for every hyperparameter): the one with the smallest
+    # leave-one-point-out error among those the points allow, so a straight trend stays a line
+    # and a curve that is steep at one end and still falling at the other gets a cubic.
+    best: tuple[float, dict[str, tuple[Array, Any]], int] | None = None
+    for degree in range(1, MAX_DEGREE + 1):
+        trial_cols = blocks(degree)
+        if room - sum(b.shape[1] for b, _ in trial_cols.values()) < MIN_DOF:
+            break
+        xd = np.concatenate([intercepts, *(b for b, _ in trial_cols.values())], axis=1)
+        pen = np.concatenate([np.zeros(intercepts.shape[1]),
+                              np.full(xd.shape[1] - intercepts.shape[1], ridge)])
+        err = _cv_error(xd, pen, y, list(point_of.values()))
+        if best is None or err < best[0]:
+            best = (err, trial_cols, degree)
+    if best is None:
         left_out.update({k: "too few trials for a model" for k in raw})
-        return Surrogate(tuple(trials), {}, math.nan, 0, permutations, seed, clipped, left_out)
+        return Surrogate(tuple(trials), {}, math.nan, 0, permutations, seed, clipped, left_out,
+                         points=distinct)
+    cols = best[1]
     for name in raw:
         if name not in cols:
             left_out[name] = "a single value tried"
 
     names = list(cols)
     x = np.concatenate([intercepts, *(cols[k][0] for k in names)], axis=1)
-    ridge = RIDGE * n
     penalty = np.concatenate([np.zeros(intercepts.shape[1]),
                               np.full(x.shape[1] - intercepts.shape[1], ridge)])
     beta = _solve(x, penalty, y)
@@ -294,7 +330,26 @@ def fit(data: ExperimentData, *, permutations: int = PERMUTATIONS, seed: int = S
                 name, False, tuple(levels), tuple(float(v) for v in curve - curve.min()),
                 levels[int(np.argmin(curve))], float(curve.max() - curve.min()), p)
     return Surrogate(tuple(trials), effects, sigma, x.shape[1], permutations, seed, clipped,
-                     left_out)
+                     left_out, tuple(float(r) for r in resid), distinct, intercepts.shape[1],
+                     best[2])
+
+
+def _cv_error(x: Array, penalty: Array, y: Array, groups: list[list[int]]) -> float:
+    """Leave-one-point-out squared error of the ridge fit: each group of trials (one nuisance
+    point, shared by studies) predicted by the fit without it (exact deletion formula)."""
+    a_inv = np.linalg.pinv(x.T @ x + np.diag(penalty))
+    h = x @ a_inv @ x.T
+    r = y - h @ y
+    single = np.asarray([g[0] for g in groups if len(g) == 1], dtype=np.int64)
+    d = 1.0 - h[single, single]
+    if np.any(d <= 1e-12):
+        return math.inf
+    total = float(np.sum((r[single] / d) ** 2))
+    for g in (g for g in groups if len(g) > 1):
+        m = np.eye(len(g)) - h[np.ix_(g, g)]
+        e = np.linalg.lstsq(m, r[g], rcond=None)[0]
+        total += float(e @ e)
+    return total
 
 
 def _p_value(x: Array, penalty: Array, y: Array, idx: Array, perms: npt.NDArray[np.int64],

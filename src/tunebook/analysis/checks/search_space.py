@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from tunebook.analysis.checks import common as c
 from tunebook.analysis.checks.registry import check, finding
 from tunebook.analysis.data import ExperimentData, TrialData
@@ -33,15 +35,25 @@ class SearchSpaceThresholds:
     #: width of one bucket of an axis plot with 5 columns per side.
     edge_fraction: float = 0.1
     #: The improvement toward an edge is measured over the outer quarter of the range: a
-    #: fitted curve that has levelled off before the edge is not a trend into it.
+    #: curve that has levelled off before the edge is not a trend into it ...
     trend_fraction: float = 0.25
+    #: ... by a line through the trials in the outer half of the range on that side (with the
+    #: other hyperparameters accounted for) ...
+    trend_window: float = 0.5
+    #: ... which must fall toward the edge by at least 2.5 standard errors of that line (the
+    #: one-sided 2.5% t quantile for the 6-10 trials such a window usually holds; the side
+    #: is chosen where the data look best, so a plain 2 fires on noise too often): a
+    #: significant hyperparameter whose trend into this edge is noise (a weight decay that is
+    #: flat at small values and hurts at large ones) is not a boundary.
+    trend_se_mult: float = 2.5
     #: p-value grades of the permutation test: below 0.01 strong evidence (problem, with the
     #: trial conditions below), below 0.05 a warning, below 0.1 a hint (info).
     p_problem: float = 0.01
     p_warning: float = 0.05
     p_info: float = 0.1
-    #: A problem also needs this many trials in the outer slab at that edge (one or two lucky
-    #: trials are not strong evidence) ...
+    #: A problem also needs this many distinct nuisance points (two studies' trials at one
+    #: shared point count once) in the outer slab at that edge (one or two lucky points are
+    #: not strong evidence) ...
     problem_min_trials: int = 3
     #: ... and one of the best 10% of all trials among them (the best trial itself with up to
     #: 10 trials): with many trials and several hyperparameters, which single trial is best
@@ -54,9 +66,10 @@ class SearchSpaceThresholds:
     max_log_ratio: float = 10.0
     #: ``no_effect`` needs this many feasible trials in the model ...
     no_effect_min_trials: int = 10
-    #: ... and this many more than the model has coefficients (its residual degrees of
-    #: freedom): with fewer, the permutation test has little power and "no effect found" says
-    #: nothing (16 trials over 4 hyperparameters, 10 coefficients, is not enough) ...
+    #: ... and this many more distinct nuisance points (studies share them) than the model
+    #: has effect coefficients, less one: with fewer, the permutation test has little power
+    #: and "no effect found" says nothing (12 points over 3 hyperparameters, 6 coefficients,
+    #: is not enough) ...
     no_effect_min_dof: int = 10
     #: ... a permutation p-value at least this large (the fit is as good as with shuffled
     #: values half the time or more) ...
@@ -69,6 +82,10 @@ class SearchSpaceThresholds:
 
 
 DEFAULTS = SearchSpaceThresholds()
+
+#: Trials a local slope needs (fewer: the model's curve is used instead). Numerical, not a
+#: judgement: a line through 3 points has 1 degree of freedom left.
+MIN_LOCAL = 4
 
 
 def _widened(hp: Float | Int, side: str, fraction: float = DEFAULTS.widen_fraction,
@@ -126,11 +143,31 @@ def _ranges(data: ExperimentData) -> dict[str, Float | Int]:
     return {n: r for n, hp in data.varied().items() if (r := hp.as_range()) is not None}
 
 
-def _gain(e: Effect, side: Side, fraction: float) -> float:
-    """How much better the fitted objective is at the edge than ``fraction`` inside it."""
-    if side == "low":
-        return e.at(fraction) - e.at(0.0)
-    return e.at(1.0 - fraction) - e.at(1.0)
+def _gain(model: Surrogate, e: Effect, side: Side, th: SearchSpaceThresholds
+          ) -> tuple[float, float]:
+    """The improvement toward the edge over the last ``trend_fraction`` of the range, and its
+    standard error.
+
+    The least-squares line through the partial residuals (the objective with the study
+    intercepts and the other hyperparameters' effects removed) of the trials in the outer
+    ``trend_window`` of the range on that side; its drop over ``trend_fraction`` toward the
+    edge. A local line follows a curve that is steep at one end and still falling at the other
+    (which a polynomial over the whole range flattens), and its standard error says whether the
+    trial noise could make the drop. With fewer than ``MIN_LOCAL`` trials in the window: the
+    fitted curve's own drop over the last ``trend_fraction``, standard error 0.
+    """
+    f = th.trend_fraction
+    window = [i for i, u in enumerate(e.units)
+              if (u <= th.trend_window if side == "low" else u >= 1.0 - th.trend_window)]
+    x = np.asarray([e.units[i] for i in window])
+    if len(window) < MIN_LOCAL or float(np.ptp(x)) <= 0:
+        return (e.at(f) - e.at(0.0) if side == "low" else e.at(1.0 - f) - e.at(1.0)), 0.0
+    partial = model.partial_residuals(e.name)
+    y = np.asarray([partial[i] for i in window])
+    slope, intercept = c.fit(x, y)
+    resid = y - (slope * x + intercept)
+    se = math.sqrt(float(resid @ resid) / (len(x) - 2) / float(np.sum((x - x.mean()) ** 2)))
+    return (slope if side == "low" else -slope) * f, se * f
 
 
 def _level(data: ExperimentData) -> float:
@@ -168,28 +205,30 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
     search space large enough?"), judged from a model of the whole space.
 
     The model (:mod:`tunebook.analysis.surrogate`: every feasible trial, an intercept per
-    study, a quadratic effect per hyperparameter in its scaled coordinate, a permutation
-    p-value per hyperparameter) gives each Float or Int hyperparameter's effect with the others
-    accounted for. A side (``low``/``high``) is flagged when all of:
+    study, a polynomial effect of degree 1-3 per hyperparameter in its scaled coordinate, a
+    permutation p-value per hyperparameter) gives each Float or Int hyperparameter's effect
+    with the others accounted for. A side (``low``/``high``) is flagged when all of:
 
     * the fitted effect is best within the outer ``edge_fraction`` (10%) of the range there;
-    * it still improves toward the edge: better at the edge than ``trend_fraction`` (25%) of
-      the range inside it by more than the metric's resolution
-      (:meth:`~tunebook.analysis.resolution.Resolution.min_change` at the best value);
+    * it still improves toward the edge (:func:`_gain`): a line through the partial residuals
+      of the trials in the outer ``trend_window`` (50%) of the range falls, over the last
+      ``trend_fraction`` (25%), by more than the metric's resolution
+      (:meth:`~tunebook.analysis.resolution.Resolution.min_change` at the best value) and by
+      at least ``trend_se_mult`` (2.5) of its standard errors;
     * the hyperparameter's effect is significant: ``p < p_info`` (0.1).
 
     So a monotone trend into an edge fires even when few trials landed near it, and an edge
     whose trials are mediocre does not (the model does not put the optimum there).
 
     Severity grows with evidence: ``problem`` when ``p < p_problem`` (0.01), at least
-    ``problem_min_trials`` (3) trials lie in the outer slab and one of them is among the best
-    ``problem_top_fraction`` (10%, at least the best trial) of all trials; else ``warning``
-    when ``p < p_warning`` (0.05); else ``info``. A single trial at an edge is therefore at
-    most a warning. The finding suggests the widened bound (half the
-    scaled range, at most one decade per side on a log scale, natural limits kept: see
-    :func:`_widened`), lists the trials in the slab (or the one closest to the edge) and
-    advises ``{"range:NAME": "widen_low" | "widen_high"}``. Discrete and categorical
-    hyperparameters have no "outside" to widen into and are not flagged.
+    ``problem_min_trials`` (3) distinct nuisance points (studies share them) lie in the outer
+    slab and one of their trials is among the best ``problem_top_fraction`` (10%, at least
+    the best trial) of all trials; else ``warning`` when ``p < p_warning`` (0.05); else
+    ``info``. A single trial at an edge is therefore at most a warning. The finding suggests
+    the widened bound (half the scaled range, at most one decade per side on a log scale,
+    natural limits kept: see :func:`_widened`), lists the trials in the slab (or the one
+    closest to the edge) and advises ``{"range:NAME": "widen_low" | "widen_high"}``. Discrete
+    and categorical hyperparameters have no "outside" to widen into and are not flagged.
     """
     ranges = _ranges(data)
     if not ranges:
@@ -206,27 +245,33 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
         side = _edge(e, th)
         if side is None or e.p_value >= th.p_info:
             continue
-        gain = _gain(e, side, th.trend_fraction)
+        gain, gain_se = _gain(model, e, side, th)
         need = max(res.min_change(level), c.tol(level))
-        if gain <= need:
+        if gain <= need or gain < th.trend_se_mult * gain_se:
             continue
         near = _near_edge(model, e, side, th.edge_fraction)
         slab = e.in_slab(side, th.edge_fraction)
+        # Studies share their points: two studies' trials at one point are one point.
+        names = list(data.varied())
+        points = len({tuple(repr(model.trials[i].params.get(k)) for k in names) for i in slab})
         top = {t.id for t in ranked[:max(1, math.ceil(th.problem_top_fraction * len(ranked)))]}
         best_at = any(model.trials[i].id in top for i in slab)
         severity: Severity = (
-            "problem" if (e.p_value < th.p_problem and len(slab) >= th.problem_min_trials
+            "problem" if (e.p_value < th.p_problem and points >= th.problem_min_trials
                           and best_at)
             else "warning" if e.p_value < th.p_warning else "info")
-        findings.append(_boundary_finding(data, th, model, hp, e, side, severity, gain, need,
-                                          near, len(slab), best_at))
+        findings.append(_boundary_finding(data, th, model, hp, e, side, severity,
+                                          (gain, gain_se, need), near, (len(slab), points),
+                                          best_at))
     return findings
 
 
 def _boundary_finding(data: ExperimentData, th: SearchSpaceThresholds, model: Surrogate,
-                      hp: Float | Int, e: Effect, side: Side, severity: Severity, gain: float,
-                      need: float, near: list[int], n_slab: int, best_at: bool) -> Finding:
+                      hp: Float | Int, e: Effect, side: Side, severity: Severity,
+                      trend: tuple[float, float, float], near: list[int],
+                      slab: tuple[int, int], best_at: bool) -> Finding:
     name = e.name
+    gain, gain_se, need = trend
     suggested, clamped = _widened(hp, side, th.widen_fraction, th.max_log_ratio)
     bound = hp.low if side == "low" else hp.high
     stuck = clamped and suggested == bound
@@ -249,7 +294,9 @@ def _boundary_finding(data: ExperimentData, th: SearchSpaceThresholds, model: Su
     top = max(1, math.ceil(th.problem_top_fraction * len(data.ranked())))
     best_text = ("the best trial overall" if top == 1
                  else f"one of the best {top} trials overall")
-    slab_text = (f"{n_slab} trial{'s' if n_slab != 1 else ''} in the {where} "
+    n_slab, n_points = slab
+    at_points = f" at {n_points} point{'s' if n_points != 1 else ''}" if n_points < n_slab else ""
+    slab_text = (f"{n_slab} trial{'s' if n_slab != 1 else ''}{at_points} in the {where} "
                  f"{c.pct(th.edge_fraction)}" + (f", including {best_text}" if best_at else ""))
     message = (f"{name}: a model of all {len(model.trials)} feasible trials puts its best "
                f"region at the {side} edge of its {hp.scale} range [{c.fmt(hp.low)}, "
@@ -264,9 +311,10 @@ def _boundary_finding(data: ExperimentData, th: SearchSpaceThresholds, model: Su
         "edge_fraction": th.edge_fraction, "trend_fraction": th.trend_fraction,
         "fitted_best_unit": e.minimiser, "fitted_best_value": hp.from_unit(min(e.minimiser,
                                                                                 1 - 1e-12)),
-        "gain": gain, "min_change": need, "p_value": e.p_value,
+        "gain": gain, "gain_se": gain_se, "min_change": need, "p_value": e.p_value,
         "permutations": model.permutations, "n_trials": len(model.trials),
-        "n_at_edge": n_slab, "best_at_edge": best_at, "top_trials": top, "effect_size": e.size,
+        "n_at_edge": n_slab, "points_at_edge": n_points, "best_at_edge": best_at,
+        "top_trials": top, "effect_size": e.size,
         "effect_curve": [[hp.from_unit(min(u, 1 - 1e-12)), sign * e.at(u)] for u in grid],
         "widen_fraction": th.widen_fraction, "max_log_ratio": th.max_log_ratio,
         "clamped": clamped, f"suggested_{side}": suggested,
@@ -286,8 +334,9 @@ def check_no_effect(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS
     From the same model as :func:`check_boundary`, one ``info`` per Float or Int
     hyperparameter when all of:
 
-    * the model has at least ``no_effect_min_trials`` (10) feasible trials and at least
-      ``no_effect_min_dof`` (10) more trials than coefficients;
+    * the model has at least ``no_effect_min_trials`` (10) feasible trials, and at least
+      ``no_effect_min_dof`` (10) more trials than coefficients and more distinct nuisance
+      points than effect coefficients plus one (studies share their points);
     * the permutation p-value is at least ``no_effect_p`` (0.5) (and at least ``p_info``, so
       that this never fires with ``boundary`` on the same hyperparameter);
     * the fitted effect over the whole range (max minus min of the curve) is no larger than
@@ -303,7 +352,9 @@ def check_no_effect(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS
         return []
     model = surrogate(data)
     n = len(model.trials)
-    if n < th.no_effect_min_trials or n - model.columns < th.no_effect_min_dof:
+    effect_columns = model.columns - model.intercepts
+    if (n < th.no_effect_min_trials
+            or min(n - model.columns, model.points - 1 - effect_columns) < th.no_effect_min_dof):
         return []
     res = resolution(data)
     level = _level(data)
@@ -334,6 +385,7 @@ def check_no_effect(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS
                       "resolution_limit": resolution_limit, "noise_limit": noise_limit,
                       "residual_sd": model.sigma,
                       "p_value": e.p_value, "columns": model.columns,
+                      "points": model.points,
                       "permutations": model.permutations, "n_trials": n,
                       "suggested_value": c.jsonable(value)},
             action=(f"Fix {name} (e.g. at {shown}, "
