@@ -38,7 +38,9 @@ NumPy only. :func:`surrogate` computes the model once per data (:meth:`Experimen
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -111,11 +113,18 @@ class Effect:
 
     def at(self, u: float) -> float:
         """The fitted effect at unit coordinate ``u`` (ordered only), on :attr:`curve`'s scale."""
-        return float(_legendre(np.asarray([u]), len(self.coef))[0] @ np.asarray(self.coef)
-                     ) - self._offset
+        return float(self.values([u])[0])
 
-    @property
-    def _offset(self) -> float:
+    def values(self, units: Sequence[float]) -> Array:
+        """:meth:`at` for many coordinates at once."""
+        coef = np.asarray(self.coef)
+        fitted = _legendre(np.asarray(units, dtype=np.float64), len(coef)) @ coef
+        # The curve is stored relative to its best point: min(curve) == 0.
+        return np.asarray(fitted - (self.curve_min if self.coef else 0.0), dtype=np.float64)
+
+    @cached_property
+    def curve_min(self) -> float:
+        """The raw fitted effect's minimum over the grid (what :attr:`curve` is relative to)."""
         base = _legendre(np.asarray(self.grid, dtype=np.float64), len(self.coef))
         return float(np.min(base @ np.asarray(self.coef)))
 
@@ -164,7 +173,7 @@ class Surrogate:
         i.e. ``name``'s effect plus the trial's noise: what an axis plot of ``name`` would show
         with the rest of the space accounted for."""
         e = self.effects[name]
-        return [r + e.at(u) for r, u in zip(self.residuals, e.units, strict=True)]
+        return [float(v) for v in np.asarray(self.residuals) + e.values(e.units)]
 
 
 def _legendre(u: Array, degree: int) -> Array:
@@ -336,17 +345,17 @@ def fit(data: ExperimentData, *, permutations: int = PERMUTATIONS, seed: int = S
 
 def _cv_error(x: Array, penalty: Array, y: Array, groups: list[list[int]]) -> float:
     """Leave-one-point-out squared error of the ridge fit: each group of trials (one nuisance
-    point, shared by studies) predicted by the fit without it (exact deletion formula)."""
-    a_inv = np.linalg.pinv(x.T @ x + np.diag(penalty))
-    h = x @ a_inv @ x.T
-    r = y - h @ y
+    point, shared by studies) predicted by the fit without it (exact deletion formula, from
+    the rows of the smoother ``x (x'x + penalty)^-1 x'``)."""
+    xa = x @ np.linalg.pinv(x.T @ x + np.diag(penalty))
+    r = y - xa @ (x.T @ y)
     single = np.asarray([g[0] for g in groups if len(g) == 1], dtype=np.int64)
-    d = 1.0 - h[single, single]
+    d = 1.0 - np.einsum("ij,ij->i", xa[single], x[single])
     if np.any(d <= 1e-12):
         return math.inf
     total = float(np.sum((r[single] / d) ** 2))
     for g in (g for g in groups if len(g) > 1):
-        m = np.eye(len(g)) - h[np.ix_(g, g)]
+        m = np.eye(len(g)) - xa[g] @ x[g].T
         e = np.linalg.lstsq(m, r[g], rcond=None)[0]
         total += float(e @ e)
     return total

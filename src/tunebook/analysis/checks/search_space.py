@@ -170,8 +170,8 @@ def _gain(model: Surrogate, e: Effect, side: Side, th: SearchSpaceThresholds
     return (slope if side == "low" else -slope) * f, se * f
 
 
-def _level(data: ExperimentData) -> float:
-    ranked = data.ranked()
+def _level(data: ExperimentData, ranked: list[TrialData]) -> float:
+    """The size of the best value (where the metric's resolution is judged)."""
     v = c.objective(data, ranked[0]) if ranked else None
     return abs(v) if v is not None else 0.0
 
@@ -235,8 +235,8 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
         return []
     model = surrogate(data)
     res = resolution(data)
-    level = _level(data)
     ranked = data.ranked()
+    level = _level(data, ranked)
     findings = []
     for name, hp in ranges.items():
         e = model.effects.get(name)
@@ -254,7 +254,8 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
         # Studies share their points: two studies' trials at one point are one point.
         names = list(data.varied())
         points = len({tuple(repr(model.trials[i].params.get(k)) for k in names) for i in slab})
-        top = {t.id for t in ranked[:max(1, math.ceil(th.problem_top_fraction * len(ranked)))]}
+        n_top = max(1, math.ceil(th.problem_top_fraction * len(ranked)))
+        top = {t.id for t in ranked[:n_top]}
         best_at = any(model.trials[i].id in top for i in slab)
         severity: Severity = (
             "problem" if (e.p_value < th.p_problem and points >= th.problem_min_trials
@@ -262,14 +263,14 @@ def check_boundary(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS) -
             else "warning" if e.p_value < th.p_warning else "info")
         findings.append(_boundary_finding(data, th, model, hp, e, side, severity,
                                           (gain, gain_se, need), near, (len(slab), points),
-                                          best_at))
+                                          (best_at, n_top)))
     return findings
 
 
 def _boundary_finding(data: ExperimentData, th: SearchSpaceThresholds, model: Surrogate,
                       hp: Float | Int, e: Effect, side: Side, severity: Severity,
                       trend: tuple[float, float, float], near: list[int],
-                      slab: tuple[int, int], best_at: bool) -> Finding:
+                      slab: tuple[int, int], best: tuple[bool, int]) -> Finding:
     name = e.name
     gain, gain_se, need = trend
     suggested, clamped = _widened(hp, side, th.widen_fraction, th.max_log_ratio)
@@ -291,7 +292,7 @@ def _boundary_finding(data: ExperimentData, th: SearchSpaceThresholds, model: Su
     examples = resolution(data).examples_text(gain)
     trials = [model.trials[i] for i in near]
     where = "bottom" if side == "low" else "top"
-    top = max(1, math.ceil(th.problem_top_fraction * len(data.ranked())))
+    best_at, top = best
     best_text = ("the best trial overall" if top == 1
                  else f"one of the best {top} trials overall")
     n_slab, n_points = slab
@@ -352,13 +353,14 @@ def check_no_effect(data: ExperimentData, th: SearchSpaceThresholds = DEFAULTS
         return []
     model = surrogate(data)
     n = len(model.trials)
+    ranked = data.ranked()
     effect_columns = model.columns - model.intercepts
     if (n < th.no_effect_min_trials
             or min(n - model.columns, model.points - 1 - effect_columns) < th.no_effect_min_dof):
         return []
     res = resolution(data)
-    level = _level(data)
-    best = data.ranked()[0]
+    level = _level(data, ranked)
+    best = ranked[0]
     findings = []
     for name, hp in ranges.items():
         e = model.effects.get(name)
