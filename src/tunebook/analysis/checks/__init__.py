@@ -51,7 +51,11 @@ from tunebook.analysis.resolution import ResolutionThresholds
 
 # Import order is registration order, which is the order of CHECKS (the playbook's): keep it.
 # ruff: noqa: I001
-from tunebook.analysis.checks.search_space import SearchSpaceThresholds, check_boundary
+from tunebook.analysis.checks.search_space import (
+    SearchSpaceThresholds,
+    check_boundary,
+    check_no_effect,
+)
 from tunebook.analysis.checks.curves import (
     CurveThresholds,
     check_late_variance,
@@ -122,6 +126,7 @@ __all__ = [
     "check_isolation",
     "check_late_variance",
     "check_near_divergence",
+    "check_no_effect",
     "check_overfitting",
     "check_saturated_early",
     "check_still_improving",
