@@ -46,10 +46,12 @@ def build(space: dict[str, Hyperparameter], units: dict[str, Sequence[float]],
             params = {k: (space[k].from_unit(min(float(x), 1 - 1e-12))
                           if isinstance(space[k], Float) else x) for k, x in u.items()}
             value = level(**u, study=study) + rng.normal(0, noise)
+            # noise-free curves (the rng still advances as before): the curve checks have
+            # nothing to judge, the planted effect is in the values across trials
             if goal == "maximize":
-                curve = [1.0 - v for v in healthy_curve(1.0 - value, rng)]
+                curve = [1.0 - v for v in healthy_curve(1.0 - value, rng, noise=0.0)]
             else:
-                curve = healthy_curve(value, rng)
+                curve = healthy_curve(value, rng, noise=0.0)
             trials.append(tr(curve, study=study, params=params))
     return make_data(trials, nuisance=space, max_train_steps=200, goal=goal, metric=metric)
 
@@ -92,7 +94,7 @@ def single_good_trial_at_edge() -> ExperimentData:
     return build({"lr": LR}, {"lr": u}, lambda lr, study: 0.5 - 0.15 * lr, seed=32)
 
 
-@scenario("maximised_objective_trend_into_low_edge", fires={"boundary"},
+@scenario("maximised_objective_trend_into_low_edge", fires={"boundary", "isolation"},
           expect={"boundary": lambda fs: [f.advice for f in fs if isinstance(f, Finding)]
                   == [{"range:lr": "widen_low"}]})
 def maximised_objective_trend_into_low_edge() -> ExperimentData:
@@ -112,7 +114,9 @@ def with_examples(data: ExperimentData, n: int) -> ExperimentData:
         dataclasses.replace(t, curves={**t.curves, "val_examples": size}) for t in data.trials))
 
 
-@scenario("steep_then_still_falling_into_edge", fires={"boundary"},
+# On a 1/1000 or 1/500 lattice the curves' fall (0.3 * exp(-12 t)) is within the resolution
+# by a quarter of training: saturated_early is true of them too (a combination, not a stray).
+@scenario("steep_then_still_falling_into_edge", fires={"boundary", "saturated_early"},
           expect={"boundary": lambda fs: [f.advice for f in fs if isinstance(f, Finding)]
                   == [{"range:lr": "widen_high"}]})
 def steep_then_still_falling_into_edge() -> ExperimentData:
@@ -179,7 +183,7 @@ def categorical_nuisance_is_not_a_boundary() -> ExperimentData:
                  lambda lr, act, study: 0.3 + 0.4 * (lr - 0.5) ** 2 + penalty[act], seed=82)
 
 
-@scenario("edge_trend_below_the_resolution")
+@scenario("edge_trend_below_the_resolution", fires={"saturated_early"})
 def edge_trend_below_the_resolution() -> ExperimentData:
     # The validation error falls by 3 examples in 500 across the learning rate's range, toward
     # its high edge: a trend the data shows (p < 0.01), but over the last quarter of the range
