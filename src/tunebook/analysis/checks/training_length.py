@@ -168,7 +168,7 @@ def check_still_improving(data: ExperimentData, th: TrainingLengthThresholds = D
     margin) is at or after ``still_improving_best_after`` (0.9) × ``max_train_steps``, and over
     the last
     ``still_improving_tail`` (25%, at least 3) of its evaluations the least-squares trend
-    improves by more than ``max(still_improving_noise_mult (2) × noise, REL_TOL × |best|,
+    improves by more than ``max(still_improving_noise_mult (3) × noise, REL_TOL × |best|,
     min_change(best))`` (improvement = -slope × span of those steps, in the improving
     direction; ``min_change`` is the metric's resolution). ``noise`` is the first-difference
     IQR estimate over the second half of the evaluations (at least 3 points), which is steadier
@@ -189,7 +189,8 @@ def check_still_improving(data: ExperimentData, th: TrainingLengthThresholds = D
                      f"training — best {data.metric} {c.fmt(r.best * sign)} at step "
                      f"{r.best_step} of {max_steps}, improving by {c.fmt(drop)}"
                      f"{_examples(data, drop)} over its last {ev['tail_points']} evaluations "
-                     f"(more than {c.fmt(ev['threshold'])}: twice the noise {c.fmt(r.noise)} "
+                     f"(more than {c.fmt(ev['threshold'])}: "
+                     f"{th.still_improving_noise_mult:g} × the noise {c.fmt(r.noise)} "
                      f"and the metric's resolution)."),
             evidence={**c.trial_ref(t), **ev, "metric": data.metric, "best_step": r.best_step,
                       "best_value": r.best * sign, "max_train_steps": max_steps,
