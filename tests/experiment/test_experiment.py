@@ -19,7 +19,7 @@ from tunebook.search.space import Categorical, Discrete, Float, Int, SearchSpace
 
 from conftest import write_experiment
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits_depth.yaml"
+EXAMPLE = Path(__file__).resolve().parent / "full_space.yaml"
 
 
 def example_doc() -> dict[str, Any]:
