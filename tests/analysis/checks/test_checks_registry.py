@@ -311,3 +311,29 @@ def test_combinations_in_different_studies_are_left_alone() -> None:
     assert {(f.check, f.study) for f in found} == {("overfitting", "a"),
                                                    ("still_improving", "b")}
     assert all("combined_with" not in f.evidence for f in found)
+
+
+def test_thresholds_given_to_run_checks_reach_the_shared_analyses() -> None:
+    # enough_trials reads the comparison, whose thresholds are another family's: a stricter
+    # sign test given to run_checks must change the verdict every check sees
+    import dataclasses as dc
+
+    from tunebook.analysis.checks import thresholds_from_config
+    from tunebook.analysis.comparison import ComparisonThresholds
+
+    a = [0.1 + 0.03 * i for i in range(12)]
+    data = make_data([tr([v + 0.5, v], study="a") for v in a]
+                     + [tr([v + 0.51, v + 0.01], study="b") for v in a],
+                     max_train_steps=20)
+    loose = run_checks(data, only=["isolation"])
+    assert loose[0].evidence["verdict"] == "differ"
+    th = thresholds_from_config(None)
+    th["comparison"] = dc.replace(ComparisonThresholds(), sign_alpha=1e-9)
+    strict = run_checks(data, only=["isolation", "enough_trials"], thresholds=th)
+    assert {f.evidence.get("verdict") for f in strict if f.check == "isolation"} == {
+        "within_spread"}
+    # enough_trials saw the same verdict (with the file's thresholds it would have seen
+    # "differ" and stayed silent)
+    assert [f.check for f in strict] == ["enough_trials", "isolation"]
+    assert [f.check for f in run_checks(data, only=["isolation", "enough_trials"])] == [
+        "isolation"]

@@ -202,6 +202,13 @@ def run_checks(data: ExperimentData, only: Iterable[str] | None = None,
                               f"{_did_you_mean(str(name), _SPECS)}; one of {', '.join(_SPECS)}")
     if thresholds is None:
         thresholds = thresholds_from_config(data.experiment.checks, data.experiment.source)
+    else:
+        # Checks also read other families' thresholds through shared analyses (the comparison,
+        # the resolution): those must see the thresholds given here, not the file's.
+        given = {family: {k: v for k, v in dataclasses.asdict(th).items()}
+                 for family, th in thresholds.items()}
+        data = dataclasses.replace(data, experiment=dataclasses.replace(
+            data.experiment, checks={**data.experiment.checks, **given}))
     findings = []
     for name in names:
         spec = _SPECS[name]
