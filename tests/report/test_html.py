@@ -216,3 +216,15 @@ def html_text(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def test_gradient_norm_histogram_goes_log_when_positive_norms_span_decades() -> None:
+    from tunebook.report.html import _histogram
+
+    # late norms underflowed to exactly 0 at zero training loss, early ones near 30
+    norms = [0.0] * 50 + [0.01 * 1.1 ** i for i in range(80)]
+    h = _histogram(norms)
+    assert h["log"] and h["edges"][0] == pytest.approx(0.01)
+    assert sum(h["counts"]) == 130 and h["counts"][0] >= 50  # the zeros in the first bar
+    flat = _histogram([1.0 + 0.01 * i for i in range(100)])
+    assert not flat["log"] and sum(flat["counts"]) == 100

@@ -270,13 +270,17 @@ HISTOGRAM_BINS = 30  # bars of each study's gradient-norm histogram (counts, not
 
 def _histogram(values: Sequence[float], bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
     """Bin edges and counts of the finite ``values``: the page gets ``bins`` numbers, not one
-    per step. Log-spaced when the values are positive and span more than two decades (early
-    norms can be orders of magnitude above the late ones)."""
+    per step. Log-spaced when the positive values span more than two decades (early norms can
+    be orders of magnitude above the late ones; a norm that underflowed to exactly 0 at zero
+    training loss is counted in the first bar)."""
     arr = np.asarray([v for v in values if _finite(v) is not None], dtype=np.float64)
     lo, hi = float(arr.min()), float(arr.max())
-    log = lo > 0 and hi / lo > 100
+    positive = arr[arr > 0]
+    log = positive.size > 0 and hi / float(positive.min()) > 100
     if log:
+        lo = float(positive.min())
         edges = np.geomspace(lo, hi, bins + 1)
+        arr = np.maximum(arr, lo)
     else:
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
     counts, edges = np.histogram(arr, bins=edges)
