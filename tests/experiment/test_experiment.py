@@ -653,3 +653,15 @@ def test_exponent_strings_are_numbers_everywhere(tmp_path: Path) -> None:
     base["scientific"] = {"lr": ["1e-1", 0.2]}
     exp = Experiment.from_dict(base)
     assert exp.fixed["wd"] == 1e-4 and exp.scientific["lr"] == (0.1, 0.2)
+
+
+def test_follows_links_rounds_without_changing_the_identity(tmp_path: Path) -> None:
+    doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    plain = Experiment.from_dict(doc)
+    linked = Experiment.from_dict({**doc, "name": "round-2", "follows": "digits-depth"})
+    assert linked.follows == "digits-depth" and linked.to_dict()["follows"] == "digits-depth"
+    assert Experiment.from_dict(linked.to_dict()).follows == "digits-depth"
+    assert linked.identity() == plain.identity() and "follows" not in plain.to_dict()
+    for bad in ("", "digits-depth", ["a"]):
+        with pytest.raises(ConfigError, match="follows"):
+            Experiment.from_dict({**doc, "follows": bad})

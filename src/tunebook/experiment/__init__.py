@@ -95,6 +95,9 @@ class Experiment:
     #: ``checks:`` section); names and types are validated by ``tunebook.analysis.checks``,
     #: which owns them, when the checks run.
     checks: Mapping[str, Mapping[str, Value]] = field(default_factory=dict)
+    #: The experiment this one follows (the previous round, or the search a retrain repeats):
+    #: a link for the project page, not part of the experiment's identity.
+    follows: str | None = None
     source: str = "<python>"
     base_dir: str = "."
 
@@ -159,22 +162,26 @@ class Experiment:
             out["trial_timeout"] = self.trial_timeout
         if self.checks:
             out["checks"] = {k: dict(v) for k, v in self.checks.items()}
+        if self.follows is not None:
+            out["follows"] = self.follows
         return out
 
     def identity(self) -> str:
         """Hash of everything that decides which trials run and how they train.
 
-        The objective, the goal text, the trial budget, the trial timeout and the checks'
-        thresholds are left out: the objective can be changed after the fact, a study can be
-        extended because trial ``i`` does not depend on how many trials there are, a timeout
-        only decides when to give up on a trial, not what it computes, and thresholds only
-        change how the results are read.
+        The objective, the goal text, the trial budget, the trial timeout, the checks'
+        thresholds and the ``follows`` link are left out: the objective can be changed after
+        the fact, a study can be extended because trial ``i`` does not depend on how many
+        trials there are, a timeout only decides when to give up on a trial, not what it
+        computes, thresholds only change how the results are read, and a link between rounds
+        changes no trial.
         """
         d = self.to_dict()
         for key in ("objective", "goal", "name"):
             d.pop(key)
         d.pop("trial_timeout", None)
         d.pop("checks", None)  # thresholds of the analysis: they change no trial
+        d.pop("follows", None)  # a link between rounds: it changes no trial
         d["search"].pop("trials")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

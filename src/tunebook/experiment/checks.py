@@ -251,6 +251,10 @@ def _check_program(exp: Experiment, r: Reader) -> None:
     if not isinstance(exp.goal, str):
         raise r.fail("goal", f"must be a string, {got(exp.goal)}")
     r.text("goal", exp.goal)
+    if exp.follows is not None and (not isinstance(exp.follows, str) or not exp.follows.strip()
+                                    or exp.follows == exp.name):
+        raise r.fail("follows", "must name another experiment (the one this round follows), "
+                                f"{got(exp.follows)}")
 
 
 def _check_lengths(exp: Experiment, r: Reader) -> None:

@@ -55,6 +55,7 @@ TOP_KEYS = (
     "fixed",
     "trial_timeout",
     "checks",
+    "follows",
 )
 """The keys an experiment document may hold at its top level."""
 # Keys written at the top level that belong one level down.
@@ -251,6 +252,9 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         name = str(name)  # `name: 2024` is a fine name
     goal_text = doc.get("goal")
     timeout = doc.get("trial_timeout")
+    follows = doc.get("follows")
+    if isinstance(follows, int | float) and not isinstance(follows, bool):
+        follows = str(follows)
     checks = {}
     for family, values in r.mapping("checks", doc.get("checks") or {}, ()).items():
         checks[family] = {k: as_scalar(v)
@@ -270,4 +274,5 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         "fixed": fixed,
         "trial_timeout": None if timeout is None else as_number(timeout),
         "checks": checks,
+        "follows": follows,
     }
