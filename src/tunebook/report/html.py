@@ -315,7 +315,12 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
     """Render the page, the tracking table and the findings for ``data`` (and what procedures
     recommended about it, if any)."""
     from tunebook.analysis.checks import run_checks, thresholds_used
+    from tunebook.analysis.variance import primary, study_variance
+    from tunebook.report.variance import variance_html
 
+    # With search.seeds, everything but the "Study variance" section reads the primary seed.
+    seeds_html = variance_html(study_variance(data), data.metric)
+    data = primary(data)
     if findings is None:
         findings = run_checks(data)
     rows = tracking_rows(data)
@@ -324,7 +329,7 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
     axes = axis_plots(data)
     payload = _payload(data, boxes, iso, axes)
     sections = [_header(data), _recommendations_html(recommendations), _tracking(data, rows),
-                _isolation_html(iso),
+                _isolation_html(iso), seeds_html,
                 _axis_html(axes, payload["objective_label"]), _curves_html(payload),
                 _enough_html(boxes), _findings_html(tuple(findings), thresholds_used(data))]
     page = (
