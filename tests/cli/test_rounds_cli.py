@@ -208,6 +208,7 @@ def test_next_round_bad_input(finished: Path, capsys: pytest.CaptureFixture[str]
     ({"seeds": [0, -1]}, ("search.seeds[1]",)),
     ({"seed": 4, "seeds": [0, 1]}, ("search.seed", "first of search.seeds")),
     ({"trials": 20000, "seeds": [0, 1, 2]}, ("search.seeds", "100000")),
+    ({"algorithm": "grid", "seeds": [0, 1]}, ("search.seeds", "grid")),
 ])
 def test_bad_search_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                           search: dict[str, Any], fragments: tuple[str, ...]) -> None:

@@ -370,7 +370,8 @@ MAX_SEARCH_SEEDS = 100
 
 def _check_search_seeds(exp: Experiment, r: Reader) -> None:
     """``search.seeds``: empty, or 2 to :data:`MAX_SEARCH_SEEDS` distinct seeds in
-    ``[0, MAX_SEED]`` (one seed is ``search.seed``)."""
+    ``[0, MAX_SEED]`` (one seed is ``search.seed``), not with a grid search (no luck of the
+    sampling to measure), and at most ``MAX_TRIALS`` trials over every seed."""
     seeds = exp.search.seeds
     if not seeds:
         return
@@ -380,6 +381,9 @@ def _check_search_seeds(exp: Experiment, r: Reader) -> None:
     for i, seed in enumerate(seeds):
         r.integer(f"search.seeds[{i}]", seed, 0, MAX_SEED,
                   " (the store keeps seeds as 64-bit integers)")
+    if exp.search.algorithm == "grid":
+        raise r.fail("search.seeds", "a grid search gives the same points under every seed: "
+                     "study variance needs quasi_random, random or an adaptive algorithm")
     if len(set(seeds)) != len(seeds):
         dup = next(s for i, s in enumerate(seeds) if s in seeds[:i])
         raise r.fail("search.seeds", f"seeds must differ (the same seed repeats the same "
