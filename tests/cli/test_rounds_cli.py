@@ -150,7 +150,7 @@ def test_next_round_writes_a_valid_linked_file(finished: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     out_file = finished / "rounds" / "next.yaml"
     code, out, err = cli(capsys, "next-round", "sv", "--steps", "160", "--top", "2",
-                         "--root", str(finished / "tb"), "--output", str(out_file))
+                         "--narrow", "--root", str(finished / "tb"), "--output", str(out_file))
     assert code == 0 and err == ""
     text = out_file.read_text()
     assert out.startswith(text) and "tunebook run" in out
@@ -171,6 +171,30 @@ def test_next_round_writes_a_valid_linked_file(finished: Path,
     one_error(code, err, "--output", "exists")
 
 
+def test_next_round_top_k_keeps_the_best_configurations(
+        finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = finished / "listed.yaml"
+    code, out, err = cli(capsys, "next-round", "sv", "--steps", "400", "--top", "3",
+                         "--root", str(finished / "tb"), "--output", str(out_file))
+    assert code == 0, err
+    new = Experiment.from_yaml(out_file)
+    data = load(Store.at_root(finished / "tb", create=False), "sv")
+    best = data.ranked()[:3]
+    assert [c["name"] for c in new.configs] == ["top1", "top2", "top3"]
+    for entry, t in zip(new.configs, best, strict=True):
+        assert {k: v for k, v in entry.items() if k != "name"} == {
+            k: v for k, v in t.params.items() if k not in new.fixed}
+        assert t.study in out_file.read_text()  # the comment says where it came from
+    assert len(new.nuisance) == 0 and new.search.trials == 1 and not new.scientific
+    assert new.fixed["decay_steps"] == round(30 * 395 / 35)
+    assert (new.follows, new.max_train_steps, new.eval_every) == ("sv", 400, 100)
+    # It runs: one long run per configuration.
+    code, out, err = cli(capsys, "run", str(out_file), "--root", str(finished / "tb"),
+                         "--workers", "0", "--quiet", "--no-report")
+    assert code == 0, err
+    assert "sv-r2" in out and "3 completed" in out
+
+
 def test_steps_not_larger_warns_on_one_line(finished: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "next-round", "sv", "--steps", "40", "--root",
@@ -186,7 +210,9 @@ def test_steps_not_larger_warns_on_one_line(finished: Path,
     ("next-round sv --steps many", ("--steps", "'many'")),
     ("next-round sv", ("--steps",)),
     ("next-round sv --steps 100 --top 0", ("--top", "got 0")),
-    ("next-round sv --steps 100 --top 6", ("--top", "6 is more than the 5 completed")),
+    ("next-round sv --steps 100 --top 6 --narrow", ("--top", "6 is more than the 5 completed",
+                                                    "--narrow --top 5")),
+    ("next-round sv --steps 100 --top 31", ("--top", "31 is more than the 30 distinct")),
     ("next-round sv --steps 100 --output |", ("--output", "file name")),
     ("next-round sv --steps 4294967296", ("--steps", "valid experiment")),
 ])
@@ -209,11 +235,14 @@ def test_next_round_bad_input(finished: Path, capsys: pytest.CaptureFixture[str]
     ({"seed": 4, "seeds": [0, 1]}, ("search.seed", "first of search.seeds")),
     ({"trials": 20000, "seeds": [0, 1, 2]}, ("search.seeds", "100000")),
     ({"algorithm": "grid", "seeds": [0, 1]}, ("search.seeds", "grid")),
+    ({"trials": 1, "seeds": [0, 1]}, ("search.seeds", "nuisance space is empty")),
 ])
 def test_bad_search_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                           search: dict[str, Any], fragments: tuple[str, ...]) -> None:
     doc = copy.deepcopy(BASE)
     doc["search"] = search
+    if search.get("trials") == 1:
+        doc["nuisance"] = {}
     code, _, err = cli(capsys, "run", str(write(tmp_path, doc)), "--root", str(tmp_path / "tb"))
     one_error(code, err, *fragments)
     assert not (tmp_path / "tb").exists()

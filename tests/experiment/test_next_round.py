@@ -168,3 +168,24 @@ def test_a_round_that_would_be_invalid_is_one_error() -> None:
     exp = base(fixed={"schedule": "linear", "warmup_steps": 100})
     with pytest.raises(ConfigError, match=r"--steps.*not be a valid experiment"):
         next_round(exp, TOP, 2**31, "r1-r2")
+
+
+def test_listed_mode_scales_each_entrys_decay_with_its_own_warmup() -> None:
+    exp = base(nuisance={"learning_rate": {"type": "float", "low": 1e-3, "high": 1.0},
+                         "warmup_steps": [0, 100], "decay_steps": [400, 900]},
+               fixed={"schedule": "cosine"})
+    best = [("trial y=0.0 #1", {"y": 0.0, "learning_rate": 0.1, "warmup_steps": 100,
+                                "decay_steps": 900, "schedule": "cosine"}),
+            ("trial y=-0.2 #4", {"y": -0.2, "learning_rate": 0.2, "warmup_steps": 0,
+                                 "decay_steps": 400, "schedule": "cosine"})]
+    text = next_round(exp, {}, 2000, "r1-r2", best).to_yaml()
+    new = Experiment.from_dict(yaml.safe_load(text))
+    assert [dict(c) for c in new.configs] == [
+        {"name": "top1", "y": 0.0, "learning_rate": 0.1, "warmup_steps": 100,
+         "decay_steps": round(900 * 1900 / 900)},
+        {"name": "top2", "y": -0.2, "learning_rate": 0.2, "warmup_steps": 0,
+         "decay_steps": 800}]
+    assert "trial y=-0.2 #4" in text and len(new.nuisance) == 0
+    # A round after a listed round narrows nothing and scales the entries again.
+    again = next_round(new, {"top1": [{}], "top2": [{}]}, 4000, "r1-r3").document
+    assert [c["decay_steps"] for c in again["configs"]] == [3900, 1600]

@@ -13,7 +13,7 @@ from tunebook.analysis.data import ExperimentData
 from tunebook.errors import TunebookError
 from tunebook.search.space import Value
 
-__all__ = ["top_configs"]
+__all__ = ["best_configs", "top_configs"]
 
 
 def top_configs(data: ExperimentData, k: int) -> dict[str, list[dict[str, Value]]]:
@@ -28,9 +28,31 @@ def top_configs(data: ExperimentData, k: int) -> dict[str, list[dict[str, Value]
         if len(ranked) < k:
             raise TunebookError(
                 f"--top: {k} is more than the {len(ranked)} completed trial(s) of study "
-                f"{study!r} of {data.name!r}; give --top {max(1, len(ranked))} or finish "
-                "the round first" if ranked else
+                f"{study!r} of {data.name!r}; give --narrow --top {max(1, len(ranked))} or "
+                "finish the round first" if ranked else
                 f"--top: study {study!r} of {data.name!r} has no completed trial yet: "
                 "finish the round first (tunebook run FILE)")
         out[study] = [dict(t.params) for t in ranked[:k]]
     return out
+
+
+def best_configs(data: ExperimentData, k: int) -> list[tuple[str, dict[str, Value]]]:
+    """The ``k`` best distinct configurations over every study, best first, each with where it
+    came from (``study #index: value``).
+
+    Raises TunebookError (one line, naming ``--top``) when there are fewer than ``k``.
+    """
+    out: list[tuple[str, dict[str, Value]]] = []
+    seen: list[dict[str, Value]] = []
+    for t in data.ranked():
+        if t.params in seen:  # replicates of one configuration count once
+            continue
+        seen.append(t.params)
+        out.append((f"trial {t.label}, {data.metric} {data.value(t):.4g}", dict(t.params)))
+        if len(out) == k:
+            return out
+    raise TunebookError(f"--top: {k} is more than the {len(out)} distinct completed "
+                        f"configuration(s) of {data.name!r}; give --top {max(1, len(out))} or "
+                        "finish the round first" if out else
+                        f"--top: {data.name!r} has no completed trial yet: finish the round "
+                        "first (tunebook run FILE)")

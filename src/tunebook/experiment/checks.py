@@ -372,8 +372,8 @@ MAX_SEARCH_SEEDS = 100
 
 def _check_search_seeds(exp: Experiment, r: Reader) -> None:
     """``search.seeds``: empty, or 2 to :data:`MAX_SEARCH_SEEDS` distinct seeds in
-    ``[0, MAX_SEED]`` (one seed is ``search.seed``), not with a grid search (no luck of the
-    sampling to measure), and at most ``MAX_TRIALS`` trials over every seed."""
+    ``[0, MAX_SEED]`` (one seed is ``search.seed``), not with a grid search nor an empty nuisance
+    space (no luck of the sampling to measure), and at most ``MAX_TRIALS`` trials over every seed."""
     seeds = exp.search.seeds
     if not seeds:
         return
@@ -383,6 +383,9 @@ def _check_search_seeds(exp: Experiment, r: Reader) -> None:
     for i, seed in enumerate(seeds):
         r.integer(f"search.seeds[{i}]", seed, 0, MAX_SEED,
                   " (the store keeps seeds as 64-bit integers)")
+    if len(exp.nuisance) == 0:
+        raise r.fail("search.seeds", "the nuisance space is empty: there is no search to "
+                     "repeat (replicates already differ only by their training seeds)")
     if exp.search.algorithm == "grid":
         raise r.fail("search.seeds", "a grid search gives the same points under every seed: "
                      "study variance needs quasi_random, random or an adaptive algorithm")

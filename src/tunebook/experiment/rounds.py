@@ -143,7 +143,11 @@ class NextRound:
         out = []
         for key, value in self.document.items():
             out += [f"# {c}" for c in self.comments.get(key, [])]
-            if key == "nuisance" and value:
+            if key == "configs" and value:
+                out.append("configs:")
+                out += ["  - " + yaml.safe_dump(e, default_flow_style=True, sort_keys=False,
+                                                width=1000).strip() for e in value]
+            elif key == "nuisance" and value:
                 out.append("nuisance:")
                 for name, spec in value.items():
                     if name in self.nuisance_comments:
@@ -160,10 +164,13 @@ class NextRound:
 
 
 def next_round(experiment: Experiment, top: Mapping[str, Sequence[Mapping[str, Value]]],
-               steps: int, name: str) -> NextRound:
-    """Round ``i+1`` of ``experiment``: ``max_train_steps`` = ``steps``, the nuisance space
-    narrowed around ``top`` (per study, the parameters of its best trials, best first), the
-    schedule extended. Raises ConfigError when the result is not a valid experiment."""
+               steps: int, name: str,
+               best: Sequence[tuple[str, Mapping[str, Value]]] | None = None) -> NextRound:
+    """Round ``i+1`` of ``experiment``: ``max_train_steps`` = ``steps``, the schedule extended,
+    and either the nuisance space narrowed around ``top`` (per study, the parameters of its
+    best trials, best first) or, with ``best`` (``(origin, parameters)`` of the best trials,
+    best first), one ``configs:`` entry per configuration and no nuisance search (replicates).
+    Raises ConfigError when the result is not a valid experiment."""
     old = experiment.max_train_steps
     doc = experiment.to_dict()
     c: dict[str, list[str]] = {}
@@ -184,12 +191,79 @@ def next_round(experiment: Experiment, top: Mapping[str, Sequence[Mapping[str, V
     doc["search"].pop("seeds", None)
     c["search"] = ["the same algorithm and seed; search.seeds (study variance) is not carried "
                    "over. Long runs are expensive: consider fewer trials."]
+    notes: dict[str, str] = {}
+    if best is not None:
+        _listed(experiment, doc, c, best, steps)
+    else:
+        _narrowed(experiment, doc, c, notes, top, steps)
+    doc["follows"] = experiment.name
+    c["follows"] = ["the previous round: the project page links the rounds"]
+    try:
+        Experiment.from_dict(doc, source=f"next round of {experiment.name}")
+    except ConfigError as exc:
+        raise ConfigError("--steps", "", f"the next round would not be a valid experiment: "
+                          f"{exc}") from None
+    return NextRound(doc, c, notes)
+
+
+_KEPT = ("warmup_steps, end_learning_rate / end_factor, rsqrt_timescale and the learning rate "
+         "stay as they were (see docs/rounds.md)")
+
+
+def _extend_entries(entries: list[dict[str, Any]], fixed: Mapping[str, Value], old: int,
+                    steps: int) -> list[str]:
+    """Extend the schedule of every ``configs:`` entry in place (its own warmup, else the
+    fixed one); what changed."""
+    notes = []
+    for entry in entries:
+        merged = {**fixed, **entry}
+        new, changed = extend_schedule(merged, old, steps)
+        if "decay_steps" in entry:
+            entry["decay_steps"] = new["decay_steps"]
+            notes += [f"{entry.get('name', 'entry')}: {n}" for n in changed]
+    return notes
+
+
+def _listed(experiment: Experiment, doc: dict[str, Any], c: dict[str, list[str]],
+            best: Sequence[tuple[str, Mapping[str, Value]]], steps: int) -> None:
+    """The ``configs:`` mode: the best configurations, each a study of replicates."""
+    old = experiment.max_train_steps
+    entries = []
+    origins = []
+    for i, (origin, params) in enumerate(best, 1):
+        entries.append({"name": f"top{i}", **{k: v for k, v in params.items()
+                                              if k not in experiment.fixed}})
+        origins.append(f"top{i}: {origin}")
+    # The entries hold the scientific values: configs takes scientific's place in the file.
+    items = {**doc, "configs": entries}
+    order = dict.fromkeys("configs" if key == "scientific" else key for key in [*doc, "configs"])
+    doc.clear()
+    doc.update({key: items[key] for key in order})
+    c["configs"] = [f"the {len(entries)} best configurations of {experiment.name}, best first "
+                    "(the playbook's round 2: few long runs on good points):", *origins,
+                    *_extend_entries(entries, experiment.fixed, old, steps)]
+    doc["nuisance"] = {}
+    c["nuisance"] = ["empty: every trial of a study runs its configuration with its own "
+                     "training seed (replicates); add ranges back to search around them"]
+    doc["search"].update(algorithm="quasi_random", trials=1)
+    c["search"] = ["trials: replicates per configuration (1: one long run each; 3-5 measure "
+                   "the trial variance); nothing to search, so quasi_random. search.seeds "
+                   "(study variance) is not carried over."]
+    varies = any("warmup_steps" in e for e in entries)
+    doc["fixed"], fixed_notes = extend_schedule(doc["fixed"], old, steps, varies)
+    c["fixed"] = [*fixed_notes, _KEPT]
+
+
+def _narrowed(experiment: Experiment, doc: dict[str, Any], c: dict[str, list[str]],
+              notes: dict[str, str], top: Mapping[str, Sequence[Mapping[str, Value]]],
+              steps: int) -> None:
+    """The default mode: the nuisance space narrowed around each study's top trials."""
+    old = experiment.max_train_steps
     trials = [p for rows in top.values() for p in rows]
     k = max((len(r) for r in top.values()), default=0)
     nuisance: dict[str, Any] = {}
-    notes: dict[str, str] = {}
     warmup_varies = "warmup_steps" in experiment.nuisance or "warmup_steps" in (
-        experiment.scientific)
+        experiment.scientific_values)
     warmup = None if warmup_varies else experiment.fixed.get("warmup_steps", 0)
     for hp_name, hp in experiment.nuisance.items():
         used = [p[hp_name] for p in trials if hp_name in p]
@@ -212,21 +286,16 @@ def next_round(experiment: Experiment, top: Mapping[str, Sequence[Mapping[str, V
     doc["nuisance"] = nuisance
     c["nuisance"] = [f"rule: each range spans the top trials in the scaled space, widened "
                      f"{MARGIN:.0%} of that span (at least {MIN_MARGIN:.0%} of the old range) "
-                     "each side, clipped to the old range; lists keep the values the top used"]
+                     "each side, clipped to the old range; lists keep the values the top used"
+                     if nuisance else "empty, as before: replicates"]
     doc["fixed"], fixed_notes = extend_schedule(doc["fixed"], old, steps, warmup_varies)
-    c.setdefault("fixed", []).extend(
-        [*fixed_notes, "warmup_steps, end_learning_rate / end_factor, rsqrt_timescale and the "
-         "learning rate stay as they were (see docs/rounds.md)"])
+    c.setdefault("fixed", []).extend([*fixed_notes, _KEPT])
     if "decay_steps" in experiment.scientific:
         f = _decay_factor(old, steps, warmup)
         doc["scientific"]["decay_steps"] = [max(1, round(v * f)) for v in
                                             doc["scientific"]["decay_steps"]]
         c["scientific"] = [f"decay_steps scaled x{f:.4g} (the study names change with it)"]
-    doc["follows"] = experiment.name
-    c["follows"] = ["the previous round: the project page links the rounds"]
-    try:
-        Experiment.from_dict(doc, source=f"next round of {experiment.name}")
-    except ConfigError as exc:
-        raise ConfigError("--steps", "", f"the next round would not be a valid experiment: "
-                          f"{exc}") from None
-    return NextRound(doc, c, notes)
+    if doc.get("configs"):
+        changed = _extend_entries(doc["configs"], doc["fixed"], old, steps)
+        if changed:
+            c["configs"] = changed
