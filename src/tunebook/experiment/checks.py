@@ -372,8 +372,9 @@ MAX_SEARCH_SEEDS = 100
 
 def _check_search_seeds(exp: Experiment, r: Reader) -> None:
     """``search.seeds``: empty, or 2 to :data:`MAX_SEARCH_SEEDS` distinct seeds in
-    ``[0, MAX_SEED]`` (one seed is ``search.seed``), not with a grid search nor an empty nuisance
-    space (no luck of the sampling to measure), and at most ``MAX_TRIALS`` trials over every seed."""
+    ``[0, MAX_SEED]`` (one seed is ``search.seed``); not with a grid search nor an empty
+    nuisance space (no luck of the sampling to measure); at most ``MAX_TRIALS`` trials over
+    every seed."""
     seeds = exp.search.seeds
     if not seeds:
         return
