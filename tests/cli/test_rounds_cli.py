@@ -127,6 +127,7 @@ def test_report_has_the_study_variance_section(finished: Path,
     section = section[:section.index("</section>")]
     text = re.sub(r"<[^>]+>", " ", section)
     assert "Study variance" in text and "seed 2" in text and "±" in text
+    assert "quasi_random, seeds 0, 1, 2, 5 trials per study" in page
     assert "y=0.0" in text and "@seed" not in text
     assert "comparison holds across search seeds" in text
     # The comparison and tracking table read the primary search only.

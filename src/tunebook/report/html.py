@@ -172,10 +172,12 @@ def _header(data: ExperimentData) -> str:
     roles = "".join(f"<tr><td>{_e(r)}</td><td><code>{_e(n)}</code></td><td>{_e(v)}</td></tr>"
                     for r, n, v in role_rows)
     search = exp.search
+    seeds = (f"seeds {', '.join(map(str, search.seeds))}" if search.seeds
+             else f"seed {search.seed}")
     facts = [("workload", exp.workload or " ".join(exp.command or ())),
              ("objective", f"{data.metric} ({data.goal}, "
                            f"{'final value' if data.final else 'best over training'})"),
-             ("search", f"{search.algorithm}, seed {search.seed}, {search.trials} trials per "
+             ("search", f"{search.algorithm}, {seeds}, {search.trials} trials per "
                         f"study, {len(data.studies)} studies"),
              ("max_train_steps", exp.max_train_steps), ("eval_every", exp.eval_every),
              ("reproduce", reproduction(data))]
