@@ -167,6 +167,9 @@ def _header(data: ExperimentData) -> str:
         role_rows.append(("scientific", name, ", ".join(_fmt(v) for v in values)))
     for name, hp in exp.nuisance.items():
         role_rows.append(("nuisance", name, hp.describe(_fmt)))
+    for cond, block in exp.nuisance_for.items():
+        role_rows.extend((f"nuisance if {cond}", name, hp.describe(_fmt))
+                         for name, hp in block.items())
     for name, value in exp.fixed.items():
         role_rows.append(("fixed", name, _fmt(value)))
     roles = "".join(f"<tr><td>{_e(r)}</td><td><code>{_e(n)}</code></td><td>{_e(v)}</td></tr>"
