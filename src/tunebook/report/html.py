@@ -402,8 +402,8 @@ def _verdict_numbers_html(n: dict[str, Any]) -> str:
     share = "-" if n["share"] is None else f"{n['share']:.0%}"
     rows = [
         ("gap", _fmt(n["gap"]) + (f" ({n['gap_examples']})" if n["gap_examples"] else "")),
-        ("shared nuisance points (pairs)", f"{n['n_pairs']} ({n['n_feasible']} feasible in "
-                                           f"both)"),
+        ("seed pairs (replicates)" if n.get("replicates") else "shared nuisance points (pairs)",
+         f"{n['n_pairs']} ({n['n_feasible']} feasible in both)"),
         (f"{n['best']} better / worse / tied", f"{n['wins']} / {n['losses']} / {n['ties']} "
                                                 f"(top half: {n['top_half_wins']} / "
                                                 f"{n['top_half_losses']} of {n['top_half']})"),
