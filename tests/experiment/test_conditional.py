@@ -165,3 +165,14 @@ def test_a_conditional_run_through_report_and_findings(
     assert result.counts == {"completed": 18}
     rows = Store.at_root(root).trials(Store.at_root(root).require_experiment("cond-refine").id)
     assert all(("x" in t.params) == (t.study == "optimizer=adam") for t in rows)
+
+
+def test_python_construction_and_boolean_values() -> None:
+    e = Experiment(name="p", objective=exp().objective, max_train_steps=10, eval_every=5,
+                   workload="m:f", scientific={"use_bn": [True, False]},
+                   nuisance={"learning_rate": Float(1e-3, 1.0, "log")},
+                   nuisance_for={"use_bn=true": {"bn_momentum": Float(0.5, 0.99)}})
+    assert isinstance(e.nuisance_for["use_bn=true"], SearchSpace)
+    names = {s.name: e.study_space(s).names for s in e.studies()}
+    assert names == {"use_bn=True": ("learning_rate", "bn_momentum"),
+                     "use_bn=False": ("learning_rate",)}

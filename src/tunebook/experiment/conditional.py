@@ -17,7 +17,8 @@ Rules (each broken one is a one-line ConfigError naming the file, the key and th
 
 - a key is ``NAME=VALUE``: ``NAME`` a scientific hyperparameter (of ``scientific:`` or of the
   ``configs:`` entries) and ``VALUE`` one of its values as the study names write it
-  (``optimizer=adam``, ``batch_size=64``, ``learning_rate=0.001``);
+  (``optimizer=adam``, ``batch_size=64``, ``learning_rate=0.001``; ``use_bn=true`` or
+  ``use_bn=True``);
 - a block is a non-empty mapping of hyperparameter definitions, written like ``nuisance:``;
 - a name of a block is not also in ``nuisance:``, ``fixed:`` or scientific (one role each);
 - a name in several blocks (``beta1`` for adam and for adamw) has the same definition in each:
@@ -58,10 +59,15 @@ def parse_conditional(r: DocumentReader, value: object) -> dict[str, SearchSpace
     return out
 
 
+def _written(value: Value, text: str) -> bool:
+    """``text`` writes ``value`` as a study name does (booleans also in YAML's lower case)."""
+    return str(value) == text or (isinstance(value, bool) and str(value).lower() == text)
+
+
 def matches(condition: str, scientific: Mapping[str, Value]) -> bool:
     """True when a study with these scientific values holds ``NAME=VALUE``."""
     name, _, value = condition.partition("=")
-    return name in scientific and str(scientific[name]) == value
+    return name in scientific and _written(scientific[name], value)
 
 
 def study_space(exp: Experiment, scientific: Mapping[str, Value]) -> SearchSpace:
@@ -97,7 +103,7 @@ def check_conditional(exp: Experiment, r: Reader) -> None:
                          f"{nearest(name, known)}; "
                          + (f"one of {', '.join(known)}" if known else "the experiment has none"))
         values = [str(v) for v in sci[name]]
-        if value not in values:
+        if not any(_written(v, value) for v in sci[name]):
             raise r.fail(key, f"{name} has no value {show(value)}{nearest(value, values)}; "
                          f"its values: {', '.join(values)}")
         if not isinstance(block, SearchSpace) or len(block) == 0:
