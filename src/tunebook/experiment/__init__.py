@@ -96,15 +96,7 @@ class Experiment:
     goal: str = ""
     search: Search = field(default_factory=Search)
     scientific: Mapping[str, tuple[Value, ...]] = field(default_factory=dict)
-    #: Studies from a hand-written list instead of ``scientific``: one per entry, an optional
-    #: ``name`` and the hyperparameter values the study holds fixed (rules:
-    #: :mod:`tunebook.experiment.listed`).
-    configs: tuple[Mapping[str, Value], ...] = ()
     fixed: Mapping[str, Value] = field(default_factory=dict)
-    #: Conditional nuisance hyperparameters: ``{"NAME=VALUE": space}``, searched (on top of
-    #: ``nuisance``) by the studies holding that scientific value (rules:
-    #: :mod:`tunebook.experiment.conditional`).
-    nuisance_for: Mapping[str, SearchSpace] = field(default_factory=dict)
     trial_timeout: float | None = None
     #: Threshold overrides for the analysis checks, ``{family: {threshold: value}}`` (the
     #: ``checks:`` section); names and types are validated by ``tunebook.analysis.checks``,
@@ -113,6 +105,14 @@ class Experiment:
     #: The experiment this one follows (the previous round, or the search a retrain repeats):
     #: a link for the project page, not part of the experiment's identity.
     follows: str | None = None
+    #: Studies from a hand-written list instead of ``scientific``: one per entry, an optional
+    #: ``name`` and the hyperparameter values the study holds fixed (rules:
+    #: :mod:`tunebook.experiment.listed`).
+    configs: tuple[Mapping[str, Value], ...] = ()
+    #: Conditional nuisance hyperparameters: ``{"NAME=VALUE": space}``, searched (on top of
+    #: ``nuisance``) by the studies holding that scientific value (rules:
+    #: :mod:`tunebook.experiment.conditional`).
+    nuisance_for: Mapping[str, SearchSpace] = field(default_factory=dict)
     source: str = "<python>"
     base_dir: str = "."
 
