@@ -67,16 +67,23 @@ def test_replicates_run_resume_and_report(tmp_path: Path,
                  search={**BASE["search"], "trials": 7})
     assert run(Experiment.from_yaml(more), root=root, workers=0).counts == {"completed": 14}
     # The checks about the search space have nothing to say about an empty one.
-    checks = {f["check"] for f in findings(capsys, root)}
+    found = findings(capsys, root)
+    checks = {f["check"] for f in found}
     assert not checks & {"boundary", "no_effect", "too_few_trials", "batch_size_tuned"}
     assert "isolation" in checks
+    # Trial i of two replicate studies is a pair of seeds: the words say so.
+    for f in found:
+        if f["check"] in ("isolation", "enough_trials"):
+            assert "nuisance" not in f["message"] + f["action"], f
+    iso = next(f for f in found if f["check"] == "isolation")
+    assert "seed pairs" in iso["message"]
     best = json.loads(cli(capsys, "best", "listed", "--root", str(root), "--format", "json"))
     assert set(best) == {"x=0.0", "x=0.3"}
     rows = json.loads(cli(capsys, "trials", "listed", "--root", str(root), "--format", "json"))
     assert len(rows) == 14
     cli(capsys, "report", "listed", "--root", str(root))
     html = (root / "reports" / "listed.html").read_text(encoding="utf-8")
-    assert "x=0.3" in html
+    assert "x=0.3" in html and "seed pairs (replicates)" in html
 
 
 @pytest.mark.parametrize("algorithm", ["random", "grid", "refine"])

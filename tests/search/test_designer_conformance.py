@@ -106,3 +106,9 @@ def test_an_empty_space_gives_the_whole_budget_of_empty_points(algorithm: str) -
     resumed = drive(make_designer(algorithm, empty, seed=3, trials=7), 7, lambda p: 1.0,
                     _outcome, restart_after=3)
     assert resumed == points
+
+
+def test_refine_does_not_wait_for_rounds_over_an_empty_space() -> None:
+    """Replicates have no box to shrink: every trial can start at once."""
+    d = make_designer("refine", SearchSpace({}), seed=0, trials=9)
+    assert d.suggest(range(9)) == [{}] * 9

@@ -120,7 +120,7 @@ def bucketed_isolation(data: ExperimentData, name: str, buckets: int = 8
     the x-axis values of the basic hyperparameter axis plot and taking the best trial in each
     vertical slice". Empty slices are left out.
     """
-    hp = data.experiment.nuisance.get(name)
+    hp = data.varied().get(name)
     if hp is None or hp.bounds is None:
         return ()
     best: dict[int, TrialData] = {}

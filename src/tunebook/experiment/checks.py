@@ -223,9 +223,12 @@ def check_experiment(exp: Experiment) -> None:
     _check_search(exp, r)
     _check_values(exp, r)
     _check_size(exp, r)
-    from tunebook.experiment.listed import check_configs  # it imports this module's Reader
+    # Imported here: they import this module's Reader.
+    from tunebook.experiment.conditional import check_conditional
+    from tunebook.experiment.listed import check_configs
 
     check_configs(exp, r)
+    check_conditional(exp, r)
     _check_studies(exp, r)
     _check_search_seeds(exp, r)
 

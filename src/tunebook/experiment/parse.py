@@ -28,6 +28,7 @@ from tunebook.experiment.checks import (
     nearest,
     show,
 )
+from tunebook.experiment.conditional import parse_conditional
 from tunebook.experiment.listed import parse_configs
 from tunebook.objective import parse_goal
 from tunebook.search.space import (
@@ -54,6 +55,7 @@ TOP_KEYS = (
     "scientific",
     "configs",
     "nuisance",
+    "nuisance_for",
     "fixed",
     "trial_timeout",
     "checks",
@@ -283,6 +285,7 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         "scientific": scientific,
         "configs": parse_configs(r, doc.get("configs")),
         "nuisance": SearchSpace(nuisance),
+        "nuisance_for": parse_conditional(r, doc.get("nuisance_for")),
         "fixed": fixed,
         "trial_timeout": None if timeout is None else as_number(timeout),
         "checks": checks,

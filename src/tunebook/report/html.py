@@ -167,6 +167,9 @@ def _header(data: ExperimentData) -> str:
         role_rows.append(("scientific", name, ", ".join(_fmt(v) for v in values)))
     for name, hp in exp.nuisance.items():
         role_rows.append(("nuisance", name, hp.describe(_fmt)))
+    for cond, block in exp.nuisance_for.items():
+        role_rows.extend((f"nuisance if {cond}", name, hp.describe(_fmt))
+                         for name, hp in block.items())
     for name, value in exp.fixed.items():
         role_rows.append(("fixed", name, _fmt(value)))
     roles = "".join(f"<tr><td>{_e(r)}</td><td><code>{_e(n)}</code></td><td>{_e(v)}</td></tr>"
@@ -406,8 +409,8 @@ def _verdict_numbers_html(n: dict[str, Any]) -> str:
     share = "-" if n["share"] is None else f"{n['share']:.0%}"
     rows = [
         ("gap", _fmt(n["gap"]) + (f" ({n['gap_examples']})" if n["gap_examples"] else "")),
-        ("shared nuisance points (pairs)", f"{n['n_pairs']} ({n['n_feasible']} feasible in "
-                                           f"both)"),
+        ("seed pairs (replicates)" if n.get("replicates") else "shared nuisance points (pairs)",
+         f"{n['n_pairs']} ({n['n_feasible']} feasible in both)"),
         (f"{n['best']} better / worse / tied", f"{n['wins']} / {n['losses']} / {n['ties']} "
                                                 f"(top half: {n['top_half_wins']} / "
                                                 f"{n['top_half_losses']} of {n['top_half']})"),

@@ -208,7 +208,8 @@ class RefineDesigner(Designer):
     finished, so its points depend on the seed and the observed values alone, never on which
     worker finished first: a run killed and resumed suggests the trials an uninterrupted run
     would. Infeasible and failed trials count as finished, never as best; while no trial is
-    feasible the rounds go on with the quasi-random sequence. It exploits: use it after an
+    feasible the rounds go on with the quasi-random sequence; over an empty space (replicates)
+    nothing waits. It exploits: use it after an
     exploration round has settled the search space, not instead of one.
     """
 
@@ -254,8 +255,8 @@ class RefineDesigner(Designer):
                 raise ValueError(f"refine suggests trials in order: expected index "
                                  f"{len(self._units)}, got {i}")
             _, start = self._round(i)
-            if any(j not in self._observed for j in range(start)):
-                break  # the round waits for every earlier trial
+            if len(self.space) and any(j not in self._observed for j in range(start)):
+                break  # the round waits for every earlier trial (replicates have no box)
             self._units.append(self._point(i))
             out.append(self.space.from_unit(self._units[-1]))
         return out
