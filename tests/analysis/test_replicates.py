@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from replicatedata import fake
 
+from replicatedata import fake
 from tunebook.analysis.replicates import parse_ref, replicates
 from tunebook.analysis.retrain import retrain_document
 from tunebook.errors import TunebookError
