@@ -150,15 +150,19 @@ def _side_line(label: str, r: Any) -> str:
             f"{failed}")
 
 
+def _signed(x: float) -> str:
+    return ("+" if x > 0 else "") + _fmt(x)
+
+
 def comparison_text(a: Any, b: Any, c: Any) -> list[str]:
     """The lines ``tunebook compare`` prints."""
     lines = [_side_line("candidate", a), _side_line("baseline", b)]
     metric = a.objective.metric
-    effect = f"{c.effect:+.6g} {metric} ({a.objective.goal}, candidate - baseline)"
+    effect = f"{_signed(c.effect)} {metric} ({a.objective.goal}, candidate - baseline)"
     if c.se is not None and c.low is not None and c.high is not None:
         df = f", Welch df {c.df:.1f}" if c.df is not None else ""
-        effect += (f", standard error {_fmt(c.se)}, 95% interval [{c.low:+.6g}, "
-                   f"{c.high:+.6g}]{df}")
+        effect += (f", standard error {_fmt(c.se)}, 95% interval [{_signed(c.low)}, "
+                   f"{_signed(c.high)}]{df}")
     lines.append(f"{'effect':<10} {effect}")
     lines.append(f"{'verdict':<10} {c.verdict.upper()}: {c.reason}")
     return [_visible(s) for s in lines]
