@@ -34,16 +34,15 @@ def fake(store: Store, name: str, outcomes: Mapping[str, Sequence[Outcome]],
          metric: str = "loss", goal: str = "minimize", follows: str | None = None,
          params: Mapping[str, Mapping[str, Any]] | None = None) -> int:
     """Register ``name`` with one study per key of ``outcomes`` and end its trials with those
-    outcomes (trial ``i`` of a study: ``learning_rate`` 0.1 * (i + 1) unless ``params`` gives
-    the study's); returns the experiment's id."""
+    outcomes (trial ``i`` of study ``s``: ``arm`` ``s``, ``learning_rate`` 0.1 * (i + 1), unless
+    ``params`` gives the study's); returns the experiment's id."""
     doc = config(name, metric, goal, follows)
     exp = Experiment.from_dict(doc)
     specs = [StudySpec(s, k, {}, "quasi_random", 0, len(v))
              for k, (s, v) in enumerate(outcomes.items())]
-    trials = {s: [NewTrial(i, dict((params or {}).get(s) or {"learning_rate": 0.1 * (i + 1),
-                                                              "noise": 0.01}), 1000 * k + i)
-                  for i in range(len(v))]
-              for k, (s, v) in enumerate(outcomes.items())}
+    trials = {s: [NewTrial(i, dict((params or {}).get(s) or {
+        "arm": s, "learning_rate": 0.1 * (i + 1), "noise": 0.01}), 1000 * k + i)
+        for i in range(len(v))] for k, (s, v) in enumerate(outcomes.items())}
     eid = store.register(name, exp.identity(), exp.to_dict(), specs, trials)
     while (t := store.claim(eid, "w")) is not None:
         v = outcomes[t.study][t.index]

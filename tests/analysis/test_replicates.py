@@ -79,7 +79,7 @@ def test_retrain_document_takes_the_top_trials_of_each_study(store: Store) -> No
     names = [c["name"] for c in doc["configs"]]
     assert names == ["a #1", "a #2", "b #2", "b #0", "odd/name #2 #0"]
     first = doc["configs"][0]
-    assert first["learning_rate"] == pytest.approx(0.2)
+    assert first["learning_rate"] == pytest.approx(0.2) and first["arm"] == "a"
     assert "noise" not in first and doc["fixed"] == {"noise": 0.01}  # fixed stays fixed
     for key in ("workload", "objective", "max_train_steps", "eval_every"):
         assert doc[key] == store.require_experiment("search").config[key]
@@ -90,6 +90,9 @@ def test_retrain_document_of_chosen_trials(store: Store) -> None:
     assert [c["name"] for c in doc["configs"]] == ["b #0", "a #2"]
     with pytest.raises(TunebookError, match="--trial"):
         retrain_document(store, "search", top=1, seeds=3, trial_refs=["a"])
+    # The same configuration twice (a retrain of a retrain) is retrained once.
+    fake(store, "twice", {"s": [0.1, 0.2]}, params={"s": {"learning_rate": 0.1}})
+    assert len(retrain_document(store, "twice", top=2, seeds=3)["configs"]) == 1
     with pytest.raises(TunebookError, match="no completed trial"):
         fake(store, "empty", {"s": [None]})
         retrain_document(store, "empty", top=1, seeds=3)

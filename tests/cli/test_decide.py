@@ -107,7 +107,7 @@ def test_launch_records_the_evidence_and_refuses_what_is_not_better(
     doc = json.loads(out)
     assert doc[0]["replicates"]["source"] == "base-retrain/a #2"
     assert doc[1]["comparison"]["over"] == "base/a#2"
-    assert doc[1]["params"] == {"learning_rate": 0.1, "noise": 0.01}
+    assert doc[1]["params"] == {"arm": "x", "learning_rate": 0.1, "noise": 0.01}
     code, out, _ = cli(capsys, "launch", "round2/y", "--over", "base/a#2", "--note", "anyway",
                        "--force", "--root", str(root))
     assert code == 0 and len(Store.at_root(root).launches()) == 3

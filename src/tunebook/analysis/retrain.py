@@ -62,11 +62,15 @@ def retrain_document(store: StoreAPI, name: str, top: int, seeds: int,
     exp = store.require_experiment(name)
     config = exp.config
     fixed = dict(config.get("fixed") or {})
-    configs = []
+    configs: list[dict[str, Any]] = []
+    seen: list[dict[str, Any]] = []
     for t in _chosen(store, name, top, trial_refs):
-        # Every hyperparameter of the trial, scientific values included; a fixed value is
-        # left to `fixed:` unless the trial overrode it.
-        params = {k: v for k, v in t.params.items() if k not in fixed or fixed[k] != v}
+        # Every hyperparameter of the trial, scientific values included; the fixed values
+        # stay in `fixed:` (a hyperparameter has exactly one role).
+        params = {k: v for k, v in t.params.items() if k not in fixed}
+        if params in seen:  # the same configuration twice (a retrain of a retrain): once
+            continue
+        seen.append(params)
         configs.append({"name": retrain_study_name(t.study, t.index), **params})
     doc: dict[str, Any] = {
         "name": new_name or retrain_name(name),
