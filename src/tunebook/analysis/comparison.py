@@ -328,7 +328,8 @@ def study_label(data: ExperimentData, study: str) -> str:
     """A study named by its scientific values (``num_layers=2``), else by its name."""
     for t in data.trials:
         if t.study == study:
-            sci = [f"{k}={v}" for k, v in t.params.items() if k in data.experiment.scientific]
+            sci = [f"{k}={v}" for k, v in t.params.items()
+                   if k in data.experiment.scientific_values]
             return ", ".join(sci) or study
     return study
 

@@ -1,10 +1,13 @@
 """Experiments: one round of the playbook's incremental tuning strategy, as data.
 
 An :class:`Experiment` names a goal, an objective, the scientific hyperparameters (one study per
-value, or per combination of values), the nuisance search space (optimised away inside each study)
-and the fixed values. It is built from YAML (:meth:`Experiment.from_yaml`), from a plain dict
-(:meth:`Experiment.from_dict`) or directly in Python; every path validates the same way, once,
-when the Experiment is built, and every error names the source, the key and the bad value.
+value, or per combination of values; or ``configs``, a hand-written list of configurations, one
+study each: :mod:`tunebook.experiment.listed`), the nuisance search space (optimised away inside
+each study; empty: every trial of a study is a replicate, the same configuration with its own
+training seed) and the fixed values. It is built from YAML (:meth:`Experiment.from_yaml`), from a
+plain dict (:meth:`Experiment.from_dict`) or directly in Python; every path validates the same
+way, once, when the Experiment is built, and every error names the source, the key and the bad
+value.
 
 Reading a document is :mod:`tunebook.experiment.parse` (the keys it may hold: ``TOP_KEYS``);
 the rules and limits are :mod:`tunebook.experiment.checks` (``check_experiment``;
@@ -18,6 +21,7 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,7 @@ from tunebook.experiment.checks import (
     Reader,
     check_experiment,
 )
+from tunebook.experiment.listed import config_label, config_values, scientific_values
 from tunebook.experiment.parse import parse_document, read_yaml
 from tunebook.objective import Objective
 from tunebook.search.space import SearchSpace, Value
@@ -89,6 +94,10 @@ class Experiment:
     goal: str = ""
     search: Search = field(default_factory=Search)
     scientific: Mapping[str, tuple[Value, ...]] = field(default_factory=dict)
+    #: Studies from a hand-written list instead of ``scientific``: one per entry, an optional
+    #: ``name`` and the hyperparameter values the study holds fixed (rules:
+    #: :mod:`tunebook.experiment.listed`).
+    configs: tuple[Mapping[str, Value], ...] = ()
     fixed: Mapping[str, Value] = field(default_factory=dict)
     trial_timeout: float | None = None
     #: Threshold overrides for the analysis checks, ``{family: {threshold: value}}`` (the
@@ -109,6 +118,8 @@ class Experiment:
         object.__setattr__(
             self, "scientific", {k: tuple(v) for k, v in sorted(self.scientific.items())})
         object.__setattr__(self, "fixed", dict(self.fixed))
+        object.__setattr__(self, "configs", tuple(
+            dict(c) if isinstance(c, Mapping) else c for c in self.configs))
         object.__setattr__(self, "checks", {k: dict(v) for k, v in self.checks.items()})
         check_experiment(self)
 
@@ -128,8 +139,27 @@ class Experiment:
                    **fields, source=source, base_dir=base_dir)
 
     # ----------------------------------------------------------------- derived
+    @property
+    def replicates(self) -> bool:
+        """True when no study searches a nuisance hyperparameter: every trial of a study runs
+        the same configuration, each with its own training seed (``search.trials`` seeds)."""
+        return len(self.nuisance) == 0
+
+    @cached_property
+    def scientific_values(self) -> dict[str, tuple[Value, ...]]:
+        """Every hyperparameter that tells the studies apart, with its values: ``scientific``
+        itself, or with ``configs`` every key of the entries with its distinct values (an entry
+        may leave a key out)."""
+        if not self.configs:
+            return dict(self.scientific)
+        return scientific_values([config_values(c) for c in self.configs])
+
     def studies(self) -> list[StudySpec]:
-        """One study per combination of scientific values, in a stable order."""
+        """One study per combination of scientific values (or per ``configs`` entry, in the
+        listed order), in a stable order."""
+        if self.configs:
+            return [StudySpec(config_label(c), pos, config_values(c))
+                    for pos, c in enumerate(self.configs)]
         if not self.scientific:
             return [StudySpec("main", 0, {})]
         names = list(self.scientific)
@@ -158,6 +188,8 @@ class Experiment:
             "nuisance": nuisance,
             "fixed": dict(self.fixed),
         })
+        if self.configs:  # only when given: the identity of other experiments is unchanged
+            out["configs"] = [dict(c) for c in self.configs]
         if self.trial_timeout is not None:
             out["trial_timeout"] = self.trial_timeout
         if self.checks:

@@ -223,6 +223,9 @@ def check_experiment(exp: Experiment) -> None:
     _check_search(exp, r)
     _check_values(exp, r)
     _check_size(exp, r)
+    from tunebook.experiment.listed import check_configs  # it imports this module's Reader
+
+    check_configs(exp, r)
     _check_studies(exp, r)
 
 
@@ -282,9 +285,6 @@ def _check_search(exp: Experiment, r: Reader) -> None:
               "when a run starts)")
     r.integer("search.seed", exp.search.seed, 0, MAX_SEED,
               " (the store keeps seeds as 64-bit integers)")
-    if len(exp.nuisance) == 0:
-        raise r.fail("nuisance", "the search space is empty: a study needs at least one "
-                     "nuisance hyperparameter to optimise away")
     if exp.search.algorithm == "grid" and len(exp.nuisance) > 2:
         raise r.fail("search.algorithm", f"grid search only suits 1-2 nuisance hyperparameters"
                      f" (the playbook), got {len(exp.nuisance)}: use quasi_random")
@@ -321,9 +321,10 @@ def _check_studies(exp: Experiment, r: Reader) -> None:
     seen: dict[str, StudySpec] = {}
     for spec in exp.studies():
         if len(spec.name) > MAX_NAME_LENGTH:
-            raise r.fail("scientific", f"gives the study name {show(spec.name)} of "
-                         f"{len(spec.name)} characters, at most {MAX_NAME_LENGTH} are "
-                         "allowed: shorten the scientific names or values")
+            raise r.fail("configs" if exp.configs else "scientific",
+                         f"gives the study name {show(spec.name)} of {len(spec.name)} "
+                         f"characters, at most {MAX_NAME_LENGTH} are allowed: shorten the "
+                         "scientific names or values")
         if spec.name in seen:
             first, second = seen[spec.name].scientific, spec.scientific
             key = next(k for k in first if first[k] != second[k] or
@@ -331,7 +332,7 @@ def _check_studies(exp: Experiment, r: Reader) -> None:
             raise r.fail(f"scientific.{key}", f"values {first[key]!r} and {second[key]!r} "
                          f"give the same study name {spec.name!r}; make them distinct")
         seen[spec.name] = spec
-    roles = {"scientific": set(exp.scientific), "nuisance": set(exp.nuisance),
+    roles = {"scientific": set(exp.scientific_values), "nuisance": set(exp.nuisance),
              "fixed": set(exp.fixed)}
     for (ra, a), (rb, b) in itertools.combinations(roles.items(), 2):
         both = sorted(a & b)
@@ -342,7 +343,8 @@ def _check_studies(exp: Experiment, r: Reader) -> None:
 
 def _check_size(exp: Experiment, r: Reader) -> None:
     """At most :data:`MAX_TRIALS` trials in all: every one is materialised up front."""
-    studies = math.prod(len(v) for v in exp.scientific.values())
+    studies = (len(exp.configs) if exp.configs
+               else math.prod(len(v) for v in exp.scientific.values()))
     if studies > MAX_TRIALS:
         raise r.fail("scientific", f"{studies:,} combinations of scientific values, i.e. "
                      f"{studies:,} studies; an experiment holds at most {MAX_TRIALS:,} "

@@ -28,6 +28,7 @@ from tunebook.experiment.checks import (
     nearest,
     show,
 )
+from tunebook.experiment.listed import parse_configs
 from tunebook.objective import parse_goal
 from tunebook.search.space import (
     Categorical,
@@ -51,6 +52,7 @@ TOP_KEYS = (
     "eval_every",
     "search",
     "scientific",
+    "configs",
     "nuisance",
     "fixed",
     "trial_timeout",
@@ -270,6 +272,7 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         "search": {"algorithm": search.get("algorithm", "quasi_random"),
                    "trials": search.get("trials", 20), "seed": search.get("seed", 0)},
         "scientific": scientific,
+        "configs": parse_configs(r, doc.get("configs")),
         "nuisance": SearchSpace(nuisance),
         "fixed": fixed,
         "trial_timeout": None if timeout is None else as_number(timeout),

@@ -164,7 +164,7 @@ def _markdown(data: ExperimentData, rows: list[dict[str, Any]]) -> str:
 def _header(data: ExperimentData) -> str:
     exp = data.experiment
     role_rows = []
-    for name, values in exp.scientific.items():
+    for name, values in exp.scientific_values.items():
         role_rows.append(("scientific", name, ", ".join(_fmt(v) for v in values)))
     for name, hp in exp.nuisance.items():
         role_rows.append(("nuisance", name, hp.describe(_fmt)))

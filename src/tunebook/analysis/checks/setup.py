@@ -93,7 +93,8 @@ def _uses_adam(data: ExperimentData) -> bool:
     """Adam (or AdamW, NAdam) as a fixed or scientific ``optimizer`` value, or Adam's beta1,
     beta2 or epsilon among the nuisance hyperparameters."""
     exp = data.experiment
-    for name, values in [*((k, (v,)) for k, v in exp.fixed.items()), *exp.scientific.items()]:
+    for name, values in [*((k, (v,)) for k, v in exp.fixed.items()),
+                         *exp.scientific_values.items()]:
         if name.lower().endswith(("optimizer", "opt")) and any(
                 str(v).lower() in ADAM_NAMES for v in values):
             return True
@@ -140,7 +141,7 @@ def check_batch_size_tuned(data: ExperimentData,
             evidence={"role": "nuisance", "search_space": hp.to_json(), "best_values": best},
             hyperparameter=name, trials=refs,
             advice={f"range:{name}": "fix", f"choose:{name}": "by_cost"}))
-    for name, values in data.experiment.scientific.items():
+    for name, values in data.experiment.scientific_values.items():
         if not is_batch_size(name):
             continue
         tuned = [n for n in data.varied() if is_learning_rate(n)]
