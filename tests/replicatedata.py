@@ -13,7 +13,7 @@ from tunebook.store.sql import NewTrial, Store, StudySpec
 Outcome = float | str | None
 
 
-def config(name: str, metric: str = "loss", goal: str = "minimize",
+def config(name: str, metric: str = "val_loss", goal: str = "minimize",
            follows: str | None = None) -> dict[str, Any]:
     """A valid experiment document (the synthetic workload; it is never run here)."""
     doc: dict[str, Any] = {
@@ -31,7 +31,7 @@ def config(name: str, metric: str = "loss", goal: str = "minimize",
 
 
 def fake(store: Store, name: str, outcomes: Mapping[str, Sequence[Outcome]],
-         metric: str = "loss", goal: str = "minimize", follows: str | None = None,
+         metric: str = "val_loss", goal: str = "minimize", follows: str | None = None,
          params: Mapping[str, Mapping[str, Any]] | None = None) -> int:
     """Register ``name`` with one study per key of ``outcomes`` and end its trials with those
     outcomes (trial ``i`` of study ``s``: ``arm`` ``s``, ``learning_rate`` 0.1 * (i + 1), unless

@@ -130,3 +130,31 @@ def test_project_page_lists_rounds_and_launches(root: Path,
     assert "id='launch-table'" in page
     # --all writes the same page.
     assert cli(capsys, "report", "--all", "--root", str(root))[0] == 0
+
+
+def test_retrain_writes_under_the_root_runs_and_feeds_compare(
+        root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tunebook.experiment import Experiment
+
+    argv = ["retrain", "round2", "--trial", "x#1", "--trial", "round2/y#3", "--seeds", "3",
+            "--root", str(root), "--workers", "0", "--quiet", "--no-report"]
+    code, out, _ = cli(capsys, *argv, "--write-only")
+    # No file round2 was run from: the file goes under the root.
+    path = root / "round2-retrain.yaml"
+    assert code == 0 and f"2 configurations x 3 seeds, written to {path}" in out
+    exp = Experiment.from_yaml(path)
+    assert [s.name for s in exp.studies()] == ["x #1", "y #3"] and exp.search.trials == 3
+    assert exp.follows == "round2" and dict(exp.fixed) == {"noise": 0.01}
+    assert Store.at_root(root).get_experiment("round2-retrain") is None  # written, not run
+    code, out, _ = cli(capsys, *argv)
+    assert code == 0 and "6 completed" in out
+    # The trial reference now means its retrain's three seeds.
+    code, out, _ = cli(capsys, "compare", "round2/x#1", "--baseline", "round2/y#3", "--root",
+                       str(root), "--format", "json")
+    doc = json.loads(out)
+    assert doc["candidate"]["source"] == "round2-retrain/x #1" and doc["candidate"]["n"] == 3
+    assert doc["baseline"]["source"] == "round2-retrain/y #3"
+    # An edited file is the user's: the command refuses to overwrite or run it.
+    path.write_text(path.read_text().replace("trials: 3", "trials: 4"))
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and "exists with other content" in err and len(err.splitlines()) == 1

@@ -273,6 +273,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     from tunebook.analysis.retrain import retrain_document
     from tunebook.cli.run import cmd_run
+    from tunebook.experiment import Experiment
 
     store = _store(args)
     doc = retrain_document(store, args.name, args.top, args.seeds, args.trial)
@@ -280,6 +281,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     header = (f"# Written by tunebook retrain {args.name} --top {args.top} --seeds "
               f"{args.seeds}{''.join(' --trial ' + t for t in args.trial)}\n")
     text = header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    # The rules of an experiment file, before anything is written (a study name past the
+    # store's limit, say): the file is never left half right.
+    Experiment.from_dict(yaml.safe_load(text), source=str(out), base_dir=str(out.parent))
     if out.is_dir():
         raise TunebookError(f"--out: {str(out)!r} is a folder; give a file name")
     if out.exists():
@@ -294,8 +298,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             raise TunebookError(f"--out: {problem}")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
-    print(_visible(f"retrain experiment {doc['name']!r}: {len(doc['configs'])} configurations "
-                   f"x {args.seeds} seeds, written to {out}"))
+    n = len(doc["configs"])
+    print(_visible(f"retrain experiment {doc['name']!r}: {n} configuration{'s' * (n != 1)} "
+                   f"x {args.seeds} seed{'s' * (args.seeds != 1)}, written to {out}"))
     if args.write_only:
         return 0
     _check_root(args, writing=True)
