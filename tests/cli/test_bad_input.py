@@ -856,6 +856,7 @@ CLI_CASES: list[Cli] = [
     K("retrain-trial-not-a-trial", "retrain " + NAME + " --trial arm=a", "--trial",
       "STUDY#INDEX"),
     K("report-name-and-all", "report " + NAME + " --all", "--all", "not both"),
+    K("retrain-as-empty", "retrain " + NAME + " --as= --write-only", "name", "''"),
     K("report-project-metric", "report --metric loss", "--metric", "own objective"),
 ]
 assert len({c.id for c in CLI_CASES}) == len(CLI_CASES)

@@ -158,3 +158,7 @@ def test_retrain_writes_under_the_root_runs_and_feeds_compare(
     path.write_text(path.read_text().replace("trials: 3", "trials: 4"))
     code, _, err = cli(capsys, *argv)
     assert code == 2 and "exists with other content" in err and len(err.splitlines()) == 1
+    # Another retrain of the same experiment under its own name and file.
+    code, out, _ = cli(capsys, *argv, "--as", "round2 seeds")
+    assert code == 0 and str(root / "round2_seeds-") in out
+    assert Store.at_root(root).get_experiment("round2 seeds") is not None

@@ -73,7 +73,7 @@ def retrain_document(store: StoreAPI, name: str, top: int, seeds: int,
         seen.append(params)
         configs.append({"name": retrain_study_name(t.study, t.index), **params})
     doc: dict[str, Any] = {
-        "name": new_name or retrain_name(name),
+        "name": new_name if new_name is not None else retrain_name(name),
         "goal": f"Trial variance of {name}: {len(configs)} configurations, {seeds} seeds each",
         "follows": name,
     }

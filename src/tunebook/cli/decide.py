@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="training seeds per configuration (default 5)")
     p.add_argument("--trial", action="append", default=[], metavar="STUDY#INDEX",
                    help="retrain this trial instead of the top ones (repeatable)")
+    p.add_argument("--as", dest="retrain_as", default=None, metavar="NEW_NAME",
+                   help="name of the retrain experiment (default NAME-retrain)")
     p.add_argument("--out", type=_file_name, default=None,
                    help="experiment file to write (default: NAME-retrain.yaml beside the file "
                         "NAME was last run from, else under --root)")
@@ -253,13 +256,12 @@ def cmd_launches(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------- retrain
-def _default_out(store: StoreAPI, name: str, root: Path) -> Path:
-    """``NAME-retrain.yaml`` beside the file ``NAME`` was last run from (when it is still
-    there, seen from here), else under the root."""
-    from tunebook.analysis.retrain import retrain_name
+def _default_out(store: StoreAPI, name: str, new_name: str, root: Path) -> Path:
+    """``NEW_NAME.yaml`` beside the file ``NAME`` was last run from (when it is still there,
+    seen from here), else under the root."""
     from tunebook.core.paths import slug
 
-    file_name = f"{slug(retrain_name(name))}.yaml"
+    file_name = f"{slug(new_name)}.yaml"
     runs = store.runs(store.require_experiment(name).id)
     for run in reversed(runs):
         source = Path(str(run.provenance.get("file", "")))
@@ -276,10 +278,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from tunebook.experiment import Experiment
 
     store = _store(args)
-    doc = retrain_document(store, args.name, args.top, args.seeds, args.trial)
-    out = args.out or _default_out(store, args.name, Path(args.root))
-    header = (f"# Written by tunebook retrain {args.name} --top {args.top} --seeds "
-              f"{args.seeds}{''.join(' --trial ' + t for t in args.trial)}\n")
+    doc = retrain_document(store, args.name, args.top, args.seeds, args.trial,
+                           new_name=args.retrain_as)
+    out = args.out or _default_out(store, args.name, doc["name"], Path(args.root))
+    command = ["tunebook", "retrain", args.name, "--top", str(args.top), "--seeds",
+               str(args.seeds), *(x for t in args.trial for x in ("--trial", t)),
+               *(["--as", args.retrain_as] if args.retrain_as is not None else [])]
+    header = f"# Written by {_visible(shlex.join(command))}\n"
     text = header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     # The rules of an experiment file, before anything is written (a study name past the
     # store's limit, say): the file is never left half right.

@@ -45,7 +45,7 @@ def variance_rows(data: ExperimentData) -> list[dict[str, Any]]:
 def variance_section(data: ExperimentData) -> str:
     """The section's HTML, or ``""`` when the experiment searches nuisance hyperparameters
     (its studies are then not replicates)."""
-    if len(data.experiment.nuisance):
+    if not data.experiment.replicates:
         return ""
     rows = variance_rows(data)
     body = "".join(
