@@ -30,6 +30,9 @@ def test_references_parse_against_the_store(store: Store) -> None:
     ref = parse_ref(store, "search/odd/name #2")
     assert (ref.study, ref.index) == ("odd/name #2", None)
     assert parse_ref(store, "search/odd/name #2#0").index == 0
+    # A trial's label, "study #index", works as well.
+    ref = parse_ref(store, "search/a #1")
+    assert (ref.study, ref.index) == ("a", 1)
 
 
 @pytest.mark.parametrize(("text", "fragments"), [

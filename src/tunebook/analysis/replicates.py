@@ -7,11 +7,12 @@ A reference names, in one store:
   trials;
 * ``EXPERIMENT/STUDY``: that study (the study name may itself contain ``/`` or ``#``: a name
   that is a study of the experiment is always read as one);
-* ``EXPERIMENT/STUDY#INDEX``: one trial. Its replicates are those of a retrain of it, the
-  study ``STUDY #INDEX`` of an experiment that ``follows: EXPERIMENT`` (the one with the most
-  completed replicates when there are several); without a retrain, the trial alone. The
-  original trial is not pooled with its retrain: it was selected as the best of a search, so
-  its value is biased upward (the winner's curse); its seeds are new ones.
+* ``EXPERIMENT/STUDY#INDEX`` (or ``EXPERIMENT/STUDY #INDEX``, the trial's label): one
+  trial. Its replicates are those of a retrain of it, the study ``STUDY #INDEX`` of an
+  experiment that ``follows: EXPERIMENT`` (the one with the most completed replicates when
+  there are several); without a retrain, the trial alone. The original trial is not pooled
+  with its retrain: it was selected as the best of a search, so its value is biased upward
+  (the winner's curse), and the retrain's seeds are new ones.
 
 The replicates of a study are the objective values (best over training or final, the
 experiment's objective) of its completed trials within the current budget; infeasible and
@@ -78,7 +79,9 @@ def parse_ref(store: StoreAPI, text: str, where: str = "REF") -> Ref:
     studies = [st.name for st in store.studies(exp.id)]
     if rest in studies:
         return Ref(name, rest)
+    # Spaces around "#" are allowed: trials are labelled "study #index" everywhere.
     study, hash_, index = rest.rpartition("#")
+    study, index = (study.rstrip(), index.strip()) if hash_ else (study, index)
     if hash_ and index.isdigit() and study in studies:
         idx = int(index)
         if not any(t.index == idx for t in store.trials(exp.id, study=study)):
