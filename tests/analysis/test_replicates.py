@@ -55,6 +55,7 @@ def test_a_study_s_replicates_count_infeasible_trials_apart(store: Store) -> Non
     r = replicates(store, "search/b")
     assert r.values == (0.50, 0.40)
     assert (r.n, r.infeasible, r.failed) == (2, 1, 0)
+    assert not r.seeds_only  # a searched study: its spread is not the trial variance
     d = r.as_dict()
     assert d["mean"] == pytest.approx(0.45) and d["n"] == 2 and d["infeasible"] == 1
 
@@ -66,11 +67,12 @@ def test_an_experiment_means_its_best_study_by_mean(store: Store) -> None:
 
 def test_a_trial_means_its_retrain_when_there_is_one(store: Store) -> None:
     alone = replicates(store, "search/a#1")
-    assert alone.values == (0.10,) and alone.source == "search/a"
-    fake(store, "search-retrain", {"a #1": [0.15, 0.16, 0.14, None]}, follows="search")
+    assert alone.values == (0.10,) and alone.source == "search/a" and alone.seeds_only
+    fake(store, "search-retrain", {"a #1": [0.15, 0.16, 0.14, None]}, follows="search",
+         replicates=True)
     r = replicates(store, "search/a#1")
     assert r.source == "search-retrain/a #1"
-    assert sorted(r.values) == [0.14, 0.15, 0.16] and r.failed == 1
+    assert sorted(r.values) == [0.14, 0.15, 0.16] and r.failed == 1 and r.seeds_only
     # Not pooled with the original trial: it was selected as the best, its value is biased.
     assert 0.10 not in r.values
 

@@ -25,9 +25,11 @@ def root(tmp_path: Path) -> Path:
     r = tmp_path / "root"
     s = Store.at_root(r)
     fake(s, "base", {"a": [0.30, 0.25, 0.20]})
-    fake(s, "base-retrain", {"a #2": [0.200, 0.210, 0.190, 0.205, 0.195]}, follows="base")
+    fake(s, "base-retrain", {"a #2": [0.200, 0.210, 0.190, 0.205, 0.195]}, follows="base",
+         replicates=True)
     fake(s, "round2", {"x": [0.150, 0.155, 0.145, 0.152, 0.148, "infeasible"],
-                       "y": [0.205, 0.190, 0.215, 0.200, 0.195]}, follows="base")
+                       "y": [0.205, 0.190, 0.215, 0.200, 0.195]}, follows="base",
+         replicates=True)
     fake(s, "acc", {"a": [0.9, 0.91]}, metric="accuracy", goal="maximize")
     s.close()
     return r
@@ -44,6 +46,10 @@ def test_compare_clearly_better_in_text(root: Path, capsys: pytest.CaptureFixtur
     assert lines[1].startswith("baseline   base/a#2 from base-retrain/a #2: mean 0.2")
     assert "95% interval" in lines[2] and "Welch df" in lines[2]
     assert lines[3].startswith("verdict    BETTER:")
+    # A searched study's spread is not the trial variance, and the output says so.
+    code, out, _ = cli(capsys, "compare", "round2/x", "--baseline", "base/a", "--root",
+                       str(root))
+    assert "over 3 trials of a nuisance search (not seed replicates" in out.splitlines()[1]
 
 
 def test_compare_within_variance_as_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

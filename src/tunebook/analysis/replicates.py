@@ -105,6 +105,9 @@ class Replicates:
         infeasible, failed, unfinished: how many trials ended otherwise.
         params: the configuration (the hyperparameters of the first trial; in a replicate
             study every trial has the same).
+        seeds_only: True when the values differ only by their training seed (a study of an
+            experiment without a nuisance search, or a single trial); False for a study that
+            searched nuisance hyperparameters, whose spread is not the trial variance.
     """
 
     ref: Ref
@@ -116,6 +119,7 @@ class Replicates:
     failed: int = 0
     unfinished: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    seeds_only: bool = True
 
     @property
     def n(self) -> int:
@@ -128,7 +132,8 @@ class Replicates:
                 "goal": self.objective.goal, "mode": self.objective.mode,
                 "values": list(self.values), "seeds": list(self.seeds), "n": self.n,
                 **study_stats(self.values), "infeasible": self.infeasible,
-                "failed": self.failed, "unfinished": self.unfinished, "params": self.params}
+                "failed": self.failed, "unfinished": self.unfinished, "params": self.params,
+                "seeds_only": self.seeds_only}
 
 
 def study_stats(values: tuple[float, ...] | list[float]) -> dict[str, float | None]:
@@ -149,7 +154,8 @@ def _of(data: ExperimentData, ref: Ref, trials: list[TrialData]) -> Replicates:
         failed=sum(t.status == "failed" or (t.status == "completed" and t not in done)
                    for t in trials),
         unfinished=sum(t.status in ("pending", "running", "interrupted") for t in trials),
-        params=dict(trials[0].params) if trials else {})
+        params=dict(trials[0].params) if trials else {},
+        seeds_only=data.experiment.replicates or len(trials) == 1)
 
 
 def _load(store: StoreAPI, name: str, final: bool) -> ExperimentData:

@@ -148,9 +148,12 @@ def _side_line(label: str, r: Any) -> str:
     failed = (f"; {fails} of {r.n + fails} replicates infeasible or failed (counted as "
               "failures)" if fails else "")
     source = f" from {r.source}" if r.source != str(r.ref) else ""
-    return (f"{label:<10} {r.ref}{source}: mean {_fmt(st['mean'])}{spread} over {r.n} "
-            f"seed{'s' if r.n != 1 else ''} [min {_fmt(st['min'])}, max {_fmt(st['max'])}]"
-            f"{failed}")
+    # A searched study's trials differ by their hyperparameters: not the trial variance.
+    what = (f"seed{'s' if r.n != 1 else ''}" if r.seeds_only else
+            "trials of a nuisance search (not seed replicates: retrain its best trial for the "
+            "trial variance)")
+    return (f"{label:<10} {r.ref}{source}: mean {_fmt(st['mean'])}{spread} over {r.n} {what} "
+            f"[min {_fmt(st['min'])}, max {_fmt(st['max'])}]{failed}")
 
 
 def _signed(x: float) -> str:
