@@ -143,7 +143,7 @@ def test_retrain_writes_under_the_root_runs_and_feeds_compare(
     from tunebook.experiment import Experiment
 
     argv = ["retrain", "round2", "--trial", "x#1", "--trial", "round2/y#3", "--seeds", "3",
-            "--root", str(root), "--workers", "0", "--quiet", "--no-report"]
+            "--root", str(root), "--workers", "1", "--quiet", "--no-report"]
     code, out, _ = cli(capsys, *argv, "--write-only")
     # No file round2 was run from: the file goes under the root.
     path = root / "round2-retrain.yaml"

@@ -312,5 +312,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if args.write_only:
         return 0
     _check_root(args, writing=True)
+    # The run opens the store itself and, on SQLite, tidies its -wal and -shm files at the
+    # end: a connection of this process still open then would see "disk I/O error".
+    _OPENED.remove(store)
+    store.close()
     args.file = str(out)
     return cmd_run(args)
