@@ -117,6 +117,9 @@ def test_launch_records_the_evidence_and_refuses_what_is_not_better(
     code, out, _ = cli(capsys, "launch", "round2/y", "--over", "base/a#2", "--note", "anyway",
                        "--force", "--root", str(root))
     assert code == 0 and len(Store.at_root(root).launches()) == 3
+    code, out, _ = cli(capsys, "launch", "base/a#0", "--note", "one seed", "--root", str(root))
+    assert code == 0 and "single replicate" in out
+    assert "no comparison recorded against the previous baseline round2/y" in out
 
 
 def test_project_page_lists_rounds_and_launches(root: Path,

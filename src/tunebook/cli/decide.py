@@ -210,6 +210,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         a = replicates(store, args.ref, args.final)
         if not a.values:
             raise TunebookError(f"REF {args.ref!r}: no completed replicate")
+    previous = store.launches()
     exp = store.require_experiment(a.ref.experiment)
     payload = {"experiment": a.ref.experiment, "study": a.ref.study, "trial": a.ref.index,
                "source": a.source, "params": a.params,
@@ -222,6 +223,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
     print(_visible(f"launched {a.ref}: mean {_fmt(st['mean'])} {a.objective.metric} over "
                    f"{a.n} seed{'s' if a.n != 1 else ''}"
                    + (f", {comparison['verdict']} than {args.over}" if comparison else "")))
+    if a.n == 1:
+        print("note: a single replicate, its trial variance is unknown; before comparing "
+              "against it, retrain it with seeds (tunebook retrain NAME --trial STUDY#INDEX)")
+    if comparison is None and previous:
+        print(_visible(f"note: no comparison recorded against the previous baseline "
+                       f"{previous[-1].ref} (launch with --over {previous[-1].ref} to keep it)"))
     return 0
 
 
