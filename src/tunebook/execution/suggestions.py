@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunebook.experiment import Experiment
+from tunebook.experiment.seeds import seeded_studies
 from tunebook.search.designers import (
     Designer,
     Observation,
@@ -21,6 +22,7 @@ from tunebook.search.designers import (
 from tunebook.search.designers import (
     designer as registered,
 )
+from tunebook.search.space import Value
 from tunebook.store.api import StoreAPI
 from tunebook.store.sql import TERMINAL, NewTrial, StudyRow, StudySpec, TrialRow
 
@@ -35,21 +37,25 @@ def materialize(experiment: Experiment) -> tuple[list[StudySpec], TrialRows]:
     Each study searches the same nuisance points (same seed): a paired comparison of the
     scientific values, so differences between studies are not luck of the sampling. An
     adaptive designer's study starts empty: its trials come as the run observes results.
+    With ``search.seeds`` every study is repeated per seed (:mod:`tunebook.experiment.seeds`).
     """
-    designer = _designer(experiment, experiment.search.seed, experiment.search.trials)
-    cap = designer.capacity()
-    budget = experiment.search.trials if cap is None else cap
-    # The same points for every study (one seed): computed once.
-    points = designer.suggest(() if designer.adaptive else range(budget))
     studies: list[StudySpec] = []
     trials: TrialRows = {}
-    for spec in experiment.studies():
-        studies.append(StudySpec(spec.name, spec.position, spec.scientific, designer.name,
-                                 experiment.search.seed, budget))
-        trials[spec.name] = [
-            NewTrial(i, {**experiment.fixed, **spec.scientific, **nuisance},
-                     trial_seed(experiment.search.seed, spec.name, i))
-            for i, nuisance in enumerate(points)]
+    # The same points for every study of one seed: computed once per seed.
+    points: dict[int, tuple[Designer, int, list[dict[str, Value]]]] = {}
+    for pos, st in enumerate(seeded_studies(experiment)):
+        if st.seed not in points:
+            d = _designer(experiment, st.seed, experiment.search.trials)
+            cap = d.capacity()
+            n = experiment.search.trials if cap is None else cap
+            points[st.seed] = (d, n, d.suggest(() if d.adaptive else range(n)))
+        designer, budget, suggested = points[st.seed]
+        studies.append(StudySpec(st.name, pos, st.spec.scientific, designer.name, st.seed,
+                                 budget))
+        trials[st.name] = [
+            NewTrial(i, {**experiment.fixed, **st.spec.scientific, **nuisance},
+                     trial_seed(st.seed, st.name, i))
+            for i, nuisance in enumerate(suggested)]
     return studies, trials
 
 

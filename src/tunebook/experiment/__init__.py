@@ -60,11 +60,22 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Search:
-    """How each study samples the nuisance space: algorithm, trials per study, seed."""
+    """How each study samples the nuisance space: algorithm, trials per study, seed.
+
+    ``seeds`` (study variance): repeat every study's search with each of these seeds; the first
+    is ``seed`` (see :mod:`tunebook.experiment.seeds`). Empty: one search, with ``seed``.
+    """
 
     algorithm: str = "quasi_random"
     trials: int = 20
     seed: int = 0
+    seeds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, list | tuple):
+            object.__setattr__(self, "seeds", tuple(self.seeds))
+            if self.seeds and isinstance(self.seeds[0], int):
+                object.__setattr__(self, "seed", self.seeds[0])  # the primary search
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,8 @@ class Experiment:
             "nuisance": nuisance,
             "fixed": dict(self.fixed),
         })
+        if self.search.seeds:  # only when set: older experiments keep their identity
+            out["search"]["seeds"] = list(self.search.seeds)
         if self.configs:  # only when given: the identity of other experiments is unchanged
             out["configs"] = [dict(c) for c in self.configs]
         if self.trial_timeout is not None:

@@ -227,6 +227,7 @@ def check_experiment(exp: Experiment) -> None:
 
     check_configs(exp, r)
     _check_studies(exp, r)
+    _check_search_seeds(exp, r)
 
 
 def _check_program(exp: Experiment, r: Reader) -> None:
@@ -363,3 +364,36 @@ def _check_size(exp: Experiment, r: Reader) -> None:
                      f"experiment holds at most {MAX_TRIALS:,} (every trial is written to "
                      "the store when a run starts): lower search.trials, use fewer values, "
                      "or split the experiment")
+
+
+#: The most search seeds an experiment may repeat its studies with (study variance).
+MAX_SEARCH_SEEDS = 100
+
+
+def _check_search_seeds(exp: Experiment, r: Reader) -> None:
+    """``search.seeds``: empty, or 2 to :data:`MAX_SEARCH_SEEDS` distinct seeds in
+    ``[0, MAX_SEED]`` (one seed is ``search.seed``); not with a grid search nor an empty
+    nuisance space (no luck of the sampling to measure); at most ``MAX_TRIALS`` trials over
+    every seed."""
+    seeds = exp.search.seeds
+    if not seeds:
+        return
+    if len(seeds) < 2 or len(seeds) > MAX_SEARCH_SEEDS:
+        raise r.fail("search.seeds", f"must list 2 to {MAX_SEARCH_SEEDS} seeds (one search is "
+                     f"search.seed), got {len(seeds)}")
+    for i, seed in enumerate(seeds):
+        r.integer(f"search.seeds[{i}]", seed, 0, MAX_SEED,
+                  " (the store keeps seeds as 64-bit integers)")
+    if len(exp.nuisance) == 0:
+        raise r.fail("search.seeds", "the nuisance space is empty: there is no search to "
+                     "repeat (replicates already differ only by their training seeds)")
+    if exp.search.algorithm == "grid":
+        raise r.fail("search.seeds", "a grid search gives the same points under every seed: "
+                     "study variance needs quasi_random, random or an adaptive algorithm")
+    if len(set(seeds)) != len(seeds):
+        dup = next(s for i, s in enumerate(seeds) if s in seeds[:i])
+        raise r.fail("search.seeds", f"seeds must differ (the same seed repeats the same "
+                     f"search), got {dup} twice")
+    if exp.search.trials * len(seeds) * len(exp.studies()) > MAX_TRIALS:
+        raise r.fail("search.seeds", f"{len(seeds)} seeds x {len(exp.studies())} studies x "
+                     f"{exp.search.trials} trials is more than {MAX_TRIALS} trials")

@@ -37,7 +37,7 @@ from tunebook.core.formatting import finite_json
 from tunebook.core.formatting import format_value as _fmt
 from tunebook.core.numeric import finite as _finite
 from tunebook.core.paths import default_report_path
-from tunebook.report.variance import variance_section
+from tunebook.report.trial_variance import variance_section
 from tunebook.store.api import StoreAPI
 
 if TYPE_CHECKING:
@@ -173,10 +173,12 @@ def _header(data: ExperimentData) -> str:
     roles = "".join(f"<tr><td>{_e(r)}</td><td><code>{_e(n)}</code></td><td>{_e(v)}</td></tr>"
                     for r, n, v in role_rows)
     search = exp.search
+    seeds = (f"seeds {', '.join(map(str, search.seeds))}" if search.seeds
+             else f"seed {search.seed}")
     facts = [("workload", exp.workload or " ".join(exp.command or ())),
              ("objective", f"{data.metric} ({data.goal}, "
                            f"{'final value' if data.final else 'best over training'})"),
-             ("search", f"{search.algorithm}, seed {search.seed}, {search.trials} trials per "
+             ("search", f"{search.algorithm}, {seeds}, {search.trials} trials per "
                         f"study, {len(data.studies)} studies"),
              ("max_train_steps", exp.max_train_steps), ("eval_every", exp.eval_every),
              ("reproduce", reproduction(data))]
@@ -316,7 +318,12 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
     """Render the page, the tracking table and the findings for ``data`` (and what procedures
     recommended about it, if any)."""
     from tunebook.analysis.checks import run_checks, thresholds_used
+    from tunebook.analysis.variance import primary, study_variance
+    from tunebook.report.variance import variance_html
 
+    # With search.seeds, everything but the "Study variance" section reads the primary seed.
+    seeds_html = variance_html(study_variance(data), data.metric)
+    data = primary(data)
     if findings is None:
         findings = run_checks(data)
     rows = tracking_rows(data)
@@ -325,7 +332,7 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
     axes = axis_plots(data)
     payload = _payload(data, boxes, iso, axes)
     sections = [_header(data), _recommendations_html(recommendations), _tracking(data, rows),
-                _isolation_html(iso), variance_section(data),
+                _isolation_html(iso), seeds_html, variance_section(data),
                 _axis_html(axes, payload["objective_label"]), _curves_html(payload),
                 _enough_html(boxes), _findings_html(tuple(findings), thresholds_used(data))]
     page = (

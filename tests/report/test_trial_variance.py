@@ -13,7 +13,7 @@ from tunebook.analysis.data import load
 from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
 from tunebook.report import write_report
-from tunebook.report.variance import variance_rows
+from tunebook.report.trial_variance import variance_rows
 from tunebook.store.sql import Store
 
 from reportdata import synthetic
