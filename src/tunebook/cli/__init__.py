@@ -37,6 +37,8 @@ from tunebook.cli.common import (
     _positive,
     _seconds,
 )
+from tunebook.cli.decide import add_parsers as _add_decide_parsers
+from tunebook.cli.decide import cmd_report_or_project
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
 from tunebook.cli.rounds import add_parser as add_next_round
 from tunebook.cli.run import cmd_run
@@ -108,7 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("findings", "the playbook's checks as findings",
                                  cmd_findings)):
         p = sub.add_parser(cmd, parents=[common], help=helptext)
-        p.add_argument("name", help="experiment name")
+        if cmd == "report":  # without a name (or with --all): the project page
+            p.add_argument("name", nargs="?", help="experiment name (default: the project page)")
+            p.add_argument("--all", action="store_true",
+                           help="also write the project page, <root>/reports/index.html")
+            func = cmd_report_or_project
+        else:
+            p.add_argument("name", help="experiment name")
         p.add_argument("--metric", help="objective metric (default: the experiment's)")
         p.add_argument("--goal", choices=["min", "max", "minimize", "maximize"])
         p.add_argument("--final", action="store_true",
@@ -132,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study")
     p.set_defaults(func=cmd_note)
     add_next_round(sub, common)
+    _add_decide_parsers(sub, common)
     return parser
 
 

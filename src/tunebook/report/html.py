@@ -37,6 +37,7 @@ from tunebook.core.formatting import finite_json
 from tunebook.core.formatting import format_value as _fmt
 from tunebook.core.numeric import finite as _finite
 from tunebook.core.paths import default_report_path
+from tunebook.report.trial_variance import variance_section
 from tunebook.store.api import StoreAPI
 
 if TYPE_CHECKING:
@@ -334,7 +335,7 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
     axes = axis_plots(data)
     payload = _payload(data, boxes, iso, axes)
     sections = [_header(data), _recommendations_html(recommendations), _tracking(data, rows),
-                _isolation_html(iso), seeds_html,
+                _isolation_html(iso), seeds_html, variance_section(data),
                 _axis_html(axes, payload["objective_label"]), _curves_html(payload),
                 _enough_html(boxes), _findings_html(tuple(findings), thresholds_used(data))]
     page = (

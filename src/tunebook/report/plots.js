@@ -314,6 +314,36 @@
     node.setAttribute("data-rendered", String(counts.length));
   }
 
+  // Trial variance: each seed (grey), the mean with a +-1 sd error bar per configuration.
+  function variancePlot(node, spec) {
+    const svg = frame(node, "Trial variance: " + spec.label + " over seeds (mean \u00b1 sd)");
+    const groups = spec.groups, all = [];
+    groups.forEach(g => { g.values.forEach(v => all.push(v));
+      if (g.sd !== null) all.push(g.mean - g.sd, g.mean + g.sd); });
+    const a = axes(svg, [-0.5, groups.length - 0.5], extent(all), "linear", "linear",
+                   "configuration", spec.label, groups.map(g => g.study));
+    let marks = 0;
+    groups.forEach((g, i) => {
+      g.values.forEach((v, j) => {
+        const c = el("circle", {cx: a.px(i) + ((j * 7919) % 100 - 50) / 8, cy: a.py(v), r: 2.5,
+                                class: "faint"}, svg);
+        el("title", {}, c).textContent = g.study + ": " + fmt(v);
+        marks++;
+      });
+      if (g.mean === null) return;
+      if (g.sd !== null) {
+        el("line", {x1: a.px(i), x2: a.px(i), y1: a.py(g.mean - g.sd), y2: a.py(g.mean + g.sd),
+                    stroke: "#1d2430", "stroke-width": 1.5}, svg);
+      }
+      const c = el("circle", {cx: a.px(i), cy: a.py(g.mean), r: 5, fill: PALETTE[i % 10],
+                              class: "best"}, svg);
+      el("title", {}, c).textContent = g.study + ": mean " + fmt(g.mean) +
+        (g.sd !== null ? " \u00b1 " + fmt(g.sd) : "") + " (n=" + g.values.length + ")";
+      marks++;
+    });
+    node.setAttribute("data-rendered", String(marks));
+  }
+
   function renderAll() {
     document.querySelectorAll("[data-plot]").forEach(node => {
       const kind = node.getAttribute("data-plot");
@@ -325,6 +355,7 @@
           const study = DATA.curves[Number(node.getAttribute("data-study"))];
           linePlot(node, study.plots[i], study.study + ": " + study.plots[i].metric);
         } else if (kind === "bootstrap") boxPlot(node, DATA.bootstrap);
+        else if (kind === "variance") variancePlot(node, JSON.parse(node.getAttribute("data-spec")));
         else if (kind === "grad-norm-hist") histogram(node, DATA.grad_norm[i].histogram);
       } catch (err) {
         node.textContent = "could not draw this plot: " + err;

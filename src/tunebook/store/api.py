@@ -18,6 +18,7 @@ __all__ = [
     "CLAIMABLE",
     "TERMINAL",
     "ExperimentRow",
+    "LaunchRow",
     "NewTrial",
     "RecommendationRow",
     "RunOutcome",
@@ -110,6 +111,18 @@ class RecommendationRow:
     experiment: str
     procedure: str
     created_at: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LaunchRow:
+    """A launch as stored: the reference that became the baseline, when, the user's note and
+    the evidence (``payload``: configuration, replicate statistics, comparison)."""
+
+    id: int
+    ref: str
+    created_at: float
+    note: str
     payload: dict[str, Any]
 
 
@@ -306,3 +319,11 @@ class StoreAPI(Protocol):
     def recommendations(self, experiment: str,
                         procedure: str | None = None) -> list[RecommendationRow]:
         """The recommendations recorded for ``experiment`` (of one procedure), oldest first."""
+
+    # launches (tunebook launch)
+    def add_launch(self, ref: str, note: str, payload: Mapping[str, Any]) -> int:
+        """Record that ``ref`` became the baseline, with a note and its evidence; returns its
+        id; never records twice after a lost reply."""
+
+    def launches(self) -> list[LaunchRow]:
+        """Every launch of the store, oldest first."""

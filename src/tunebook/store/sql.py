@@ -64,6 +64,7 @@ from tunebook.store.checks import (
     check_text,
 )
 from tunebook.store.history import History
+from tunebook.store.launches import Launches
 from tunebook.store.queries import (
     CLAIM,
     CLAIMABLE_ONE,
@@ -100,7 +101,7 @@ __all__ = ["ACTIVE", "CLAIMABLE", "MAX_METRIC_LENGTH", "MAX_NAME_LENGTH", "MAX_S
            "sqlite_url"]
 
 
-class SQLStore(History):
+class SQLStore(History, Launches):
     """Access to one tunebook database. Cheap to create; make one per process.
 
     Args:
