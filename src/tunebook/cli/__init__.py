@@ -37,6 +37,7 @@ from tunebook.cli.common import (
     _positive,
     _seconds,
 )
+from tunebook.cli.final_eval import add_parser as _add_final_eval
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
 from tunebook.cli.run import cmd_run
 from tunebook.errors import TunebookError
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text")
     p.add_argument("--study")
     p.set_defaults(func=cmd_note)
+    _add_final_eval(sub, common)
     return parser
 
 

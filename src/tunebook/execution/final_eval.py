@@ -112,7 +112,8 @@ def checkpoint_at(trial_dir: str | Path, step: int | None) -> Path | None:
     """The checkpoint folder of ``step`` in a trial folder if it is kept, else None (one stat)."""
     if step is None:
         return None
-    folder = Path(trial_dir) / "checkpoints" / f"{_CKPT_PREFIX}{int(step)}"
+    # Trial.publish_checkpoint's name: step-0000000060.
+    folder = Path(trial_dir) / "checkpoints" / f"{_CKPT_PREFIX}{int(step):010d}"
     return folder if folder.is_dir() else None
 
 
