@@ -57,7 +57,12 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
     """Run a final evaluation; see the module docstring."""
     from tunebook.analysis.selection import checkpoint_of, select_trial
     from tunebook.core.paths import cache_dir, trial_dir
-    from tunebook.execution.final_eval import FinalEvalTrial, entry_for, run_final_eval
+    from tunebook.execution.final_eval import (
+        FinalEvalTrial,
+        check_entry,
+        entry_for,
+        run_final_eval,
+    )
 
     store = _store(args)
     exp = store.require_experiment(args.name)
@@ -69,6 +74,8 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
             f"(last: {last.selection.get('trial', '?')} on {_when(last.created_at)}); pass "
             "--again to look again")
     entry = entry_for(exp.config, args.name)
+    base_dir = _base_dir(store, exp.id)
+    check_entry(entry, base_dir)
     chosen = select_trial(store, args.name, args.trial)
     t = chosen.trial
     if t.status != "completed":
@@ -87,7 +94,7 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
         objective=chosen.objective.metric, goal=chosen.objective.goal,
         max_train_steps=int(exp.config["max_train_steps"]),
         eval_every=int(exp.config["eval_every"]))
-    metrics = run_final_eval(entry, view, _base_dir(store, exp.id), timeout=args.timeout)
+    metrics = run_final_eval(entry, view, base_dir, timeout=args.timeout)
     selection = {**chosen.rule, "trial": t.label, "checkpoint_step": step,
                  "validation": {chosen.objective.metric: t.best_value},
                  "looked_before": len(earlier)}

@@ -25,9 +25,11 @@ trial's best step (the step of its best objective value, which the built-in work
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -44,8 +46,8 @@ from tunebook.errors import WorkloadError
 from tunebook.execution.trial import Trial, check_metric_name
 from tunebook.objective import Objective
 
-__all__ = ["ENTRY_SUFFIX", "FinalEvalTrial", "best_checkpoint", "checkpoint_at", "entry_for",
-           "evaluate", "load_entry", "run_final_eval"]
+__all__ = ["ENTRY_SUFFIX", "FinalEvalTrial", "best_checkpoint", "check_entry", "checkpoint_at",
+           "entry_for", "evaluate", "has_entry", "load_entry", "run_final_eval"]
 
 ENTRY_SUFFIX = "_final_eval"
 """The final-evaluation entry of workload ``module:function`` is ``module:function`` + this."""
@@ -157,10 +159,58 @@ def entry_for(config: Mapping[str, Any], name: str) -> str:
     return f"{workload}{ENTRY_SUFFIX}"
 
 
+def _missing(spec: str) -> WorkloadError:
+    module_name, _, func_name = spec.partition(":")
+    return WorkloadError(f"workload {spec.removesuffix(ENTRY_SUFFIX)} has no final-evaluation "
+                         f"entry: define {func_name}(hparams, trial) in {module_name} "
+                         "(see docs/final-evaluation.md)")
+
+
+def check_entry(spec: str, base_dir: str = ".") -> None:
+    """WorkloadError (one line) when :func:`has_entry` knows the entry is not defined."""
+    if has_entry(spec, base_dir) is False:
+        raise _missing(spec)
+
+
+def has_entry(spec: str, base_dir: str = ".") -> bool | None:
+    """Whether the entry's module defines it, read from the source without importing the
+    module (which may import torch); None when that cannot be told (no source, a module that
+    does not parse, a star import, a dotted name: the import in the evaluation's process
+    reports it)."""
+    module_name, _, func_name = spec.partition(":")
+    if "." in func_name:
+        return None
+    if base_dir not in sys.path:
+        sys.path.insert(0, base_dir)
+    try:
+        found = importlib.util.find_spec(module_name)
+    except Exception:
+        return None
+    if found is None or not found.origin or not found.origin.endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(found.origin).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    # Every name the module binds anywhere (a def under ``if``/``try`` included); a nested
+    # def of the same name makes a false "yes", which the import in the evaluation's process
+    # then refuses with the same message.
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(a.name == "*" for a in node.names):
+                return None  # a star import may bring it: the import will tell
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return func_name in bound
+
+
 def load_entry(spec: str, base_dir: str = ".") -> Callable[..., Any]:
     """Import the entry ``module:function``; WorkloadError, one line, when it is not there."""
     module_name, _, func_name = spec.partition(":")
-    workload = spec.removesuffix(ENTRY_SUFFIX)
     if base_dir not in sys.path:
         sys.path.insert(0, base_dir)
     try:
@@ -170,9 +220,7 @@ def load_entry(spec: str, base_dir: str = ".") -> Callable[..., Any]:
                             f"({type(exc).__name__}: {exc})") from None
     fn = getattr(module, func_name, None)
     if not callable(fn):
-        raise WorkloadError(f"workload {workload} has no final-evaluation entry: define "
-                            f"{func_name}(hparams, trial) in {module_name} "
-                            "(see docs/final-evaluation.md)")
+        raise _missing(spec)
     return fn  # type: ignore[no-any-return]
 
 
