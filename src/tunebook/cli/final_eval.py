@@ -74,9 +74,9 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
             f"(last: {last.selection.get('trial', '?')} on {_when(last.created_at)}); pass "
             "--again to look again")
     entry = entry_for(exp.config, args.name)
+    chosen = select_trial(store, args.name, args.trial)
     base_dir = _base_dir(store, exp.id)
     check_entry(entry, base_dir)
-    chosen = select_trial(store, args.name, args.trial)
     t = chosen.trial
     if t.status != "completed":
         raise TunebookError(f"trial {t.label} of {args.name!r} is {t.status}, not completed: "
