@@ -87,7 +87,7 @@ def test_final_eval_is_guarded_counted_stored_and_reported(finished: Path) -> No
     assert not [m for m in store.metric_names(exp_id) if m.startswith("test")]
     trials = json.loads(run_cli("trials", NAME, *root, "--format", "json", check=True).stdout)
     assert all(Path(t["checkpoint"]).is_dir() for t in trials)
-    best = min(trials, key=lambda t: (t["best_value"], trials.index(t)))
+    best = min(trials, key=lambda t: (t["best_value"], t["index"], t["trial_id"]))
     best_ref = f"{best['study']}#{best['index']}"
     assert Path(best["checkpoint"]).name == f"step-{best['best_step']:010d}"
 

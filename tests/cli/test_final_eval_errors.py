@@ -3,6 +3,7 @@ naming what is wrong, the store (SQLite and PostgreSQL) and the folders left as 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,12 @@ def test_nothing_completed_and_a_command_workload(tmp_path: Path,
     error_line(code, err, "main #0", "is pending, not completed")
     code, _, err = cli(capsys, "final-eval", "cmd", *root)
     error_line(code, err, "'cmd'", "command workload", "Python workloads only")
+
+
+def test_trials_json_gives_null_for_a_trial_without_a_checkpoint(
+        no_checkpoints: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "trials", "nockpt", "--root", str(no_checkpoints), "--format",
+                       "json")
+    assert code == 0
+    assert [(t["study"], t["checkpoint"]) for t in json.loads(out)] == [("arm=a", None),
+                                                                       ("arm=b", None)]

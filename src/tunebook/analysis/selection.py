@@ -4,8 +4,8 @@
 A trial reference is ``STUDY#INDEX`` (``num_layers=2#7``; spaces around ``#`` allowed, as the
 report writes ``num_layers=2 #7``), or a bare ``INDEX`` when the experiment has one study. No
 reference means the best trial of the whole experiment under its objective: the completed
-trial with the best objective value over every study (the report's ranking, ties to the first
-in store order).
+trial with the best objective value over every study (the report's ranking: ties go to the
+lower index, then the earlier trial).
 """
 
 from __future__ import annotations
