@@ -105,7 +105,7 @@ def test_a_trial_without_a_result_to_evaluate(no_checkpoints: Path, argv: str,
     assert snapshot(no_checkpoints) == before
 
 
-def test_nothing_completed_and_a_command_workload(tmp_path: Path,
+def test_nothing_completed_python_or_command(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     store = Store(sqlite_url(tmp_path / "tunebook.db"))
     exp = Experiment.from_dict({
@@ -125,8 +125,8 @@ def test_nothing_completed_and_a_command_workload(tmp_path: Path,
     error_line(code, err, "'pending'", "no completed trial")
     code, _, err = cli(capsys, "final-eval", "pending", "--trial", "0", *root)
     error_line(code, err, "main #0", "is pending, not completed")
-    code, _, err = cli(capsys, "final-eval", "cmd", *root)
-    error_line(code, err, "'cmd'", "command workload", "Python workloads only")
+    code, _, err = cli(capsys, "final-eval", "cmd", "--trial", "0", *root)
+    error_line(code, err, "main #0", "is pending, not completed")
 
 
 def test_trials_json_gives_null_for_a_trial_without_a_checkpoint(

@@ -61,6 +61,7 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
         FinalEvalTrial,
         check_entry,
         entry_for,
+        run_command,
         run_final_eval,
     )
 
@@ -73,10 +74,11 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
             f"the test set of {args.name} has already been looked at {len(earlier)} time(s) "
             f"(last: {last.selection.get('trial', '?')} on {_when(last.created_at)}); pass "
             "--again to look again")
-    entry = entry_for(exp.config, args.name)
+    entry = entry_for(exp.config, args.name)  # None: a command workload
     chosen = select_trial(store, args.name, args.trial)
     base_dir = _base_dir(store, exp.id)
-    check_entry(entry, base_dir)
+    if entry is not None:
+        check_entry(entry, base_dir)
     t = chosen.trial
     if t.status != "completed":
         raise TunebookError(f"trial {t.label} of {args.name!r} is {t.status}, not completed: "
@@ -94,7 +96,10 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
         objective=chosen.objective.metric, goal=chosen.objective.goal,
         max_train_steps=int(exp.config["max_train_steps"]),
         eval_every=int(exp.config["eval_every"]))
-    metrics = run_final_eval(entry, view, base_dir, timeout=args.timeout)
+    if entry is None:
+        metrics = run_command(exp.config["command"], view, base_dir, timeout=args.timeout)
+    else:
+        metrics = run_final_eval(entry, view, base_dir, timeout=args.timeout)
     selection = {**chosen.rule, "trial": t.label, "checkpoint_step": step,
                  "validation": {chosen.objective.metric: t.best_value},
                  "looked_before": len(earlier)}

@@ -14,8 +14,17 @@ only when exploration ends. ``tunebook final-eval`` is that moment; this module 
 
 It is called with the selected trial's hyperparameters and a :class:`FinalEvalTrial` (its
 folder, seed, the best checkpoint's folder and step), in a fresh process with one torch thread
-like a trial's worker, and returns finite numbers by name. ``command:`` workloads have no
-final-evaluation protocol yet (:func:`entry_for` says so in one line).
+like a trial's worker, and returns finite numbers by name.
+
+**A command workload** (:func:`run_command`) is started as for training (its hyperparameters as
+``--name=value``, in the experiment file's folder) with ``TUNEBOOK_MODE=final_eval`` and
+``TUNEBOOK_CHECKPOINT`` (also ``TUNEBOOK_RESUME_FROM``) the best checkpoint's folder,
+``TUNEBOOK_START_STEP`` and ``TUNEBOOK_MAX_TRAIN_STEPS`` both its step (a program unaware of
+the mode resumes there and trains nothing), a scratch ``TUNEBOOK_CHECKPOINT_DIR``, and the
+trial's ``TUNEBOOK_TRIAL_DIR``, ``TUNEBOOK_SEED``, ``TUNEBOOK_EVAL_EVERY``,
+``TUNEBOOK_TRIAL_ID``. It answers with the usual measurement lines (``{"step": S, "test_error":
+...}``); the numeric ``test_*`` values are the result (the last of each name), everything else
+goes to the trial's log. None at all is an error: the program does not know the mode.
 
 **The best checkpoint** of a trial (:func:`best_checkpoint`) is the checkpoint kept at the
 trial's best step (the step of its best objective value, which the built-in workloads'
@@ -36,7 +45,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +56,7 @@ from tunebook.execution.trial import Trial, check_metric_name
 from tunebook.objective import Objective
 
 __all__ = ["ENTRY_SUFFIX", "FinalEvalTrial", "best_checkpoint", "check_entry", "checkpoint_at",
-           "entry_for", "evaluate", "has_entry", "load_entry", "run_final_eval"]
+           "entry_for", "evaluate", "has_entry", "load_entry", "run_command", "run_final_eval"]
 
 ENTRY_SUFFIX = "_final_eval"
 """The final-evaluation entry of workload ``module:function`` is ``module:function`` + this."""
@@ -146,17 +155,19 @@ def best_checkpoint(trial_dir: str | Path, best_step: int | None,
 
 
 # --------------------------------------------------------------------------- the entry
-def entry_for(config: Mapping[str, Any], name: str) -> str:
-    """The ``module:function`` of the final-evaluation entry of a stored experiment's workload.
+def entry_for(config: Mapping[str, Any], name: str) -> str | None:
+    """The ``module:function`` of the final-evaluation entry of a stored experiment's Python
+    workload; None for a ``command:`` workload (:func:`run_command` is its protocol).
 
     Raises:
-        WorkloadError: for a ``command:`` workload (no protocol yet).
+        WorkloadError: for a stored experiment with neither.
     """
     workload = config.get("workload")
-    if not workload:
-        raise WorkloadError(f"experiment {name!r} runs a command workload: final-eval supports "
-                            "Python workloads only for now (see docs/final-evaluation.md)")
-    return f"{workload}{ENTRY_SUFFIX}"
+    if workload:
+        return f"{workload}{ENTRY_SUFFIX}"
+    if config.get("command"):
+        return None
+    raise WorkloadError(f"experiment {name!r} has neither a workload nor a command stored")
 
 
 def _missing(spec: str) -> WorkloadError:
@@ -304,6 +315,72 @@ def run_final_eval(entry: str, view: FinalEvalTrial, base_dir: str = ".",
     if "error" in answer:
         raise WorkloadError(str(answer["error"]))
     return {str(k): float(v) for k, v in answer["metrics"].items()}
+
+
+def _metrics_of(text: str, found: dict[str, float]) -> bool:
+    """Take the ``test_*`` numbers of a measurement line into ``found``; False for any other
+    line (it goes to the log)."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return False
+    if not isinstance(obj, dict) or isinstance(obj.get("step"), bool) or not isinstance(
+            obj.get("step"), int):
+        return False
+    for name, value in obj.items():
+        if (name.startswith("test_") and not isinstance(value, bool)
+                and isinstance(value, (int, float))):
+            found[name] = float(value)
+    return True
+
+
+def run_command(argv: Sequence[str], view: FinalEvalTrial, base_dir: str = ".",
+                timeout: float | None = None) -> dict[str, float]:
+    """Run a command workload's final evaluation (module docstring); returns its metrics.
+
+    Raises:
+        WorkloadError: the program failed, ran past ``timeout``, reported no ``test_*`` metric
+            or a non-finite one (one line; its last lines are in the trial's log).
+    """
+    args = list(argv)
+    if args[0] in ("python", "python3"):
+        args[0] = sys.executable  # as for training: the interpreter tunebook runs under
+    args += [f"--{k}={'true' if v is True else 'false' if v is False else v}"
+             for k, v in view.hparams.items()]
+    found: dict[str, float] = {}
+    log = view.dir / TRIAL_LOG
+    with tempfile.TemporaryDirectory(prefix="tunebook-final-eval-") as scratch, \
+            open(log, "a", encoding="utf-8", errors="replace") as out:
+        env = {**os.environ, "TUNEBOOK_MODE": "final_eval",
+               "TUNEBOOK_CHECKPOINT": str(view.checkpoint.absolute()),
+               "TUNEBOOK_RESUME_FROM": str(view.checkpoint.absolute()),
+               "TUNEBOOK_START_STEP": str(view.step), "TUNEBOOK_MAX_TRAIN_STEPS": str(view.step),
+               "TUNEBOOK_EVAL_EVERY": str(view.eval_every),
+               "TUNEBOOK_TRIAL_DIR": str(view.dir.absolute()), "TUNEBOOK_SEED": str(view.seed),
+               "TUNEBOOK_TRIAL_ID": str(view.trial_id), "TUNEBOOK_CHECKPOINT_DIR": scratch,
+               "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "OPENBLAS_NUM_THREADS": "1"}
+        out.write(f"--- final-eval: {' '.join(args)} on the checkpoint at step {view.step}\n")
+        try:
+            proc = subprocess.run(args, cwd=base_dir, env=env, capture_output=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise WorkloadError(f"final-eval: the command ran past {timeout} s") from None
+        except OSError as exc:
+            raise WorkloadError(f"final-eval: cannot start {args[0]!r}: {exc}") from None
+        lines = proc.stdout.decode("utf-8", "replace").splitlines()
+        for text in lines:
+            if not _metrics_of(text.strip(), found):
+                out.write(text + "\n")
+        out.write(proc.stderr.decode("utf-8", "replace"))
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise WorkloadError(f"final-eval: the command exited with status {proc.returncode} "
+                            f"({tail[0][:200]}); see {log}")
+    if not found:
+        raise WorkloadError("final-eval: the command reported no test_* metric: does it handle "
+                            "TUNEBOOK_MODE=final_eval? (docs/final-evaluation.md)")
+    return _checked(found, "the command")
 
 
 if __name__ == "__main__":
