@@ -86,8 +86,10 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
     found = checkpoint_of(args.root, args.name, t, chosen.objective)
     if found is None:
         folder = trial_dir(args.root, args.name, t.study, t.index)
-        raise TunebookError(f"trial {t.label} of {args.name!r} has no checkpoint in "
-                            f"{str(folder)!r} (is --root the folder the run used?)")
+        raise TunebookError(f"trial {t.label} of {args.name!r} has no checkpoint at its best "
+                            f"step {t.best_step} nor one with a recorded "
+                            f"objective value in {str(folder)!r} (is --root the folder the "
+                            "run used?)")
     step, checkpoint = found
     view = FinalEvalTrial(
         hparams=dict(t.params), seed=t.seed, study=t.study, index=t.index, trial_id=t.id,
