@@ -525,8 +525,6 @@ FILE_CASES: list[Case] = [
     C("fixed-boolean-key", edit("nuisance:", "fixed: {off: 1}\nnuisance:"), "fixed",
       "keys must be strings", HINT),
     # --- nuisance: the space
-    C("nuisance-empty", doc(nuisance={}), "nuisance", "empty"),
-    C("nuisance-null", doc(nuisance=None), "nuisance", "empty"),
     C("nuisance-string", doc(nuisance="learning_rate"), "nuisance", "must be a mapping"),
     C("nuisance-key-256", doc(nuisance={"h" * 256: [1, 2]}), "nuisance.", "256 characters"),
     C("nuisance-key-nul", doc(nuisance={"l\0r": [1, 2]}), "nuisance.l\\x00r",
@@ -641,12 +639,63 @@ FILE_CASES: list[Case] = [
     C("categorical-nul", hp(type="categorical", values=["re\0lu", "gelu"]),
       "nuisance.learning_rate.values[0]", "'\\x00'"),
 ]
+# Listed configurations (configs:): tunebook.experiment.listed's rules.
+LISTED = {k: v for k, v in BASE.items() if k != "scientific"}
+FILE_CASES += [
+    C("configs-and-scientific", doc(configs=[{"arm": "a"}]), "configs", "not both"),
+    C("configs-empty-list", {**LISTED, "configs": []}, "configs", "must be a list", "[]"),
+    C("configs-string", {**LISTED, "configs": "arm=a"}, "configs", "must be a list",
+      "'arm=a'"),
+    C("configs-entry-not-mapping", {**LISTED, "configs": [{"arm": "a"}, "arm=b"]},
+      "configs[1]", "must be a mapping", "'arm=b'"),
+    C("configs-entry-empty", {**LISTED, "configs": [{"arm": "a"}, {}]}, "configs[1]",
+      "no hyperparameter value"),
+    C("configs-name-not-string", {**LISTED, "configs": [{"name": ["x"], "arm": "a"}]},
+      "configs[0].name", "must be a string", "['x']"),
+    C("configs-value-list", {**LISTED, "configs": [{"arm": ["a", "b"]}]}, "configs[0].arm",
+      "string, number or boolean", "['a', 'b']"),
+    C("configs-key-in-fixed", {**LISTED, "fixed": {"arm": "c"},
+                               "configs": [{"arm": "a"}, {"arm": "b"}]},
+      "configs[0].arm", "arm='a' is also fixed", "'c'"),
+    C("configs-key-in-nuisance", {**LISTED, "configs": [{"arm": "a", "learning_rate": 0.1}]},
+      "configs[0].learning_rate", "also nuisance", "0.1"),
+    C("configs-same-values", {**LISTED, "configs": [{"arm": "a"}, {"name": "x", "arm": "a"}]},
+      "configs[1]", "same values as configs[0]"),
+    C("configs-same-name", {**LISTED, "configs": [{"name": "x", "arm": "a"},
+                                                  {"name": "x", "arm": "b"}]},
+      "configs[1].name", "'x'", "configs[0]"),
+    C("configs-name-equals-label", {**LISTED, "configs": [{"arm": "a"},
+                                                          {"name": "arm=a", "arm": "b"}]},
+      "configs[1].name", "'arm=a'", "configs[0]"),
+    C("configs-name-newline", {**LISTED, "configs": [{"name": "a\nb", "arm": "a"}]},
+      "configs[0].name", "control character"),
+    # Conditional nuisance (nuisance_for:): tunebook.experiment.conditional's rules.
+    C("nuisance-for-no-equals", doc(nuisance_for={"arm": {"x": [1, 2]}}), "nuisance_for.arm",
+      "NAME=VALUE", "'arm'"),
+    C("nuisance-for-unknown-name", doc(nuisance_for={"armm=a": {"x": [1, 2]}}),
+      "nuisance_for.armm=a", "unknown scientific hyperparameter 'armm'", "'arm'"),
+    C("nuisance-for-unknown-value", doc(nuisance_for={"arm=c": {"x": [1, 2]}}),
+      "nuisance_for.arm=c", "no value 'c'", "a, b"),
+    C("nuisance-for-shared-name", doc(nuisance_for={"arm=a": {"learning_rate": [0.1, 1]}}),
+      "nuisance_for.arm=a.learning_rate", "also nuisance"),
+    C("nuisance-for-empty-block", doc(nuisance_for={"arm=a": {}}), "nuisance_for.arm=a",
+      "at least one"),
+    C("nuisance-for-bad-type", doc(nuisance_for={"arm=a": {"x": {"type": "gauss"}}}),
+      "nuisance_for.arm=a.x.type", "unknown type", "'gauss'"),
+    C("nuisance-for-grid", doc(search={"algorithm": "grid", "trials": 2},
+                               nuisance_for={"arm=a": {"x": [1, 2]}}), "search.algorithm",
+      "nuisance_for"),
+    C("configs-key-not-string", edit("scientific:\n  arm: [a, b]",
+                                     "configs:\n  - {1: a}"), "configs[0]",
+      "keys must be strings"),
+]
 # The cases of tests/test_cli_errors.py, here too (the same file, the same contract).
 FILE_CASES += [
     C("cli-errors-wrong-type", setk("max_train_steps", "twenty"), "max_train_steps", "'twenty'"),
     C("cli-errors-log-low-not-positive", hp(type="float", low=0.0, high=0.1, scale="log"),
       "nuisance.learning_rate.low", "log", "0.0"),
-    C("cli-errors-empty-space", doc(nuisance={}), "nuisance", "empty"),
+    C("cli-errors-configs-not-a-list", doc(configs={"arm": "a"}), "configs",
+      "must be a list"),
 ]
 assert len({c.id for c in FILE_CASES}) == len(FILE_CASES)
 

@@ -111,7 +111,7 @@ CONFIG_CASES: dict[str, tuple[dict[str, Any], str, tuple[str, ...]]] = {
     "scientific-and-nuisance": (
         {"scientific": {"learning_rate": [0.01, 0.1]}}, "nuisance.learning_rate",
         ("'learning_rate'", "scientific", "nuisance")),
-    "empty-space": ({"nuisance": {}}, "nuisance", ("empty",)),
+    "configs-not-a-list": ({"configs": {"arm": "a"}}, "configs", ("must be a list",)),
     "grid-three-dims": (
         {"search": {"algorithm": "grid", "trials": 8},
          "nuisance": {"x": {"type": "float", "low": 0.0, "high": 1.0},

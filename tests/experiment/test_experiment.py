@@ -247,8 +247,8 @@ def test_python_construction_accepts_command_string() -> None:
 
 def test_python_construction_validates() -> None:
     with pytest.raises(ConfigError) as info:
-        python_experiment(nuisance={})
-    assert info.value.key == "nuisance"
+        python_experiment(scientific={}, configs=({"name": 1},))
+    assert info.value.key == "configs[0].name"
     assert info.value.source == "<python>"
     with pytest.raises(ConfigError) as info:
         python_experiment(eval_every=0)
@@ -288,8 +288,9 @@ def test_identity_ignores(tmp_path: Path, change: Callable[[dict[str, Any]], Any
     lambda d: d["scientific"].update(num_layers=[1, 2, 3]),
     lambda d: d["fixed"].update(batch_size=128),
     lambda d: d.update(workload="tunebook.workloads.digits:other"),
+    lambda d: d.update(scientific={}, configs=[{"num_layers": 2}, {"num_layers": 3}]),
 ], ids=["low", "high", "scale", "values", "new-dim", "seed", "algorithm", "max_train_steps",
-        "eval_every", "scientific", "fixed", "workload"])
+        "eval_every", "scientific", "fixed", "workload", "configs"])
 def test_identity_changes_with(tmp_path: Path, change: Callable[[dict[str, Any]], Any]) -> None:
     base = Experiment.from_yaml(EXAMPLE)
     doc = example_doc()
@@ -408,9 +409,9 @@ BAD_INPUTS: dict[str, tuple[Callable[[dict[str, Any]], None], str, tuple[str, ..
                                 "nuisance.num_layers", ("'num_layers'", "scientific", "nuisance")),
     "nuisance-and-fixed": (_set("fixed.width", 64), "fixed.width",
                            ("'width'", "nuisance", "fixed")),
-    # empty search space
-    "nuisance-empty": (_set("nuisance", {}), "nuisance", ("empty",)),
-    "nuisance-null": (_set("nuisance", None), "nuisance", ("empty",)),
+    # listed configurations (tests/experiment/test_listed.py has the rest)
+    "configs-and-scientific": (_set("configs", [{"width": 64}]), "configs",
+                               ("not both",)),
     # grid only for 1-2 nuisance dimensions
     "grid-four-dims": (_set("search.algorithm", "grid"), "search.algorithm",
                        ("grid", "got 4")),

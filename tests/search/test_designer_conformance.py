@@ -93,3 +93,22 @@ def test_a_non_adaptive_designer_makes_trial_i_a_function_of_i(algorithm: str) -
     whole = d.suggest(list(range(n)))
     picked = make_designer(algorithm, SPACE, seed=7, trials=BUDGET).suggest([n - 1, 2, 0])
     assert picked == [whole[n - 1], whole[2], whole[0]]
+
+
+def test_an_empty_space_gives_the_whole_budget_of_empty_points(algorithm: str) -> None:
+    """Replicates (``nuisance: {}``): every trial is the same configuration, and every designer
+    still gives the whole budget (a grid's capacity is the budget), resumable like any other."""
+    empty = SearchSpace({})
+    d = make_designer(algorithm, empty, seed=3, trials=7)
+    assert (d.capacity() or 7) == 7
+    points = drive(d, 7, lambda p: 1.0, _outcome)
+    assert points == [{}] * 7
+    resumed = drive(make_designer(algorithm, empty, seed=3, trials=7), 7, lambda p: 1.0,
+                    _outcome, restart_after=3)
+    assert resumed == points
+
+
+def test_refine_does_not_wait_for_rounds_over_an_empty_space() -> None:
+    """Replicates have no box to shrink: every trial can start at once."""
+    d = make_designer("refine", SearchSpace({}), seed=0, trials=9)
+    assert d.suggest(range(9)) == [{}] * 9

@@ -130,6 +130,9 @@ class Comparison:
         noises: the per-trial late noise behind ``step_noise``.
         metric_resolution: the :class:`~tunebook.analysis.resolution.Resolution` used.
         thresholds: the thresholds used.
+        replicates: the studies search no nuisance hyperparameter (``nuisance: {}``): trial
+            ``i`` of two studies is a pair of seeds, not a shared nuisance point, and the
+            spread between trials is seed-to-seed variance (the words say so).
     """
 
     metric: str
@@ -147,6 +150,18 @@ class Comparison:
     noises: tuple[dict[str, Any], ...]
     metric_resolution: Resolution
     thresholds: ComparisonThresholds = DEFAULTS
+    replicates: bool = False
+
+    @property
+    def points(self) -> str:
+        """What the pairs are, in words: shared nuisance points, or pairs of seeds."""
+        return "seed pairs" if self.replicates else "shared nuisance points"
+
+    @property
+    def sampled(self) -> str:
+        """What another run of the studies would sample anew, in words."""
+        return ("the seed-to-seed variance" if self.replicates
+                else "the sampling of the nuisance space")
 
     @property
     def gap(self) -> float:
@@ -184,6 +199,7 @@ class Comparison:
                 "sign_alpha": self.thresholds.sign_alpha,
                 "min_pairs": self.thresholds.min_pairs,
                 "draws": stats.BOOTSTRAP_DRAWS, "seed": stats.BOOTSTRAP_SEED,
+                "replicates": self.replicates,
                 "others": [v.as_dict() for v in self.others]}
 
     def gap_text(self, gap: float | None = None) -> str:
@@ -197,10 +213,10 @@ class Comparison:
         v = versus or self.runner_up
         p = v.pairing
         if p.n_feasible == 0:
-            return (f"{self.best_label} and {v.label} share no nuisance point feasible in "
-                    "both")
-        text = (f"{self.best_label} beats {v.label} on {p.wins} of {p.n_feasible} shared "
-                f"nuisance points ({p.losses} worse, {p.ties} tied")
+            return (f"{self.best_label} and {v.label} share no "
+                    f"{self.points.removesuffix('s')} feasible in both")
+        text = (f"{self.best_label} beats {v.label} on {p.wins} of {p.n_feasible} "
+                f"{self.points} ({p.losses} worse, {p.ties} tied")
         if p.top:
             text += f"; {p.top_wins} of {p.top} in the top half"
         text += ")"
@@ -227,12 +243,12 @@ class Comparison:
         if r.verdict == "differ":
             if r.paired:
                 p = r.pairing
-                return (f"{self.best_label} is better on too many shared nuisance points for "
+                return (f"{self.best_label} is better on too many {self.points} for "
                         f"chance (sign test p = {min(p.sign_p, p.top_sign_p):.2g}, "
                         f"{th.sign_alpha:g} needed), and the gap exceeds the step noise and the "
                         "resolution")
-            return (f"the gap exceeds the spread (fewer than {th.min_pairs} shared nuisance "
-                    "points: judged unpaired)")
+            return (f"the gap exceeds the spread (fewer than {th.min_pairs} {self.points}: "
+                    "judged unpaired)")
         if self.limit is None:
             return "the spread is unknown: nothing tells a difference from chance"
         if self.limit == "resolution":
@@ -249,11 +265,11 @@ class Comparison:
             p = r.pairing
             why = (f" (sign test p = {min(p.sign_p, p.top_sign_p):.2g}, {th.sign_alpha:g} "
                    "needed)")
+            what = "seed" if self.replicates else "nuisance point"
             return (f"the paired evidence is not conclusive{why}: which study is better "
-                    "depends on the nuisance point, so it is limited by the sampling of the "
-                    "nuisance space")
+                    f"depends on the {what}, so it is limited by {self.sampled}")
         return (f"the gap is not larger than the best-of-n sampling IQR "
-                f"({_fmt(self.sampling or 0.0)}): limited by the sampling of the nuisance space")
+                f"({_fmt(self.sampling or 0.0)}): limited by {self.sampled}")
 
     def summary(self) -> str:
         """The verdict once, with its numbers: the isolation finding's message and the isolation
@@ -328,7 +344,8 @@ def study_label(data: ExperimentData, study: str) -> str:
     """A study named by its scientific values (``num_layers=2``), else by its name."""
     for t in data.trials:
         if t.study == study:
-            sci = [f"{k}={v}" for k, v in t.params.items() if k in data.experiment.scientific]
+            sci = [f"{k}={v}" for k, v in t.params.items()
+                   if k in data.experiment.scientific_values]
             return ", ".join(sci) or study
     return study
 
@@ -386,4 +403,4 @@ def _compare(data: ExperimentData, th: ComparisonThresholds) -> Comparison | Non
         best_label=study_label(data, best_study), best_trial=best_trial, best_value=best_value,
         runner_up=versus[0], others=tuple(versus[1:]), step_noise=step_noise,
         sampling=sampling, resolution=res_part, spread=spread, limit=limit, noises=noises,
-        metric_resolution=res, thresholds=th)
+        metric_resolution=res, thresholds=th, replicates=data.experiment.replicates)

@@ -155,8 +155,10 @@ class ExperimentData:
         return self.objective.ranked(t for t in self.trials if study is None or t.study == study)
 
     def varied(self) -> dict[str, Hyperparameter]:
-        """The nuisance hyperparameters (the ones the search varied)."""
-        return dict(self.experiment.nuisance.items())
+        """The nuisance hyperparameters (the ones the search varied): the shared ones and the
+        conditional ones (``nuisance_for``), which only some studies' trials have in their
+        ``params``."""
+        return dict(self.experiment.searched.items())
 
 
 # Statuses whose best/final values the store keeps under the experiment's own objective: the

@@ -120,7 +120,7 @@ def bucketed_isolation(data: ExperimentData, name: str, buckets: int = 8
     the x-axis values of the basic hyperparameter axis plot and taking the best trial in each
     vertical slice". Empty slices are left out.
     """
-    hp = data.experiment.nuisance.get(name)
+    hp = data.varied().get(name)
     if hp is None or hp.bounds is None:
         return ()
     best: dict[int, TrialData] = {}
@@ -161,7 +161,7 @@ def isolation(data: ExperimentData, boxes: list[BootstrapBox] | None = None) -> 
         ranked = data.ranked(study)
         best = ranked[0] if ranked else None
         scientific = {k: v for k, v in (trials[0].params.items() if trials else ())
-                      if k in data.experiment.scientific}
+                      if k in data.experiment.scientific_values}
         groups.append({
             "study": study,
             "label": ", ".join(f"{k}={v}" for k, v in scientific.items()) or study,
@@ -175,7 +175,7 @@ def isolation(data: ExperimentData, boxes: list[BootstrapBox] | None = None) -> 
                               for t in trials),
         })
     cmp = compare(data)
-    return IsolationPlot(tuple(data.experiment.scientific), tuple(groups),
+    return IsolationPlot(tuple(data.experiment.scientific_values), tuple(groups),
                          _summary(data, groups, cmp), _spread(cmp),
                          None if cmp is None else cmp.verdict,
                          {} if cmp is None else cmp.as_dict())

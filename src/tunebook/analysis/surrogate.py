@@ -22,6 +22,8 @@ its learning rate was good). This module fits one additive model to every feasib
   steep at one end and still falling at the other gets a cubic.
 * Studies share the nuisance points (the same quasi-random sequence), so one curve per
   hyperparameter is fitted across studies, each study with its own intercept.
+* Conditional hyperparameters (``nuisance_for``: searched by some studies only) are left out
+  (``left_out``): the model covers the hyperparameters every study searches, over every trial.
 * A small ridge penalty (``ridge * n`` on every non-intercept coefficient) keeps the fit
   defined when the trials are few or two columns are nearly collinear.
 
@@ -233,6 +235,11 @@ def fit(data: ExperimentData, *, permutations: int = PERMUTATIONS, seed: int = S
     # Each hyperparameter's column values: unit coordinates, or categorical values.
     raw: dict[str, list[Any]] = {}
     for name, hp in space.items():
+        if name not in data.experiment.nuisance:
+            # Conditional (nuisance_for): searched by some studies only. The model is fit over
+            # the hyperparameters every study searches; the others' axis plots still show them.
+            left_out[name] = "searched by some studies only (nuisance_for)"
+            continue
         if hp.ordered:
             vals: list[Any] = [_unit(hp, t.params.get(name)) for t in trials]
         else:

@@ -39,6 +39,7 @@ from tunebook.cli.common import (
 )
 from tunebook.cli.final_eval import add_parser as _add_final_eval
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
+from tunebook.cli.rounds import add_parser as add_next_round
 from tunebook.cli.run import cmd_run
 from tunebook.errors import TunebookError
 
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress bar (failures are still printed as they happen)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write the HTML report at the end")
+    p.add_argument("--search-seeds", type=_positive, default=None, metavar="N",
+                   help="study variance: repeat each study's search with N quasi-random seeds "
+                        "(search.seed and the N-1 after it; like search.seeds in the file)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", parents=[common], help="trial counts per study")
@@ -128,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text")
     p.add_argument("--study")
     p.set_defaults(func=cmd_note)
+    add_next_round(sub, common)
     _add_final_eval(sub, common)
     return parser
 

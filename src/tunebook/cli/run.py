@@ -30,6 +30,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _check_root(args, writing=True)
     experiment = Experiment.from_yaml(args.file)
+    if getattr(args, "search_seeds", None):  # study variance (tunebook.experiment.seeds)
+        from tunebook.experiment.seeds import with_search_seeds
+
+        experiment = with_search_seeds(experiment, args.search_seeds)
     if experiment.checks:
         from tunebook.analysis.checks import thresholds_from_config
 
@@ -112,6 +116,8 @@ def _again(command: str, target: str, args: argparse.Namespace) -> str:
             argv += ["--store", "URL"]
     if command == "run" and getattr(args, "trial_timeout", None) is not None:
         argv += ["--trial-timeout", f"{args.trial_timeout:g}"]
+    if command == "run" and getattr(args, "search_seeds", None):
+        argv += ["--search-seeds", str(args.search_seeds)]
     if command == "run" and getattr(args, "workers", 1) != 1:
         argv += ["--workers", str(args.workers)]
     # "--" keeps a name that starts with "-" from being read as an option.

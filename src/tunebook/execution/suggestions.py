@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunebook.experiment import Experiment
+from tunebook.experiment.seeds import seeded_studies
 from tunebook.search.designers import (
     Designer,
     Observation,
@@ -21,6 +22,7 @@ from tunebook.search.designers import (
 from tunebook.search.designers import (
     designer as registered,
 )
+from tunebook.search.space import SearchSpace, Value
 from tunebook.store.api import StoreAPI
 from tunebook.store.sql import TERMINAL, NewTrial, StudyRow, StudySpec, TrialRow
 
@@ -33,28 +35,35 @@ def materialize(experiment: Experiment) -> tuple[list[StudySpec], TrialRows]:
     """Studies and their trials ``(index, params, seed)`` for the store.
 
     Each study searches the same nuisance points (same seed): a paired comparison of the
-    scientific values, so differences between studies are not luck of the sampling. An
-    adaptive designer's study starts empty: its trials come as the run observes results.
+    scientific values, so differences between studies are not luck of the sampling. With
+    conditional hyperparameters (``nuisance_for``) each study searches its own space, whose
+    shared dimensions come first: the same shared values at the same index. An adaptive
+    designer's study starts empty: its trials come as the run observes results. With
+    ``search.seeds`` every study is repeated per seed (:mod:`tunebook.experiment.seeds`).
     """
-    designer = _designer(experiment, experiment.search.seed, experiment.search.trials)
-    cap = designer.capacity()
-    budget = experiment.search.trials if cap is None else cap
-    # The same points for every study (one seed): computed once.
-    points = designer.suggest(() if designer.adaptive else range(budget))
     studies: list[StudySpec] = []
     trials: TrialRows = {}
-    for spec in experiment.studies():
-        studies.append(StudySpec(spec.name, spec.position, spec.scientific, designer.name,
-                                 experiment.search.seed, budget))
-        trials[spec.name] = [
-            NewTrial(i, {**experiment.fixed, **spec.scientific, **nuisance},
-                     trial_seed(experiment.search.seed, spec.name, i))
-            for i, nuisance in enumerate(points)]
+    # The same points for every study of one space and seed: computed once per pair.
+    points: dict[tuple[int, SearchSpace], tuple[Designer, int, list[dict[str, Value]]]] = {}
+    for pos, st in enumerate(seeded_studies(experiment)):
+        space = experiment.study_space(st.spec)
+        if (st.seed, space) not in points:
+            d = _designer(experiment, st.seed, experiment.search.trials, space)
+            cap = d.capacity()
+            n = experiment.search.trials if cap is None else cap
+            points[st.seed, space] = (d, n, d.suggest(() if d.adaptive else range(n)))
+        designer, budget, suggested = points[st.seed, space]
+        studies.append(StudySpec(st.name, pos, st.spec.scientific, designer.name, st.seed,
+                                 budget))
+        trials[st.name] = [
+            NewTrial(i, {**experiment.fixed, **st.spec.scientific, **nuisance},
+                     trial_seed(st.seed, st.name, i))
+            for i, nuisance in enumerate(suggested)]
     return studies, trials
 
 
-def _designer(experiment: Experiment, seed: int, budget: int) -> Designer:
-    return make_designer(experiment.search.algorithm, experiment.nuisance, seed, budget,
+def _designer(experiment: Experiment, seed: int, budget: int, space: SearchSpace) -> Designer:
+    return make_designer(experiment.search.algorithm, space, seed, budget,
                          experiment.objective.goal)
 
 
@@ -81,8 +90,11 @@ class Suggestions:
         studies: list[tuple[StudyRow, Designer, set[int]]] = []
         if not registered.get(experiment.search.algorithm).adaptive:
             return cls(store, experiment, exp_id, studies)  # every trial was written up front
+        specs = {st.name: st.spec for st in seeded_studies(experiment)}
         for study in store.studies(exp_id):
-            d = _designer(experiment, study.seed, study.budget)
+            spec = specs.get(study.name)
+            space = experiment.nuisance if spec is None else experiment.study_space(spec)
+            d = _designer(experiment, study.seed, study.budget, space)
             saved = store.designer_state(study.id)
             d.restore(saved.get("designer", {}))
             studies.append((study, d, set(saved.get("observed", []))))
@@ -96,7 +108,7 @@ class Suggestions:
             trials = self.store.trials(self.exp_id, study=study.name)
             new = [t for t in trials if t.status in TERMINAL and t.index not in observed]
             if new:
-                designer.observe([self._observation(t) for t in new])
+                designer.observe([self._observation(t, designer.space) for t in new])
                 observed.update(t.index for t in new)
             start = max((t.index + 1 for t in trials), default=0)
             indices = range(start, min(study.budget, start + wanted))
@@ -111,8 +123,9 @@ class Suggestions:
                 self.store.save_designer_state(study.id, state)
         return added
 
-    def _observation(self, t: TrialRow) -> Observation:
+    def _observation(self, t: TrialRow, space: SearchSpace | None = None) -> Observation:
         # The best value ranks trials (as best_trial does); only a completed trial has one.
         value = t.best_value if t.status == "completed" else None
-        nuisance = {k: v for k, v in t.params.items() if k in self.experiment.nuisance}
+        searched = self.experiment.nuisance if space is None else space  # the study's space
+        nuisance = {k: v for k, v in t.params.items() if k in searched}
         return Observation(t.index, nuisance, value, t.status)

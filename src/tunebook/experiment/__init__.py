@@ -1,10 +1,14 @@
 """Experiments: one round of the playbook's incremental tuning strategy, as data.
 
 An :class:`Experiment` names a goal, an objective, the scientific hyperparameters (one study per
-value, or per combination of values), the nuisance search space (optimised away inside each study)
-and the fixed values. It is built from YAML (:meth:`Experiment.from_yaml`), from a plain dict
-(:meth:`Experiment.from_dict`) or directly in Python; every path validates the same way, once,
-when the Experiment is built, and every error names the source, the key and the bad value.
+value, or per combination of values; or ``configs``, a hand-written list of configurations, one
+study each: :mod:`tunebook.experiment.listed`), the nuisance search space (optimised away inside
+each study; empty: every trial of a study is a replicate, the same configuration with its own
+training seed; ``nuisance_for`` adds hyperparameters only the studies of one scientific value
+search: :mod:`tunebook.experiment.conditional`) and the fixed values. It is built from YAML
+(:meth:`Experiment.from_yaml`), from a plain dict (:meth:`Experiment.from_dict`) or directly in
+Python; every path validates the same way, once, when the Experiment is built, and every error
+names the source, the key and the bad value.
 
 Reading a document is :mod:`tunebook.experiment.parse` (the keys it may hold: ``TOP_KEYS``);
 the rules and limits are :mod:`tunebook.experiment.checks` (``check_experiment``;
@@ -18,6 +22,7 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,8 @@ from tunebook.experiment.checks import (
     Reader,
     check_experiment,
 )
+from tunebook.experiment.conditional import study_space
+from tunebook.experiment.listed import config_label, config_values, scientific_values
 from tunebook.experiment.parse import parse_document, read_yaml
 from tunebook.objective import Objective
 from tunebook.search.space import SearchSpace, Value
@@ -55,11 +62,22 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Search:
-    """How each study samples the nuisance space: algorithm, trials per study, seed."""
+    """How each study samples the nuisance space: algorithm, trials per study, seed.
+
+    ``seeds`` (study variance): repeat every study's search with each of these seeds; the first
+    is ``seed`` (see :mod:`tunebook.experiment.seeds`). Empty: one search, with ``seed``.
+    """
 
     algorithm: str = "quasi_random"
     trials: int = 20
     seed: int = 0
+    seeds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, list | tuple):
+            object.__setattr__(self, "seeds", tuple(self.seeds))
+            if self.seeds and isinstance(self.seeds[0], int):
+                object.__setattr__(self, "seed", self.seeds[0])  # the primary search
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,14 @@ class Experiment:
     #: The experiment this one follows (the previous round, or the search a retrain repeats):
     #: a link for the project page, not part of the experiment's identity.
     follows: str | None = None
+    #: Studies from a hand-written list instead of ``scientific``: one per entry, an optional
+    #: ``name`` and the hyperparameter values the study holds fixed (rules:
+    #: :mod:`tunebook.experiment.listed`).
+    configs: tuple[Mapping[str, Value], ...] = ()
+    #: Conditional nuisance hyperparameters: ``{"NAME=VALUE": space}``, searched (on top of
+    #: ``nuisance``) by the studies holding that scientific value (rules:
+    #: :mod:`tunebook.experiment.conditional`).
+    nuisance_for: Mapping[str, SearchSpace] = field(default_factory=dict)
     source: str = "<python>"
     base_dir: str = "."
 
@@ -109,6 +135,11 @@ class Experiment:
         object.__setattr__(
             self, "scientific", {k: tuple(v) for k, v in sorted(self.scientific.items())})
         object.__setattr__(self, "fixed", dict(self.fixed))
+        object.__setattr__(self, "nuisance_for", {
+            k: v if isinstance(v, SearchSpace) or not isinstance(v, Mapping) else SearchSpace(v)
+            for k, v in sorted(self.nuisance_for.items(), key=lambda kv: str(kv[0]))})
+        object.__setattr__(self, "configs", tuple(
+            dict(c) if isinstance(c, Mapping) else c for c in self.configs))
         object.__setattr__(self, "checks", {k: dict(v) for k, v in self.checks.items()})
         check_experiment(self)
 
@@ -128,8 +159,43 @@ class Experiment:
                    **fields, source=source, base_dir=base_dir)
 
     # ----------------------------------------------------------------- derived
+    @property
+    def replicates(self) -> bool:
+        """True when no study searches a nuisance hyperparameter: every trial of a study runs
+        the same configuration, each with its own training seed (``search.trials`` seeds)."""
+        return len(self.nuisance) == 0 and not self.nuisance_for
+
+    @property
+    def searched(self) -> SearchSpace:
+        """Every nuisance hyperparameter some study searches: ``nuisance`` and the blocks of
+        ``nuisance_for`` (a name in several blocks has one definition)."""
+        if not self.nuisance_for:
+            return self.nuisance
+        union = dict(self.nuisance)
+        for block in self.nuisance_for.values():
+            union.update(block)
+        return SearchSpace(union)
+
+    def study_space(self, study: StudySpec) -> SearchSpace:
+        """What ``study`` searches: ``nuisance`` (first: trial ``i`` of every study has the same
+        shared point) and the ``nuisance_for`` blocks its scientific values select."""
+        return study_space(self, study.scientific)
+
+    @cached_property
+    def scientific_values(self) -> dict[str, tuple[Value, ...]]:
+        """Every hyperparameter that tells the studies apart, with its values: ``scientific``
+        itself, or with ``configs`` every key of the entries with its distinct values (an entry
+        may leave a key out)."""
+        if not self.configs:
+            return dict(self.scientific)
+        return scientific_values([config_values(c) for c in self.configs])
+
     def studies(self) -> list[StudySpec]:
-        """One study per combination of scientific values, in a stable order."""
+        """One study per combination of scientific values (or per ``configs`` entry, in the
+        listed order), in a stable order."""
+        if self.configs:
+            return [StudySpec(config_label(c), pos, config_values(c))
+                    for pos, c in enumerate(self.configs)]
         if not self.scientific:
             return [StudySpec("main", 0, {})]
         names = list(self.scientific)
@@ -158,6 +224,13 @@ class Experiment:
             "nuisance": nuisance,
             "fixed": dict(self.fixed),
         })
+        if self.search.seeds:  # only when set: older experiments keep their identity
+            out["search"]["seeds"] = list(self.search.seeds)
+        if self.configs:  # only when given: the identity of other experiments is unchanged
+            out["configs"] = [dict(c) for c in self.configs]
+        if self.nuisance_for:  # likewise
+            out["nuisance_for"] = {cond: {name: hp.to_json() for name, hp in block.items()}
+                                   for cond, block in self.nuisance_for.items()}
         if self.trial_timeout is not None:
             out["trial_timeout"] = self.trial_timeout
         if self.checks:

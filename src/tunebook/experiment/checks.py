@@ -223,7 +223,14 @@ def check_experiment(exp: Experiment) -> None:
     _check_search(exp, r)
     _check_values(exp, r)
     _check_size(exp, r)
+    # Imported here: they import this module's Reader.
+    from tunebook.experiment.conditional import check_conditional
+    from tunebook.experiment.listed import check_configs
+
+    check_configs(exp, r)
+    check_conditional(exp, r)
     _check_studies(exp, r)
+    _check_search_seeds(exp, r)
 
 
 def _check_program(exp: Experiment, r: Reader) -> None:
@@ -282,9 +289,6 @@ def _check_search(exp: Experiment, r: Reader) -> None:
               "when a run starts)")
     r.integer("search.seed", exp.search.seed, 0, MAX_SEED,
               " (the store keeps seeds as 64-bit integers)")
-    if len(exp.nuisance) == 0:
-        raise r.fail("nuisance", "the search space is empty: a study needs at least one "
-                     "nuisance hyperparameter to optimise away")
     if exp.search.algorithm == "grid" and len(exp.nuisance) > 2:
         raise r.fail("search.algorithm", f"grid search only suits 1-2 nuisance hyperparameters"
                      f" (the playbook), got {len(exp.nuisance)}: use quasi_random")
@@ -321,9 +325,10 @@ def _check_studies(exp: Experiment, r: Reader) -> None:
     seen: dict[str, StudySpec] = {}
     for spec in exp.studies():
         if len(spec.name) > MAX_NAME_LENGTH:
-            raise r.fail("scientific", f"gives the study name {show(spec.name)} of "
-                         f"{len(spec.name)} characters, at most {MAX_NAME_LENGTH} are "
-                         "allowed: shorten the scientific names or values")
+            raise r.fail("configs" if exp.configs else "scientific",
+                         f"gives the study name {show(spec.name)} of {len(spec.name)} "
+                         f"characters, at most {MAX_NAME_LENGTH} are allowed: shorten the "
+                         "scientific names or values")
         if spec.name in seen:
             first, second = seen[spec.name].scientific, spec.scientific
             key = next(k for k in first if first[k] != second[k] or
@@ -331,7 +336,7 @@ def _check_studies(exp: Experiment, r: Reader) -> None:
             raise r.fail(f"scientific.{key}", f"values {first[key]!r} and {second[key]!r} "
                          f"give the same study name {spec.name!r}; make them distinct")
         seen[spec.name] = spec
-    roles = {"scientific": set(exp.scientific), "nuisance": set(exp.nuisance),
+    roles = {"scientific": set(exp.scientific_values), "nuisance": set(exp.nuisance),
              "fixed": set(exp.fixed)}
     for (ra, a), (rb, b) in itertools.combinations(roles.items(), 2):
         both = sorted(a & b)
@@ -342,7 +347,8 @@ def _check_studies(exp: Experiment, r: Reader) -> None:
 
 def _check_size(exp: Experiment, r: Reader) -> None:
     """At most :data:`MAX_TRIALS` trials in all: every one is materialised up front."""
-    studies = math.prod(len(v) for v in exp.scientific.values())
+    studies = (len(exp.configs) if exp.configs
+               else math.prod(len(v) for v in exp.scientific.values()))
     if studies > MAX_TRIALS:
         raise r.fail("scientific", f"{studies:,} combinations of scientific values, i.e. "
                      f"{studies:,} studies; an experiment holds at most {MAX_TRIALS:,} "
@@ -361,3 +367,36 @@ def _check_size(exp: Experiment, r: Reader) -> None:
                      f"experiment holds at most {MAX_TRIALS:,} (every trial is written to "
                      "the store when a run starts): lower search.trials, use fewer values, "
                      "or split the experiment")
+
+
+#: The most search seeds an experiment may repeat its studies with (study variance).
+MAX_SEARCH_SEEDS = 100
+
+
+def _check_search_seeds(exp: Experiment, r: Reader) -> None:
+    """``search.seeds``: empty, or 2 to :data:`MAX_SEARCH_SEEDS` distinct seeds in
+    ``[0, MAX_SEED]`` (one seed is ``search.seed``); not with a grid search nor an empty
+    nuisance space (no luck of the sampling to measure); at most ``MAX_TRIALS`` trials over
+    every seed."""
+    seeds = exp.search.seeds
+    if not seeds:
+        return
+    if len(seeds) < 2 or len(seeds) > MAX_SEARCH_SEEDS:
+        raise r.fail("search.seeds", f"must list 2 to {MAX_SEARCH_SEEDS} seeds (one search is "
+                     f"search.seed), got {len(seeds)}")
+    for i, seed in enumerate(seeds):
+        r.integer(f"search.seeds[{i}]", seed, 0, MAX_SEED,
+                  " (the store keeps seeds as 64-bit integers)")
+    if len(exp.nuisance) == 0:
+        raise r.fail("search.seeds", "the nuisance space is empty: there is no search to "
+                     "repeat (replicates already differ only by their training seeds)")
+    if exp.search.algorithm == "grid":
+        raise r.fail("search.seeds", "a grid search gives the same points under every seed: "
+                     "study variance needs quasi_random, random or an adaptive algorithm")
+    if len(set(seeds)) != len(seeds):
+        dup = next(s for i, s in enumerate(seeds) if s in seeds[:i])
+        raise r.fail("search.seeds", f"seeds must differ (the same seed repeats the same "
+                     f"search), got {dup} twice")
+    if exp.search.trials * len(seeds) * len(exp.studies()) > MAX_TRIALS:
+        raise r.fail("search.seeds", f"{len(seeds)} seeds x {len(exp.studies())} studies x "
+                     f"{exp.search.trials} trials is more than {MAX_TRIALS} trials")

@@ -28,6 +28,8 @@ from tunebook.experiment.checks import (
     nearest,
     show,
 )
+from tunebook.experiment.conditional import parse_conditional
+from tunebook.experiment.listed import parse_configs
 from tunebook.objective import parse_goal
 from tunebook.search.space import (
     Categorical,
@@ -51,7 +53,9 @@ TOP_KEYS = (
     "eval_every",
     "search",
     "scientific",
+    "configs",
     "nuisance",
+    "nuisance_for",
     "fixed",
     "trial_timeout",
     "checks",
@@ -235,7 +239,15 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
     if goal is None:
         raise r.fail("objective.goal", f"must be minimize or maximize (or min, max), "
                                        f"{got(obj.get('goal'))}")
-    search = r.mapping("search", doc.get("search") or {}, ("algorithm", "trials", "seed"))
+    search = r.mapping("search", doc.get("search") or {},
+                       ("algorithm", "trials", "seed", "seeds"))
+    if "seeds" in search:  # study variance: the search repeated with each seed
+        if not isinstance(search["seeds"], list) or not search["seeds"]:
+            raise r.fail("search.seeds", f"must be a list of integers, {got(search['seeds'])}")
+        if "seed" in search and search["seed"] != search["seeds"][0]:
+            raise r.fail("search.seed", f"the first of search.seeds is the primary search's "
+                         f"seed: give one of them, got seed {show(search['seed'])} and seeds "
+                         f"{show(search['seeds'])}")
     nuisance = {k: r.hyperparameter(f"nuisance.{r.key(k)}", v)
                 for k, v in r.mapping("nuisance", doc["nuisance"] or {}, ()).items()}
     scientific = {k: tuple(as_scalar(x) for x in (v if isinstance(v, list) else [v]))
@@ -268,9 +280,12 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         "max_train_steps": doc["max_train_steps"],
         "eval_every": doc["eval_every"],
         "search": {"algorithm": search.get("algorithm", "quasi_random"),
-                   "trials": search.get("trials", 20), "seed": search.get("seed", 0)},
+                   "trials": search.get("trials", 20), "seed": search.get("seed", 0),
+                   **({"seeds": tuple(search["seeds"])} if "seeds" in search else {})},
         "scientific": scientific,
+        "configs": parse_configs(r, doc.get("configs")),
         "nuisance": SearchSpace(nuisance),
+        "nuisance_for": parse_conditional(r, doc.get("nuisance_for")),
         "fixed": fixed,
         "trial_timeout": None if timeout is None else as_number(timeout),
         "checks": checks,

@@ -163,19 +163,24 @@ def _markdown(data: ExperimentData, rows: list[dict[str, Any]]) -> str:
 def _header(data: ExperimentData) -> str:
     exp = data.experiment
     role_rows = []
-    for name, values in exp.scientific.items():
+    for name, values in exp.scientific_values.items():
         role_rows.append(("scientific", name, ", ".join(_fmt(v) for v in values)))
     for name, hp in exp.nuisance.items():
         role_rows.append(("nuisance", name, hp.describe(_fmt)))
+    for cond, block in exp.nuisance_for.items():
+        role_rows.extend((f"nuisance if {cond}", name, hp.describe(_fmt))
+                         for name, hp in block.items())
     for name, value in exp.fixed.items():
         role_rows.append(("fixed", name, _fmt(value)))
     roles = "".join(f"<tr><td>{_e(r)}</td><td><code>{_e(n)}</code></td><td>{_e(v)}</td></tr>"
                     for r, n, v in role_rows)
     search = exp.search
+    seeds = (f"seeds {', '.join(map(str, search.seeds))}" if search.seeds
+             else f"seed {search.seed}")
     facts = [("workload", exp.workload or " ".join(exp.command or ())),
              ("objective", f"{data.metric} ({data.goal}, "
                            f"{'final value' if data.final else 'best over training'})"),
-             ("search", f"{search.algorithm}, seed {search.seed}, {search.trials} trials per "
+             ("search", f"{search.algorithm}, {seeds}, {search.trials} trials per "
                         f"study, {len(data.studies)} studies"),
              ("max_train_steps", exp.max_train_steps), ("eval_every", exp.eval_every),
              ("reproduce", reproduction(data))]
@@ -315,7 +320,12 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
     """Render the page, the tracking table and the findings for ``data`` (and what procedures
     recommended about it, if any)."""
     from tunebook.analysis.checks import run_checks, thresholds_used
+    from tunebook.analysis.variance import primary, study_variance
+    from tunebook.report.variance import variance_html
 
+    # With search.seeds, everything but the "Study variance" section reads the primary seed.
+    seeds_html = variance_html(study_variance(data), data.metric)
+    data = primary(data)
     if findings is None:
         findings = run_checks(data)
     rows = tracking_rows(data)
@@ -324,7 +334,7 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
     axes = axis_plots(data)
     payload = _payload(data, boxes, iso, axes)
     sections = [_header(data), _recommendations_html(recommendations), _tracking(data, rows),
-                _isolation_html(iso),
+                _isolation_html(iso), seeds_html,
                 _axis_html(axes, payload["objective_label"]), _curves_html(payload),
                 _enough_html(boxes), _findings_html(tuple(findings), thresholds_used(data))]
     page = (
@@ -399,8 +409,8 @@ def _verdict_numbers_html(n: dict[str, Any]) -> str:
     share = "-" if n["share"] is None else f"{n['share']:.0%}"
     rows = [
         ("gap", _fmt(n["gap"]) + (f" ({n['gap_examples']})" if n["gap_examples"] else "")),
-        ("shared nuisance points (pairs)", f"{n['n_pairs']} ({n['n_feasible']} feasible in "
-                                           f"both)"),
+        ("seed pairs (replicates)" if n.get("replicates") else "shared nuisance points (pairs)",
+         f"{n['n_pairs']} ({n['n_feasible']} feasible in both)"),
         (f"{n['best']} better / worse / tied", f"{n['wins']} / {n['losses']} / {n['ties']} "
                                                 f"(top half: {n['top_half_wins']} / "
                                                 f"{n['top_half_losses']} of {n['top_half']})"),

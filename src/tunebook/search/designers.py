@@ -123,6 +123,8 @@ def make_designer(algorithm: str, space: SearchSpace, seed: int, trials: int,
 
 
 def _halton(seed: int, dims: int, indices: Sequence[int]) -> list[list[float]]:
+    if dims == 0:  # an empty space (replicates): every point is the empty point
+        return [[] for _ in indices]
     # Imported here: NumPy stays out of `import tunebook` (the experiment validates names).
     from tunebook.search.halton import scrambled_halton
 
@@ -156,7 +158,9 @@ class GridDesigner(Designer):
     """A grid over 1-2 nuisance hyperparameters (the playbook allows no more).
 
     Categorical and discrete hyperparameters contribute every value; each continuous one gets
-    ``levels`` evenly spaced points in its scale, ends included.
+    ``levels`` evenly spaced points in its scale, ends included. An empty space (replicates:
+    every trial the same configuration, each with its own seed) has ``trials`` points, all
+    the empty point.
     """
 
     def __init__(self, space: SearchSpace, seed: int, trials: int = 20,
@@ -172,7 +176,10 @@ class GridDesigner(Designer):
             self._units.append(hp.grid_units(self.levels))
 
     def capacity(self) -> int:
-        """The number of grid points."""
+        """The number of grid points (``trials`` replicates of the empty point when the space
+        is empty)."""
+        if not self._units:
+            return self.trials
         return math.prod(len(u) for u in self._units)
 
     def suggest(self, indices: Sequence[int]) -> list[dict[str, Value]]:
@@ -181,7 +188,7 @@ class GridDesigner(Designer):
         for i in indices:
             if not 0 <= i < self.capacity():
                 raise IndexError(f"grid has {self.capacity()} points, index {i} is outside")
-            coords = []
+            coords: list[float] = []
             rest = int(i)
             for units in reversed(self._units):
                 rest, digit = divmod(rest, len(units))
@@ -201,7 +208,8 @@ class RefineDesigner(Designer):
     finished, so its points depend on the seed and the observed values alone, never on which
     worker finished first: a run killed and resumed suggests the trials an uninterrupted run
     would. Infeasible and failed trials count as finished, never as best; while no trial is
-    feasible the rounds go on with the quasi-random sequence. It exploits: use it after an
+    feasible the rounds go on with the quasi-random sequence; over an empty space (replicates)
+    nothing waits. It exploits: use it after an
     exploration round has settled the search space, not instead of one.
     """
 
@@ -247,8 +255,8 @@ class RefineDesigner(Designer):
                 raise ValueError(f"refine suggests trials in order: expected index "
                                  f"{len(self._units)}, got {i}")
             _, start = self._round(i)
-            if any(j not in self._observed for j in range(start)):
-                break  # the round waits for every earlier trial
+            if len(self.space) and any(j not in self._observed for j in range(start)):
+                break  # the round waits for every earlier trial (replicates have no box)
             self._units.append(self._point(i))
             out.append(self.space.from_unit(self._units[-1]))
         return out

@@ -324,11 +324,17 @@ Hyperparameter: TypeAlias = Float | Int | Discrete | Categorical
 class SearchSpace(Mapping[str, Hyperparameter]):
     """An immutable mapping of hyperparameter names to their definitions.
 
-    Iteration order (and so the dimension order of the unit cube) is sorted by name.
+    Iteration order (and so the dimension order of the unit cube) is sorted by name; with
+    ``first``, the names in ``first`` come first (sorted), then the others (sorted): a study
+    with conditional hyperparameters puts the shared ones first, so that a designer whose
+    dimension ``j`` depends only on ``j`` (quasi-random, random) gives every study the same
+    shared point at the same index. The order is part of the space (two orders are two spaces).
     """
 
-    def __init__(self, params: Mapping[str, Hyperparameter]) -> None:
-        self._params = {name: params[name] for name in sorted(params)}
+    def __init__(self, params: Mapping[str, Hyperparameter], first: Sequence[str] = ()) -> None:
+        lead = sorted(n for n in set(first) if n in params)
+        rest = sorted(n for n in params if n not in set(lead))
+        self._params = {name: params[name] for name in (*lead, *rest)}
 
     def __getitem__(self, name: str) -> Hyperparameter:
         return self._params[name]
@@ -343,7 +349,8 @@ class SearchSpace(Mapping[str, Hyperparameter]):
         return f"SearchSpace({self._params!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, SearchSpace) and self._params == other._params
+        return isinstance(other, SearchSpace) and (
+            list(self._params.items()) == list(other._params.items()))
 
     def __hash__(self) -> int:
         return hash(tuple(self._params.items()))

@@ -78,6 +78,7 @@ def check_enough_trials(data: ExperimentData, th: BudgetThresholds = DEFAULTS) -
                   "draws": stats.BOOTSTRAP_DRAWS, "seed": stats.BOOTSTRAP_SEED, "studies": rows},
         action=("Run more trials per study (or be less ambitious in the tuning goals) before "
                 "concluding that the studies differ: with this many trials, a luckier or "
-                "unluckier sample of the nuisance space could reorder them."),
+                "unluckier " + ("set of seeds" if cmp.replicates else
+                                "sample of the nuisance space") + " could reorder them."),
         trials=[c.trial_ref(t) for t in cmp.trials],
         advice={"trials": "more", "studies": "within_spread"})]

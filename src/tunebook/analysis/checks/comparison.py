@@ -16,6 +16,10 @@ __all__ = ["check_isolation"]
 
 
 def _action(cmp: Comparison) -> str:
+    if cmp.verdict == "differ" and cmp.replicates:
+        return ("Treat the difference as real for this experiment's conclusions: the studies "
+                "are already replicates (one configuration, several seeds each); compare their "
+                "means over the seeds, not their best seed, before a launch decision.")
     if cmp.verdict == "differ":
         return ("Treat the difference as real for this experiment's conclusions; before a "
                 "launch decision, retrain the best trials of both studies with several seeds "
@@ -30,6 +34,9 @@ def _action(cmp: Comparison) -> str:
                 "(bigger batch, more validation data, learning rate decay, Polyak averaging) or "
                 "retrain the best trials with several seeds before concluding.")
     if cmp.limit == "sampling":
+        if cmp.replicates:
+            return ("Run more seeds per study before concluding: other seeds could reorder "
+                    "the studies.")
         return ("Run more trials per study before concluding: another sample of the nuisance "
                 "space could reorder the studies.")
     return ("Too little data to judge the spread: run more trials and retrain the best ones "

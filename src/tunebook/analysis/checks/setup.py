@@ -93,7 +93,8 @@ def _uses_adam(data: ExperimentData) -> bool:
     """Adam (or AdamW, NAdam) as a fixed or scientific ``optimizer`` value, or Adam's beta1,
     beta2 or epsilon among the nuisance hyperparameters."""
     exp = data.experiment
-    for name, values in [*((k, (v,)) for k, v in exp.fixed.items()), *exp.scientific.items()]:
+    for name, values in [*((k, (v,)) for k, v in exp.fixed.items()),
+                         *exp.scientific_values.items()]:
         if name.lower().endswith(("optimizer", "opt")) and any(
                 str(v).lower() in ADAM_NAMES for v in values):
             return True
@@ -140,7 +141,7 @@ def check_batch_size_tuned(data: ExperimentData,
             evidence={"role": "nuisance", "search_space": hp.to_json(), "best_values": best},
             hyperparameter=name, trials=refs,
             advice={f"range:{name}": "fix", f"choose:{name}": "by_cost"}))
-    for name, values in data.experiment.scientific.items():
+    for name, values in data.experiment.scientific_values.items():
         if not is_batch_size(name):
             continue
         tuned = [n for n in data.varied() if is_learning_rate(n)]
@@ -185,7 +186,8 @@ def check_too_few_trials(data: ExperimentData, th: SetupThresholds = DEFAULTS) -
     Fires (``warning``) when either:
 
     - the budget is below ``min_trials_per_hp`` (5) times the number of nuisance
-      hyperparameters (6 trials for 6 hyperparameters: 30 would be needed); or
+      hyperparameters (6 trials for 6 hyperparameters: 30 would be needed; with
+      ``nuisance_for``, those of the study that searches the most); or
     - the optimizer is Adam (a fixed or scientific ``optimizer`` adam/adamw/nadam, or beta1,
       beta2 or epsilon among the nuisance names, :func:`adam_role`) and the nuisance space
       holds one of Adam's hyperparameters that the playbook does not tune at this budget:
@@ -196,7 +198,9 @@ def check_too_few_trials(data: ExperimentData, th: SetupThresholds = DEFAULTS) -
     Advice: ``trials: more``, and ``range:NAME: fix`` for each Adam hyperparameter the
     playbook would not tune at this budget.
     """
-    varied = data.varied()
+    # With conditional hyperparameters (nuisance_for) the largest study's space counts.
+    varied = max((dict(data.experiment.study_space(s)) for s in data.experiment.studies()),
+                 key=len, default={})
     k = len(varied)
     if not k:
         return []
@@ -204,7 +208,8 @@ def check_too_few_trials(data: ExperimentData, th: SetupThresholds = DEFAULTS) -
     needed = th.min_trials_per_hp * k
     adam = _uses_adam(data)
     plan = _adam_plan(budget, th) if adam else ()
-    excess = [n for n in varied if adam and (r := adam_role(n)) is not None and r not in plan]
+    excess = [n for n in data.varied() if adam and (r := adam_role(n)) is not None
+              and r not in plan]
     if budget >= needed and not excess:
         return []
     finished = [sum(1 for t in data.trials if t.study == s and t.status in
