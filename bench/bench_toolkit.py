@@ -4,7 +4,7 @@ Target: the toolkit (schedule, clipping, evaluation, checkpoints) costs <= 3% of
 second of a bare PyTorch loop doing the same arithmetic, both measured in the same run.
 
 Both loops train the same MLP (64-256-256-10, ReLU) on scikit-learn's digits (1,198 training and
-599 validation examples, the split of ``tunebook.workloads.digits``), batch 64, from the same
+599 validation examples, the bench's own fixed split), batch 64, from the same
 initial weights and the same batch order, with the same optimizer class
 (``tunebook.torch.optim.Adam``, the playbook's update rule; ``torch.optim.Adam`` places epsilon
 differently). Every ``eval_every`` steps each loop evaluates on the validation set and writes a
