@@ -23,6 +23,7 @@ from tunebook.search.space import Categorical, Discrete, Float, Int, SearchSpace
 
 if TYPE_CHECKING:
     from tunebook.analysis.results import TrialRecord, trial_records
+    from tunebook.analysis.selection import best_checkpoint
     from tunebook.execution.runner import RunResult, run
     from tunebook.search.designers import Designer, Observation, designer
     from tunebook.store.api import StoreAPI
@@ -52,6 +53,7 @@ __all__ = [
     "TunebookError",
     "WorkloadError",
     "__version__",
+    "best_checkpoint",
     "designer",
     "run",
     "trial_records",
@@ -67,6 +69,7 @@ _LAZY = {
     "Store": "tunebook.store.sql",
     "TrialRecord": "tunebook.analysis.results",
     "trial_records": "tunebook.analysis.results",
+    "best_checkpoint": "tunebook.analysis.selection",
 }
 
 

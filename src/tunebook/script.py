@@ -34,8 +34,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["checkpoint", "eval_every", "hparams", "infeasible", "max_train_steps", "report",
-           "resume_dir", "seed", "start_step", "trial_dir"]
+__all__ = ["checkpoint", "eval_every", "final_eval", "hparams", "infeasible", "max_train_steps",
+           "report", "resume_dir", "seed", "start_step", "trial_dir"]
 
 _INT = re.compile(r"[+-]?\d+")
 _counter = itertools.count()
@@ -106,6 +106,18 @@ def resume_dir() -> Path | None:
     """The folder of the checkpoint to resume from (``TUNEBOOK_RESUME_FROM``), or None for a
     fresh start. Read it at start-up: older checkpoints are pruned as new ones are published."""
     value = os.environ.get("TUNEBOOK_RESUME_FROM")
+    return Path(value) if value else None
+
+
+def final_eval() -> Path | None:
+    """The checkpoint folder to evaluate on the test set when ``tunebook final-eval`` runs the
+    script (``TUNEBOOK_MODE=final_eval``), else None (a training run). In that mode the script
+    loads the folder, evaluates on its test split, reports ``test_*`` metrics with
+    :func:`report` (at the folder's step, :func:`start_step`) and exits, training nothing
+    (``docs/final-evaluation.md``)."""
+    if os.environ.get("TUNEBOOK_MODE") != "final_eval":
+        return None
+    value = os.environ.get("TUNEBOOK_CHECKPOINT")
     return Path(value) if value else None
 
 

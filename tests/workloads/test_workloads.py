@@ -191,10 +191,11 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_mnist1d_is_generated_offline_and_cached_once(tmp_path: Path, no_network: None,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    mnist1d._arrays.cache_clear()
     mnist1d.load_mnist1d.cache_clear()
     x_train, y_train, x_val, y_val = mnist1d.load_mnist1d(str(tmp_path))
     assert (x_train.shape, y_train.shape, x_val.shape, y_val.shape) == (
-        (4000, 40), (4000,), (1000, 40), (1000,))
+        (3000, 40), (3000,), (1000, 40), (1000,))
     assert x_train.dtype == torch.float32 and y_train.dtype == torch.int64
     assert set(y_train.tolist()) == set(range(10))
     path = mnist1d.cache_file(tmp_path)
@@ -205,7 +206,8 @@ def test_mnist1d_is_generated_offline_and_cached_once(tmp_path: Path, no_network
         raise AssertionError("the cached file was not reused")
 
     monkeypatch.setattr(mnist1d, "_generate", no_generation)
-    mnist1d.load_mnist1d.cache_clear()  # a new worker process: reads the file
+    mnist1d._arrays.cache_clear()  # a new worker process: reads the file
+    mnist1d.load_mnist1d.cache_clear()
     again = mnist1d.load_mnist1d(str(tmp_path))
     assert all(torch.equal(a, b) for a, b in zip(again, (x_train, y_train, x_val, y_val),
                                                  strict=True))
@@ -223,6 +225,7 @@ def test_mnist1d_generation_does_not_disturb_global_generators(tmp_path: Path) -
     want = random.random(), np.random.rand()
     random.seed(5)
     np.random.seed(5)
+    mnist1d._arrays.cache_clear()
     mnist1d.load_mnist1d.cache_clear()
     mnist1d.load_mnist1d(str(tmp_path))  # make_dataset reseeds both with 42
     assert (random.random(), np.random.rand()) == want

@@ -39,6 +39,7 @@ from tunebook.cli.common import (
 )
 from tunebook.cli.decide import add_parsers as _add_decide_parsers
 from tunebook.cli.decide import cmd_report_or_project
+from tunebook.cli.final_eval import add_parser as _add_final_eval
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
 from tunebook.cli.rounds import add_parser as add_next_round
 from tunebook.cli.run import cmd_run
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_note)
     add_next_round(sub, common)
     _add_decide_parsers(sub, common)
+    _add_final_eval(sub, common)
     return parser
 
 

@@ -128,6 +128,14 @@ def cmd_trials(args: argparse.Namespace) -> int:
     obj = _objective(args, store)
     records = [r.as_dict() for r in trial_records(store, args.name, obj.metric, obj.goal)]
     if args.format == "json":
+        from tunebook.core.paths import trial_dir
+        from tunebook.execution.final_eval import best_checkpoint
+
+        # Each trial's best checkpoint folder (None when none is kept): one stat per trial.
+        for r in records:
+            found = best_checkpoint(trial_dir(args.root, args.name, r["study"], r["index"]),
+                                    r["best_step"], obj)
+            r["checkpoint"] = str(found[1].resolve()) if found else None
         # Strict JSON for other tools: a non-finite number becomes null.
         json.dump(finite_json(records), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")

@@ -526,6 +526,11 @@ def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None
     from tunebook.procedures import recommendations
 
     report = build_report(data, recommendations=recommendations(store, name))
+    import dataclasses
+
+    from tunebook.report.final_evals import with_final_evals
+
+    report = dataclasses.replace(report, html=with_final_evals(report.html, store, name))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written to a temporary name first: a reader never sees half a page.

@@ -18,6 +18,7 @@ __all__ = [
     "CLAIMABLE",
     "TERMINAL",
     "ExperimentRow",
+    "FinalEvalRow",
     "LaunchRow",
     "NewTrial",
     "RecommendationRow",
@@ -126,6 +127,21 @@ class LaunchRow:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class FinalEvalRow:
+    """One look at the test set as stored: the trial evaluated, when, from which host, how it
+    was chosen (``selection``, e.g. ``{"rule": "best", "metric": ..., "goal": ...}``) and the
+    test metrics it gave."""
+
+    id: int
+    experiment_id: int
+    trial_id: int
+    created_at: float
+    host: str
+    selection: dict[str, Any]
+    metrics: dict[str, float]
+
+
 # ----------------------------------------------------------------- inputs
 @dataclass(frozen=True)
 class StudySpec:
@@ -191,8 +207,9 @@ class StoreAPI(Protocol):
 
     - each method is atomic, and safe to call again after a lost reply (an outage): ``claim``
       hands a worker back the trial it already holds, ``finish`` of an attempt already recorded
-      returns True, ``start_run``, ``add_note`` and ``add_recommendation`` never record twice,
-      ``register`` and ``add_trials`` only add what is missing;
+      returns True, ``start_run``, ``add_note``, ``add_recommendation`` and
+      ``add_final_eval`` never record twice, ``register`` and ``add_trials`` only add what is
+      missing;
     - ``claim`` is a compare-and-swap: two workers never hold the same trial;
     - ``finish``, ``heartbeat`` ignore (False) a worker that no longer owns the trial;
     - outages are ridden out for ``outage_seconds`` (reporting through ``on_outage``), then,
@@ -327,3 +344,11 @@ class StoreAPI(Protocol):
 
     def launches(self) -> list[LaunchRow]:
         """Every launch of the store, oldest first."""
+
+    # the test set's ledger
+    def add_final_eval(self, experiment_id: int, trial_id: int, selection: Mapping[str, Any],
+                       metrics: Mapping[str, float], host: str = "") -> int:
+        """Record the test metrics of a final evaluation (once across outages); returns its id."""
+
+    def final_evals(self, experiment_id: int) -> list[FinalEvalRow]:
+        """The final evaluations of an experiment, oldest first."""

@@ -119,6 +119,19 @@ recommendations_t = sa.Table(
     sa.Column("payload", sa.Text, nullable=False),
 )
 
+# The test set's ledger: every look at it (``tunebook final-eval``), with how the trial was
+# chosen, so that a second look is counted, never silent. A new table: no version bump.
+final_evals_t = sa.Table(
+    "final_evals", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.Integer, sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("selection", sa.Text, nullable=False),
+    sa.Column("metrics", sa.Text, nullable=False),
+)
+
 
 def sqlite_url(path: str | Path) -> str:
     """The SQLAlchemy URL of a SQLite file."""

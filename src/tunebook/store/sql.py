@@ -63,6 +63,7 @@ from tunebook.store.checks import (
     check_sqlite_path,
     check_text,
 )
+from tunebook.store.final_evals import FinalEvals
 from tunebook.store.history import History
 from tunebook.store.launches import Launches
 from tunebook.store.queries import (
@@ -101,7 +102,7 @@ __all__ = ["ACTIVE", "CLAIMABLE", "MAX_METRIC_LENGTH", "MAX_NAME_LENGTH", "MAX_S
            "sqlite_url"]
 
 
-class SQLStore(History, Launches):
+class SQLStore(History, Launches, FinalEvals):
     """Access to one tunebook database. Cheap to create; make one per process.
 
     Args:
