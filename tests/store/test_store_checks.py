@@ -89,3 +89,31 @@ def test_a_missing_store_is_created_only_when_asked(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(StoreError, match=r"\(the file is empty\)"):
         check_sqlite_path(path, False, 1.0, "meta", [])
+
+
+def test_opening_a_store_never_opens_its_file_outside_sqlite(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    # Closing any descriptor of a database file drops every POSIX lock the process holds on
+    # it, a store already open in this process included: the checks must leave the file to
+    # SQLite (which shares one descriptor per file between its connections).
+    import builtins
+
+    from tunebook.store.sql import Store
+
+    first = Store.at_root(tmp_path)
+    first.experiments()
+    real_open = builtins.open
+    db = (tmp_path / "tunebook.db").resolve()
+
+    def guarded(file: object, *args: object, **kwargs: object) -> object:
+        if isinstance(file, str | Path) and Path(file).resolve() == db:
+            raise AssertionError(f"open({file!r}) of the database file")
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    second = Store.at_root(tmp_path, create=False)
+    second.experiments()
+    second.close()
+    assert first.experiments() == []
+    first.close()

@@ -8,6 +8,7 @@ the same way, with one line, on both. :mod:`tunebook.store.sql` re-exports the l
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +29,6 @@ __all__ = ["MAX_METRIC_LENGTH", "MAX_NAME_LENGTH", "MAX_SEED", "MAX_STEP", "MAX_
            "check_text", "foreign_database"]
 
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def _shown(text: str) -> str:
@@ -85,13 +85,12 @@ def check_sqlite_file(path: Path, busy_timeout_seconds: float, marker: str,
     root page of each of the store's ``tables`` is read too). "Locked" goes through, for the
     caller to retry.
     """
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(len(_SQLITE_MAGIC))
-    except OSError as exc:
-        raise StoreError(f"cannot read store {path}: {exc.strerror}") from None
-    if magic != _SQLITE_MAGIC:
-        raise StoreError(f"{path} is not a tunebook store: not an SQLite database")
+    # Never open() the file itself: closing any descriptor of a database file drops every POSIX
+    # lock this process holds on it, including those of a store already open in this process
+    # (SQLite's "How To Corrupt An SQLite Database File", 2.2). SQLite reads the header itself
+    # and answers SQLITE_NOTADB for a file that is not a database.
+    if not os.access(path, os.R_OK):
+        raise StoreError(f"cannot read store {path}: Permission denied")
     try:
         conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
                                timeout=busy_timeout_seconds)
@@ -109,6 +108,8 @@ def check_sqlite_file(path: Path, busy_timeout_seconds: float, marker: str,
         if classify(exc) is not None:
             raise
         reason = str(exc)
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            raise StoreError(f"{path} is not a tunebook store: not an SQLite database") from None
         if getattr(exc, "sqlite_errorname", "") == "SQLITE_CANTOPEN":
             raise StoreError(f"cannot open store {path}: {reason}") from None
         if "malformed" in reason:
