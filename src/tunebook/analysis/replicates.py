@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunebook.analysis.data import ExperimentData, TrialData, load
+from tunebook.analysis.selection import parse_ref as parse_trial_ref
 from tunebook.core.numeric import finite
 from tunebook.errors import TunebookError
 from tunebook.objective import Objective
@@ -79,16 +80,13 @@ def parse_ref(store: StoreAPI, text: str, where: str = "REF") -> Ref:
     studies = [st.name for st in store.studies(exp.id)]
     if rest in studies:
         return Ref(name, rest)
-    # Spaces around "#" are allowed: trials are labelled "study #index" everywhere.
-    study, hash_, index = rest.rpartition("#")
-    study, index = (study.rstrip(), index.strip()) if hash_ else (study, index)
-    if hash_ and index.isdigit() and study in studies:
-        idx = int(index)
-        if not any(t.index == idx for t in store.trials(exp.id, study=study)):
-            raise TunebookError(f"{where}: study {study!r} of {name!r} has no trial #{idx}")
-        return Ref(name, study, idx)
-    raise _unknown(f"study of {name!r} named", study if hash_ and index.isdigit() else rest,
-                   studies, where)
+    if "#" not in rest:
+        raise _unknown(f"study of {name!r} named", rest, studies, where)
+    # the trial part reads like every --trial option (selection.parse_ref: "STUDY #INDEX")
+    study, idx = parse_trial_ref(rest, studies, name, option=where)
+    if not any(t.index == idx for t in store.trials(exp.id, study=study)):
+        raise TunebookError(f"{where}: study {study!r} of {name!r} has no trial #{idx}")
+    return Ref(name, study, idx)
 
 
 @dataclass(frozen=True)
