@@ -92,3 +92,40 @@ def test_the_registry() -> None:
         @procedures.procedure("test-eval-every")
         class Again(EvalEvery):
             pass
+
+
+@procedures.procedure("test-staged")
+class Staged(Procedure):
+    """Run the base; only if its best value is above a threshold, run a second stage."""
+
+    def plan(self, base: Experiment) -> list[Experiment]:
+        return [self.variant(base, "first")]
+
+    def more(self, base: Experiment, outcomes: Sequence[Outcome]) -> list[Experiment]:
+        if len(outcomes) == 1:
+            return [self.variant(base, "second", eval_every=2 * base.eval_every)]
+        return []
+
+    def conclude(self, base: Experiment, outcomes: Sequence[Outcome]) -> Recommendation:
+        return Recommendation(self.name, base.name, f"{len(outcomes)} stages",
+                              {"stages": len(outcomes)},
+                              experiments=tuple(o.experiment.name for o in outcomes),
+                              values={"eval_every": outcomes[-1].experiment.eval_every})
+
+
+def test_a_procedure_plans_more_from_its_outcomes_and_its_values_reach_scripts(
+        tmp_path: Path) -> None:
+    base = Experiment.from_yaml(write_experiment(tmp_path, scientific={}))
+    root = tmp_path / "root"
+    rec = procedures.run_procedure("test-staged", base, root=root, workers=0)
+    assert rec is not None and rec.experiments == ("toy.test-staged.first",
+                                                   "toy.test-staged.second")
+    out = rec.as_json()
+    assert out["recommendation"]["eval_every"] == 2 * base.eval_every
+    assert out["evidence"]["stages"] == 2
+    store = Store.at_root(root, create=False)
+    try:
+        (stored,) = procedures.recommendations(store, base.name, "test-staged")
+        assert stored == rec and stored.values == {"eval_every": 2 * base.eval_every}
+    finally:
+        store.close()

@@ -40,6 +40,9 @@ class Recommendation:
         evidence: the numbers it rests on, JSON-serialisable (no NaN).
         findings: checks that fired on the way (they qualify the advice).
         experiments: the experiments the procedure ran, in plan order.
+        values: the recommendation for scripts, in the experiment file's own names
+            (``{"max_train_steps": 1200}``, ``{"warmup_steps": 100}``), JSON-serialisable;
+            empty when the procedure recommends no value.
     """
 
     procedure: str
@@ -48,12 +51,22 @@ class Recommendation:
     evidence: dict[str, Any] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
     experiments: tuple[str, ...] = ()
+    values: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (what the store keeps)."""
         return {"procedure": self.procedure, "experiment": self.experiment, "text": self.text,
                 "evidence": self.evidence, "findings": [f.as_dict() for f in self.findings],
-                "experiments": list(self.experiments)}
+                "experiments": list(self.experiments), "values": self.values}
+
+    def as_json(self) -> dict[str, Any]:
+        """What a procedure command prints with ``--format json``: ``{"recommendation": {...},
+        "evidence": {...}}``, the recommendation in the experiment's own names plus the text,
+        so that scripts can chain procedures."""
+        return {"recommendation": {**self.values, "text": self.text,
+                                   "procedure": self.procedure, "experiment": self.experiment},
+                "evidence": {**self.evidence, "experiments": list(self.experiments),
+                             "findings": [f.as_dict() for f in self.findings]}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recommendation:
@@ -61,7 +74,7 @@ class Recommendation:
         return cls(data["procedure"], data["experiment"], data["text"],
                    dict(data.get("evidence", {})),
                    tuple(Finding(**f) for f in data.get("findings", ())),
-                   tuple(data.get("experiments", ())))
+                   tuple(data.get("experiments", ())), dict(data.get("values", {})))
 
     def markdown(self) -> str:
         """The recommendation as a Markdown page."""
@@ -99,9 +112,18 @@ class Procedure(ABC):
     def plan(self, base: Experiment) -> list[Experiment]:
         """The experiments to run, built from ``base`` (each with a name of its own)."""
 
+    def more(self, base: Experiment, outcomes: Sequence[Outcome]) -> list[Experiment]:
+        """Further experiments, planned from the outcomes so far (every experiment run yet, in
+        order); called after each stage until it returns none. Default: none (everything is
+        planned up front). A procedure whose next step depends on a result (a warmup study
+        only when the sweep found instability) returns it here; it must be a pure function of
+        ``base`` and ``outcomes``, so that a resumed procedure plans the same experiments."""
+        return []
+
     @abstractmethod
     def conclude(self, base: Experiment, outcomes: Sequence[Outcome]) -> Recommendation:
-        """The recommendation, from the outcomes of :meth:`plan`'s experiments (same order)."""
+        """The recommendation, from the outcomes of every experiment run (:meth:`plan`'s, then
+        :meth:`more`'s, in order)."""
 
     def variant(self, base: Experiment, label: str, **changes: Any) -> Experiment:
         """``base`` with some top-level keys changed, named ``<base>.<procedure>.<label>``.
@@ -137,7 +159,8 @@ def recommendations(store: StoreAPI, experiment: str,
 def run_procedure(proc: Procedure | str, base: Experiment, *, root: str | Path = "tunebook",
                   store: StoreAPI | str | None = None, workers: int = 1,
                   **run_options: Any) -> Recommendation | None:
-    """Plan, run every planned experiment (resuming any a previous call left), conclude.
+    """Plan, run every planned experiment (resuming any a previous call left), plan more from
+    the outcomes (:meth:`Procedure.more`) until nothing is left, conclude.
 
     The recommendation is stored against ``base.name`` and written to
     ``<root>/reports/<base>--<procedure>.md``. Returns None, concluding nothing, when a run is
@@ -149,13 +172,17 @@ def run_procedure(proc: Procedure | str, base: Experiment, *, root: str | Path =
     opened = (store if isinstance(store, Store) else Store(store) if isinstance(store, str)
               else Store.at_root(root))
     try:
-        outcomes = []
-        for exp in proc.plan(base):
-            result = run(exp, root=root, store=opened, workers=workers, **run_options)
-            if result.interrupted:
-                return None
-            outcomes.append(Outcome(exp, result, tuple(opened.trials(result.experiment_id)),
-                                    opened.best_trial(result.experiment_id, exp.objective.goal)))
+        outcomes: list[Outcome] = []
+        stage = proc.plan(base)
+        while stage:
+            for exp in stage:
+                result = run(exp, root=root, store=opened, workers=workers, **run_options)
+                if result.interrupted:
+                    return None
+                outcomes.append(Outcome(exp, result, tuple(opened.trials(result.experiment_id)),
+                                        opened.best_trial(result.experiment_id,
+                                                          exp.objective.goal)))
+            stage = proc.more(base, outcomes)
         rec = proc.conclude(base, outcomes)
         opened.add_recommendation(base.name, proc.name, rec.as_dict())
         out = Path(root) / "reports" / f"{slug(base.name)}--{slug(proc.name)}.md"
