@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
+from tunebook.cli.batch_size import add_parser as _add_batch_size
 from tunebook.cli.common import (
     _OPENED,
     EXIT_BAD_INPUT,
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_next_round(sub, common)
     _add_decide_parsers(sub, common)
     _add_final_eval(sub, common)
+    _add_batch_size(sub, common)
     return parser
 
 

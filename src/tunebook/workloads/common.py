@@ -34,6 +34,7 @@ name                   default       meaning
                                      measure it)
 ``label_smoothing``    0.0           label smoothing of the training loss, in [0, 1)
 ``batch_size``         workload's    training batch size
+``step_timing``        false         also report the step-time metrics below (the batch-size probe)
 =====================  ============  ==============================================================
 
 Warmup and ``max_train_steps``: warmup steps count towards ``max_train_steps``. A trial runs
@@ -64,6 +65,15 @@ What is reported at every evaluation (every ``eval_every`` steps and at ``max_tr
 * ``clip_fraction``, only with ``grad_clip``: the share of all updates so far that were clipped
   (the ``clipping`` check warns when it exceeds one half at the last evaluation).
 
+With ``step_timing: true`` (off by default: wall-clock values differ between runs, and a
+resumed trial would not reproduce them), also at every evaluation, over the updates since the
+previous one: ``step_seconds``, the mean wall time of an update (batch selection through
+``optimizer.step()``); ``data_seconds``, the mean part of it spent selecting and indexing the
+batch (the input pipeline); ``examples_per_second``, ``batch_size / step_seconds``; and
+``peak_memory_mb``, on CUDA the peak allocated memory since the trial started, on CPU the growth
+of the process's peak resident set size since it started (``ru_maxrss``; 0 when an earlier
+trial of the same process peaked higher). On CUDA the clock is read after a synchronize.
+
 Reported once, with the first evaluation (constants that describe the metrics, so that the
 report knows their resolution and their chance level; see ``docs/reading-your-report.md``):
 
@@ -87,6 +97,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import resource
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -118,7 +130,7 @@ TRAINING_HPARAMS = frozenset({
     "optimizer", "learning_rate", "beta1", "beta2", "momentum", "rho", "epsilon",
     "one_minus_beta1", "one_minus_beta2", "one_minus_momentum", "one_minus_rho",
     "weight_decay", "schedule", "warmup_steps", "decay_steps", "end_learning_rate", "end_factor",
-    "rsqrt_timescale", "grad_clip", "label_smoothing", "batch_size",
+    "rsqrt_timescale", "grad_clip", "label_smoothing", "batch_size", "step_timing",
 })
 """Hyperparameter names :func:`train_classifier` reads (the table in the module docstring)."""
 
@@ -268,6 +280,35 @@ def _report_norms(trial: Trial, first: int, norms: list[float]) -> None:
         trial.report(first + 1 + i, grad_norm=norm)
 
 
+class _StepTimer:
+    """Interval sums of update and data time, and peak memory (``step_timing``)."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.step = self.data = 0.0
+        self.count = 0
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self.rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()  # CUDA kernels run asynchronously: wait before reading
+        return time.perf_counter()
+
+    def metrics(self, batch_size: int) -> dict[str, float]:
+        """The interval's means; resets the sums."""
+        step, data = self.step / self.count, self.data / self.count
+        if self.cuda:
+            peak = torch.cuda.max_memory_allocated() / 2**20
+        else:  # ru_maxrss is in KiB on Linux
+            peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.rss0) / 1024
+        self.step = self.data = 0.0
+        self.count = 0
+        return {"step_seconds": step, "data_seconds": data,
+                "examples_per_second": batch_size / step, "peak_memory_mb": float(peak)}
+
+
 def train_classifier(
     trial: Trial,
     model: nn.Module,
@@ -325,14 +366,21 @@ def train_classifier(
     # right after the report) always covers exactly the norms in the store.
     first = step
     norms: list[float] = []
+    timer = (_StepTimer(x_train.is_cuda) if str(hparams.get("step_timing", False)).lower()
+             in ("true", "1") else None)
     described = step > 0  # the constants went with the first evaluation of an earlier attempt
     model.train()
     while step < trial.max_train_steps:
+        start = timer.now() if timer is not None else 0.0
         lr = schedule(step)
         set_lr(optimizer, lr)
         index = batches(step)
-        logits = model(x_train[index])
-        loss = F.cross_entropy(*_flat(logits, y_train[index]), label_smoothing=label_smoothing)
+        x_batch, y_batch = x_train[index], y_train[index]
+        if timer is not None:
+            fetched = timer.now()
+            timer.data += fetched - start
+        logits = model(x_batch)
+        loss = F.cross_entropy(*_flat(logits, y_batch), label_smoothing=label_smoothing)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise trial.infeasible(f"training loss is {loss_value}", step + 1)
@@ -342,6 +390,9 @@ def train_classifier(
         if not math.isfinite(norm):
             raise trial.infeasible(f"gradient norm is {norm}", step + 1)
         optimizer.step()
+        if timer is not None:
+            timer.step += timer.now() - start
+            timer.count += 1
         step += 1
         norms.append(norm)
         if on_step is not None:
@@ -353,6 +404,8 @@ def train_classifier(
             val = evaluate(model, val_data, eval_batch_size, cross_entropy_metrics,
                            train_batch_size=batch_size)
             extra = {"clip_fraction": clipper.fraction_clipped} if grad_clip is not None else {}
+            if timer is not None:
+                extra.update(timer.metrics(batch_size))
             if not described:
                 extra.update(describe_labels(train_eval[1], "train_", chance=False))
                 extra.update(describe_labels(val_data[1], "val_"))

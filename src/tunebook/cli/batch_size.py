@@ -1,0 +1,106 @@
+"""``tunebook batch-size FILE [--sizes 16,32,...]``: the playbook's batch-size probe.
+
+Runs one short experiment per batch size through the ordinary runner (resumable: run the same
+command again after a stop) and prints the recommendation (``--format json``: one JSON object,
+``{"recommendation": {"batch_size": B, ...}, "evidence": {...}}``). See
+:mod:`tunebook.procedures.batch_size` and ``docs/procedures-batch-size.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from tunebook.cli.common import EXIT_INTERRUPTED, _check_root, _non_negative, _positive
+
+__all__ = ["add_parser", "cmd_batch_size"]
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive integers, got {text!r}")
+    return sizes
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MiB, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 MiB, got {text!r}")
+    return value
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register ``batch-size`` on the ``tunebook`` parser's subcommands."""
+    p = sub.add_parser("batch-size", parents=[common],
+                       help="measure throughput, input-pipeline share and fit per batch size, "
+                            "and recommend one")
+    p.add_argument("file", help="base experiment YAML file")
+    p.add_argument("--sizes", type=_sizes, default=None, metavar="B1,B2,...",
+                   help="batch sizes to probe (default: powers of two from the file's "
+                        "batch_size up to the first that does not fit, or --max-size)")
+    p.add_argument("--max-size", type=_positive, default=4096,
+                   help="largest size of the default doubling (default 4096)")
+    p.add_argument("--warmup-steps", type=_positive, default=5,
+                   help="untimed updates before timing (default 5)")
+    p.add_argument("--timed-steps", type=_positive, default=20,
+                   help="timed updates per trial, the same for every size (default 20)")
+    p.add_argument("--repeats", type=_positive, default=3,
+                   help="trials per size, for the spread (default 3)")
+    p.add_argument("--memory-limit", type=_megabytes, default=None, metavar="MIB",
+                   help="CPU ceiling: a size whose peak memory growth exceeds this does not "
+                        "fit (default: half of the machine's RAM)")
+    p.add_argument("--min-gain", type=float, default=1.5,
+                   help="throughput gain per doubling below which returns diminish "
+                        "(default 1.5)")
+    p.add_argument("--workers", type=_non_negative, default=0,
+                   help="worker processes (default 0: in this process, so that sizes do not "
+                        "compete for the CPU while timed)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_batch_size)
+
+
+def cmd_batch_size(args: argparse.Namespace) -> int:
+    """Run the probe; see the module docstring."""
+    from tunebook.core.paths import store_file
+    from tunebook.experiment import Experiment
+    from tunebook.procedures import run_procedure
+    from tunebook.procedures.batch_size import BatchSize
+    from tunebook.store.sql import sqlite_url
+
+    _check_root(args, writing=True)
+    base = Experiment.from_yaml(args.file)
+    proc = BatchSize(args.sizes, max_size=args.max_size, warmup_steps=args.warmup_steps,
+                     timed_steps=args.timed_steps, repeats=args.repeats,
+                     memory_limit_mb=args.memory_limit, min_gain=args.min_gain)
+    url = args.store or sqlite_url(store_file(args.root))
+    rec = run_procedure(proc, base, root=args.root, store=url, workers=args.workers)
+    if rec is None:
+        print("tunebook: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.format == "json":
+        print(json.dumps(rec.as_json(), indent=2))
+        return 0
+    print(rec.text)
+    print()
+    print(f"{'batch':>7} {'fits':>5} {'examples/s':>11} {'spread':>21} {'data':>6} {'gain':>6}")
+    for s in rec.evidence["sizes"]:
+        if "examples_per_second" in s:
+            spread = f"{s['spread'][0]:.4g}-{s['spread'][1]:.4g}"
+            gain = f"{s['gain_per_doubling']:.2f}" if "gain_per_doubling" in s else "-"
+            print(f"{s['batch_size']:>7} {'yes' if s['fits'] else 'no':>5} "
+                  f"{s['examples_per_second']:>11.4g} {spread:>21} "
+                  f"{100 * s['data_share']:>5.0f}% {gain:>6}")
+        if not s["fits"]:
+            print(f"{s['batch_size']:>7} {'no':>5}  {s['reason']}")
+    return 0
