@@ -1,0 +1,43 @@
+"""A workload with a known batch-size answer, for the batch-size probe's tests.
+
+Each update sleeps ``T(B) = base_seconds * max(1, B / knee)``: the time per update is flat up
+to ``knee`` (throughput doubles with every doubling of B) and proportional to B above it
+(throughput flat: no gain). The first ``data_share`` of each update's sleep stands for fetching
+the batch. It measures its own updates with the clock, as ``train_classifier`` does with
+``step_timing``, and reports the same metrics. Above ``oom_above`` it raises ``MemoryError`` at
+the first update; ``peak_memory_mb`` is ``mb_per_example * B``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tunebook.execution.trial import Trial
+
+
+def saturating(hparams: dict[str, Any], trial: Trial) -> None:
+    """See the module docstring."""
+    b = int(hparams["batch_size"])
+    knee, base = int(hparams.get("knee", 64)), float(hparams.get("base_seconds", 0.004))
+    share = float(hparams.get("data_share", 0.25))
+    oom_above = hparams.get("oom_above")
+    if oom_above is not None and b > int(oom_above):
+        raise MemoryError(f"simulated: batch size {b} does not fit")
+    per_step = base * max(1.0, b / knee)
+    step_sum = data_sum = 0.0
+    count = 0
+    for step in range(1, trial.max_train_steps + 1):
+        start = time.perf_counter()
+        time.sleep(share * per_step)
+        fetched = time.perf_counter()
+        time.sleep((1 - share) * per_step)
+        end = time.perf_counter()
+        step_sum, data_sum, count = step_sum + end - start, data_sum + fetched - start, count + 1
+        if step % trial.eval_every == 0 or step == trial.max_train_steps:
+            trial.report(step, loss=1.0 / step, step_seconds=step_sum / count,
+                         data_seconds=data_sum / count,
+                         examples_per_second=b * count / step_sum,
+                         peak_memory_mb=float(hparams.get("mb_per_example", 0.0)) * b)
+            step_sum = data_sum = 0.0
+            count = 0
