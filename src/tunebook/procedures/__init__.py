@@ -15,11 +15,9 @@ workload as ``tests/procedures/test_procedure_base.py`` does (plan, run, conclud
 
 from __future__ import annotations
 
-from tunebook.procedures import batch_size as _batch_size  # noqa: F401  (registers)
+# Each procedure module registers itself on import (it imports only base, so the order is safe).
+from tunebook.procedures import batch_size as batch_size
 
 # The package's surface is base's; the procedures' own modules are imported below it.
 from tunebook.procedures.base import *  # noqa: F403
 from tunebook.procedures.base import __all__ as __all__
-
-# Each procedure module registers itself on import.
-from tunebook.procedures import batch_size as batch_size  # noqa: E402
