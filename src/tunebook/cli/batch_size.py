@@ -52,7 +52,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size", type=_positive, default=4096,
                    help="largest size of the default doubling (default 4096)")
     p.add_argument("--warmup-steps", type=_positive, default=5,
-                   help="untimed updates before timing (default 5)")
+                   help="untimed updates before timing, at least --timed-steps (default 5)")
     p.add_argument("--timed-steps", type=_positive, default=20,
                    help="timed updates per trial, the same for every size (default 20)")
     p.add_argument("--repeats", type=_positive, default=3,

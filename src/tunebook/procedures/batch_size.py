@@ -8,8 +8,11 @@ size changes, most other hyperparameters (the learning rate, regularisation) mus
 Design: each batch size is one short, real experiment through the ordinary runner (so it is
 resumable and stored like any run), named ``<base>.batch-size.b<B>``: the base experiment with
 ``batch_size: B`` and ``step_timing: true`` fixed, no scientific or nuisance hyperparameters (so
-its ``repeats`` trials are replicates with their own seeds), ``eval_every = warmup_steps`` and
-``max_train_steps = warmup_steps + timed_steps``. With ``step_timing`` the training helper
+its ``repeats`` trials are replicates with their own seeds), ``eval_every = W`` and
+``max_train_steps = W + timed_steps``, where the warm-up ``W = max(warmup_steps, timed_steps)``
+so that the only evaluation inside the timed updates is the last one (an evaluation and its
+checkpoint slow the updates after it down by about 5% on the digits MLP: see
+``bench/bench_batch_size.py``). With ``step_timing`` the training helper
 (:func:`tunebook.workloads.common.train_classifier`) reports, at each evaluation, the mean update
 time, the part of it spent fetching the batch, and the peak memory; any workload may report the
 same metrics (``step_seconds``, ``data_seconds``, ``peak_memory_mb``). The probe drops the first
@@ -62,7 +65,7 @@ class BatchSize(Procedure):
     Args:
         sizes: the sizes to probe (all of them); None: powers of two from the file's
             ``batch_size`` (``start`` when it has none) up to the first failure or ``max_size``.
-        warmup_steps: untimed updates before the timed ones (also the evaluation interval).
+        warmup_steps: untimed updates before the timed ones, at least ``timed_steps``.
         timed_steps: timed updates per trial (the same for every size).
         repeats: trials per size (replicates), for the spread.
         memory_limit_mb: the CPU ceiling on peak memory growth (None: half of the RAM).
@@ -89,16 +92,21 @@ class BatchSize(Procedure):
     # ----------------------------------------------------------------- planning
     def probe(self, base: Experiment, size: int) -> Experiment:
         """The short experiment that measures ``size``."""
+        warmup = self.warmup
         data = base.to_dict()
         for key in ("nuisance_for", "configs", "follows"):
             data.pop(key, None)
         return Experiment.from_dict(
             {**data, "name": f"{base.name}.{self.name}.b{size}", "scientific": {},
              "nuisance": {}, "fixed": {**base.fixed, "batch_size": size, "step_timing": True},
-             "max_train_steps": self.warmup_steps + self.timed_steps,
-             "eval_every": self.warmup_steps,
+             "max_train_steps": warmup + self.timed_steps, "eval_every": warmup,
              "search": {**data.get("search", {}), "trials": self.repeats}},
             source=base.source, base_dir=base.base_dir)
+
+    @property
+    def warmup(self) -> int:
+        """The untimed updates: ``max(warmup_steps, timed_steps)`` (see the module docstring)."""
+        return max(self.warmup_steps, self.timed_steps)
 
     def plan(self, base: Experiment) -> list[Experiment]:
         """Every size when given; else the first (the file's ``batch_size``)."""
@@ -136,11 +144,11 @@ class BatchSize(Procedure):
             per_trial.setdefault(trial_id, {}).setdefault(metric, {})[step] = value
         rates, shares, peaks = [], [], []
         for curves in per_trial.values():
-            steps = sorted(s for s in curves.get("step_seconds", {}) if s > self.warmup_steps)
+            steps = sorted(s for s in curves.get("step_seconds", {}) if s > self.warmup)
             if not steps:
                 continue
             # Weight each interval by its number of updates (the last may be shorter).
-            bounds = [self.warmup_steps, *steps]
+            bounds = [self.warmup, *steps]
             n = [b - a for a, b in itertools.pairwise(bounds)]
             step_s = sum(k * curves["step_seconds"][s] for k, s in zip(n, steps, strict=True))
             data_s = sum(k * curves.get("data_seconds", {}).get(s, 0.0)
@@ -171,7 +179,7 @@ class BatchSize(Procedure):
         findings: list[Finding] = []
         evidence: dict[str, Any] = {"sizes": sizes, "min_gain": self.min_gain,
                                     "timed_steps": self.timed_steps,
-                                    "warmup_steps": self.warmup_steps,
+                                    "warmup_steps": self.warmup,
                                     "memory_limit_mb": self.memory_limit_mb}
         if not fitting:
             why = sizes[0]["reason"] if sizes else "nothing was probed"
