@@ -5,7 +5,7 @@ to ``knee`` (throughput doubles with every doubling of B) and proportional to B 
 (throughput flat: no gain). The first ``data_share`` of each update's sleep stands for fetching
 the batch. It measures its own updates with the clock, as ``train_classifier`` does with
 ``step_timing``, and reports the same metrics. Above ``oom_above`` it raises ``MemoryError`` at
-the first update; ``peak_memory_mb`` is ``mb_per_example * B``.
+the first update, above ``max_batch`` a ``ValueError`` before it; ``peak_memory_mb`` is ``mb_per_example * B``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ def saturating(hparams: dict[str, Any], trial: Trial) -> None:
     knee, base = int(hparams.get("knee", 64)), float(hparams.get("base_seconds", 0.004))
     share = float(hparams.get("data_share", 0.25))
     oom_above = hparams.get("oom_above")
+    if b > int(hparams.get("max_batch", 10**9)):  # like a batch larger than the training set
+        raise ValueError(f"batch_size must be at most {hparams['max_batch']}, got {b}")
     if oom_above is not None and b > int(oom_above):
         raise MemoryError(f"simulated: batch size {b} does not fit")
     per_step = base * max(1.0, b / knee)

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from tunebook import procedures
+from tunebook.errors import WorkloadError
 from tunebook.experiment import Experiment
-from tunebook.procedures.batch_size import BatchSize
+from tunebook.procedures.batch_size import BatchSize, run_batch_size
 from tunebook.store.sql import Store
 
 from conftest import run_cli
@@ -80,6 +81,20 @@ def test_out_of_memory_and_the_memory_ceiling_mean_does_not_fit(tmp_path: Path) 
     last = rec.evidence["sizes"][-1]
     assert (last["batch_size"], last["fits"]) == (128, False)
     assert last["reason"].startswith("peak memory 128 MiB above the limit 100 MiB")
+
+
+def test_a_size_that_cannot_start_ends_the_doubling_and_does_not_fit(tmp_path: Path) -> None:
+    base = _base(tmp_path, knee=1024, max_batch=100)
+    rec = run_batch_size(_probe(max_size=1024), base, root=tmp_path / "root", workers=0)
+    assert rec is not None and rec.values == {"batch_size": 64}
+    assert [(s["batch_size"], s["fits"]) for s in rec.evidence["sizes"]] == [
+        (16, True), (32, True), (64, True), (128, False)]
+    assert rec.evidence["sizes"][-1]["reason"] == (
+        "failed: ValueError: batch_size must be at most 100, got 128")
+    # The smallest size failing is the workload's problem, not a batch size's.
+    with pytest.raises(WorkloadError, match="at most 10, got 16"):
+        run_batch_size(_probe(), _base(tmp_path, max_batch=10), root=tmp_path / "r2",
+                       workers=0)
 
 
 def test_the_command_on_a_built_in_workload_end_to_end(tmp_path: Path) -> None:

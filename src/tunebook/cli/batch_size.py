@@ -74,8 +74,7 @@ def cmd_batch_size(args: argparse.Namespace) -> int:
     """Run the probe; see the module docstring."""
     from tunebook.core.paths import store_file
     from tunebook.experiment import Experiment
-    from tunebook.procedures import run_procedure
-    from tunebook.procedures.batch_size import BatchSize
+    from tunebook.procedures.batch_size import BatchSize, run_batch_size
     from tunebook.store.sql import sqlite_url
 
     _check_root(args, writing=True)
@@ -84,7 +83,7 @@ def cmd_batch_size(args: argparse.Namespace) -> int:
                      timed_steps=args.timed_steps, repeats=args.repeats,
                      memory_limit_mb=args.memory_limit, min_gain=args.min_gain)
     url = args.store or sqlite_url(store_file(args.root))
-    rec = run_procedure(proc, base, root=args.root, store=url, workers=args.workers)
+    rec = run_batch_size(proc, base, root=args.root, store=url, workers=args.workers)
     if rec is None:
         print("tunebook: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -41,13 +41,16 @@ import math
 import os
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tunebook.analysis.findings import Finding
+from tunebook.errors import WorkloadError
 from tunebook.experiment import Experiment
-from tunebook.procedures.base import Outcome, Procedure, Recommendation, procedure
+from tunebook.procedures.base import Outcome, Procedure, Recommendation, procedure, run_procedure
+from tunebook.store.sql import Store
 
-__all__ = ["BatchSize", "default_memory_limit_mb"]
+__all__ = ["BatchSize", "default_memory_limit_mb", "run_batch_size"]
 
 SECTION = "Choosing the batch size"
 _OOM_MARKERS = ("MemoryError", "OutOfMemoryError", "out of memory")
@@ -88,6 +91,8 @@ class BatchSize(Procedure):
         self.memory_limit_mb = (default_memory_limit_mb() if memory_limit_mb is None
                                 else memory_limit_mb)
         self.min_gain, self.input_bound_share = min_gain, input_bound_share
+        # Sizes whose trials could not start (see run_batch_size): size -> the cause.
+        self.failed: dict[int, str] = {}
 
     # ----------------------------------------------------------------- planning
     def probe(self, base: Experiment, size: int) -> Experiment:
@@ -111,7 +116,7 @@ class BatchSize(Procedure):
     def plan(self, base: Experiment) -> list[Experiment]:
         """Every size when given; else the first (the file's ``batch_size``)."""
         if self.sizes is not None:
-            return [self.probe(base, b) for b in self.sizes]
+            return [self.probe(base, b) for b in self.sizes if b not in self.failed]
         first = base.fixed.get("batch_size", self.start)
         return [self.probe(base, int(first))]
 
@@ -173,7 +178,9 @@ class BatchSize(Procedure):
     # ----------------------------------------------------------------- concluding
     def conclude(self, base: Experiment, outcomes: Sequence[Outcome]) -> Recommendation:
         """The largest fitting size before diminishing returns, with the playbook's warnings."""
-        sizes = [self.measure(o) for o in outcomes]
+        sizes = sorted([self.measure(o) for o in outcomes]
+                       + [{"batch_size": b, "fits": False, "reason": f"failed: {why}"}
+                          for b, why in self.failed.items()], key=lambda s: s["batch_size"])
         fitting = [s for s in sizes if s["fits"]]
         names = tuple(o.experiment.name for o in outcomes)
         findings: list[Finding] = []
@@ -233,3 +240,40 @@ class BatchSize(Procedure):
             "hyperparameters", "re-tune the learning rate and regularisation at the new size"))
         return Recommendation(self.name, base.name, " ".join(text), evidence,
                               tuple(findings), names, {"batch_size": b})
+
+
+def run_batch_size(proc: BatchSize, base: Experiment, *, root: str | Path = "tunebook",
+                   store: str | None = None, **options: Any) -> Recommendation | None:
+    """:func:`~tunebook.procedures.run_procedure` for the probe, where a size whose trials
+    cannot start (a batch larger than the training set: the workload's ``ValueError``) is
+    recorded as "does not fit" and the probe stops below it, instead of the run stopping as
+    for a broken workload. A failure of the smallest size is the workload's: it is raised."""
+    while True:
+        try:
+            return run_procedure(proc, base, root=root, store=store, **options)
+        except WorkloadError as exc:
+            opened = Store(store) if store else Store.at_root(root)
+            try:
+                size = _failed_size(opened, proc, base)
+            finally:
+                opened.close()
+            smallest = min(proc.sizes) if proc.sizes else int(
+                base.fixed.get("batch_size", proc.start))
+            if size is None or size <= smallest:
+                raise
+            proc.failed[size] = str(exc).split(" could not start: ", 1)[-1].split(
+                " (the run stopped there", 1)[0]
+            if proc.sizes is None:
+                proc.max_size = size - 1
+
+
+def _failed_size(store: Store, proc: BatchSize, base: Experiment) -> int | None:
+    """The smallest probed size whose experiment has a failed trial and no completed one."""
+    prefix = f"{base.name}.{proc.name}.b"
+    for row in sorted((e for e in store.experiments() if e.name.startswith(prefix)),
+                      key=lambda e: int(e.name[len(prefix):])):
+        statuses = {t.status for t in store.trials(row.id)}
+        size = int(row.name[len(prefix):])
+        if "failed" in statuses and "completed" not in statuses and size not in proc.failed:
+            return size
+    return None
