@@ -5,7 +5,8 @@ to ``knee`` (throughput doubles with every doubling of B) and proportional to B 
 (throughput flat: no gain). The first ``data_share`` of each update's sleep stands for fetching
 the batch. It measures its own updates with the clock, as ``train_classifier`` does with
 ``step_timing``, and reports the same metrics. Above ``oom_above`` it raises ``MemoryError`` at
-the first update, above ``max_batch`` a ``ValueError`` before it; ``peak_memory_mb`` is ``mb_per_example * B``.
+the first update, above ``max_batch`` a ``ValueError`` before it; ``peak_memory_mb`` is
+``mb_per_example * B``.
 """
 
 from __future__ import annotations
