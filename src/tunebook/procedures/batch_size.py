@@ -213,7 +213,7 @@ class BatchSize(Procedure):
                 f"{best['repeats']} repeats)."]
         if diminishing is not None:
             text.append(f"At {diminishing['batch_size']} throughput rose only "
-                        f"{diminishing['gain_per_doubling']:.2f}x per doubling (below "
+                        f"{diminishing['gain_per_doubling']:.3f}x per doubling (below "
                         f"{self.min_gain:g}x): diminishing returns.")
         elif first_misfit is not None:
             text.append(f"{first_misfit['batch_size']} does not fit "
