@@ -127,10 +127,19 @@ def test_the_command_on_a_built_in_workload_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("option", "value"), [("--sizes", "16,abc"), ("--sizes", "0"),
-                                                ("--repeats", "0"), ("--memory-limit", "-1")])
+                                                ("--repeats", "0"), ("--memory-limit", "-1"),
+                                                ("--min-gain", "nan")])
 def test_bad_options_get_one_line(tmp_path: Path, option: str, value: str) -> None:
     proc = run_cli("batch-size", "e.yaml", option, value, cwd=tmp_path)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("tunebook: error:") and option in line
+    assert not (tmp_path / "tunebook").exists()
+
+
+def test_a_missing_file_gets_one_line_and_no_store(tmp_path: Path) -> None:
+    proc = run_cli("batch-size", "missing.yaml", cwd=tmp_path)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("tunebook: error:") and "missing.yaml" in line
     assert not (tmp_path / "tunebook").exists()

@@ -40,6 +40,16 @@ def _megabytes(text: str) -> float:
     return value
 
 
+def _gain(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register ``batch-size`` on the ``tunebook`` parser's subcommands."""
     p = sub.add_parser("batch-size", parents=[common],
@@ -60,7 +70,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-limit", type=_megabytes, default=None, metavar="MIB",
                    help="CPU ceiling: a size whose peak memory growth exceeds this does not "
                         "fit (default: half of the machine's RAM)")
-    p.add_argument("--min-gain", type=float, default=1.5,
+    p.add_argument("--min-gain", type=_gain, default=1.5,
                    help="throughput gain per doubling below which returns diminish "
                         "(default 1.5)")
     p.add_argument("--workers", type=_non_negative, default=0,
