@@ -82,13 +82,20 @@ def test_the_warmup_study_finds_the_shortest_warmup_that_works(tmp_path: Path) -
     assert rec.values == {"warmup_steps": 100, "learning_rate": 10.0, "max_train_steps": 1100,
                           "unstable_base_learning_rate": 1.0}
     assert "shortest stable warmup" in rec.text and "1100 steps" in rec.text
-    assert rec.experiments[0] == "base.stability.sweep"
+    assert rec.experiments[:2] == ("base.stability.sweep", "base.stability.early")
     assert "clipping" not in rec.evidence
+    # The early run at 1.0, evaluated every step: the first update blows up, step 2 spikes.
+    assert rec.evidence["early_run"]["unstable"].startswith("loss spike at step 2:")
+    # 100 steps are 10% of 1000, more than the playbook's 5%: max_train_steps may need to grow.
+    assert [f.check for f in rec.findings] == ["unstable-learning-rate", "early-instability",
+                                               "long-warmup"]
+    assert "may need to grow" in rec.text
 
     # A finer list: 40 is the shortest of 10, 20, 40, 80 above the known 30.
     finer = run_stability(base, options=StabilityOptions(steps=200, warmups=(10, 20, 40, 80)),
                           root=root, workers=0)
     assert finer is not None and finer.values["warmup_steps"] == 40
+    assert "long-warmup" not in [f.check for f in finer.findings]  # 40 < 5% of 1000
 
 
 def test_when_warmup_does_not_help_clipping_at_the_90th_percentile_does(
@@ -98,6 +105,7 @@ def test_when_warmup_does_not_help_clipping_at_the_90th_percentile_does(
                         workers=0)
     assert rec is not None
     assert all(r["unstable"] for r in rec.evidence["warmup_study"])
+    assert rec.findings[-1].check == "warmup-did-not-help"
     clip = rec.evidence["clipping"]
     assert clip["unstable"] is None
     # The norms 2, 3, ..., 10, 1 repeat: the pooled 90th percentile of 100-step trials.
@@ -194,3 +202,36 @@ def test_the_commands_end_to_end_with_json(tmp_path: Path) -> None:
                    "--workers", "0", cwd=tmp_path)
     assert text.returncode == 0 and "shortest stable warmup" in text.stdout
     assert (root / "reports" / "base--stability.md").is_file()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["stability", "{dir}/missing.yaml"], "missing.yaml"),
+    (["stability", "{file}", "--extend", "0.5"], "--extend: must be a number >= 1, got '0.5'"),
+    (["stability", "{file}", "--warmups", "1,x"], "--warmups: must be comma-separated"),
+    (["stability", "{file}", "--per-decade", "0"], "--per-decade: must be >= 1, got 0"),
+    (["clip", "{file}", "--quantile", "1.5"], "--quantile: must be a number in (0, 1]"),
+    (["clip", "{file}", "--steps", "0"], "--steps: must be >= 1, got 0"),
+    (["stability", "{nolr}"], "no 'learning_rate' to sweep"),
+])
+def test_bad_input_is_one_line_and_leaves_no_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+        expected: str) -> None:
+    from tunebook.cli import main
+
+    file = base_file(tmp_path)
+    nolr = tmp_path / "nolr.yaml"
+    nolr.write_text(file.read_text().replace("learning_rate", "x"))
+    root = tmp_path / "root"
+    argv = [a.format(dir=tmp_path, file=file, nolr=nolr) for a in args] + ["--root", str(root)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tunebook: error: ") and expected in err
+    assert not root.exists()
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from tunebook.cli import main
+
+    for cmd in ("stability", "clip"):
+        assert main([cmd, "--help"]) == 0
+        assert "--format" in capsys.readouterr().out

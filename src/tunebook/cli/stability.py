@@ -118,7 +118,12 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, str]:
 
 def cmd_stability(args: argparse.Namespace) -> int:
     """Run the stability procedure; see the module docstring."""
-    from tunebook.procedures.stability import Names, StabilityOptions, run_stability
+    from tunebook.procedures.stability import (
+        Names,
+        StabilityOptions,
+        learning_rate_range,
+        run_stability,
+    )
 
     base, url = _prepare(args)
     names = Names(learning_rate=args.lr_name, warmup_steps=args.warmup_name,
@@ -128,6 +133,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     options = StabilityOptions(steps=args.steps, extend=args.extend, per_decade=args.per_decade,
                                spike_factor=args.spike_factor, warmups=args.warmups,
                                names=names)
+    learning_rate_range(base, names.learning_rate)  # a bad file fails before a store is made
     return _finish(run_stability(base, options=options, root=args.root, store=url,
                                  workers=args.workers), args.format)
 

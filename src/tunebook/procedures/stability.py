@@ -11,8 +11,10 @@ The playbook's "How can optimization failures be debugged and mitigated?", as on
    the training loss exceeds ``spike_factor`` (default 2) times the smallest value before it.
    ``unstable_base_learning_rate`` is the smallest unstable rate of the sweep. The sweep
    evaluates at least 10 times a trial (every ``min(eval_every, steps // 10)`` steps).
-2. **Warmup study** (only when the sweep found instability), exactly as the playbook writes
-   it: ``learning_rate = 10 x unstable_base_learning_rate``; ``warmup_steps`` at the powers of
+2. **Early-instability run and warmup study** (only when the sweep found instability). A short
+   run (50 steps at most) at ``unstable_base_learning_rate``, evaluated at every step, shows
+   whether training breaks at once (the instability warmup is for) or later. The warmup study,
+   exactly as the playbook writes it: ``learning_rate = 10 x unstable_base_learning_rate``; ``warmup_steps`` at the powers of
    ten from 1 up to 10% of ``max_train_steps`` (the largest four of them); each run ramps up
    over ``warmup_steps`` then holds the rate for ``post_warmup_steps = 2 x warmup_steps``, so
    its ``max_train_steps`` is ``3 x warmup_steps``. The recommendation is the shortest stable
@@ -35,6 +37,7 @@ from typing import Any
 
 from tunebook.analysis import stats
 from tunebook.analysis.checks.clipping import DEFAULTS as CLIP_DEFAULTS
+from tunebook.analysis.findings import Finding
 from tunebook.errors import TunebookError
 from tunebook.experiment import Experiment
 from tunebook.procedures.base import Outcome, Procedure, Recommendation, procedure, run_procedure
@@ -44,6 +47,9 @@ from tunebook.store.sql import Store
 __all__ = ["Names", "Stability", "StabilityOptions", "best_trials", "derived",
            "learning_rate_range", "norms_of", "run_stability", "sweep_rates", "unstable",
            "warmup_candidates"]
+
+
+_SECTION = "How can optimization failures be debugged and mitigated?"
 
 
 @dataclass(frozen=True)
@@ -134,17 +140,21 @@ def warmup_candidates(max_train_steps: int) -> list[int]:
     return out[-4:] or [1]
 
 
-def unstable(trial: TrialRow, losses: Sequence[float], spike_factor: float) -> str | None:
+def unstable(trial: TrialRow, losses: Sequence[float], spike_factor: float,
+             steps: Sequence[int] = ()) -> str | None:
     """Why ``trial`` is unstable, or None: infeasible (diverged), a non-finite training loss,
-    or a spike, a loss above ``spike_factor`` times the smallest loss before it."""
+    or a spike, a loss above ``spike_factor`` times the smallest loss before it. The place is
+    the step when ``steps`` (of the ``losses``) are given, else the evaluation's number."""
     if trial.status == "infeasible":
-        return f"diverged ({trial.infeasible_reason or 'infeasible'})"
+        where = f" at step {trial.infeasible_step}" if trial.infeasible_step else ""
+        return f"diverged{where} ({trial.infeasible_reason or 'infeasible'})"
     lowest = math.inf
     for i, value in enumerate(losses):
+        where = f"step {steps[i]}" if i < len(steps) else f"evaluation {i + 1}"
         if not math.isfinite(value):
-            return f"non-finite training loss at evaluation {i + 1}"
+            return f"non-finite training loss at {where}"
         if value > spike_factor * lowest:
-            return (f"loss spike at evaluation {i + 1}: {value:.4g} > {spike_factor:g} x "
+            return (f"loss spike at {where}: {value:.4g} > {spike_factor:g} x "
                     f"its running minimum {lowest:.4g}")
         lowest = min(lowest, value)
     return None
@@ -199,8 +209,10 @@ class Stability(Procedure):
         n = self.options.names
         rows = []
         for t in sorted(outcome.trials, key=lambda t: float(t.params[n.learning_rate])):
-            losses = [v for _, _, _, v in self._store().measurements([t.id], n.loss)]
-            why = None if t.status == "failed" else unstable(t, losses, self.options.spike_factor)
+            curve = self._store().measurements([t.id], n.loss)
+            losses = [v for _, _, _, v in curve]
+            why = None if t.status == "failed" else unstable(
+                t, losses, self.options.spike_factor, [s for _, s, _, _ in curve])
             rows.append({"study": t.study, "learning_rate": float(t.params[n.learning_rate]),
                          "warmup_steps": t.params.get(n.warmup_steps),
                          "grad_clip": t.params.get(n.grad_clip), "status": t.status,
@@ -224,32 +236,43 @@ class Stability(Procedure):
                                 "sweep trials: the clipping study needs the per-step norms")
         return stats.quantile(norms, CLIP_DEFAULTS.threshold_quantile), len(norms)
 
+    @staticmethod
+    def _kind(outcome: Outcome) -> str:
+        """``sweep``, ``early``, ``warmup`` or ``clip``: the stage an outcome belongs to."""
+        return outcome.experiment.name.rsplit(".", 1)[-1].split("-")[0]
+
     def more(self, base: Experiment, outcomes: Sequence[Outcome]) -> list[Experiment]:
         n = self.options.names
-        if len(outcomes) == 1:
-            bad = self.unstable_rate(outcomes[0])
-            if bad is None:
-                return []
-            lr = 10 * bad
+        kinds = [self._kind(o) for o in outcomes]
+        bad = self.unstable_rate(outcomes[0])
+        if bad is None or "clip" in kinds:
+            return []
+        lr = 10 * bad
+        if kinds == ["sweep"]:
+            # The early-instability run: the unstable rate evaluated at every step of a short
+            # run, to see whether training breaks at once (what warmup is for) or later.
+            sweep_steps = outcomes[0].experiment.max_train_steps
+            early = derived(base, self.name, "early", steps=min(sweep_steps, 50), eval_every=1,
+                            fixed={n.schedule: n.constant},
+                            configs=[{"name": f"lr={bad:g}", n.learning_rate: bad,
+                                      n.warmup_steps: 0}])
             # 10% of the base's max_train_steps (the training the warmup is for), not the
             # sweep's shortened steps.
-            steps = base.max_train_steps
-            return [derived(base, self.name, f"warmup-{w}", steps=3 * w,
-                            eval_every=max(1, w // 2), fixed={n.schedule: n.constant},
-                            configs=[{"name": f"warmup={w}", n.learning_rate: lr,
-                                      n.warmup_steps: w}])
-                    for w in self.options.warmups or warmup_candidates(steps)]
-        if not outcomes[-1].experiment.name.endswith(".clip"):
-            if any(not self.verdicts(o)[0]["unstable"] for o in outcomes[1:]):
-                return []
-            lr = 10 * (self.unstable_rate(outcomes[0]) or 0.0)
-            threshold, _ = self.clip_threshold(base, outcomes[0])
-            longest = max(o.experiment.max_train_steps for o in outcomes[1:])
-            return [derived(base, self.name, "clip", steps=longest,
-                            eval_every=max(1, longest // 6), fixed={n.schedule: n.constant},
-                            configs=[{"name": f"clip={threshold:.4g}", n.learning_rate: lr,
-                                      n.warmup_steps: 0, n.grad_clip: threshold}])]
-        return []
+            return [early] + [
+                derived(base, self.name, f"warmup-{w}", steps=3 * w, eval_every=max(1, w // 2),
+                        fixed={n.schedule: n.constant},
+                        configs=[{"name": f"warmup={w}", n.learning_rate: lr,
+                                  n.warmup_steps: w}])
+                for w in self.options.warmups or warmup_candidates(base.max_train_steps)]
+        warm = [o for o, k in zip(outcomes, kinds, strict=True) if k == "warmup"]
+        if any(not self.verdicts(o)[0]["unstable"] for o in warm):
+            return []
+        threshold, _ = self.clip_threshold(base, outcomes[0])
+        longest = max(o.experiment.max_train_steps for o in warm)
+        return [derived(base, self.name, "clip", steps=longest,
+                        eval_every=max(1, longest // 6), fixed={n.schedule: n.constant},
+                        configs=[{"name": f"clip={threshold:.4g}", n.learning_rate: lr,
+                                  n.warmup_steps: 0, n.grad_clip: threshold}])]
 
     def conclude(self, base: Experiment, outcomes: Sequence[Outcome]) -> Recommendation:
         n = self.options.names
@@ -268,10 +291,28 @@ class Stability(Procedure):
                 f"constant schedule): no instability found, so no warmup study was run and "
                 f"no warmup is needed for these rates.", evidence, experiments=names,
                 values={"unstable_base_learning_rate": None})
-        warm = [(o.experiment, self.verdicts(o)[0]) for o in outcomes[1:]
-                if not o.experiment.name.endswith(".clip")]
-        evidence["warmup_study"] = [{"warmup_steps": e.fixed.get(n.warmup_steps) or
-                                     row["warmup_steps"], "max_train_steps": e.max_train_steps,
+        first = next(r for r in sweep if r["unstable"])
+        findings = [Finding(
+            "unstable-learning-rate", "warning",
+            f"training becomes unstable at learning rate {bad:g}: {first['unstable']}",
+            {"unstable_base_learning_rate": bad, "reason": first["unstable"]}, _SECTION,
+            "use a smaller learning rate, or warm up to a larger one")]
+        by_kind: dict[str, list[Outcome]] = {}
+        for o in outcomes[1:]:
+            by_kind.setdefault(self._kind(o), []).append(o)
+        for o in by_kind.get("early", []):
+            row = self.verdicts(o)[0]
+            evidence["early_run"] = {"steps": o.experiment.max_train_steps, "eval_every": 1,
+                                     **row}
+            if row["unstable"]:
+                findings.append(Finding(
+                    "early-instability", "info",
+                    f"at {bad:g} training breaks early, {row['unstable']} of "
+                    f"{o.experiment.max_train_steps}: the instability warmup is meant for",
+                    {"reason": row["unstable"]}, _SECTION))
+        warm = [(o.experiment, self.verdicts(o)[0]) for o in by_kind.get("warmup", [])]
+        evidence["warmup_study"] = [{"max_train_steps": e.max_train_steps,
+                                     "post_warmup_steps": e.max_train_steps - row["warmup_steps"],
                                      **row} for e, row in warm]
         evidence["warmup_list"] = [row["warmup_steps"] for _, row in warm]
         lr = 10 * bad
@@ -279,36 +320,43 @@ class Stability(Procedure):
         steps = base.max_train_steps
         if stable:
             w = int(min(stable))
-            note = (" More than 5% of max_train_steps: max_train_steps may need to grow."
-                    if w > 0.05 * base.max_train_steps else "")
+            note = ""
+            if w > 0.05 * steps:
+                note = " That is more than 5% of max_train_steps: it may need to grow."
+                findings.append(Finding(
+                    "long-warmup", "warning", f"the stable warmup ({w} steps) is more than 5% "
+                    f"of max_train_steps ({steps})", {"warmup_steps": w}, _SECTION,
+                    "consider increasing max_train_steps"))
             return Recommendation(
                 self.name, base.name,
                 f"training becomes unstable at learning rate {bad:g} (the smallest unstable "
                 f"rate of the sweep). At 10x that ({lr:g}), the shortest stable warmup of "
                 f"{evidence['warmup_list']} is {w} steps: prepend it to the base's schedule "
-                f"and train for {base.max_train_steps + w} steps in all "
-                f"({base.max_train_steps} + {w}).{note}", evidence, experiments=names,
-                values={n.warmup_steps: w, n.learning_rate: lr,
-                        "max_train_steps": base.max_train_steps + w,
+                f"and train for {steps + w} steps in all ({steps} + {w}).{note}", evidence,
+                tuple(findings), names,
+                values={n.warmup_steps: w, n.learning_rate: lr, "max_train_steps": steps + w,
                         "unstable_base_learning_rate": bad})
-        clip = [self.verdicts(o)[0] for o in outcomes[1:] if o.experiment.name.endswith(".clip")]
+        findings.append(Finding(
+            "warmup-did-not-help", "problem", f"no warmup of {evidence['warmup_list']} made "
+            f"learning rate {lr:g} stable", {"warmup_list": evidence["warmup_list"]}, _SECTION,
+            "try gradient clipping"))
+        clip = [self.verdicts(o)[0] for o in by_kind.get("clip", [])]
         if clip:
             evidence["clipping"] = clip[0]
-        fixed_by = clip and not clip[0]["unstable"]
         text = (f"training becomes unstable at learning rate {bad:g}; at {lr:g} no warmup of "
                 f"{evidence['warmup_list']} (up to 10% of {steps} steps) was stable. ")
-        if fixed_by:
+        if clip and not clip[0]["unstable"]:
             t = clip[0]["grad_clip"]
             return Recommendation(
                 self.name, base.name, text + f"Gradient clipping at {t:.4g} (the 90th "
-                f"percentile of the unclipped norms) fixed it.", evidence, experiments=names,
-                values={n.grad_clip: t, "clip_threshold": t, n.learning_rate: lr,
-                        "unstable_base_learning_rate": bad})
+                f"percentile of the unclipped norms) fixed it.", evidence, tuple(findings),
+                names, values={n.grad_clip: t, "clip_threshold": t, n.learning_rate: lr,
+                               "unstable_base_learning_rate": bad})
         return Recommendation(
             self.name, base.name, text + "Gradient clipping at the 90th percentile did not fix "
             "it either: keep learning rates below the unstable one, or look for the cause "
             "(the playbook: normalisation, residual connections, the optimizer).",
-            evidence, experiments=names, values={"unstable_base_learning_rate": bad})
+            evidence, tuple(findings), names, values={"unstable_base_learning_rate": bad})
 
 
 def run_stability(base: Experiment, *, options: StabilityOptions | None = None,
