@@ -14,8 +14,9 @@ The playbook's "How can optimization failures be debugged and mitigated?", as on
 2. **Early-instability run and warmup study** (only when the sweep found instability). A short
    run (50 steps at most) at ``unstable_base_learning_rate``, evaluated at every step, shows
    whether training breaks at once (the instability warmup is for) or later. The warmup study,
-   exactly as the playbook writes it: ``learning_rate = 10 x unstable_base_learning_rate``; ``warmup_steps`` at the powers of
-   ten from 1 up to 10% of ``max_train_steps`` (the largest four of them); each run ramps up
+   exactly as the playbook writes it: ``learning_rate = 10 x unstable_base_learning_rate``;
+   ``warmup_steps`` at the powers of ten from 1 up to 10% of ``max_train_steps`` (the largest
+   four of them); each run ramps up
    over ``warmup_steps`` then holds the rate for ``post_warmup_steps = 2 x warmup_steps``, so
    its ``max_train_steps`` is ``3 x warmup_steps``. The recommendation is the shortest stable
    warmup.
