@@ -235,3 +235,19 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in ("stability", "clip"):
         assert main([cmd, "--help"]) == 0
         assert "--format" in capsys.readouterr().out
+
+
+def test_both_procedures_on_the_built_in_synthetic_workload(tmp_path: Path) -> None:
+    # tunebook.workloads.synthetic:quadratic diverges above learning rate 2.0 whatever the
+    # warmup or clipping (it ignores both): the procedure says neither fixed it.
+    path = base_file(tmp_path, workload="tunebook.workloads.synthetic:quadratic",
+                     max_train_steps=100, eval_every=10)
+    base = Experiment.from_yaml(path)
+    rec = run_stability(base, root=tmp_path / "r", workers=0)
+    assert rec is not None and rec.evidence["unstable_base_learning_rate"] == 3.16
+    assert "diverged" in rec.evidence["sweep"][-2]["unstable"]
+    assert rec.evidence["warmup_list"] == [1, 10]
+    assert rec.evidence["clipping"]["unstable"] and "did not fix it either" in rec.text
+    clip = run_clip(base, root=tmp_path / "r", workers=0)
+    assert clip is not None and clip.evidence["steps_pooled"] == 30  # 3 trials x 10 evaluations
+    assert 0 < clip.evidence["fraction_clipped"] <= 0.1 + 1e-9
