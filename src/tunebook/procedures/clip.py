@@ -119,13 +119,13 @@ class Clip(Procedure):
             "best_with_clipping": with_clip,
             "clipped_run": {k: v for k, v in clipped.result.counts.items() if v}}
         if with_clip is None:
-            verdict = "the clipped run reached no result"
+            verdict = "The clipped run reached no result"
         elif unclipped_best is None:
-            verdict = f"the clipped run's best {base.objective.metric} is {with_clip:.4g}"
+            verdict = f"The clipped run's best {base.objective.metric} is {with_clip:.4g}"
         else:
             better = (with_clip <= unclipped_best if base.objective.goal == "minimize"
                       else with_clip >= unclipped_best)
-            verdict = (f"the clipped run's best {base.objective.metric} is {with_clip:.4g} "
+            verdict = (f"The clipped run's best {base.objective.metric} is {with_clip:.4g} "
                        f"against {unclipped_best:.4g} without clipping "
                        f"({'no worse' if better else 'worse'})")
         text = (f"clip the gradient norm at {t:.4g}: the {self.options.quantile:.0%} quantile "

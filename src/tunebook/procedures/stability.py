@@ -16,9 +16,9 @@ The playbook's "How can optimization failures be debugged and mitigated?", as on
    whether training breaks at once (the instability warmup is for) or later. The warmup study,
    exactly as the playbook writes it: ``learning_rate = 10 x unstable_base_learning_rate``;
    ``warmup_steps`` at the powers of ten from 1 up to 10% of ``max_train_steps`` (the largest
-   four of them); each run ramps up
-   over ``warmup_steps`` then holds the rate for ``post_warmup_steps = 2 x warmup_steps``, so
-   its ``max_train_steps`` is ``3 x warmup_steps``. The recommendation is the shortest stable
+   four of them); each run ramps up over ``warmup_steps`` then holds the rate for
+   ``post_warmup_steps = 2 x warmup_steps``, so its ``max_train_steps`` is
+   ``3 x warmup_steps``. The recommendation is the shortest stable
    warmup.
 3. **Clipping** (only when no warmup is stable): the same rate and length as the longest
    warmup run, no warmup, ``grad_clip`` at the 90th percentile (``stats.quantile``, the clipping
@@ -308,8 +308,9 @@ class Stability(Procedure):
             if row["unstable"]:
                 findings.append(Finding(
                     "early-instability", "info",
-                    f"at {bad:g} training breaks early, {row['unstable']} of "
-                    f"{o.experiment.max_train_steps}: the instability warmup is meant for",
+                    f"at {bad:g} training breaks early ({row['unstable']}, in a "
+                    f"{o.experiment.max_train_steps}-step run evaluated at every step): the "
+                    "instability warmup is meant for",
                     {"reason": row["unstable"]}, _SECTION))
         warm = [(o.experiment, self.verdicts(o)[0]) for o in by_kind.get("warmup", [])]
         evidence["warmup_study"] = [{"max_train_steps": e.max_train_steps,
