@@ -116,6 +116,16 @@ def test_when_warmup_does_not_help_clipping_at_the_90th_percentile_does(
     assert "fixed it" in rec.text
 
 
+def test_without_recorded_norms_clipping_is_not_tried(tmp_path: Path) -> None:
+    base = Experiment.from_yaml(base_file(
+        tmp_path, fixed={"warmup_helps": False, "report_norms": False}))
+    rec = run_stability(base, options=StabilityOptions(steps=100), root=tmp_path / "r",
+                        workers=0)
+    assert rec is not None and "clipping" not in rec.evidence
+    assert not any(name.endswith(".clip") for name in rec.experiments)
+    assert "Clipping was not tried" in rec.text
+
+
 def test_a_stable_workload_needs_no_warmup_study(tmp_path: Path) -> None:
     # The sweep stops at 0.1 x 4 = 0.4, below the unstable 0.5.
     base = Experiment.from_yaml(base_file(tmp_path))

@@ -11,7 +11,8 @@ the built-in workloads' linear warmup):
   loss quadruples at every evaluation after it;
 - otherwise the training loss decreases steadily: ``0.1 + 2 / (1 + progress)``, ``progress``
   the sum of the rates (capped at 0.5) so far; ``val_loss`` is ``train_loss + 0.05``;
-- the unclipped gradient norm of step ``s`` (1-based) is ``1 + s % 10``, reported every step.
+- the unclipped gradient norm of step ``s`` (1-based) is ``1 + s % 10``, reported every step
+  (unless ``report_norms: false``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def train(hparams: dict[str, Any], trial: Trial) -> None:
         if rate > STABLE_LR and not clipped and not (helps and warmup >= MIN_WARMUP):
             blown = True
         progress += min(rate, STABLE_LR)
-        metrics = {"grad_norm": norm_at(step)}
+        metrics = {"grad_norm": norm_at(step)} if hparams.get("report_norms", True) else {}
         if step % trial.eval_every == 0 or step == trial.max_train_steps:
             if blown and lr > NAN_LR:
                 loss = math.nan

@@ -226,16 +226,13 @@ class Stability(Procedure):
         bad = [r["learning_rate"] for r in self.verdicts(sweep) if r["unstable"]]
         return min(bad) if bad else None
 
-    def clip_threshold(self, base: Experiment, sweep: Outcome) -> tuple[float, int]:
-        """The 90th percentile of the best stable sweep trials' norms, and how many norms."""
+    def clip_threshold(self, base: Experiment, sweep: Outcome) -> float | None:
+        """The 90th percentile of the best stable sweep trials' norms (None: none recorded)."""
         stable_studies = {r["study"] for r in self.verdicts(sweep) if not r["unstable"]}
         best = best_trials([t for t in sweep.trials if t.study in stable_studies],
                            base.objective.goal, CLIP_DEFAULTS.best_trials)
         norms = norms_of(self._store(), best, self.options.names.grad_norm)
-        if not norms:
-            raise TunebookError(f"no {self.options.names.grad_norm!r} recorded by the stable "
-                                "sweep trials: the clipping study needs the per-step norms")
-        return stats.quantile(norms, CLIP_DEFAULTS.threshold_quantile), len(norms)
+        return stats.quantile(norms, CLIP_DEFAULTS.threshold_quantile) if norms else None
 
     @staticmethod
     def _kind(outcome: Outcome) -> str:
@@ -268,7 +265,9 @@ class Stability(Procedure):
         warm = [o for o, k in zip(outcomes, kinds, strict=True) if k == "warmup"]
         if any(not self.verdicts(o)[0]["unstable"] for o in warm):
             return []
-        threshold, _ = self.clip_threshold(base, outcomes[0])
+        threshold = self.clip_threshold(base, outcomes[0])
+        if threshold is None:  # no per-step norms to take the percentile of
+            return []
         longest = max(o.experiment.max_train_steps for o in warm)
         return [derived(base, self.name, "clip", steps=longest,
                         eval_every=max(1, longest // 6), fixed={n.schedule: n.constant},
@@ -347,7 +346,12 @@ class Stability(Procedure):
             evidence["clipping"] = clip[0]
         text = (f"training becomes unstable at learning rate {bad:g}; at {lr:g} no warmup of "
                 f"{evidence['warmup_list']} (up to 10% of {steps} steps) was stable. ")
-        if clip and not clip[0]["unstable"]:
+        if not clip:
+            return Recommendation(
+                self.name, base.name, text + f"Clipping was not tried: the stable sweep trials "
+                f"recorded no {n.grad_norm!r} to take the 90th percentile of.", evidence,
+                tuple(findings), names, values={"unstable_base_learning_rate": bad})
+        if not clip[0]["unstable"]:
             t = clip[0]["grad_clip"]
             return Recommendation(
                 self.name, base.name, text + f"Gradient clipping at {t:.4g} (the 90th "
