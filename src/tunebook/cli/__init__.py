@@ -43,6 +43,7 @@ from tunebook.cli.final_eval import add_parser as _add_final_eval
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
 from tunebook.cli.rounds import add_parser as add_next_round
 from tunebook.cli.run import cmd_run
+from tunebook.cli.steps import add_parser as _add_steps
 from tunebook.errors import TunebookError
 
 __all__ = ["main"]
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_next_round(sub, common)
     _add_decide_parsers(sub, common)
     _add_final_eval(sub, common)
+    _add_steps(sub, common)
     return parser
 
 
