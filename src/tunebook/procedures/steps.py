@@ -168,12 +168,15 @@ class Steps(Procedure):
             evidence.update(compute_bound=False, fastest=fastest)
             text = (f"max_train_steps = {steps}: the fastest trial of the constant learning-rate "
                     f"sweep ({self.lr} = {fastest[self.lr]:.3g}) fit the training set "
-                    f"({metric} at or below the threshold) at step {fastest['fit_step']}, "
+                    f"({metric} at or below the threshold) at step {fastest['fit_step']}; "
                     f"{len(fitted)} of {len(per_trial)} trials fit it within "
                     f"{sweep.experiment.max_train_steps} steps. The workload is not "
                     f"compute-bound: the playbook's policy is to train long enough to reach the "
                     f"best result without waste, never tuning max_train_steps within a study. "
                     + _CAVEATS)
+            if int(fastest["fit_step"]) <= every:
+                text += (" It fit at the first evaluation, so fewer steps may do: lower "
+                         "eval_every in the base file to measure it.")
         else:
             improving = best is not None and self.still_improving(
                 best.curves.get(metric, Curve((), ())))
