@@ -4,7 +4,8 @@
 (error 0) at step ``FIT_STEPS / speed(lr)``. The speed is highest, 1, at ``lr = BEST_LR`` and
 falls off on a log scale either side, so the fastest learning rate is inside a range around it.
 ``weight_decay`` slows training (the sweep must set it to 0), a decaying ``schedule`` is refused
-(the sweep must use a constant one). ``val_error`` ends lowest at ``BEST_LR``.
+(the sweep must use a constant one). ``val_error`` ends lowest at ``BEST_LR``. ``floor``
+(default 0) is an error the training never goes below: a training set that cannot be fit.
 """
 
 from __future__ import annotations
@@ -35,6 +36,6 @@ def train(hparams: dict[str, Any], trial: Trial) -> None:
     lr = float(hparams["learning_rate"])
     rate = speed(lr) / FIT_STEPS / (1.0 + 10 * float(hparams.get("weight_decay", 0.0)))
     for step in range(trial.eval_every, trial.max_train_steps + 1, trial.eval_every):
-        error = max(0.0, 1.0 - rate * step)
+        error = max(float(hparams.get("floor", 0.0)), 1.0 - rate * step)
         trial.report(step, train_error=error, train_loss=2.0 * error + 1e-4,
                      val_error=0.05 + 0.02 * abs(math.log10(lr / BEST_LR)) + 0.9 * error)

@@ -76,6 +76,13 @@ def test_never_fit_is_compute_bound_and_recommends_no_value(tmp_path: Path) -> N
     assert "No recommendation" in rec.text and "rounds" in rec.text
 
 
+def test_a_training_set_that_cannot_be_fit_is_not_compute_bound(tmp_path: Path) -> None:
+    base = Experiment.from_yaml(_file(tmp_path, fixed={"floor": 0.2}))
+    rec = procedures.run_procedure(Steps(trials=4), base, root=tmp_path / "root", workers=0)
+    assert rec is not None and rec.values == {} and rec.evidence["compute_bound"] is False
+    assert "assumption" in rec.text and "looks compute-bound" not in rec.text
+
+
 def test_a_range_of_too_small_learning_rates_is_flagged(tmp_path: Path) -> None:
     lr = {"type": "float", "low": 1e-4, "high": 1e-2, "scale": "log"}
     base = Experiment.from_yaml(_file(tmp_path, nuisance={"learning_rate": lr},

@@ -50,7 +50,8 @@ _COMPUTE_BOUND = (
     "long runs on the best points). A longer sweep (a larger max_train_steps in the base file) "
     "would measure the steps needed if you can afford it.")
 _STUCK = (
-    "The training set was not fit and training had stopped improving: the sweep's assumption "
+    "The training set was not fit and training had stopped improving (saturated: not "
+    "compute-bound, yet not fit either): the sweep's assumption "
     "(that a constant learning rate can fit the training set) does not hold here, so it gives "
     "no step count. Look at the model and optimizer first, or choose max_train_steps from the "
     "best steps retrospective checkpoint selection finds.")
@@ -181,9 +182,11 @@ class Steps(Procedure):
             improving = best is not None and self.still_improving(
                 best.curves.get(metric, Curve((), ())))
             evidence["compute_bound"] = improving
+            reason = (_COMPUTE_BOUND if improving else _STUCK if best is not None else
+                      f"No trial reported the objective ({data.metric}): see "
+                      f"`tunebook findings {sweep.experiment.name}` for why.")
             text = ("No recommendation: no trial of the constant learning-rate sweep fit the "
-                    f"training set within {sweep.experiment.max_train_steps} steps. "
-                    + (_COMPUTE_BOUND if improving else _STUCK))
+                    f"training set within {sweep.experiment.max_train_steps} steps. " + reason)
         if boundary:
             text += (f" Warning: the best {self.lr} is at the edge of the sweep's range, so "
                      "this step count may be misleading (too-small learning rates make training "
