@@ -44,6 +44,7 @@ from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_
 from tunebook.cli.rounds import add_parser as add_next_round
 from tunebook.cli.run import cmd_run
 from tunebook.cli.stability import add_parsers as _add_stability_parsers
+from tunebook.cli.steps import add_parser as _add_steps
 from tunebook.errors import TunebookError
 
 __all__ = ["main"]
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decide_parsers(sub, common)
     _add_final_eval(sub, common)
     _add_stability_parsers(sub, common)
+    _add_steps(sub, common)
     return parser
 
 
