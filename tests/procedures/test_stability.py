@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from tunebook.experiment import Experiment
-from tunebook.procedures import recommendations
+from tunebook.procedures import recommendations, run_procedure
 from tunebook.procedures.clip import ClipOptions, run_clip
 from tunebook.procedures.stability import (
+    Stability,
     StabilityOptions,
     run_stability,
     sweep_rates,
@@ -127,9 +128,9 @@ def test_without_recorded_norms_clipping_is_not_tried(tmp_path: Path) -> None:
 
 
 def test_a_stable_workload_needs_no_warmup_study(tmp_path: Path) -> None:
-    # The sweep stops at 0.1 x 4 = 0.4, below the unstable 0.5.
-    base = Experiment.from_yaml(base_file(tmp_path))
-    rec = run_stability(base, options=StabilityOptions(steps=50, extend=4), root=tmp_path / "r",
+    # The sweep stops at 0.1 x 4 = 0.4, below the unstable 0.5. Run by name, as any procedure.
+    base = Experiment.from_yaml(base_file(tmp_path, max_train_steps=50, eval_every=10))
+    rec = run_procedure(Stability(StabilityOptions(extend=4)), base, root=tmp_path / "r",
                         workers=0)
     assert rec is not None and rec.evidence["unstable_base_learning_rate"] is None
     assert rec.experiments == ("base.stability.sweep",)

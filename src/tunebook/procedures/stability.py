@@ -24,8 +24,9 @@ The playbook's "How can optimization failures be debugged and mitigated?", as on
    warmup run, no warmup, ``grad_clip`` at the 90th percentile (``stats.quantile``, the clipping
    check's rule) of the unclipped per-step ``grad_norm`` of the best stable sweep trials.
 
-The procedure reads the training curves from the store, so it is built with the store it runs
-in: :func:`run_stability` does that.
+The procedure reads the training curves from the store each outcome ran in
+(``Outcome.store``): ``run_procedure("stability", base)`` runs it with the default options,
+:func:`run_stability` with others.
 """
 
 from __future__ import annotations
@@ -185,11 +186,13 @@ class Stability(Procedure):
         self.options = options or StabilityOptions()
         self.store = store
 
-    def _store(self) -> StoreAPI:
-        if self.store is None:
-            raise TunebookError("the stability procedure reads training curves: build it with "
-                                "its store (tunebook.procedures.stability.run_stability)")
-        return self.store
+    def _store(self, outcome: Outcome) -> StoreAPI:
+        """The store ``outcome`` ran in (``Outcome.store``), else the one given at build."""
+        store = outcome.store or self.store
+        if store is None:
+            raise TunebookError("the stability procedure reads training curves: run it with "
+                                "run_procedure or run_stability")
+        return store
 
     def plan(self, base: Experiment) -> list[Experiment]:
         n, o = self.options.names, self.options
@@ -210,7 +213,7 @@ class Stability(Procedure):
         n = self.options.names
         rows = []
         for t in sorted(outcome.trials, key=lambda t: float(t.params[n.learning_rate])):
-            curve = self._store().measurements([t.id], n.loss)
+            curve = self._store(outcome).measurements([t.id], n.loss)
             losses = [v for _, _, _, v in curve]
             why = None if t.status == "failed" else unstable(
                 t, losses, self.options.spike_factor, [s for _, s, _, _ in curve])
@@ -231,7 +234,7 @@ class Stability(Procedure):
         stable_studies = {r["study"] for r in self.verdicts(sweep) if not r["unstable"]}
         best = best_trials([t for t in sweep.trials if t.study in stable_studies],
                            base.objective.goal, CLIP_DEFAULTS.best_trials)
-        norms = norms_of(self._store(), best, self.options.names.grad_norm)
+        norms = norms_of(self._store(sweep), best, self.options.names.grad_norm)
         return stats.quantile(norms, CLIP_DEFAULTS.threshold_quantile) if norms else None
 
     @staticmethod
