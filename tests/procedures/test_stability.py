@@ -259,6 +259,7 @@ def test_both_procedures_on_the_built_in_synthetic_workload(tmp_path: Path) -> N
     assert "diverged" in rec.evidence["sweep"][-2]["unstable"]
     assert rec.evidence["warmup_list"] == [1, 10]
     assert rec.evidence["clipping"]["unstable"] and "did not fix it either" in rec.text
-    clip = run_clip(base, root=tmp_path / "r", workers=0)
+    clip = run_procedure("clip", base, root=tmp_path / "r", workers=0)  # by name
     assert clip is not None and clip.evidence["steps_pooled"] == 30  # 3 trials x 10 evaluations
+    assert clip.experiments == ("base.clip.norms", "base.clip.clipped")
     assert 0 < clip.evidence["fraction_clipped"] <= 0.1 + 1e-9

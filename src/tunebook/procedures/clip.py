@@ -5,7 +5,8 @@ clipping threshold based on the 90th percentile of gradient norms". The norms ar
 unclipped per-step ``grad_norm`` of the base experiment's best trials (the clipping check's
 rule: the best 3 completed trials by the objective, every step of their training pooled,
 ``stats.quantile`` at 0.9). They come from a finished run of the base in the store; without
-one, the procedure first runs the base itself, shortened to ``steps`` if given (stage
+one (or run by name, without the store to look in before the first stage), the procedure
+first runs the base itself, shortened to ``steps`` if given (stage
 ``norms``). It then runs the base with ``grad_clip`` fixed at the threshold (stage
 ``clipped``) and concludes with the threshold, the fraction of the recorded steps it would
 have clipped, and the best values with and without it.
@@ -48,33 +49,33 @@ class Clip(Procedure):
         self.options = options or ClipOptions()
         self.store = store
 
-    def _store(self) -> StoreAPI:
-        if self.store is None:
-            raise TunebookError("the clip procedure reads recorded norms: build it with its "
-                                "store (tunebook.procedures.clip.run_clip)")
-        return self.store
+    def _store(self, outcomes: Sequence[Outcome] = ()) -> StoreAPI | None:
+        """The store the outcomes ran in (``Outcome.store``), else the one given at build."""
+        return next((o.store for o in outcomes if o.store is not None), self.store)
 
-    def recorded(self, base: Experiment) -> tuple[list[TrialRow], list[float]]:
-        """The base's best trials in the store that recorded norms, and their norms pooled."""
-        store = self._store()
-        row = store.get_experiment(base.name)
-        if row is None:
+    def recorded(self, base: Experiment, store: StoreAPI | None
+                 ) -> tuple[list[TrialRow], list[float]]:
+        """The base's best trials in ``store`` that recorded norms, and their norms pooled
+        (none without a store: the procedure then runs the base first)."""
+        row = None if store is None else store.get_experiment(base.name)
+        if store is None or row is None:
             return [], []
-        best = best_trials(store.trials(row.id), base.objective.goal, len(store.trials(row.id)))
+        trials = store.trials(row.id)
+        best = best_trials(trials, base.objective.goal, len(trials))
         with_norms = [t for t in best if norms_of(store, [t], self.options.names.grad_norm)]
         chosen = with_norms[:CLIP_DEFAULTS.best_trials]
         return chosen, norms_of(store, chosen, self.options.names.grad_norm)
 
     def _source(self, base: Experiment,
                 outcomes: Sequence[Outcome]) -> tuple[str, list[TrialRow], list[float]]:
-        if outcomes and outcomes[0].experiment.name.endswith(".norms"):
+        store = self._store(outcomes)
+        if store is not None and outcomes and outcomes[0].experiment.name.endswith(".norms"):
+            metric = self.options.names.grad_norm
             chosen = [t for t in best_trials(outcomes[0].trials, base.objective.goal,
                                              len(outcomes[0].trials))
-                      if norms_of(self._store(), [t], self.options.names.grad_norm)]
-            chosen = chosen[:CLIP_DEFAULTS.best_trials]
-            return (outcomes[0].experiment.name, chosen,
-                    norms_of(self._store(), chosen, self.options.names.grad_norm))
-        trials, norms = self.recorded(base)
+                      if norms_of(store, [t], metric)][:CLIP_DEFAULTS.best_trials]
+            return outcomes[0].experiment.name, chosen, norms_of(store, chosen, metric)
+        trials, norms = self.recorded(base, store)
         return base.name, trials, norms
 
     def _clipped(self, base: Experiment, threshold: float) -> Experiment:
