@@ -15,9 +15,11 @@ workload as ``tests/procedures/test_procedure_base.py`` does (plan, run, conclud
 
 from __future__ import annotations
 
-# Each procedure module registers itself on import (it imports only base, so the order is safe).
-from tunebook.procedures import batch_size as batch_size
-
+# ruff: noqa: I001
 # The package's surface is base's; the procedures' own modules are imported below it.
 from tunebook.procedures.base import *  # noqa: F403
 from tunebook.procedures.base import __all__ as __all__
+from tunebook.procedures import steps as _steps  # noqa: F401
+from tunebook.procedures import stability as _stability  # noqa: F401
+from tunebook.procedures import clip as _clip  # noqa: F401
+from tunebook.procedures import batch_size as _batch_size  # noqa: F401
