@@ -62,7 +62,11 @@ What is reported at every evaluation (every ``eval_every`` steps and at ``max_tr
   norms) needs every step;
 * ``learning_rate``: the rate of the last update before the evaluation, ``schedule(step - 1)``;
 * ``clip_fraction``, only with ``grad_clip``: the share of all updates so far that were clipped
-  (the ``clipping`` check warns when it exceeds one half at the last evaluation).
+  (the ``clipping`` check warns when it exceeds one half at the last evaluation);
+* ``data_share``: the share of the training steps' time since the previous evaluation spent
+  fetching the batch (:class:`tunebook.workloads.timing.DataShare`; the ``input_bound`` check);
+* ``val_classK_correct``, ``val_classK_examples`` for each class K (at most ``per_class``, 100,
+  classes): per-class counts of the validation set (the ``class_imbalance`` check).
 
 Reported once, with the first evaluation (constants that describe the metrics, so that the
 report knows their resolution and their chance level; see ``docs/reading-your-report.md``):
@@ -98,6 +102,7 @@ from tunebook.execution.trial import Trial
 from tunebook.schedules import from_hparams
 from tunebook.search.rng import derive_seed
 from tunebook.torch import Checkpointer, ClipTracker, evaluate, make_optimizer, set_lr
+from tunebook.workloads.timing import DataShare
 
 __all__ = [
     "ACTIVATIONS",
@@ -280,6 +285,7 @@ def train_classifier(
     eval_batch_size: int | None = None,
     keep_best: int = 1,
     on_step: Callable[[int], None] | None = None,
+    per_class: int | None = 100,
 ) -> None:
     """Train ``model`` for ``trial.max_train_steps`` steps, reporting and checkpointing at every
     evaluation; resume from the trial's latest checkpoint if there is one.
@@ -299,6 +305,8 @@ def train_classifier(
             training batch size).
         keep_best: how many of the best checkpoints to keep besides the latest.
         on_step: called with the number of steps done after every update (progress, tests).
+        per_class: report ``val_classK_correct`` and ``val_classK_examples`` at every
+            evaluation when there are at most this many classes (None: never).
 
     Raises:
         tunebook.errors.Infeasible: when the training loss or the gradient norm is not finite.
@@ -326,13 +334,17 @@ def train_classifier(
     first = step
     norms: list[float] = []
     described = step > 0  # the constants went with the first evaluation of an earlier attempt
+    timer = DataShare()  # the input pipeline's share of the step time: data_share
     model.train()
     while step < trial.max_train_steps:
         lr = schedule(step)
         set_lr(optimizer, lr)
+        timer.begin()
         index = batches(step)
-        logits = model(x_train[index])
-        loss = F.cross_entropy(*_flat(logits, y_train[index]), label_smoothing=label_smoothing)
+        x_batch, y_batch = x_train[index], y_train[index]
+        timer.fetched()
+        logits = model(x_batch)
+        loss = F.cross_entropy(*_flat(logits, y_batch), label_smoothing=label_smoothing)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise trial.infeasible(f"training loss is {loss_value}", step + 1)
@@ -342,6 +354,7 @@ def train_classifier(
         if not math.isfinite(norm):
             raise trial.infeasible(f"gradient norm is {norm}", step + 1)
         optimizer.step()
+        timer.end()
         step += 1
         norms.append(norm)
         if on_step is not None:
@@ -351,8 +364,11 @@ def train_classifier(
             train = evaluate(model, train_eval, eval_batch_size, cross_entropy_metrics,
                              train_batch_size=batch_size)
             val = evaluate(model, val_data, eval_batch_size, cross_entropy_metrics,
-                           train_batch_size=batch_size)
+                           train_batch_size=batch_size, per_class=per_class)
             extra = {"clip_fraction": clipper.fraction_clipped} if grad_clip is not None else {}
+            extra.update(val.class_counts("val_"))
+            if (share := timer.take()) is not None:
+                extra["data_share"] = share
             if not described:
                 extra.update(describe_labels(train_eval[1], "train_", chance=False))
                 extra.update(describe_labels(val_data[1], "val_"))

@@ -24,6 +24,7 @@ SECTIONS = {
     "How can optimization failures be debugged and mitigated?",
     "Choosing the batch size",
     "How many trials are needed to get good results with quasi-random search?",
+    "Additional guidance for the training pipeline",
 }
 
 DEFAULT_SPACE: dict[str, Hyperparameter] = {
