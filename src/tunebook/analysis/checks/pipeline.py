@@ -8,7 +8,9 @@
 - ``input_bound``: the trials spent most of each training step waiting for data
   (``data_share``, recorded by the training helpers).
 
-The playbook's section: "Additional guidance for the training pipeline".
+The playbook's sections, under "Additional guidance for the training pipeline": "Choosing a
+sample for periodic evaluation" (class counts), "Setting up periodic evaluations" (periodicity)
+and "Optimizing the input pipeline".
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from tunebook.analysis.findings import Finding
 __all__ = ["PipelineThresholds", "check_class_imbalance", "check_input_bound",
            "check_periodic_validation", "class_counts"]
 
-SEC_PIPELINE = "Additional guidance for the training pipeline"
+SEC_SAMPLE = "Choosing a sample for periodic evaluation"
+SEC_INPUT = "Optimizing the input pipeline"
 _CLASS = re.compile(r"^(?P<prefix>.*)class(?P<k>\d+)_(?P<kind>correct|examples)$")
 
 
@@ -85,7 +88,7 @@ def _best_trials(data: ExperimentData) -> list[TrialData]:
     return [t for _, t, _ in c.study_bests(data)]
 
 
-@check("class_imbalance", playbook_section=SEC_PIPELINE, thresholds=PipelineThresholds)
+@check("class_imbalance", playbook_section=SEC_SAMPLE, thresholds=PipelineThresholds)
 def check_class_imbalance(data: ExperimentData,
                           th: PipelineThresholds = DEFAULTS) -> list[Finding]:
     """A class is rarely right, or the evaluation set is imbalanced, in the best trials.
@@ -191,7 +194,7 @@ def _period(steps: c.Array, y: c.Array, th: PipelineThresholds) -> dict[str, Any
             "autocorrelation": float(acf[lag]), "points": n}
 
 
-@check("periodic_validation", playbook_section=SEC_PIPELINE, thresholds=PipelineThresholds)
+@check("periodic_validation", playbook_section=c.SEC_PERIODIC, thresholds=PipelineThresholds)
 def check_periodic_validation(data: ExperimentData,
                               th: PipelineThresholds = DEFAULTS) -> list[Finding]:
     """The best trials' objective curves oscillate with a period.
@@ -229,7 +232,7 @@ def check_periodic_validation(data: ExperimentData,
         trials=[c.trial_ref(t) for t, _ in hits], advice={"data_order": "shuffle"})]
 
 
-@check("input_bound", playbook_section=SEC_PIPELINE, thresholds=PipelineThresholds)
+@check("input_bound", playbook_section=SEC_INPUT, thresholds=PipelineThresholds)
 def check_input_bound(data: ExperimentData, th: PipelineThresholds = DEFAULTS) -> list[Finding]:
     """The training steps wait mostly for data.
 
