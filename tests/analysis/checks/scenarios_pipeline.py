@@ -45,11 +45,44 @@ def _experiment(seed: int, extra: Any = None, n: int = N, **curve_kwargs: Any
 
 @scenario("pipeline_healthy", fires=set())
 def pipeline_healthy() -> ExperimentData:
-    # Balanced classes, all about equally right; the steps wait 10% for data.
+    # Balanced classes, all about equally right; the steps wait 10% for data; the periodic
+    # subset (1000 of 2000 examples) agrees with the full set to within its sampling error.
     def extra(i: int, rng: np.random.Generator) -> dict[str, list[float]]:
         return {**_counts([100] * 10, list(rng.uniform(0.75, 0.85, 10))),
                 "data_share": list(rng.uniform(0.05, 0.15, N))}
-    return _experiment(20, extra)
+    return _with_full(_experiment(20, extra), 1000, 2000, skew=0.0)
+
+
+def _with_full(data: ExperimentData, n: int, big: int, skew: float) -> ExperimentData:
+    """``data`` rebuilt with the objective on the full set at the last step: the subset's
+    value (the curve, whose noise stands for the subset's sampling error) minus ``skew``; the
+    sizes reported."""
+    trials = []
+    for t in data.trials:
+        steps, values = t.curves[data.metric].steps, t.curves[data.metric].values
+        full = float(values[-1] - skew)
+        trials.append(tr(list(values), params=t.params, steps=list(steps), extra={
+            "val_full_loss": ([steps[-1]], [full]), "val_examples": ([steps[0]], [float(n)]),
+            "val_full_examples": ([steps[0]], [float(big)]),
+            **{m: (list(cv.steps), list(cv.values)) for m, cv in t.curves.items()
+               if m != data.metric}}))
+    return make_data(trials, nuisance=SPACE, max_train_steps=data.experiment.max_train_steps,
+                     metric="val_loss")
+
+
+@scenario("eval_subset_skewed", fires={"eval_subset"},
+          expect={"eval_subset": lambda fs: [f.severity for f in fs] == ["warning"]})
+def eval_subset_skewed() -> ExperimentData:
+    # The periodic subset (1000 of 2000) reads 0.05 worse than the full set: 5 standard errors.
+    return _with_full(_experiment(65), 1000, 2000, skew=0.05)
+
+
+@scenario("eval_subset_too_small", fires={"eval_subset"},
+          expect={"eval_subset": lambda fs: [f.severity for f in fs] == ["info"]})
+def eval_subset_too_small() -> ExperimentData:
+    # 100 of 2000 examples: a difference between two trials has a standard error of 0.06,
+    # more than the best trials' spread.
+    return _with_full(_experiment(66), 100, 2000, skew=0.0)
 
 
 @scenario("rare_class", fires={"class_imbalance"},

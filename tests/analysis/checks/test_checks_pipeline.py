@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from checkdata import GOOD, make_data, only, tr
 
 from tunebook.analysis.checks import (
     PipelineThresholds,
     check_class_imbalance,
+    check_eval_subset,
     check_input_bound,
     check_periodic_validation,
 )
-from tunebook.analysis.checks.pipeline import class_counts
+from tunebook.analysis.checks.pipeline import class_counts, full_metric
+from tunebook.analysis.data import ExperimentData
 
 
 def _counts(examples: list[int], correct: list[int]) -> dict[str, list[float]]:
@@ -88,3 +91,41 @@ def test_input_bound_on_the_median_share_over_trials() -> None:
     at = make_data([tr(GOOD, curves={"data_share": [0.5] * 10})])
     assert check_input_bound(at) == []
     assert check_input_bound(make_data([tr(GOOD)])) == []
+
+
+def _subset_data(subset: list[float], full: list[float], n: int = 400,
+                 big: int = 4000) -> ExperimentData:
+    trials = []
+    for s, f in zip(subset, full, strict=True):
+        curve = [s + 0.1 * (9 - i) for i in range(10)]
+        trials.append(tr(curve, extra={"val_full_error": ([100], [f]),
+                                       "val_examples": ([10], [float(n)]),
+                                       "val_full_examples": ([10], [float(big)])}))
+    return make_data(trials, metric="val_error")
+
+
+def test_a_skewed_subset_is_measured_in_standard_errors() -> None:
+    # p = 0.2, n = 400 of 4000: se = sqrt(0.16 / 400 * 0.9) = 0.019; 3 se = 0.057.
+    full = [0.2, 0.1, 0.3]
+    skewed = _subset_data([f + 0.06 for f in full], full)
+    f = only(check_eval_subset(skewed))
+    assert f.severity == "warning" and f.advice == {"eval_data": "resample"}
+    assert abs(f.evidence["standard_error"] - np.sqrt(0.16 / 400 * 0.9)) < 1e-12
+    assert f.evidence["mean_skew"] == pytest.approx(0.06) and len(f.trials) == 3
+    assert check_eval_subset(_subset_data([v + 0.05 for v in full], full)) == []
+
+
+def test_a_subset_too_small_for_the_best_trials_spread() -> None:
+    # 40 of 4000: sqrt(2) se = 0.089 > the spread 0.02 of the three trials.
+    small = _subset_data([0.2, 0.21, 0.22], [0.2, 0.21, 0.22], n=40)
+    f = only(check_eval_subset(small))
+    assert f.severity == "info" and f.advice == {"eval_data": "enlarge"}
+    assert check_eval_subset(_subset_data([0.2, 0.21, 0.22], [0.2, 0.21, 0.22], n=40,
+                                          big=40)) == []  # the whole set: no sampling error
+    assert full_metric("val_error") == "val_full_error" and full_metric("loss") is None
+
+
+def test_no_full_metric_or_not_a_rate_says_nothing() -> None:
+    assert check_eval_subset(make_data([tr(GOOD)], metric="val_error")) == []
+    loss = _subset_data([1.2, 1.5, 1.9], [0.2, 0.1, 0.3])  # values above 1: not a rate
+    assert check_eval_subset(loss) == []

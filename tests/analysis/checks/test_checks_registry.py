@@ -88,7 +88,7 @@ def test_registry_names_match_functions() -> None:
         "still_improving", "saturated_early", "best_step_position", "infeasible", "at_chance",
         "failed_trials", "near_divergence", "eval_steps", "enough_trials", "batch_size_tuned",
         "too_few_trials", "clipping", "class_imbalance", "periodic_validation", "input_bound",
-        "isolation"]
+        "eval_subset", "isolation"]
     specs = registered()
     for name, fn in CHECKS.items():
         assert fn.__name__ == f"check_{name}" and fn.__doc__

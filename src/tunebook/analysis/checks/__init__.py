@@ -19,7 +19,7 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``clipping`` (:mod:`.clipping`): ``clipping``.
 - ``setup`` (:mod:`.setup`): ``batch_size_tuned``, ``too_few_trials``.
 - ``pipeline`` (:mod:`.pipeline`): ``class_imbalance``, ``periodic_validation``,
-  ``input_bound``.
+  ``input_bound``, ``eval_subset``.
 - ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
   :func:`tunebook.analysis.comparison.compare`).
 
@@ -88,6 +88,7 @@ from tunebook.analysis.checks.clipping import ClippingThresholds, check_clipping
 from tunebook.analysis.checks.pipeline import (
     PipelineThresholds,
     check_class_imbalance,
+    check_eval_subset,
     check_input_bound,
     check_periodic_validation,
 )
@@ -131,6 +132,7 @@ __all__ = [
     "check_clipping",
     "check_enough_trials",
     "check_eval_steps",
+    "check_eval_subset",
     "check_failed_trials",
     "check_infeasible",
     "check_input_bound",

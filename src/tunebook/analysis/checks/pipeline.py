@@ -5,6 +5,8 @@
   show a class that is rarely right, or an imbalanced evaluation set.
 - ``periodic_validation``: the best trials' validation curves oscillate with a period: a sign
   of unshuffled training data or of overlap between training and evaluation data.
+- ``eval_subset``: the periodic evaluation on a subset disagrees with the full evaluation set
+  (``PREFIX_full_*``), or the subset is too small to tell the best trials apart.
 - ``input_bound``: the trials spent most of each training step waiting for data
   (``data_share``, recorded by the training helpers).
 
@@ -26,8 +28,8 @@ from tunebook.analysis.checks.registry import check, finding
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.analysis.findings import Finding
 
-__all__ = ["PipelineThresholds", "check_class_imbalance", "check_input_bound",
-           "check_periodic_validation", "class_counts"]
+__all__ = ["PipelineThresholds", "check_class_imbalance", "check_eval_subset",
+           "check_input_bound", "check_periodic_validation", "class_counts", "full_metric"]
 
 SEC_SAMPLE = "Choosing a sample for periodic evaluation"
 SEC_INPUT = "Optimizing the input pipeline"
@@ -60,6 +62,13 @@ class PipelineThresholds:
     #: ... at a lag with at least this many full periods in the curve (a slow wobble left by
     #: the detrending is not a period).
     periodic_min_cycles: int = 3
+    #: The periodic subset is skewed when subset minus full, averaged over the trials,
+    #: exceeds this many of the subset's standard errors (3: rarely by chance).
+    subset_skew_se: float = 3.0
+    #: The subset is too small when this many standard errors of a difference between two
+    #: trials on it exceed the whole spread of the 5 best trials (1: the best trials are
+    #: within one standard error of each other, in no order the subset can see).
+    subset_spread_se: float = 1.0
     #: The workload is input-bound when the median data share of the trials exceeds this: the
     #: step waits longer for its batch than it computes.
     input_bound_share: float = 0.5
@@ -267,3 +276,92 @@ def check_input_bound(data: ExperimentData, th: PipelineThresholds = DEFAULTS) -
                   "n_trials": len(shares),
                   "shares": {t.label: s for t, s in shares[:20]}},
         trials=[c.trial_ref(t) for t in above], advice={"input_pipeline": "speed_up"})]
+
+
+def full_metric(metric: str) -> str | None:
+    """The name of ``metric`` on the full evaluation set when it is periodically evaluated on
+    a subset: ``val_error`` -> ``val_full_error`` (None without a ``PREFIX_``)."""
+    head, sep, rest = metric.partition("_")
+    return f"{head}_full_{rest}" if sep and rest else None
+
+
+def _last_examples(trial: TrialData, name: str) -> float | None:
+    _, v = c.points(trial, name)
+    return float(v[-1]) if len(v) and v[-1] > 0 else None
+
+
+@check("eval_subset", playbook_section=SEC_SAMPLE, thresholds=PipelineThresholds)
+def check_eval_subset(data: ExperimentData, th: PipelineThresholds = DEFAULTS) -> list[Finding]:
+    """The periodic evaluation subset differs from the full evaluation set, or is too small.
+
+    Reads the completed trials that report the objective ``PREFIX_REST`` and the same metric on
+    the full set, ``PREFIX_full_REST`` (:func:`full_metric`), at a common step (the last one),
+    with the sizes ``PREFIX_examples`` (the subset) and ``PREFIX_full_examples``. Only for a
+    rate (every value in [0, 1]), whose sampling error is known: the standard error of the
+    subset at the trials' mean value p is ``sqrt(p (1 - p) / n (1 - n / N))``.
+
+    - ``warning`` (skew): the mean over the trials of subset minus full exceeds
+      ``subset_skew_se`` (3) standard errors: the subset is not a fair sample of the set.
+    - ``info`` (too small, needs 3 trials): ``subset_spread_se`` (1) standard error of a
+      difference between two trials on the subset (``sqrt(2) se``) exceeds the spread of the
+      (up to) 5 best trials on the full set: the subset cannot tell them apart.
+
+    Advice ``eval_data: resample`` (skew) / ``eval_data: enlarge`` (too small).
+    """
+    full = full_metric(data.metric)
+    if full is None:
+        return []
+    head = data.metric.partition("_")[0]
+    pairs = []
+    for t in data.trials:
+        if t.status != "completed":
+            continue
+        s_steps, s_vals = c.points(t, data.metric)
+        f_steps, f_vals = c.points(t, full)
+        common = sorted(set(s_steps.tolist()) & set(f_steps.tolist()))
+        n = _last_examples(t, f"{head}_examples")
+        big = _last_examples(t, f"{head}_full_examples")
+        if not common or n is None or big is None or n > big:
+            continue
+        step = common[-1]
+        sub = float(s_vals[s_steps.tolist().index(step)])
+        whole = float(f_vals[f_steps.tolist().index(step)])
+        pairs.append((t, sub, whole, n, big))
+    if not pairs or not all(0 <= v <= 1 for _, s, w, _, _ in pairs for v in (s, w)):
+        return []
+    n, big = pairs[0][3], pairs[0][4]
+    p = float(np.mean([w for _, _, w, _, _ in pairs]))
+    se = float(np.sqrt(max(p * (1 - p), 0.0) / n * max(1 - n / big, 0.0)))
+    skew = float(np.mean([s - w for _, s, w, _, _ in pairs]))
+    evidence: dict[str, Any] = {
+        "metric": data.metric, "full_metric": full, "subset_examples": n,
+        "full_examples": big, "n_trials": len(pairs), "mean_full": p, "mean_skew": skew,
+        "standard_error": se}
+    refs = [c.trial_ref(t) for t, *_ in pairs]
+    out = []
+    if se > 0 and abs(skew) > th.subset_skew_se * se:
+        out.append(finding(
+            check="eval_subset", severity="warning",
+            message=(f"{data.metric} on the {n:.0f}-example periodic subset differs from "
+                     f"{full} on all {big:.0f} examples by {c.fmt(skew)} on average over "
+                     f"{len(pairs)} trials, {abs(skew) / se:.1f} standard errors: the subset is "
+                     "not a fair sample of the evaluation set."),
+            action=("Draw the periodic subset at random (or stratified by class) from the "
+                    "whole evaluation set, and check again that the two agree; until then "
+                    "compare trials on the full set."),
+            evidence=evidence, trials=refs, advice={"eval_data": "resample"}))
+    ranked = sorted(w * c.sign(data) for _, _, w, _, _ in pairs)[:5]
+    spread = ranked[-1] - ranked[0] if len(ranked) >= 3 else None
+    if spread is not None and th.subset_spread_se * np.sqrt(2) * se > spread:
+        out.append(finding(
+            check="eval_subset", severity="info",
+            message=(f"The {n:.0f}-example periodic subset is too small to tell the best trials "
+                     f"apart: a difference between two trials on it has a standard error of "
+                     f"{c.fmt(np.sqrt(2) * se)}, while the {len(ranked)} best trials span "
+                     f"{c.fmt(spread)} on the full set."),
+            action=("Evaluate periodically on more examples (the playbook: large enough that "
+                    "improvements can be accurately measured), or select among the best "
+                    "trials on the full set."),
+            evidence={**evidence, "top_spread": spread}, trials=refs,
+            advice={"eval_data": "enlarge"}))
+    return out
