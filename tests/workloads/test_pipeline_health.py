@@ -1,4 +1,5 @@
-"""Multi-host seeds (same init, different data) and the data-share timer."""
+"""The pipeline's health on real runs: multi-host seeds (same init, different data), the
+data-share timer, a periodic subset with the full set at the end, an imbalanced validation set."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 import pytest
 import torch
 
+from tunebook.analysis.checks import run_checks
+from tunebook.analysis.data import load
 from tunebook.analysis.results import trial_records
 from tunebook.execution.runner import run
 from tunebook.execution.trial import Trial
@@ -58,7 +61,7 @@ def subset_mlp(hparams: dict[str, Any], trial: Trial) -> None:
 
 
 def test_a_periodic_subset_and_the_full_set_at_the_end(tmp_path: Path) -> None:
-    path = write_experiment(tmp_path, name="subset", workload="test_hosts_and_timing:subset_mlp",
+    path = write_experiment(tmp_path, name="subset", workload="test_pipeline_health:subset_mlp",
                             max_train_steps=10, eval_every=4, scientific={},
                             nuisance={"learning_rate": {"type": "float", "low": 1e-3,
                                                         "high": 1e-2, "scale": "log"}},
@@ -77,3 +80,29 @@ def test_a_periodic_subset_and_the_full_set_at_the_end(tmp_path: Path) -> None:
     assert curves["val_full_examples"] == [(10, float(n_val))] and n_val > 100
     assert [s for s, _ in curves["val_full_error"]] == [10]
     assert sum(dict(curves[f"val_class{k}_examples"])[10] for k in range(10)) == 100
+
+
+def imbalanced_mlp(hparams: dict[str, Any], trial: Trial) -> None:
+    """The digits MLP validated on a set that keeps 3 examples of class 9 (a workload)."""
+    x_train, y_train, x_val, y_val = load_digits_split()
+    keep = (y_val != 9) | (torch.cumsum((y_val == 9).long(), 0) <= 3)
+    torch.manual_seed(trial.seed)
+    model = digits._model({"width": 16})
+    common.train_classifier(trial, model, (x_train, y_train), (x_val[keep], y_val[keep]),
+                            hparams)
+
+
+def test_an_imbalanced_validation_set_is_found_from_a_real_run(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, name="imb", workload="test_pipeline_health:imbalanced_mlp",
+                            max_train_steps=20, eval_every=10, scientific={},
+                            nuisance={"learning_rate": {"type": "float", "low": 1e-3,
+                                                        "high": 1e-2, "scale": "log"}},
+                            objective={"metric": "val_error", "goal": "minimize"},
+                            search={"algorithm": "quasi_random", "trials": 2, "seed": 1})
+    run(Experiment.from_yaml(path), root=tmp_path / "r", workers=0)
+    data = load(Store.at_root(tmp_path / "r"), "imb")
+    (found,) = [f for f in run_checks(data) if f.check == "class_imbalance"
+                and f.severity == "info"]
+    counts = found.evidence["classes"]
+    assert counts["9"]["examples"] == 3 and found.evidence["imbalance_ratio"] >= 10
+    assert found.trials and found.advice == {"eval_data": "per_class"}
