@@ -44,6 +44,8 @@ from tunebook.cli.init import add_parser as _add_init
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
 from tunebook.cli.rounds import add_parser as add_next_round
 from tunebook.cli.run import cmd_run
+from tunebook.cli.stability import add_parsers as _add_stability_parsers
+from tunebook.cli.steps import add_parser as _add_steps
 from tunebook.errors import TunebookError
 
 __all__ = ["main"]
@@ -144,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_next_round(sub, common)
     _add_decide_parsers(sub, common)
     _add_final_eval(sub, common)
+    _add_stability_parsers(sub, common)
+    _add_steps(sub, common)
     _add_init(sub, common)
     return parser
 

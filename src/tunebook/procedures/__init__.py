@@ -15,6 +15,10 @@ workload as ``tests/procedures/test_procedure_base.py`` does (plan, run, conclud
 
 from __future__ import annotations
 
+# ruff: noqa: I001
 # The package's surface is base's; the procedures' own modules are imported below it.
 from tunebook.procedures.base import *  # noqa: F403
 from tunebook.procedures.base import __all__ as __all__
+from tunebook.procedures import steps as _steps  # noqa: F401
+from tunebook.procedures import stability as _stability  # noqa: F401
+from tunebook.procedures import clip as _clip  # noqa: F401

@@ -95,12 +95,15 @@ class Outcome:
     Attributes:
         trials: its trials as stored, by study and index.
         best: its best trial by the experiment's objective (None if no trial reported it).
+        store: the store it ran in, open while the procedure plans more and concludes (to read
+            curves: ``tunebook.analysis.data.load(outcome.store, outcome.experiment.name)``).
     """
 
     experiment: Experiment
     result: RunResult
     trials: tuple[TrialRow, ...]
     best: TrialRow | None
+    store: StoreAPI | None = field(default=None, compare=False, repr=False)
 
 
 class Procedure(ABC):
@@ -181,7 +184,8 @@ def run_procedure(proc: Procedure | str, base: Experiment, *, root: str | Path =
                     return None
                 outcomes.append(Outcome(exp, result, tuple(opened.trials(result.experiment_id)),
                                         opened.best_trial(result.experiment_id,
-                                                          exp.objective.goal)))
+                                                          exp.objective.goal),
+                                        opened))
             stage = proc.more(base, outcomes)
         rec = proc.conclude(base, outcomes)
         opened.add_recommendation(base.name, proc.name, rec.as_dict())
