@@ -278,7 +278,8 @@ def _transformer_rows(folder: Path, seed: int) -> list[tuple[int, str, float]]:
     torch.manual_seed(seed)  # as the worker does; the workload seeds the model itself too
     text.train_transformer(hparams, trial)
     trial.flush()
-    return sink.rows
+    # data_share is a timing of this machine, not a result: it is not reproducible.
+    return [row for row in sink.rows if row[1] != "data_share"]
 
 
 def test_transformer_is_deterministic_given_the_seed(tmp_path: Path) -> None:
