@@ -199,3 +199,27 @@ def test_diverged_outputs_give_a_nan_error_not_a_random_one() -> None:
     out = classification_metrics(logits, torch.tensor([1, 0, 0]))
     assert out["error"][0].item() == 0.0
     assert torch.isnan(out["error"][1:]).all()
+
+
+def test_per_class_counts_exclude_the_padding_and_add_up() -> None:
+    from tunebook.workloads.timing import DataShare
+
+    torch.manual_seed(0)
+    x = torch.randn(37, 3)
+    y = torch.tensor([i % 3 for i in range(37)])
+    model = nn.Linear(3, 3)
+    r = evaluate(model, (x, y), 16, per_class=10)
+    pred = model(x).argmax(dim=-1)
+    for k in range(3):
+        assert r.classes[k] == (int((y == k).sum()), int(((y == k) & (pred == k)).sum()))
+    assert sum(ok for _, ok in r.classes.values()) == round(37 * (1 - r["error"]))
+    assert r.class_counts("val_")["val_class1_examples"] == 12.0
+    assert evaluate(model, (x, y), 16, per_class=2).classes == {}  # 3 classes: over the cap
+    assert evaluate(model, (x, y), 16).classes == {}
+    timer = DataShare()
+    assert timer.take() is None
+    timer.begin()
+    timer.fetched()
+    timer.end()
+    share = timer.take()
+    assert share is not None and 0.0 <= share <= 1.0 and timer.step_seconds == 0.0

@@ -165,7 +165,11 @@ def test_sigkill_at_random_steps_resumes_to_identical_curves(
     required = {"train_loss", "train_error", "val_loss", "val_error", "grad_norm",
                 "learning_rate", "clip_fraction"}
     once = {"train_examples", "val_examples", "val_error_chance", "val_loss_chance"}
-    assert set(ref) == set(got) == required | once
+    # Per-class counts (digits: 10 classes) are results like the others; data_share is a
+    # timing of this machine: the same steps, not the same values.
+    required |= {m for m in ref if m.startswith("val_class")}
+    assert set(ref) == set(got) == required | once | {"data_share"}
+    assert [s for s, _ in got["data_share"]] == [s for s, _ in ref["data_share"]] == evals
     for metric in sorted(once):  # with the first evaluation only, never again after a resume
         assert [s for s, _ in got[metric]] == [s for s, _ in ref[metric]] == [every], metric
     for metric in sorted(required):

@@ -28,7 +28,8 @@ from tunebook.workloads.common import BatchOrder
 from conftest import write_experiment
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-REQUIRED = {"train_loss", "train_error", "val_loss", "val_error", "grad_norm", "learning_rate"}
+REQUIRED = {"train_loss", "train_error", "val_loss", "val_error", "grad_norm", "learning_rate",
+            "data_share"}
 # Reported once, at the first evaluation (the metrics' resolution and chance level).
 ONCE = {"train_examples", "val_examples", "val_error_chance", "val_loss_chance"}
 
@@ -73,6 +74,27 @@ def _curves(store: Store, trial_id: int) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
+def _class_counts(curves: dict[str, list[tuple[int, float]]], workload: str) -> set[str]:
+    """The per-class count metrics: 10 classes' for the digit workloads (counts that add up to
+    the validation set), none for the byte-level language model (256 classes, over the cap)."""
+    names = {m for m in curves if re.fullmatch(r"val_class\d+_(correct|examples)", m)}
+    if "text" in workload:
+        assert not names
+        return names
+    assert len(names) == 20, sorted(names)
+    steps = {s for s, _ in curves["val_error"]}
+    for k in range(10):
+        for kind in ("correct", "examples"):
+            assert {s for s, _ in curves[f"val_class{k}_{kind}"]} == steps
+    last = max(steps)
+    at = {m: dict(curves[m])[last] for m in names}
+    total = sum(at[f"val_class{k}_examples"] for k in range(10))
+    assert total == dict(curves["val_examples"])[min(steps)]
+    wrong = total - sum(at[f"val_class{k}_correct"] for k in range(10))
+    assert wrong == pytest.approx(dict(curves["val_error"])[last] * total)
+    return names
+
+
 @pytest.mark.parametrize("workload", sorted(SMALL))
 def test_every_metric_at_every_evaluation_with_warmup_schedule(
         tmp_path: Path, shared_root: Path, workload: str) -> None:
@@ -81,14 +103,15 @@ def test_every_metric_at_every_evaluation_with_warmup_schedule(
                             {**SMALL[workload], **EVERYTHING})
     assert record.status == "completed", record.error
     curves = _curves(store, record.trial_id)
-    assert set(curves) == REQUIRED | ONCE | {"clip_fraction"}  # clipping is on
+    classes = _class_counts(curves, workload)
+    assert set(curves) == REQUIRED | ONCE | {"clip_fraction"} | classes  # clipping is on
     for metric, points in curves.items():
         # grad_norm at every update; the rest at every eval, and the last step.
         want_steps = ([*range(1, 11)] if metric == "grad_norm" else [4] if metric in ONCE
                       else [4, 8, 10])
         assert [s for s, _ in points] == want_steps, metric
         assert all(math.isfinite(v) for _, v in points), metric
-    for metric in ("train_error", "val_error", "clip_fraction"):
+    for metric in ("train_error", "val_error", "clip_fraction", "data_share"):
         assert all(0.0 <= v <= 1.0 for _, v in curves[metric]), metric
     for metric in ("train_loss", "val_loss", "grad_norm"):
         assert all(v > 0 for _, v in curves[metric]), metric
@@ -107,7 +130,8 @@ def test_defaults_report_exactly_the_required_metrics(tmp_path: Path) -> None:
                             "tunebook.workloads.digits:train_mlp", {}, steps=6, every=3)
     assert record.status == "completed", record.error
     curves = _curves(store, record.trial_id)
-    assert set(curves) == REQUIRED | ONCE  # no clip_fraction without grad_clip
+    classes = _class_counts(curves, "tunebook.workloads.digits:train_mlp")
+    assert set(curves) == REQUIRED | ONCE | classes  # no clip_fraction without grad_clip
     assert [v for _, v in curves["learning_rate"]] == [record.params["learning_rate"]] * 2
     assert record.best_step in (3, 6) and 0 <= (record.best_value or -1) <= 1
 
@@ -254,7 +278,8 @@ def _transformer_rows(folder: Path, seed: int) -> list[tuple[int, str, float]]:
     torch.manual_seed(seed)  # as the worker does; the workload seeds the model itself too
     text.train_transformer(hparams, trial)
     trial.flush()
-    return sink.rows
+    # data_share is a timing of this machine, not a result: it is not reproducible.
+    return [row for row in sink.rows if row[1] != "data_share"]
 
 
 def test_transformer_is_deterministic_given_the_seed(tmp_path: Path) -> None:

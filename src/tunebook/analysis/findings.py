@@ -25,6 +25,10 @@ knob                          directions
 ``choose:NAME``               ``by_cost`` (pick NAME for training speed or cost, never
                               for validation performance)
 ``step_noise``                ``reduce`` (bigger batch, more validation data, decay, averaging)
+``eval_data``                 ``per_class`` (look at per-class counts, weigh classes),
+                              ``resample`` / ``enlarge`` (the periodic evaluation subset)
+``data_order``                ``shuffle`` (shuffle the training data, remove eval overlap)
+``input_pipeline``            ``speed_up`` (the steps wait for data)
 ============================  =======================================================
 """
 

@@ -40,7 +40,7 @@ __all__ = ["META_SUFFIXES", "Resolution", "ResolutionThresholds", "is_meta_metri
            "resolution"]
 
 #: Suffixes of the metrics that describe another metric instead of measuring training.
-META_SUFFIXES = ("_examples", "_chance")
+META_SUFFIXES = ("_examples", "_chance", "_correct")
 
 Source = Literal["reported", "inferred", "none"]
 

@@ -41,6 +41,7 @@ from tunebook.cli.common import (
 from tunebook.cli.decide import add_parsers as _add_decide_parsers
 from tunebook.cli.decide import cmd_report_or_project
 from tunebook.cli.final_eval import add_parser as _add_final_eval
+from tunebook.cli.init import add_parser as _add_init
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
 from tunebook.cli.rounds import add_parser as add_next_round
 from tunebook.cli.run import cmd_run
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stability_parsers(sub, common)
     _add_steps(sub, common)
     _add_batch_size(sub, common)
+    _add_init(sub, common)
     return parser
 
 

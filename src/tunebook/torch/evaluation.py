@@ -108,6 +108,8 @@ class EvalResult:
         count: how many real examples were evaluated.
         batch_size: the (fixed) batch size used.
         predictions: the kept examples, in the order they were asked for.
+        classes: with ``per_class``, ``{class: (examples, correct)}`` for every class that
+            occurs among the targets (the playbook: on imbalanced data, log counts per class).
     """
 
     metrics: dict[str, float]
@@ -115,6 +117,17 @@ class EvalResult:
     count: int
     batch_size: int
     predictions: list[Prediction] = field(default_factory=list)
+    classes: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def class_counts(self, prefix: str) -> dict[str, float]:
+        """The per-class counts as metrics: ``PREFIXclassK_correct`` and
+        ``PREFIXclassK_examples`` for each class K (``val_class3_correct``): counts, not
+        rates, as the playbook suggests; the class_imbalance check reads them."""
+        out: dict[str, float] = {}
+        for k, (examples, correct) in sorted(self.classes.items()):
+            out[f"{prefix}class{k}_correct"] = float(correct)
+            out[f"{prefix}class{k}_examples"] = float(examples)
+        return out
 
     def __getitem__(self, name: str) -> float:
         return self.metrics[name]
@@ -231,6 +244,7 @@ def evaluate(
     keep_predictions: Sequence[int] | None = None,
     device: torch.device | str | None = None,
     pad: bool = True,
+    per_class: int | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data``: exact per-metric means over the real examples.
 
@@ -259,6 +273,11 @@ def evaluate(
             :meth:`EvalResult.write_predictions`).
         device: where to run; default: the device of the model's first parameter.
         pad: pad the last batch to the full size (default). With False it is simply smaller.
+        per_class: for classification, count the examples and the correct argmax predictions
+            of each class (:attr:`EvalResult.classes`), when the output's last dimension (the
+            classes) is at most ``per_class``; the first target holds class indices of the
+            output's shape without that dimension (``[batch]`` or ``[batch, positions]``).
+            Default None: not counted.
 
     Raises:
         ValueError: for an empty evaluation set, an index out of range, or a metric that is not
@@ -279,6 +298,7 @@ def evaluate(
     acc_dtype = torch.float32 if run_on.type == "mps" else torch.float64
 
     sums: dict[str, torch.Tensor] = {}
+    class_sums: tuple[torch.Tensor, torch.Tensor] | None = None
     found: dict[int, tuple[Any, list[Any], dict[str, torch.Tensor]]] = {}
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -307,6 +327,14 @@ def evaluate(
                         v = torch.where(mask, v, torch.zeros((), dtype=acc_dtype, device=run_on))
                     total = v.sum()
                     sums[name] = sums[name] + total if name in sums else total
+                if per_class is not None:
+                    counted = _count_classes(outputs, batch[inputs:], real, per_class)
+                    if counted is not None:
+                        per_ex, per_ok = counted
+                        if class_sums is None:
+                            class_sums = (per_ex, per_ok)
+                        else:
+                            class_sums = (_add(class_sums[0], per_ex), _add(class_sums[1], per_ok))
                 for i in kept:
                     if start <= i < start + real:
                         row = i - start
@@ -321,5 +349,38 @@ def evaluate(
         Prediction(index=i, output=_plain(found[i][0]), targets=_plain(found[i][1]),
                    metrics={k: float(v.item()) for k, v in found[i][2].items()})
         for i in kept]
+    classes: dict[int, tuple[int, int]] = {}
+    if class_sums is not None:
+        ex, ok = (t.tolist() for t in class_sums)
+        classes = {k: (int(ex[k]), int(ok[k])) for k in range(len(ex)) if ex[k] > 0}
     return EvalResult(metrics={k: v / n for k, v in sums_f.items()}, sums=sums_f, count=n,
-                      batch_size=size, predictions=predictions)
+                      batch_size=size, predictions=predictions, classes=classes)
+
+
+def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Sum of two count vectors of possibly different lengths."""
+    if len(a) < len(b):
+        a, b = b, a
+    return torch.cat([a[:len(b)] + b, a[len(b):]])
+
+
+def _count_classes(outputs: Any, targets: Sequence[Any], real: int, limit: int
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-class examples and correct argmax predictions among the first ``real`` examples
+    (the padding excluded), or None when the outputs are not ``[..., classes]`` logits with at
+    most ``limit`` classes and matching integer targets."""
+    if not targets or not isinstance(outputs, torch.Tensor) or outputs.dim() < 2:
+        return None
+    labels = targets[0]
+    n_classes = outputs.shape[-1]
+    if (not isinstance(labels, torch.Tensor) or labels.is_floating_point()
+            or n_classes > limit or tuple(labels.shape) != tuple(outputs.shape[:-1])):
+        return None
+    labels = labels[:real].reshape(-1).to(torch.int64)
+    correct = (outputs[:real].reshape(-1, n_classes).argmax(dim=-1) == labels).to(torch.int64)
+    valid = (labels >= 0) & (labels < n_classes)  # e.g. an ignore index of -100
+    labels, correct = labels[valid], correct[valid]
+    return (torch.bincount(labels, minlength=n_classes),
+            torch.bincount(labels, weights=correct.to(torch.float64),
+                           minlength=n_classes).to(torch.int64))
+

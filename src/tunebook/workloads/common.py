@@ -63,7 +63,14 @@ What is reported at every evaluation (every ``eval_every`` steps and at ``max_tr
   norms) needs every step;
 * ``learning_rate``: the rate of the last update before the evaluation, ``schedule(step - 1)``;
 * ``clip_fraction``, only with ``grad_clip``: the share of all updates so far that were clipped
-  (the ``clipping`` check warns when it exceeds one half at the last evaluation).
+  (the ``clipping`` check warns when it exceeds one half at the last evaluation);
+* ``val_full_loss``, ``val_full_error``, ``val_full_examples``, only with
+  ``val_subset_size`` and only at ``max_train_steps``: the full validation set, while ``val_*``
+  is then the periodic subset (the ``eval_subset`` check);
+* ``data_share``: the share of the training steps' time since the previous evaluation spent
+  fetching the batch (:class:`tunebook.workloads.timing.DataShare`; the ``input_bound`` check);
+* ``val_classK_correct``, ``val_classK_examples`` for each class K (at most ``per_class``, 100,
+  classes): per-class counts of the validation set (the ``class_imbalance`` check).
 
 With ``step_timing: true`` (off by default: wall-clock values differ between runs, and a
 resumed trial would not reproduce them), also at every evaluation, over the updates since the
@@ -110,6 +117,7 @@ from tunebook.execution.trial import Trial
 from tunebook.schedules import from_hparams
 from tunebook.search.rng import derive_seed
 from tunebook.torch import Checkpointer, ClipTracker, evaluate, make_optimizer, set_lr
+from tunebook.workloads.timing import DataShare
 
 __all__ = [
     "ACTIVATIONS",
@@ -321,6 +329,8 @@ def train_classifier(
     eval_batch_size: int | None = None,
     keep_best: int = 1,
     on_step: Callable[[int], None] | None = None,
+    per_class: int | None = 100,
+    val_subset_size: int | None = None,
 ) -> None:
     """Train ``model`` for ``trial.max_train_steps`` steps, reporting and checkpointing at every
     evaluation; resume from the trial's latest checkpoint if there is one.
@@ -340,6 +350,11 @@ def train_classifier(
             training batch size).
         keep_best: how many of the best checkpoints to keep besides the latest.
         on_step: called with the number of steps done after every update (progress, tests).
+        per_class: report ``val_classK_correct`` and ``val_classK_examples`` at every
+            evaluation when there are at most this many classes (None: never).
+        val_subset_size: evaluate ``val_*`` periodically on this many validation examples,
+            evenly spaced, and on all of them too at ``max_train_steps`` as ``val_full_*``
+            (with ``val_full_examples``): the ``eval_subset`` check compares the two.
 
     Raises:
         tunebook.errors.Infeasible: when the training loss or the gradient norm is not finite.
@@ -356,6 +371,7 @@ def train_classifier(
     clipper = ClipTracker(grad_clip, keep_norms=1000)  # its counts cover every step
     batches = BatchOrder(len(x_train), batch_size, trial.seed)
     train_eval = even_subset(train_data, train_eval_size)
+    val_eval = even_subset(val_data, val_subset_size)  # val_data itself when None
     checkpointer = Checkpointer(trial, keep_best=keep_best)
     step = checkpointer.restore(model, optimizer, clip=clipper)  # 0 on a fresh start
     if step:
@@ -369,16 +385,19 @@ def train_classifier(
     timer = (_StepTimer(x_train.is_cuda) if str(hparams.get("step_timing", False)).lower()
              in ("true", "1") else None)
     described = step > 0  # the constants went with the first evaluation of an earlier attempt
+    share = DataShare()  # the input pipeline's share of the step time: data_share
     model.train()
     while step < trial.max_train_steps:
         start = timer.now() if timer is not None else 0.0
         lr = schedule(step)
         set_lr(optimizer, lr)
+        share.begin()
         index = batches(step)
         x_batch, y_batch = x_train[index], y_train[index]
         if timer is not None:
             fetched = timer.now()
             timer.data += fetched - start
+        share.fetched()
         logits = model(x_batch)
         loss = F.cross_entropy(*_flat(logits, y_batch), label_smoothing=label_smoothing)
         loss_value = loss.item()
@@ -393,6 +412,7 @@ def train_classifier(
         if timer is not None:
             timer.step += timer.now() - start
             timer.count += 1
+        share.end()
         step += 1
         norms.append(norm)
         if on_step is not None:
@@ -401,14 +421,22 @@ def train_classifier(
         if step % trial.eval_every == 0 or step == trial.max_train_steps:
             train = evaluate(model, train_eval, eval_batch_size, cross_entropy_metrics,
                              train_batch_size=batch_size)
-            val = evaluate(model, val_data, eval_batch_size, cross_entropy_metrics,
-                           train_batch_size=batch_size)
+            val = evaluate(model, val_eval, eval_batch_size, cross_entropy_metrics,
+                           train_batch_size=batch_size, per_class=per_class)
             extra = {"clip_fraction": clipper.fraction_clipped} if grad_clip is not None else {}
             if timer is not None:
                 extra.update(timer.metrics(batch_size))
+            extra.update(val.class_counts("val_"))
+            if (data_share := share.take()) is not None:
+                extra["data_share"] = data_share
+            if val_eval is not val_data and step == trial.max_train_steps:
+                full = evaluate(model, val_data, eval_batch_size, cross_entropy_metrics,
+                                train_batch_size=batch_size)
+                extra.update(full.prefixed("val_full_"),
+                             **describe_labels(val_data[1], "val_full_", chance=False))
             if not described:
                 extra.update(describe_labels(train_eval[1], "train_", chance=False))
-                extra.update(describe_labels(val_data[1], "val_"))
+                extra.update(describe_labels(val_eval[1], "val_"))
                 described = True
             _report_norms(trial, first, norms[:-1])
             trial.report(step, **train.prefixed("train_"), **val.prefixed("val_"),

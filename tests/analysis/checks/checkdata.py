@@ -24,6 +24,8 @@ SECTIONS = {
     "How can optimization failures be debugged and mitigated?",
     "Choosing the batch size",
     "How many trials are needed to get good results with quasi-random search?",
+    "Choosing a sample for periodic evaluation",
+    "Optimizing the input pipeline",
 }
 
 DEFAULT_SPACE: dict[str, Hyperparameter] = {

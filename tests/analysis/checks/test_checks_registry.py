@@ -87,7 +87,8 @@ def test_registry_names_match_functions() -> None:
         "boundary", "no_effect", "overfitting", "late_variance", "train_loss_increases",
         "still_improving", "saturated_early", "best_step_position", "infeasible", "at_chance",
         "failed_trials", "near_divergence", "eval_steps", "enough_trials", "batch_size_tuned",
-        "too_few_trials", "clipping", "isolation"]
+        "too_few_trials", "clipping", "class_imbalance", "periodic_validation", "input_bound",
+        "eval_subset", "isolation"]
     specs = registered()
     for name, fn in CHECKS.items():
         assert fn.__name__ == f"check_{name}" and fn.__doc__

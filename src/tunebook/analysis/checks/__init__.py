@@ -18,6 +18,8 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``budget`` (:mod:`.budget`): ``enough_trials``.
 - ``clipping`` (:mod:`.clipping`): ``clipping``.
 - ``setup`` (:mod:`.setup`): ``batch_size_tuned``, ``too_few_trials``.
+- ``pipeline`` (:mod:`.pipeline`): ``class_imbalance``, ``periodic_validation``,
+  ``input_bound``, ``eval_subset``.
 - ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
   :func:`tunebook.analysis.comparison.compare`).
 
@@ -83,6 +85,13 @@ from tunebook.analysis.checks.setup import (
     check_too_few_trials,
 )
 from tunebook.analysis.checks.clipping import ClippingThresholds, check_clipping
+from tunebook.analysis.checks.pipeline import (
+    PipelineThresholds,
+    check_class_imbalance,
+    check_eval_subset,
+    check_input_bound,
+    check_periodic_validation,
+)
 from tunebook.analysis.checks.comparison import check_isolation
 from tunebook.analysis.comparison import ComparisonThresholds
 from tunebook.analysis.checks import resolutions  # registers the training-length resolvers
@@ -110,6 +119,7 @@ __all__ = [
     "CurveThresholds",
     "EvaluationThresholds",
     "FailureThresholds",
+    "PipelineThresholds",
     "SearchSpaceThresholds",
     "SetupThresholds",
     "TrainingLengthThresholds",
@@ -118,16 +128,20 @@ __all__ = [
     "check_batch_size_tuned",
     "check_best_step_position",
     "check_boundary",
+    "check_class_imbalance",
     "check_clipping",
     "check_enough_trials",
     "check_eval_steps",
+    "check_eval_subset",
     "check_failed_trials",
     "check_infeasible",
+    "check_input_bound",
     "check_isolation",
     "check_late_variance",
     "check_near_divergence",
     "check_no_effect",
     "check_overfitting",
+    "check_periodic_validation",
     "check_saturated_early",
     "check_still_improving",
     "check_too_few_trials",

@@ -23,8 +23,8 @@ from tunebook.analysis.checks.registry import check, finding, resolves
 from tunebook.analysis.data import ExperimentData
 from tunebook.analysis.findings import Finding, Severity
 
-__all__ = ["SetupThresholds", "adam_role", "check_batch_size_tuned", "check_too_few_trials",
-           "is_batch_size", "is_learning_rate"]
+__all__ = ["SetupThresholds", "adam_plan", "adam_role", "check_batch_size_tuned",
+           "check_too_few_trials", "is_batch_size", "is_learning_rate"]
 
 SEC_BATCH = "Choosing the batch size"
 SEC_TRIALS = "How many trials are needed to get good results with quasi-random search?"
@@ -175,6 +175,13 @@ def _adam_plan(budget: int, th: SetupThresholds) -> tuple[str, ...]:
     if budget < th.adam_beta2_trials:
         return ("learning_rate", "beta1", "epsilon")
     return ("learning_rate", "beta1", "epsilon", "beta2")
+
+
+def adam_plan(budget: int, th: SetupThresholds = DEFAULTS) -> tuple[str, ...]:
+    """Which of Adam's hyperparameters (``learning_rate``, ``beta1``, ``epsilon``, ``beta2``,
+    in that order) the playbook tunes with ``budget`` trials per study: the rule of
+    ``too_few_trials`` (``tunebook init`` writes its search spaces from it)."""
+    return _adam_plan(budget, th)
 
 
 @check("too_few_trials", playbook_section=SEC_TRIALS, thresholds=SetupThresholds)
