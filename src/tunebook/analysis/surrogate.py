@@ -48,11 +48,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from tunebook.core.numeric import finite
+from tunebook.search.space import position
 
 if TYPE_CHECKING:
     from tunebook.analysis.data import ExperimentData, TrialData
-    from tunebook.search.space import Hyperparameter
 
 __all__ = ["Effect", "Surrogate", "fit", "surrogate"]
 
@@ -186,19 +185,6 @@ def _legendre(u: Array, degree: int) -> Array:
     return np.stack(cols, axis=1) if cols else np.zeros((len(u), 0))
 
 
-def _unit(hp: Hyperparameter, value: Any) -> float | None:
-    if not hp.ordered or isinstance(value, bool):
-        return None
-    v = finite(value)
-    if v is None:
-        return None
-    try:
-        u = hp.to_unit(v)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        return None
-    return finite(u)
-
-
 def _clip(y: Array, groups: Array) -> tuple[Array, int]:
     """``y`` with each group's values above its upper Tukey fence set to the fence."""
     out = y.copy()
@@ -241,7 +227,7 @@ def fit(data: ExperimentData, *, permutations: int = PERMUTATIONS, seed: int = S
             left_out[name] = "searched by some studies only (nuisance_for)"
             continue
         if hp.ordered:
-            vals: list[Any] = [_unit(hp, t.params.get(name)) for t in trials]
+            vals: list[Any] = [position(hp, t.params.get(name)) for t in trials]
         else:
             vals = [v if (v := t.params.get(name)) in (hp.choices or ()) else None
                     for t in trials]

@@ -28,6 +28,7 @@ __all__ = [
     "Scale",
     "SearchSpace",
     "Value",
+    "position",
 ]
 
 Scale: TypeAlias = Literal["linear", "log", "one_minus_log"]
@@ -319,6 +320,22 @@ class Categorical(_Choice):
 
 
 Hyperparameter: TypeAlias = Float | Int | Discrete | Categorical
+
+
+def position(hp: Hyperparameter, value: Any) -> float | None:
+    """Where ``value`` sits in ``hp``'s scaled space (``to_unit``), or None when it has no
+    position: an unordered (categorical) hyperparameter, a value that is not a finite number
+    (booleans included), or one outside what the scale can map."""
+    if not hp.ordered:
+        return None
+    v = finite(value)
+    if v is None:
+        return None
+    try:
+        u = hp.to_unit(v)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return finite(u)
 
 
 class SearchSpace(Mapping[str, Hyperparameter]):

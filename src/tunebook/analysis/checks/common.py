@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from tunebook.analysis.data import ExperimentData, TrialData
 from tunebook.core.numeric import finite
-from tunebook.search.space import Hyperparameter
+from tunebook.search.space import Hyperparameter, position
 
 Array = npt.NDArray[np.float64]
 
@@ -110,17 +110,9 @@ def num(value: Any) -> float | None:
 
 
 def unit(hp: Hyperparameter, value: Any) -> float | None:
-    """Position of ``value`` in ``hp``'s scaled space, or None when it has none."""
-    if not hp.ordered:
-        return None
-    v = num(value)
-    if v is None:
-        return None
-    try:
-        u = hp.to_unit(v)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        return None
-    return finite(u)
+    """Position of ``value`` in ``hp``'s scaled space, or None when it has none
+    (:func:`tunebook.search.space.position`)."""
+    return position(hp, value)
 
 
 def jsonable(value: Any) -> Any:
