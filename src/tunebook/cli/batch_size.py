@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Any
 
-from tunebook.cli.common import EXIT_INTERRUPTED, _check_root, _non_negative, _positive
+from tunebook.cli.common import (
+    EXIT_INTERRUPTED,
+    _check_root,
+    _non_negative,
+    _positive,
+    positive_number,
+)
 
 __all__ = ["add_parser", "cmd_batch_size"]
 
@@ -28,26 +33,6 @@ def _sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"must be positive integers, got {text!r}")
     return sizes
-
-
-def _megabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of MiB, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 MiB, got {text!r}")
-    return value
-
-
-def _gain(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -67,10 +52,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="timed updates per trial, the same for every size (default 20)")
     p.add_argument("--repeats", type=_positive, default=3,
                    help="trials per size, for the spread (default 3)")
-    p.add_argument("--memory-limit", type=_megabytes, default=None, metavar="MIB",
+    p.add_argument("--memory-limit", type=positive_number("MiB"), default=None, metavar="MIB",
                    help="CPU ceiling: a size whose peak memory growth exceeds this does not "
                         "fit (default: half of the machine's RAM)")
-    p.add_argument("--min-gain", type=_gain, default=1.5,
+    p.add_argument("--min-gain", type=positive_number(), default=1.5,
                    help="throughput gain per doubling below which returns diminish "
                         "(default 1.5)")
     p.add_argument("--workers", type=_non_negative, default=0,

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -231,11 +231,22 @@ def _file_name(text: str) -> Path:
     return Path(text)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
-    return value
+def positive_number(unit: str = "") -> Callable[[str], float]:
+    """An argparse type for a finite number > 0; ``unit`` (``"seconds"``) goes in its errors."""
+    of = f" of {unit}" if unit else ""
+    after = f" {unit}" if unit else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number{of}, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0{after}, got {text!r}")
+        return value
+
+    parse.__name__ = unit or "number"
+    return parse
+
+
+_seconds = positive_number("seconds")
