@@ -83,8 +83,14 @@ def test_every_study_is_repeated_per_search_seed(finished: Path) -> None:
     assert points("y=0.0") == points("y=-0.2")
     assert points("y=0.0@seed=1") == points("y=-0.2@seed=1")
     assert points("y=0.0") != points("y=0.0@seed=1") != points("y=0.0@seed=2")
-    # The report's other sections read the primary seed only.
+    # The report's other sections read the primary seed only, and so do the checks, however
+    # they are called (trials pair by index only within one seed).
     assert primary(data).studies == ("y=0.0", "y=-0.2")
+    from tunebook.analysis.checks import run_checks
+
+    assert run_checks(data) == run_checks(primary(data))
+    iso = [f for f in run_checks(data) if f.check == "isolation"]
+    assert all(set(f.evidence.get("others", [])) == set() for f in iso)
     sv = study_variance(data)
     assert sv is not None and sv.seeds == (0, 1, 2)
     for st in sv.studies:

@@ -54,9 +54,8 @@ def cmd_findings(args: argparse.Namespace) -> int:
     _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
     data = load(store, args.name, metric=args.metric, goal=args.goal, final=args.final,
                 current=True)
-    from tunebook.analysis.variance import primary  # with search.seeds: the first seed's
 
-    findings = run_checks(primary(data))
+    findings = run_checks(data)
     if args.format == "json":
         # Strict JSON for other tools: non-finite numbers in the evidence become null.
         json.dump([finite_json(f.as_dict()) for f in findings], sys.stdout, indent=2,

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from tunebook.analysis.data import ExperimentData
 from tunebook.analysis.findings import SEVERITIES, Finding, Severity, contradictions
+from tunebook.analysis.variance import primary
 from tunebook.errors import ConfigError
 
 __all__ = [
@@ -200,6 +201,9 @@ def run_checks(data: ExperimentData, only: Iterable[str] | None = None,
         if name not in _SPECS:
             raise ConfigError("run_checks", "only", f"unknown check {name!r}"
                               f"{_did_you_mean(str(name), _SPECS)}; one of {', '.join(_SPECS)}")
+    # With search.seeds the checks read the primary seed's studies: trials are paired by index
+    # only within one seed (a no-op for a one-seed experiment).
+    data = primary(data)
     if thresholds is None:
         thresholds = thresholds_from_config(data.experiment.checks, data.experiment.source)
     else:
