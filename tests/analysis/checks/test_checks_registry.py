@@ -338,3 +338,36 @@ def test_thresholds_given_to_run_checks_reach_the_shared_analyses() -> None:
     assert [f.check for f in strict] == ["enough_trials", "isolation"]
     assert [f.check for f in run_checks(data, only=["isolation", "enough_trials"])] == [
         "isolation"]
+
+
+# ----------------------------------------------------------------------------- procedure checks
+def test_procedure_checks_read_evidence_use_thresholds_and_stay_out_of_run_checks() -> None:
+    from tunebook.analysis.checks import (
+        PROCEDURE_CHECKS,
+        PipelineThresholds,
+        check,
+        procedure_findings,
+    )
+    from tunebook.analysis.checks.registry import finding
+
+    @check("test_share", playbook_section="Optimizing the input pipeline",
+           thresholds=PipelineThresholds, procedure="test-procedure")
+    def check_test_share(evidence: Any, th: PipelineThresholds) -> list[Finding]:
+        share = evidence["share"]
+        out = [finding("test_share", "warning", f"share {share}", advice={"batch_size": "smaller"})]
+        out.append(finding("test_share", "info", "other", advice={"batch_size": "larger"}))
+        return out if share > th.input_bound_share else []
+
+    assert "test_share" in PROCEDURE_CHECKS and "test_share" not in CHECKS
+    assert registered()["test_share"].procedure == "test-procedure"
+    with pytest.raises(ConfigError, match="unknown check 'test_share'"):
+        run_checks(make_data([tr(flat(0.2))]), only=["test_share"])
+    assert procedure_findings("test-procedure", {"share": 0.4}) == []
+    # The experiment's checks: section sets the threshold; the opposite advice is superseded
+    # (no experiment for a resolver to read), keeping the warning.
+    found = procedure_findings("test-procedure", {"share": 0.4},
+                               {"pipeline": {"input_bound_share": 0.3}})
+    assert [(f.severity, f.message) for f in found] == [("warning", "share 0.4")]
+    assert found[0].evidence["superseded"][0]["message"] == "other"
+    assert found[0].section == "Optimizing the input pipeline"
+    assert procedure_findings("another-procedure", {"share": 0.9}) == []

@@ -97,9 +97,11 @@ from tunebook.analysis.comparison import ComparisonThresholds
 from tunebook.analysis.checks import resolutions  # registers the training-length resolvers
 from tunebook.analysis.checks.registry import (
     CHECKS,
+    PROCEDURE_CHECKS,
     CheckSpec,
     check,
     family,
+    procedure_findings,
     reconcile,
     resolves,
     registered,
@@ -112,6 +114,7 @@ family(ResolutionThresholds)
 
 __all__ = [
     "CHECKS",
+    "PROCEDURE_CHECKS",
     "BudgetThresholds",
     "CheckSpec",
     "ClippingThresholds",
@@ -147,6 +150,7 @@ __all__ = [
     "check_too_few_trials",
     "check_train_loss_increases",
     "family",
+    "procedure_findings",
     "reconcile",
     "registered",
     "resolutions",

@@ -4,6 +4,14 @@ A *family* is a frozen dataclass of thresholds shared by the checks of one modul
 ``family`` class variable names it in the experiment file's ``checks:`` section). A check is a
 function ``check_NAME(data, thresholds) -> list[Finding]`` whose second argument defaults to
 its family's defaults, registered with ``@check("NAME", playbook_section=..., thresholds=Cls)``.
+
+A *procedure check* (``@check(..., procedure="stability")``) judges what one of the playbook's
+procedures measured instead of an experiment: ``check_NAME(evidence, thresholds)`` gets the
+procedure's evidence (the ``evidence`` of its recommendation, a JSON-like mapping) and returns
+findings like any check. :func:`run_checks` leaves them out; :func:`procedure_findings` runs the
+ones of one procedure. They share everything else: the threshold families (so an experiment
+file's ``checks:`` section sets them), :func:`finding`, ``advice``/``trials`` and
+:func:`reconcile`.
 """
 
 from __future__ import annotations
@@ -23,10 +31,12 @@ from tunebook.errors import ConfigError
 
 __all__ = [
     "CHECKS",
+    "PROCEDURE_CHECKS",
     "CheckSpec",
     "check",
     "family",
     "finding",
+    "procedure_findings",
     "reconcile",
     "registered",
     "resolves",
@@ -45,24 +55,33 @@ R = TypeVar("R", bound=Resolver)
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """One registered check: its name, function, playbook section and threshold family."""
+    """One registered check: its name, function, playbook section and threshold family, and
+    for a procedure check the procedure whose evidence it reads (None: an experiment check)."""
 
     name: str
     function: CheckFn
     section: str
     thresholds: type[Any]
+    procedure: str | None = None
 
 
 _SPECS: dict[str, CheckSpec] = {}
 _FAMILIES: dict[str, type[Any]] = {}
 _FUNCTIONS: dict[str, CheckFn] = {}
+_PROCEDURE_FUNCTIONS: dict[str, CheckFn] = {}
 
 CHECKS: Mapping[str, CheckFn] = MappingProxyType(_FUNCTIONS)
-"""Every check's function by name, in registration order (``run_checks`` sorts its output)."""
+"""Every experiment check's function by name, in registration order (``run_checks`` sorts its
+output)."""
+
+PROCEDURE_CHECKS: Mapping[str, CheckFn] = MappingProxyType(_PROCEDURE_FUNCTIONS)
+"""Every procedure check's function by name, in registration order."""
 
 
-def check(name: str, *, playbook_section: str, thresholds: type[Any]) -> Callable[[F], F]:
-    """Register the decorated function as check ``name`` (the function is returned unchanged)."""
+def check(name: str, *, playbook_section: str, thresholds: type[Any],
+          procedure: str | None = None) -> Callable[[F], F]:
+    """Register the decorated function as check ``name`` (the function is returned unchanged);
+    with ``procedure``, as a check of that procedure's evidence (see the module docstring)."""
     family = thresholds.family
     known = _FAMILIES.get(family)
     if known is not None and known is not thresholds:
@@ -72,8 +91,8 @@ def check(name: str, *, playbook_section: str, thresholds: type[Any]) -> Callabl
         if name in _SPECS:
             raise ValueError(f"check {name!r} is registered twice")
         _FAMILIES[family] = thresholds
-        _SPECS[name] = CheckSpec(name, fn, playbook_section, thresholds)
-        _FUNCTIONS[name] = fn
+        _SPECS[name] = CheckSpec(name, fn, playbook_section, thresholds, procedure)
+        (_FUNCTIONS if procedure is None else _PROCEDURE_FUNCTIONS)[name] = fn
         return fn
 
     return register
@@ -196,11 +215,12 @@ def run_checks(data: ExperimentData, only: Iterable[str] | None = None,
         ConfigError: when ``only`` names an unknown check (with the nearest known name) or the
             experiment's ``checks:`` section is invalid.
     """
-    names = list(_SPECS) if only is None else list(only)
+    names = list(_FUNCTIONS) if only is None else list(only)
     for name in names:
-        if name not in _SPECS:
+        if name not in _FUNCTIONS:
             raise ConfigError("run_checks", "only", f"unknown check {name!r}"
-                              f"{_did_you_mean(str(name), _SPECS)}; one of {', '.join(_SPECS)}")
+                              f"{_did_you_mean(str(name), _FUNCTIONS)}; one of "
+                              f"{', '.join(_FUNCTIONS)}")
     # With search.seeds the checks read the primary seed's studies: trials are paired by index
     # only within one seed (a no-op for a one-seed experiment).
     data = primary(data)
@@ -222,6 +242,27 @@ def run_checks(data: ExperimentData, only: Iterable[str] | None = None,
                   key=lambda f: (_SEVERITY_RANK.get(f.severity, len(SEVERITIES)), f.check))
 
 
+def procedure_findings(procedure: str, evidence: Mapping[str, Any],
+                       config: Mapping[str, Any] | None = None, source: str = "<python>"
+                       ) -> list[Finding]:
+    """Run the checks registered for ``procedure`` on its ``evidence`` and sort the findings
+    like :func:`run_checks` (contradictions reconciled).
+
+    ``config`` is the base experiment's ``checks:`` section (thresholds over the defaults;
+    ``source`` names its file in errors).
+
+    Raises:
+        ConfigError: when ``config`` is invalid.
+    """
+    thresholds = thresholds_from_config(config, source)
+    findings: list[Finding] = []
+    for spec in _SPECS.values():
+        if spec.procedure == procedure:
+            findings += spec.function(evidence, thresholds[spec.thresholds.family])
+    return sorted(reconcile(findings, None),
+                  key=lambda f: (_SEVERITY_RANK.get(f.severity, len(SEVERITIES)), f.check))
+
+
 def _supersede(a: Finding, b: Finding) -> list[Finding]:
     """No resolver for the pair: keep the more severe finding (the one registered first on a
     tie) and record the other in its evidence, so nothing is lost but nothing contradicts."""
@@ -237,12 +278,12 @@ def _supersede(a: Finding, b: Finding) -> list[Finding]:
     return [dataclasses.replace(keep, evidence={**keep.evidence, "superseded": superseded})]
 
 
-def reconcile(findings: Iterable[Finding], data: ExperimentData) -> list[Finding]:
+def reconcile(findings: Iterable[Finding], data: ExperimentData | None) -> list[Finding]:
     """``findings`` with every contradiction resolved (:func:`~tunebook.analysis.findings.
     contradictions`): a pair is replaced by its checks' registered resolver's output (see
-    :func:`resolves`), or else by the more severe of the two, the other kept in its evidence
-    under ``superseded``. Repeats until no pair contradicts (each step removes a finding or a
-    contradiction, so it ends)."""
+    :func:`resolves`; only with ``data``: resolvers read the experiment), or else by the more
+    severe of the two, the other kept in its evidence under ``superseded``. Repeats until no
+    pair contradicts (each step removes a finding or a contradiction, so it ends)."""
     out = list(findings)
     for _ in range(len(out) * len(out) + 1):
         pairs = contradictions(out)
@@ -250,7 +291,9 @@ def reconcile(findings: Iterable[Finding], data: ExperimentData) -> list[Finding
             return out
         a, b, _knob = pairs[0]
         resolver = _RESOLVERS.get((a.check, b.check))
-        if resolver is not None:
+        if data is None:
+            merged = _supersede(a, b)
+        elif resolver is not None:
             merged = resolver(a, b, data)
         elif (resolver := _RESOLVERS.get((b.check, a.check))) is not None:
             merged = resolver(b, a, data)
