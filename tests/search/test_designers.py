@@ -224,3 +224,50 @@ def test_the_store_appends_trials_with_the_state_that_suggested_them(tmp_path: P
             store.designer_state(999)
     finally:
         store.close()
+
+
+# ----------------------------------------------------------------------------- options, families
+def _doc(algorithm: str, **options: Any) -> dict[str, Any]:
+    search: dict[str, Any] = {"algorithm": algorithm, "trials": 4, "seed": 1}
+    if options:
+        search["options"] = options
+    return {"name": "e", "workload": "m:f", "objective": {"metric": "loss"},
+            "max_train_steps": 10, "eval_every": 5, "search": search,
+            "nuisance": {"x": {"type": "float", "low": 0.0, "high": 1.0}}}
+
+
+def test_search_options_reach_the_designer_and_bad_ones_name_their_key() -> None:
+    with pytest.raises(ConfigError, match=r"search\.options\.initial.*'quasi_random' takes "
+                                          r"no options"):
+        Experiment.from_dict(_doc("quasi_random", initial=3), source="e.yaml")
+    with pytest.raises(ConfigError, match=r"search\.options\.bad.*must be a number"):
+        Experiment.from_dict(_doc("quasi_random", bad={"nested": 1}), source="e.yaml")
+    # Options are part of the experiment's identity only when given.
+    plain = Experiment.from_dict(_doc("quasi_random"))
+    assert "options" not in plain.to_dict()["search"]
+
+    @designer("test-family:")
+    class Family(QuasiRandomDesigner):
+        @classmethod
+        def check_options(cls, options: Any, space: SearchSpace, variant: str = "") -> None:
+            from tunebook.search.designers import OptionError
+
+            if variant not in ("A", "B"):
+                raise OptionError("", f"unknown variant {variant!r}; one of A, B")
+            for key, value in options.items():
+                if key != "k" or not isinstance(value, int):
+                    raise OptionError(key, f"must be k: an integer, got {value!r}")
+
+    exp = Experiment.from_dict(_doc("test-family:A", k=3))
+    assert exp.search.options == {"k": 3} and exp.to_dict()["search"]["options"] == {"k": 3}
+    assert Experiment.from_dict(exp.to_dict()).identity() == exp.identity()
+    assert Experiment.from_dict(_doc("test-family:A", k=4)).identity() != exp.identity()
+    d = make_designer("test-family:B", SPACE, 0, 4, options={"k": 1})
+    assert isinstance(d, Family) and d.variant == "B" and d.options == {"k": 1}
+    with pytest.raises(ConfigError, match=r"search\.algorithm.*unknown variant 'C'"):
+        Experiment.from_dict(_doc("test-family:C"))
+    with pytest.raises(ConfigError, match=r"search\.options\.k.*must be k"):
+        Experiment.from_dict(_doc("test-family:A", k="x"))
+    with pytest.raises(ConfigError, match=r"search\.algorithm.*unknown algorithm "
+                                          r"'nofamily:A'"):
+        Experiment.from_dict(_doc("nofamily:A"))

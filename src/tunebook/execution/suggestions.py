@@ -16,11 +16,9 @@ from tunebook.experiment.seeds import seeded_studies
 from tunebook.search.designers import (
     Designer,
     Observation,
+    designer_class,
     make_designer,
     trial_seed,
-)
-from tunebook.search.designers import (
-    designer as registered,
 )
 from tunebook.search.space import SearchSpace, Value
 from tunebook.store.api import StoreAPI
@@ -64,7 +62,7 @@ def materialize(experiment: Experiment) -> tuple[list[StudySpec], TrialRows]:
 
 def _designer(experiment: Experiment, seed: int, budget: int, space: SearchSpace) -> Designer:
     return make_designer(experiment.search.algorithm, space, seed, budget,
-                         experiment.objective.goal)
+                         experiment.objective.goal, experiment.search.options)
 
 
 @dataclass
@@ -88,7 +86,7 @@ class Suggestions:
     def load(cls, store: StoreAPI, experiment: Experiment, exp_id: int) -> Suggestions:
         """Restore the designer of every adaptive study of the experiment."""
         studies: list[tuple[StudyRow, Designer, set[int]]] = []
-        if not registered.get(experiment.search.algorithm).adaptive:
+        if not designer_class(experiment.search.algorithm)[0].adaptive:
             return cls(store, experiment, exp_id, studies)  # every trial was written up front
         specs = {st.name: st.spec for st in seeded_studies(experiment)}
         for study in store.studies(exp_id):

@@ -66,12 +66,15 @@ class Search:
 
     ``seeds`` (study variance): repeat every study's search with each of these seeds; the first
     is ``seed`` (see :mod:`tunebook.experiment.seeds`). Empty: one search, with ``seed``.
+    ``options``: the algorithm's own settings (``search.options``), validated by its designer
+    (:meth:`tunebook.search.designers.Designer.check_options`).
     """
 
     algorithm: str = "quasi_random"
     trials: int = 20
     seed: int = 0
     seeds: tuple[int, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, list | tuple):
@@ -226,6 +229,8 @@ class Experiment:
         })
         if self.search.seeds:  # only when set: older experiments keep their identity
             out["search"]["seeds"] = list(self.search.seeds)
+        if self.search.options:  # likewise
+            out["search"]["options"] = dict(self.search.options)
         if self.configs:  # only when given: the identity of other experiments is unchanged
             out["configs"] = [dict(c) for c in self.configs]
         if self.nuisance_for:  # likewise

@@ -282,8 +282,19 @@ def _check_lengths(exp: Experiment, r: Reader) -> None:
 
 
 def _check_search(exp: Experiment, r: Reader) -> None:
-    """The search: a registered algorithm, the trials, the seed, the space."""
-    r.choice("search.algorithm", exp.search.algorithm, algorithms(), "algorithm")
+    """The search: a registered algorithm, the trials, the seed, the space, the options."""
+    from tunebook.search.designers import OptionError, designer_class
+
+    try:
+        cls, variant = designer_class(exp.search.algorithm)
+    except ValueError:
+        r.choice("search.algorithm", exp.search.algorithm, algorithms(), "algorithm")
+        raise
+    try:
+        cls.check_options(exp.search.options, exp.nuisance, variant)
+    except OptionError as exc:
+        key = "search.algorithm" if exc.key == "" else f"search.options.{r.key(exc.key)}"
+        raise r.fail(key, exc.message) from None
     r.integer("search.trials", exp.search.trials, 1, MAX_TRIALS,
               " (an experiment holds at most that many trials, all written to the store "
               "when a run starts)")

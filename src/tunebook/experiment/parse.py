@@ -240,7 +240,14 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         raise r.fail("objective.goal", f"must be minimize or maximize (or min, max), "
                                        f"{got(obj.get('goal'))}")
     search = r.mapping("search", doc.get("search") or {},
-                       ("algorithm", "trials", "seed", "seeds"))
+                       ("algorithm", "trials", "seed", "seeds", "options"))
+    options: dict[str, Any] = {}
+    for k, v in r.mapping("search.options", search.get("options") or {}, ()).items():
+        items = v if isinstance(v, list) else [v]
+        if not all(x is None or isinstance(x, str | int | float | bool) for x in items):
+            raise r.fail(f"search.options.{r.key(k)}",
+                         f"must be a number, a string, a boolean or a list of them, {got(v)}")
+        options[str(k)] = [as_scalar(x) for x in v] if isinstance(v, list) else as_scalar(v)
     if "seeds" in search:  # study variance: the search repeated with each seed
         if not isinstance(search["seeds"], list) or not search["seeds"]:
             raise r.fail("search.seeds", f"must be a list of integers, {got(search['seeds'])}")
@@ -281,7 +288,8 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         "eval_every": doc["eval_every"],
         "search": {"algorithm": search.get("algorithm", "quasi_random"),
                    "trials": search.get("trials", 20), "seed": search.get("seed", 0),
-                   **({"seeds": tuple(search["seeds"])} if "seeds" in search else {})},
+                   **({"seeds": tuple(search["seeds"])} if "seeds" in search else {}),
+                   **({"options": options} if options else {})},
         "scientific": scientific,
         "configs": parse_configs(r, doc.get("configs")),
         "nuisance": SearchSpace(nuisance),

@@ -15,13 +15,20 @@ is asked for new trials as workers free up, given the trials it has observed so 
 To add one: subclass :class:`Designer` in a module that ``tunebook.search.designers`` imports
 (worker processes validate the algorithm name too), decorate it with ``@designer("name")``, and
 test it in ``tests/search/test_designers.py`` (a pure-function or resume test as those there).
+
+Options: the experiment file's ``search.options`` mapping reaches the designer as ``options``;
+a designer that takes some overrides :meth:`Designer.check_options` (the default accepts none),
+raising :class:`OptionError` for a bad one, which the experiment's validation reports as
+``search.options.KEY``. A *family* of algorithms registers a name ending in ``:``
+(``@designer("optuna:")``): ``search.algorithm: optuna:TPESampler`` then builds that class with
+``variant="TPESampler"`` (:func:`designer_class`).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,10 +41,12 @@ __all__ = [
     "Designer",
     "GridDesigner",
     "Observation",
+    "OptionError",
     "QuasiRandomDesigner",
     "RandomDesigner",
     "RefineDesigner",
     "designer",
+    "designer_class",
     "designer_names",
     "make_designer",
     "trial_seed",
@@ -63,6 +72,15 @@ class Observation:
         return self.status == "completed" and finite(self.value) is not None
 
 
+class OptionError(ValueError):
+    """A bad ``search.options`` entry: ``key`` (below ``search.options``) and the message."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
 class Designer(ABC):
     """Suggests hyperparameter values for the trials of one study.
 
@@ -71,17 +89,31 @@ class Designer(ABC):
         seed: the study's search seed.
         trials: the study's trial budget.
         goal: ``minimize`` or ``maximize`` the observed values.
+        options: the experiment's ``search.options`` (validated by :meth:`check_options`).
+        variant: for a family of algorithms (a name registered with a trailing ``:``), what
+            follows the colon in ``search.algorithm``; else empty.
     """
 
     name: ClassVar[str]
     adaptive: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, seed: int, trials: int = 20,
-                 goal: str = "minimize") -> None:
+                 goal: str = "minimize", options: Mapping[str, Any] | None = None,
+                 variant: str = "") -> None:
         self.space = space
         self.seed = seed
         self.trials = trials
         self.goal = goal
+        self.options: dict[str, Any] = dict(options or {})
+        self.variant = variant
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], space: SearchSpace,
+                      variant: str = "") -> None:
+        """Raise :class:`OptionError` for a bad entry of ``options`` (or a ``variant`` this
+        family does not have); the default accepts no option at all."""
+        for key in options:
+            raise OptionError(str(key), f"{cls.name!r} takes no options")
 
     @abstractmethod
     def suggest(self, indices: Sequence[int]) -> list[dict[str, Value]]:
@@ -116,10 +148,23 @@ def designer_names() -> tuple[str, ...]:
     return designer.names()
 
 
+def designer_class(algorithm: str) -> tuple[type[Designer], str]:
+    """The class ``search.algorithm: algorithm`` names, and its variant: ``("refine")`` is
+    registered as it is; ``"optuna:TPESampler"`` is the family ``optuna:`` with variant
+    ``TPESampler``. ValueError naming the known ones if neither."""
+    if algorithm not in designer.names() and ":" in algorithm:
+        family, variant = algorithm.split(":", 1)
+        if f"{family}:" in designer.names():
+            return designer.get(f"{family}:"), variant
+    return designer.get(algorithm), ""
+
+
 def make_designer(algorithm: str, space: SearchSpace, seed: int, trials: int,
-                  goal: str = "minimize") -> Designer:
-    """Build the designer registered as ``algorithm`` for one study."""
-    return designer.get(algorithm)(space, seed, trials, goal)
+                  goal: str = "minimize", options: Mapping[str, Any] | None = None
+                  ) -> Designer:
+    """Build the designer ``algorithm`` names (see :func:`designer_class`) for one study."""
+    cls, variant = designer_class(algorithm)
+    return cls(space, seed, trials, goal, options, variant)
 
 
 def _halton(seed: int, dims: int, indices: Sequence[int]) -> list[list[float]]:
@@ -164,8 +209,9 @@ class GridDesigner(Designer):
     """
 
     def __init__(self, space: SearchSpace, seed: int, trials: int = 20,
-                 goal: str = "minimize") -> None:
-        super().__init__(space, seed, trials, goal)
+                 goal: str = "minimize", options: Mapping[str, Any] | None = None,
+                 variant: str = "") -> None:
+        super().__init__(space, seed, trials, goal, options, variant)
         discrete = [len(hp.choices) for hp in space.values() if hp.choices is not None]
         n_cont = len(space) - len(discrete)
         fixed_size = math.prod(discrete)
@@ -217,8 +263,9 @@ class RefineDesigner(Designer):
     SHRINK = 0.5
 
     def __init__(self, space: SearchSpace, seed: int, trials: int = 20,
-                 goal: str = "minimize") -> None:
-        super().__init__(space, seed, trials, goal)
+                 goal: str = "minimize", options: Mapping[str, Any] | None = None,
+                 variant: str = "") -> None:
+        super().__init__(space, seed, trials, goal, options, variant)
         self.initial = min(trials, max(2, trials // 2))
         self.batch = max(2, trials // 8)
         self._units: list[list[float]] = []  # unit coordinates of every suggested trial
