@@ -82,6 +82,9 @@ def cmd_batch_size(args: argparse.Namespace) -> int:
     if rec is None:
         print("tunebook: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    from tunebook.report.procedures import write_procedure_page
+
+    page = write_procedure_page(url, rec, args.root)
     if args.format == "json":
         print(json.dumps(rec.as_json(), indent=2))
         return 0
@@ -97,4 +100,5 @@ def cmd_batch_size(args: argparse.Namespace) -> int:
                   f"{100 * s['data_share']:>5.0f}% {gain:>6}")
         if not s["fits"]:
             print(f"{s['batch_size']:>7} {'no':>5}  {s['reason']}")
+    print(f"procedure page: {page}")
     return 0

@@ -93,10 +93,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
             p.set_defaults(func=cmd_clip)
 
 
-def _finish(rec: Any, fmt: str) -> int:
+def _finish(rec: Any, fmt: str, args: argparse.Namespace, url: str) -> int:
     if rec is None:
         print("tunebook: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    from tunebook.report.procedures import write_procedure_page
+
+    page = write_procedure_page(url, rec, args.root)
     if fmt == "json":
         print(json.dumps(rec.as_json(), indent=2))
     else:
@@ -104,6 +107,7 @@ def _finish(rec: Any, fmt: str) -> int:
         for f in rec.findings:
             print(f"- {f.severity}: {f.message}")
         print("experiments: " + ", ".join(rec.experiments))
+        print(f"procedure page: {page}")
     return 0
 
 
@@ -135,7 +139,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
                                names=names)
     learning_rate_range(base, names.learning_rate)  # a bad file fails before a store is made
     return _finish(run_stability(base, options=options, root=args.root, store=url,
-                                 workers=args.workers), args.format)
+                                 workers=args.workers), args.format, args, url)
 
 
 def cmd_clip(args: argparse.Namespace) -> int:
@@ -148,4 +152,4 @@ def cmd_clip(args: argparse.Namespace) -> int:
                           names=Names(grad_clip=args.grad_clip_name,
                                       grad_norm=args.grad_norm_metric))
     return _finish(run_clip(base, options=options, root=args.root, store=url,
-                            workers=args.workers), args.format)
+                            workers=args.workers), args.format, args, url)

@@ -36,7 +36,7 @@ from tunebook.analysis.results import csv_cell
 from tunebook.core.formatting import finite_json
 from tunebook.core.formatting import format_value as _fmt
 from tunebook.core.numeric import finite as _finite
-from tunebook.core.paths import default_report_path
+from tunebook.core.paths import default_report_path, slug
 from tunebook.report.trial_variance import variance_section
 from tunebook.store.api import StoreAPI
 
@@ -266,7 +266,9 @@ def _recommendations_html(recs: Sequence[Recommendation]) -> str:
         items.append(
             f"<div class='recommendation' data-procedure='{_e(r.procedure)}'><h3>"
             f"{_e(r.procedure)}</h3><p>{_e(r.text)}</p><p class='small muted'>Experiments run: "
-            f"{_e(ran)}</p><details><summary>evidence</summary><pre>{_e(evidence)}</pre>"
+            f"{_e(ran)}</p><p class='small'><a class='procedure-page' href='"
+            f"{_e(slug(r.experiment))}--{_e(slug(r.procedure))}.html'>the procedure's page, its "
+            f"evidence drawn</a></p><details><summary>evidence</summary><pre>{_e(evidence)}</pre>"
             f"</details>{''.join(map(_finding_html, r.findings))}</div>")
     return f"<section id='recommendations'><h2>Recommendations</h2>{''.join(items)}</section>"
 
