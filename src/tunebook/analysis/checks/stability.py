@@ -94,9 +94,9 @@ def check_unstable_learning_rate(evidence: Mapping[str, Any],
     best = min(stable, key=lambda r: sign * float(r["best_value"])) if stable else None
     edge = best is not None and float(best["learning_rate"]) == max(
         float(r["learning_rate"]) for r in stable)
-    first = next((r for r in unstable if r.get("learning_rate") == bad), unstable[0]
-                 if unstable else {})
-    reason = first.get("unstable", "unstable")
+    # The reason of the unstable rate itself (the smallest unstable rate of the sweep).
+    at_bad = [r for r in unstable if r.get("learning_rate") == bad] or unstable
+    reason = at_bad[0]["unstable"] if at_bad else "unstable"
     where = (f"; the best stable rate, {float(best['learning_rate']):g}, is the largest "
              "stable one: the best rate is at the edge of instability" if best and edge else
              f"; the best stable rate is {float(best['learning_rate']):g}, well below it"
