@@ -245,6 +245,8 @@ def test_the_commands_end_to_end_with_json(tmp_path: Path) -> None:
     (["stability", "{file}", "--per-decade", "0"], "--per-decade: must be >= 1, got 0"),
     (["clip", "{file}", "--quantile", "1.5"], "--quantile: must be a number in (0, 1]"),
     (["clip", "{file}", "--steps", "0"], "--steps: must be >= 1, got 0"),
+    (["clip", "{file}", "--spike-factor", "0.5"],
+     "--spike-factor: must be a number >= 1, got '0.5'"),
     (["stability", "{nolr}"], "no 'learning_rate' to sweep"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_store(
