@@ -24,6 +24,11 @@ The playbook's "How can optimization failures be debugged and mitigated?", as on
    warmup run, no warmup, ``grad_clip`` at the 90th percentile (``stats.quantile``, the clipping
    check's rule) of the unclipped per-step ``grad_norm`` of the best stable sweep trials.
 
+The findings come from the procedure checks of :mod:`tunebook.analysis.checks.stability`
+(``procedure="stability"``), which read the evidence only; the base's ``checks: {stability:
+...}`` sets their thresholds (``long_warmup_share``, the playbook's 5%). The spike factor is an
+option here, not a threshold, because the same verdict decides which experiments run next.
+
 The procedure reads the training curves from the store each outcome ran in
 (``Outcome.store``): ``run_procedure("stability", base)`` runs it with the default options,
 :func:`run_stability` with others.
@@ -39,19 +44,20 @@ from typing import Any
 
 from tunebook.analysis import stats
 from tunebook.analysis.checks.clipping import DEFAULTS as CLIP_DEFAULTS
-from tunebook.analysis.findings import Finding
+from tunebook.analysis.checks.registry import procedure_findings
 from tunebook.errors import TunebookError
 from tunebook.experiment import Experiment
 from tunebook.procedures.base import Outcome, Procedure, Recommendation, procedure, run_procedure
 from tunebook.store.api import StoreAPI, TrialRow
 from tunebook.store.sql import Store
 
-__all__ = ["Names", "Stability", "StabilityOptions", "best_trials", "derived",
-           "learning_rate_range", "norms_of", "run_stability", "sweep_rates", "unstable",
-           "warmup_candidates"]
+__all__ = ["SPIKE_FACTOR", "Names", "Stability", "StabilityOptions", "best_trials", "derived",
+           "learning_rate_range", "norms_of", "run_stability", "sweep_rates", "trial_ref",
+           "unstable", "warmup_candidates"]
 
-
-_SECTION = "How can optimization failures be debugged and mitigated?"
+#: A training loss above this times its running minimum is a spike (the default of both
+#: procedures' ``spike_factor`` option and of ``--spike-factor``): loss going up, not down.
+SPIKE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ class StabilityOptions:
     steps: int | None = None  # the sweep's max_train_steps (default: the base's)
     extend: float = 100.0
     per_decade: int = 2
-    spike_factor: float = 2.0
+    spike_factor: float = SPIKE_FACTOR
     warmups: tuple[int, ...] = ()  # override the warmup list
     names: Names = field(default_factory=Names)
 
@@ -162,6 +168,12 @@ def unstable(trial: TrialRow, losses: Sequence[float], spike_factor: float,
     return None
 
 
+def trial_ref(trial: TrialRow) -> dict[str, Any]:
+    """How evidence names a trial: ``{"id": ..., "label": "study #index"}`` (the findings'
+    ``trials``)."""
+    return {"id": trial.id, "label": f"{trial.study} #{trial.index}"}
+
+
 def best_trials(trials: Sequence[TrialRow], goal: str, k: int) -> list[TrialRow]:
     """The ``k`` best completed trials with a best value, by ``goal``."""
     done = [t for t in trials if t.status == "completed" and t.best_value is not None]
@@ -220,7 +232,7 @@ class Stability(Procedure):
             rows.append({"study": t.study, "learning_rate": float(t.params[n.learning_rate]),
                          "warmup_steps": t.params.get(n.warmup_steps),
                          "grad_clip": t.params.get(n.grad_clip), "status": t.status,
-                         "best_value": t.best_value, "unstable": why,
+                         "best_value": t.best_value, "unstable": why, "trial": trial_ref(t),
                          "losses": [v if math.isfinite(v) else None for v in losses]})
         return rows
 
@@ -285,87 +297,71 @@ class Stability(Procedure):
         evidence: dict[str, Any] = {
             "rule": f"unstable: infeasible, a non-finite training loss, or a training loss above "
                     f"{self.options.spike_factor:g} x its running minimum",
-            "sweep": sweep, "unstable_base_learning_rate": bad}
+            "sweep": sweep, "unstable_base_learning_rate": bad,
+            "goal": base.objective.goal, "base_max_train_steps": base.max_train_steps}
+        by_kind: dict[str, list[Outcome]] = {}
+        for o in outcomes[1:]:
+            by_kind.setdefault(self._kind(o), []).append(o)
+        for o in by_kind.get("early", []):
+            evidence["early_run"] = {"steps": o.experiment.max_train_steps, "eval_every": 1,
+                                     **self.verdicts(o)[0]}
+        warm = [(o.experiment, self.verdicts(o)[0]) for o in by_kind.get("warmup", [])]
+        if bad is not None:
+            evidence["warmup_study"] = [
+                {"max_train_steps": e.max_train_steps,
+                 "post_warmup_steps": e.max_train_steps - row["warmup_steps"], **row}
+                for e, row in warm]
+            evidence["warmup_list"] = [row["warmup_steps"] for _, row in warm]
+        clip = [self.verdicts(o)[0] for o in by_kind.get("clip", [])]
+        if clip:
+            evidence["clipping"] = clip[0]
+        # The judgement is the registered checks' (analysis/checks/stability.py), on the
+        # evidence alone, with the base file's checks: thresholds.
+        findings = tuple(procedure_findings(self.name, evidence, base.checks, base.source))
         if bad is None:
             top = max(r["learning_rate"] for r in sweep)
             return Recommendation(
                 self.name, base.name,
                 f"training stayed stable up to learning rate {top:g} ({len(sweep)} rates, "
                 f"constant schedule): no instability found, so no warmup study was run and "
-                f"no warmup is needed for these rates.", evidence, experiments=names,
+                f"no warmup is needed for these rates.", evidence, findings, names,
                 values={"unstable_base_learning_rate": None})
-        first = next(r for r in sweep if r["unstable"])
-        findings = [Finding(
-            "unstable-learning-rate", "warning",
-            f"training becomes unstable at learning rate {bad:g}: {first['unstable']}",
-            {"unstable_base_learning_rate": bad, "reason": first["unstable"]}, _SECTION,
-            "use a smaller learning rate, or warm up to a larger one")]
-        by_kind: dict[str, list[Outcome]] = {}
-        for o in outcomes[1:]:
-            by_kind.setdefault(self._kind(o), []).append(o)
-        for o in by_kind.get("early", []):
-            row = self.verdicts(o)[0]
-            evidence["early_run"] = {"steps": o.experiment.max_train_steps, "eval_every": 1,
-                                     **row}
-            if row["unstable"]:
-                findings.append(Finding(
-                    "early-instability", "info",
-                    f"at {bad:g} training breaks early ({row['unstable']}, in a "
-                    f"{o.experiment.max_train_steps}-step run evaluated at every step): the "
-                    "instability warmup is meant for",
-                    {"reason": row["unstable"]}, _SECTION))
-        warm = [(o.experiment, self.verdicts(o)[0]) for o in by_kind.get("warmup", [])]
-        evidence["warmup_study"] = [{"max_train_steps": e.max_train_steps,
-                                     "post_warmup_steps": e.max_train_steps - row["warmup_steps"],
-                                     **row} for e, row in warm]
-        evidence["warmup_list"] = [row["warmup_steps"] for _, row in warm]
         lr = 10 * bad
         stable = [row["warmup_steps"] for _, row in warm if not row["unstable"]]
         steps = base.max_train_steps
         if stable:
             w = int(min(stable))
-            note = ""
-            if w > 0.05 * steps:
-                note = " That is more than 5% of max_train_steps: it may need to grow."
-                findings.append(Finding(
-                    "long-warmup", "warning", f"the stable warmup ({w} steps) is more than 5% "
-                    f"of max_train_steps ({steps})", {"warmup_steps": w}, _SECTION,
-                    "consider increasing max_train_steps"))
+            note = next((f" That is more than {f.evidence['long_warmup_share']:.0%} of "
+                         "max_train_steps: it may need to grow." for f in findings
+                         if f.check == "long_warmup"), "")
             return Recommendation(
                 self.name, base.name,
                 f"training becomes unstable at learning rate {bad:g} (the smallest unstable "
                 f"rate of the sweep). At 10x that ({lr:g}), the shortest stable warmup of "
                 f"{evidence['warmup_list']} is {w} steps: prepend it to the base's schedule "
                 f"and train for {steps + w} steps in all ({steps} + {w}).{note}", evidence,
-                tuple(findings), names,
+                findings, names,
                 values={n.warmup_steps: w, n.learning_rate: lr, "max_train_steps": steps + w,
                         "unstable_base_learning_rate": bad})
-        findings.append(Finding(
-            "warmup-did-not-help", "problem", f"no warmup of {evidence['warmup_list']} made "
-            f"learning rate {lr:g} stable", {"warmup_list": evidence["warmup_list"]}, _SECTION,
-            "try gradient clipping"))
-        clip = [self.verdicts(o)[0] for o in by_kind.get("clip", [])]
-        if clip:
-            evidence["clipping"] = clip[0]
         text = (f"training becomes unstable at learning rate {bad:g}; at {lr:g} no warmup of "
                 f"{evidence['warmup_list']} (up to 10% of {steps} steps) was stable. ")
         if not clip:
             return Recommendation(
                 self.name, base.name, text + f"Clipping was not tried: the stable sweep trials "
                 f"recorded no {n.grad_norm!r} to take the 90th percentile of.", evidence,
-                tuple(findings), names, values={"unstable_base_learning_rate": bad})
+                findings, names, values={"unstable_base_learning_rate": bad})
         if not clip[0]["unstable"]:
             t = clip[0]["grad_clip"]
             return Recommendation(
                 self.name, base.name, text + f"Gradient clipping at {t:.4g} (the 90th "
-                f"percentile of the unclipped norms) fixed it.", evidence, tuple(findings),
+                f"percentile of the unclipped norms) fixed it.", evidence, findings,
                 names, values={n.grad_clip: t, "clip_threshold": t, n.learning_rate: lr,
                                "unstable_base_learning_rate": bad})
         return Recommendation(
             self.name, base.name, text + "Gradient clipping at the 90th percentile did not fix "
             "it either: keep learning rates below the unstable one, or look for the cause "
             "(the playbook: normalisation, residual connections, the optimizer).",
-            evidence, tuple(findings), names, values={"unstable_base_learning_rate": bad})
+            evidence, findings, names, values={"unstable_base_learning_rate": bad})
 
 
 def run_stability(base: Experiment, *, options: StabilityOptions | None = None,

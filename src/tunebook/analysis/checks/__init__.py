@@ -22,6 +22,11 @@ One module per family, each with its thresholds in one frozen dataclass:
   ``input_bound``, ``eval_subset``.
 - ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
   :func:`tunebook.analysis.comparison.compare`).
+- ``stability`` (:mod:`.stability`, procedure checks of ``tunebook stability``):
+  ``unstable_learning_rate``, ``early_instability``, ``long_warmup`` (threshold
+  ``long_warmup_share``, the playbook's 5% of max_train_steps), ``warmup_did_not_help``,
+  ``clipping_did_not_help``; and of ``tunebook clip``, with the ``clipping`` family's
+  thresholds: ``aggressive_clipping``, ``clipped_run_unstable``.
 
 Every statistic (noise, bootstrap, quantiles, the spread that decides whether a difference is
 real) comes from :mod:`tunebook.analysis.stats`. Thresholds can be changed per experiment in
@@ -93,6 +98,7 @@ from tunebook.analysis.checks.pipeline import (
     check_periodic_validation,
 )
 from tunebook.analysis.checks.comparison import check_isolation
+from tunebook.analysis.checks.stability import StabilityThresholds
 from tunebook.analysis.comparison import ComparisonThresholds
 from tunebook.analysis.checks import resolutions  # registers the training-length resolvers
 from tunebook.analysis.checks.registry import (
@@ -125,6 +131,7 @@ __all__ = [
     "PipelineThresholds",
     "SearchSpaceThresholds",
     "SetupThresholds",
+    "StabilityThresholds",
     "TrainingLengthThresholds",
     "check",
     "check_at_chance",
