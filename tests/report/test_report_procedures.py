@@ -110,7 +110,7 @@ def test_stability_draws_the_sweep_the_early_run_and_the_warmup_study(
     assert "100" in page.inner_text("#recommendation table")
     checks = page.eval_on_selector_all("#findings .finding", "els => els.map(e => "
                                        "e.dataset.check)")
-    assert checks == [f.check for f in rec.findings] and "unstable-learning-rate" in checks
+    assert checks == [f.check for f in rec.findings] and "unstable_learning_rate" in checks
 
 
 def test_stability_without_a_working_warmup_draws_the_clipped_run(
