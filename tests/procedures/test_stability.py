@@ -63,6 +63,16 @@ def test_the_sweep_rates_the_warmup_list_and_the_spike_rule() -> None:
         TrialRow(1, 1, "s", 0, {}, 0, "infeasible", 1, infeasible_reason="nan"), [], 2.0))
 
 
+def test_a_run_that_made_no_progress_is_named() -> None:
+    from tunebook.procedures.stability import no_progress
+
+    # A collapse to chance before the first evaluation: flat, no spike.
+    assert "no progress: training loss 2.303" in str(no_progress([2.302, 2.303, 2.303]))
+    assert no_progress([2.3, 2.2, 2.25]) is None  # it learned something
+    assert no_progress([2.3]) is None and no_progress([]) is None
+    assert no_progress([float("nan"), 2.3, 2.1]) is None  # non-finite values are skipped
+
+
 def test_the_warmup_study_finds_the_shortest_warmup_that_works(tmp_path: Path) -> None:
     base = Experiment.from_yaml(base_file(tmp_path))
     root = tmp_path / "root"
@@ -74,10 +84,11 @@ def test_the_warmup_study_finds_the_shortest_warmup_that_works(tmp_path: Path) -
     sweep = {r["learning_rate"]: r for r in rec.evidence["sweep"]}
     assert [lr for lr, r in sweep.items() if r["unstable"]] == [1.0, 3.16, 10.0]
     assert "spike" in sweep[1.0]["unstable"] and "diverged" in sweep[10.0]["unstable"]
-    # The warmup study at 10x: warmups 1, 10, 100 (10% of 1000), post-warmup 2x each.
+    # The warmup study at 10x: warmups 1, 10, 100 (10% of 1000), post-warmup 2x each, but at
+    # least 2x the step where the early run broke (2): 4 steps after a 1-step warmup.
     study = rec.evidence["warmup_study"]
     assert [(r["warmup_steps"], r["max_train_steps"]) for r in study] == [
-        (1, 3), (10, 30), (100, 300)]
+        (1, 5), (10, 30), (100, 300)]
     assert all(r["learning_rate"] == 10.0 for r in study)
     # At least 30 steps are needed: 100 is the shortest of the list that works.
     assert rec.values == {"warmup_steps": 100, "learning_rate": 10.0, "max_train_steps": 1100,

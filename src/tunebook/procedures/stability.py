@@ -153,19 +153,40 @@ def unstable(trial: TrialRow, losses: Sequence[float], spike_factor: float,
     """Why ``trial`` is unstable, or None: infeasible (diverged), a non-finite training loss,
     or a spike, a loss above ``spike_factor`` times the smallest loss before it. The place is
     the step when ``steps`` (of the ``losses``) are given, else the evaluation's number."""
+    return unstable_at(trial, losses, spike_factor, steps)[0]
+
+
+def unstable_at(trial: TrialRow, losses: Sequence[float], spike_factor: float,
+                steps: Sequence[int] = ()) -> tuple[str | None, int | None]:
+    """:func:`unstable`'s reason and the step where it shows (None when not known)."""
     if trial.status == "infeasible":
         where = f" at step {trial.infeasible_step}" if trial.infeasible_step else ""
-        return f"diverged{where} ({trial.infeasible_reason or 'infeasible'})"
+        return (f"diverged{where} ({trial.infeasible_reason or 'infeasible'})",
+                trial.infeasible_step)
     lowest = math.inf
     for i, value in enumerate(losses):
-        where = f"step {steps[i]}" if i < len(steps) else f"evaluation {i + 1}"
+        step = steps[i] if i < len(steps) else None
+        where = f"step {step}" if step is not None else f"evaluation {i + 1}"
         if not math.isfinite(value):
-            return f"non-finite training loss at {where}"
+            return f"non-finite training loss at {where}", step
         if value > spike_factor * lowest:
             return (f"loss spike at {where}: {value:.4g} > {spike_factor:g} x "
-                    f"its running minimum {lowest:.4g}")
+                    f"its running minimum {lowest:.4g}"), step
         lowest = min(lowest, value)
-    return None
+    return None, None
+
+
+def no_progress(losses: Sequence[float]) -> str | None:
+    """Why a run at a rate above the best one counts as unstable without a spike, or None:
+    its last training loss is not below its first evaluation's. Training that broke before
+    its first evaluation and never recovered (a collapse to chance: flat, no spike) looks
+    like that; a slow rate below the best one may look like that too, which is why
+    :meth:`Stability.verdicts` asks only above the best rate."""
+    finite = [v for v in losses if math.isfinite(v)]
+    if len(finite) < 2 or finite[-1] < finite[0]:
+        return None
+    return (f"no progress: training loss {finite[-1]:.4g} at the end, not below its first "
+            f"evaluation {finite[0]:.4g}")
 
 
 def trial_ref(trial: TrialRow) -> dict[str, Any]:
@@ -221,19 +242,41 @@ class Stability(Procedure):
                         configs=[{"name": f"lr={r:g}", n.learning_rate: r} for r in rates])]
 
     def verdicts(self, outcome: Outcome) -> list[dict[str, Any]]:
-        """One row per trial of ``outcome``: its rate, status, best value, instability."""
+        """One row per trial of ``outcome``: its rate, status, best value, instability (the
+        reason, and ``unstable_step`` where it showed).
+
+        Besides :func:`unstable`, a run at a rate above the sweep's best stable rate (every
+        run after the sweep is) is unstable when it made no progress (:func:`no_progress`):
+        a high rate that collapsed to chance before its first evaluation shows no spike."""
         n = self.options.names
-        rows = []
+        rows: list[dict[str, Any]] = []
         for t in sorted(outcome.trials, key=lambda t: float(t.params[n.learning_rate])):
             curve = self._store(outcome).measurements([t.id], n.loss)
             losses = [v for _, _, _, v in curve]
-            why = None if t.status == "failed" else unstable(
-                t, losses, self.options.spike_factor, [s for _, s, _, _ in curve])
+            steps = [s for _, s, _, _ in curve]
+            why, at = (None, None) if t.status == "failed" else unstable_at(
+                t, losses, self.options.spike_factor, steps)
             rows.append({"study": t.study, "learning_rate": float(t.params[n.learning_rate]),
                          "warmup_steps": t.params.get(n.warmup_steps),
                          "grad_clip": t.params.get(n.grad_clip), "status": t.status,
-                         "best_value": t.best_value, "unstable": why, "trial": trial_ref(t),
+                         "best_value": t.best_value, "unstable": why, "unstable_step": at,
+                         "trial": trial_ref(t), "loss_steps": steps,
                          "losses": [v if math.isfinite(v) else None for v in losses]})
+        fine = [r for r in rows if not r["unstable"] and r["status"] == "completed"
+                and any(v is not None for v in r["losses"])]
+        if self._kind(outcome) != "sweep":
+            above = -math.inf  # every later run is at or above the unstable rate
+        elif fine:
+            # The best stable rate: the lowest last training loss.
+            above = float(min(fine, key=lambda r: [v for v in r["losses"] if v is not None][-1])[
+                "learning_rate"])
+        else:
+            above = math.inf
+        for r in rows:
+            if r in fine and r["learning_rate"] > above:
+                stalled = no_progress([math.nan if v is None else v for v in r["losses"]])
+                if stalled:
+                    r["unstable"], r["unstable_step"] = stalled, (r["loss_steps"] or [None])[0]
         return rows
 
     def unstable_rate(self, sweep: Outcome) -> float | None:
@@ -248,6 +291,14 @@ class Stability(Procedure):
                            base.objective.goal, CLIP_DEFAULTS.best_trials)
         norms = norms_of(self._store(sweep), best, self.options.names.grad_norm)
         return stats.quantile(norms, CLIP_DEFAULTS.threshold_quantile) if norms else None
+
+    def onset(self, sweep: Outcome, early: Outcome) -> int:
+        """The step where training at the unstable rate broke: in the early run (evaluated at
+        every step), else in the sweep's trial at that rate; 1 when neither says."""
+        rows = self.verdicts(early)
+        bad = self.unstable_rate(sweep)
+        rows += [r for r in self.verdicts(sweep) if r["learning_rate"] == bad]
+        return next((int(r["unstable_step"]) for r in rows if r["unstable_step"]), 1)
 
     @staticmethod
     def _kind(outcome: Outcome) -> str:
@@ -265,18 +316,24 @@ class Stability(Procedure):
             # The early-instability run: the unstable rate evaluated at every step of a short
             # run, to see whether training breaks at once (what warmup is for) or later.
             sweep_steps = outcomes[0].experiment.max_train_steps
-            early = derived(base, self.name, "early", steps=min(sweep_steps, 50), eval_every=1,
+            return [derived(base, self.name, "early", steps=min(sweep_steps, 50), eval_every=1,
                             fixed={n.schedule: n.constant},
                             configs=[{"name": f"lr={bad:g}", n.learning_rate: bad,
-                                      n.warmup_steps: 0}])
+                                      n.warmup_steps: 0}])]
+        if kinds == ["sweep", "early"]:
+            onset = self.onset(outcomes[0], outcomes[1])
             # 10% of the base's max_train_steps (the training the warmup is for), not the
-            # sweep's shortened steps.
-            return [early] + [
-                derived(base, self.name, f"warmup-{w}", steps=3 * w, eval_every=max(1, w // 2),
-                        fixed={n.schedule: n.constant},
-                        configs=[{"name": f"warmup={w}", n.learning_rate: lr,
-                                  n.warmup_steps: w}])
-                for w in self.options.warmups or warmup_candidates(base.max_train_steps)]
+            # sweep's shortened steps. Each run holds the rate for 2 x warmup_steps (the
+            # playbook's "usually fine"), but at least twice the step where the instability
+            # showed at the unstable rate: a shorter run cannot show it, and would pass.
+            out = []
+            for w in self.options.warmups or warmup_candidates(base.max_train_steps):
+                steps = w + max(2 * w, 2 * onset)
+                out.append(derived(
+                    base, self.name, f"warmup-{w}", steps=steps,
+                    eval_every=max(1, steps // 30), fixed={n.schedule: n.constant},
+                    configs=[{"name": f"warmup={w}", n.learning_rate: lr, n.warmup_steps: w}]))
+            return out
         warm = [o for o, k in zip(outcomes, kinds, strict=True) if k == "warmup"]
         if any(not self.verdicts(o)[0]["unstable"] for o in warm):
             return []
