@@ -89,6 +89,9 @@ def test_scaling_finds_the_region_within_the_tolerance() -> None:
     assert scaling([{"batch_size": 16, "steps": 400},
                     {"batch_size": 64, "steps": 100}])["perfect_up_to"] == 64
     assert scaling([])["perfect_up_to"] is None
+    # A plateau followed by a fall is noise, not the end of the reduction.
+    assert scaling([{"batch_size": b, "steps": s} for b, s in
+                    [(16, 320), (32, 160), (64, 160), (128, 80)]])["no_reduction_at"] is None
 
 
 def test_bad_thresholds_name_the_key() -> None:

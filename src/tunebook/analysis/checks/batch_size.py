@@ -64,7 +64,8 @@ def scaling(rows: list[dict[str, Any]], th: BatchSizeThresholds = DEFAULTS) -> d
     "no_reduction_at": B or None, "tolerance": ...}``: the perfect-scaling region runs from the
     smallest size that reached the target through every next size whose fall is perfect (see
     :class:`BatchSizeThresholds`); diminishing returns start at the first size after it; no
-    reduction at the first size whose fall is below ``1 + no_reduction``.
+    reduction from the first size B such that no size from B on needs fewer steps than the
+    size below B by ``1 + no_reduction`` per doubling.
     """
     reached = sorted((r for r in rows if r.get("steps")), key=lambda r: r["batch_size"])
     out: dict[str, Any] = {"tolerance": th.scaling_tolerance, "fall_per_doubling": {},
@@ -79,8 +80,15 @@ def scaling(rows: list[dict[str, Any]], th: BatchSizeThresholds = DEFAULTS) -> d
                 out["perfect_up_to"] = cur["batch_size"]
             else:
                 out["diminishing_returns_at"] = cur["batch_size"]
-        if out["no_reduction_at"] is None and fall < 1 + th.no_reduction:
-            out["no_reduction_at"] = cur["batch_size"]
+    # No reduction from B on: no larger size reached the target in fewer steps than the size
+    # below B by ``no_reduction`` per doubling (a noisy plateau followed by a fall is not one).
+    for i in range(1, len(reached)):
+        prev = reached[i - 1]
+        if all((prev["steps"] / r["steps"]) ** (1 / math.log2(r["batch_size"]
+                                                                / prev["batch_size"]))
+               < 1 + th.no_reduction for r in reached[i:]):
+            out["no_reduction_at"] = reached[i]["batch_size"]
+            break
     return out
 
 
@@ -175,10 +183,10 @@ def check_no_step_reduction(evidence: Mapping[str, Any],
                             th: BatchSizeThresholds = DEFAULTS) -> list[Finding]:
     """With steps to a result: a larger batch size no longer reduces the steps needed.
 
-    Fires (``info``) when, among the sizes that reached the target, the steps fall by less than
-    ``1 + no_reduction`` (0.1) per doubling at some size (:func:`scaling`): the playbook's "no
-    point in using a larger batch size" beyond it. ``trials``: the best trials from that size
-    on. Advice ``choose:batch_size: by_cost``.
+    Fires (``info``) when, among the sizes that reached the target, from some size on no size
+    needs fewer steps than the size below it by ``1 + no_reduction`` (0.1) per doubling
+    (:func:`scaling`): the playbook's "no point in using a larger batch size" beyond it.
+    ``trials``: the best trials from that size on. Advice ``choose:batch_size: by_cost``.
     """
     rows = list(evidence.get("steps_to_result", ()))
     at = scaling(rows, th)["no_reduction_at"]
