@@ -12,7 +12,8 @@ Steps to a result (for ``--steps-to-result``): each evaluation also reports
 ``val_loss = 1 / (1 + step * q * min(B, critical) / (16 * steps16))``, where
 ``q = 1 / (1 + log10(learning_rate / 0.1) ** 2)`` is 1 at the best learning rate (0.1, the
 same at every size, so that a search with one seed finds the same ``q`` at each). It reaches
-0.5 after ``steps16 / q`` steps at B = 16, half as many per doubling up to ``critical`` (perfect
+0.5 after ``steps16 / q`` steps (and ``val_score = 1 - val_loss``, to be maximised, 0.5 at the
+same step) at B = 16, half as many per doubling up to ``critical`` (perfect
 scaling) and no fewer above it. The clock is only run (sleeps) with ``step_timing``: the
 searches of the steps-to-result stage do not need it and stay fast.
 """
@@ -53,7 +54,8 @@ def saturating(hparams: dict[str, Any], trial: Trial) -> None:
         end = time.perf_counter()
         step_sum, data_sum, count = step_sum + end - start, data_sum + fetched - start, count + 1
         if step % trial.eval_every == 0 or step == trial.max_train_steps:
-            trial.report(step, loss=1.0 / step, val_loss=1 / (1 + step * rate),
+            val_loss = 1 / (1 + step * rate)
+            trial.report(step, loss=1.0 / step, val_loss=val_loss, val_score=1 - val_loss,
                          step_seconds=step_sum / count,
                          data_seconds=data_sum / count,
                          examples_per_second=b * count / max(step_sum, 1e-12),

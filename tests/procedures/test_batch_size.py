@@ -214,6 +214,21 @@ def test_steps_to_result_find_perfect_scaling_and_diminishing_returns(tmp_path: 
     assert again is not None and again.evidence["steps_to_result"] == rows
 
 
+def test_a_maximised_objective_reaches_the_target_from_below(tmp_path: Path) -> None:
+    proc = _probe(sizes=[16, 32], steps_to_result=0.5, result_trials=2)
+    low = run_batch_size(proc, _scaling_base(tmp_path), root=tmp_path / "low", workers=0)
+    high = run_batch_size(proc, _scaling_base(
+        tmp_path, objective={"metric": "val_score", "goal": "maximize"}),
+        root=tmp_path / "high", workers=0)
+    assert low is not None and high is not None
+    # val_score = 1 - val_loss: >= 0.5 at the step val_loss reaches <= 0.5.
+    lows, highs = low.evidence["steps_to_result"], high.evidence["steps_to_result"]
+    assert [r["steps"] for r in highs] == [r["steps"] for r in lows]
+    assert all(h["best_value"] == pytest.approx(1 - lo["best_value"])
+               for h, lo in zip(highs, lows, strict=True))
+    assert "val_score >= 0.5" in high.text
+
+
 def test_a_target_never_reached_falls_back_to_throughput(tmp_path: Path) -> None:
     base = _scaling_base(tmp_path, max_train_steps=40)
     proc = _probe(sizes=[16, 32], steps_to_result=0.01, result_trials=2)
@@ -231,6 +246,12 @@ def test_steps_to_result_needs_the_learning_rate_searched(tmp_path: Path) -> Non
     base = _scaling_base(tmp_path, nuisance={})
     with pytest.raises(ConfigError, match=r"nuisance\.learning_rate"):
         run_batch_size(_probe(steps_to_result=0.5), base, root=tmp_path / "root", workers=0)
+    # Another name for the learning rate (--learning-rate-name).
+    renamed = _scaling_base(tmp_path, nuisance={"lr": {"type": "float", "low": 0.01,
+                                                       "high": 1.0, "scale": "log"}})
+    BatchSize(steps_to_result=0.5, learning_rate="lr").validate(renamed)
+    with pytest.raises(ConfigError, match="got lr"):
+        BatchSize(steps_to_result=0.5).validate(renamed)
     with pytest.raises(ValueError, match="cost_per_hour"):
         BatchSize(cost_per_hour=0.0)
     with pytest.raises(ValueError, match="steps_to_result"):
@@ -245,3 +266,32 @@ def test_steps_to_result_without_a_learning_rate_search_gets_one_line(tmp_path: 
     assert line.startswith("tunebook: error:") and "scale.yaml" in line
     assert "nuisance.learning_rate" in line and "got none" in line
     assert not (tmp_path / "tunebook").exists()
+
+
+def test_steps_to_result_on_a_built_in_workload_end_to_end(tmp_path: Path) -> None:
+    doc = {"name": "digits-steps", "workload": "tunebook.workloads.digits:train_mlp",
+           "objective": {"metric": "val_error", "goal": "minimize"},
+           "max_train_steps": 60, "eval_every": 10,
+           "search": {"algorithm": "quasi_random", "trials": 1, "seed": 0},
+           "nuisance": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1,
+                                          "scale": "log"}},
+           "fixed": {"batch_size": 16, "num_layers": 1, "width": 32}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(doc))
+    args = ("batch-size", "e.yaml", "--root", "root", "--sizes", "16,32", "--warmup-steps", "2",
+            "--timed-steps", "4", "--repeats", "2", "--steps-to-result", "0.5",
+            "--result-trials", "2", "--cost-per-hour", "1")
+    out = json.loads(run_cli(*args, "--format", "json", check=True, cwd=tmp_path).stdout)
+    ev = out["evidence"]
+    assert ev["experiments"] == ["digits-steps.batch-size.b16", "digits-steps.batch-size.b32",
+                                 "digits-steps.batch-size.steps-b16",
+                                 "digits-steps.batch-size.steps-b32"]
+    rows = ev["steps_to_result"]
+    assert [r["batch_size"] for r in rows] == [16, 32] and all(r["trials"] == 2 for r in rows)
+    assert all(r["steps"] is None or (r["best_value"] <= 0.5 and r["steps"] % 10 == 0)
+               for r in rows)
+    reached = [t for t in ev["time_to_result"] if t["steps"] is not None]
+    if reached:
+        pick = min(reached, key=lambda t: t["cost"])
+        assert out["recommendation"]["batch_size"] == pick["batch_size"]
+    text = run_cli(*args, check=True, cwd=tmp_path).stdout
+    assert "best trial" in text and "val_error <= 0.5" in text

@@ -76,6 +76,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "training time to it")
     p.add_argument("--result-trials", type=_positive, default=4,
                    help="trials of that search per size (default 4)")
+    p.add_argument("--learning-rate-name", default="learning_rate", metavar="NAME",
+                   help="the learning rate's name in the file, which --steps-to-result "
+                        "re-tunes per size (default learning_rate)")
     p.add_argument("--cost-per-hour", type=positive_number(), default=None, metavar="X",
                    help="price of one device-hour: with --steps-to-result, give the cost to "
                         "the result and recommend by it (one device per size)")
@@ -99,7 +102,7 @@ def cmd_batch_size(args: argparse.Namespace) -> int:
                      timed_steps=args.timed_steps, repeats=args.repeats,
                      memory_limit_mb=args.memory_limit, min_gain=args.min_gain,
                      steps_to_result=args.steps_to_result, result_trials=args.result_trials,
-                     cost_per_hour=args.cost_per_hour)
+                     cost_per_hour=args.cost_per_hour, learning_rate=args.learning_rate_name)
     proc.validate(base)
     url = args.store or sqlite_url(store_file(args.root))
     rec = run_batch_size(proc, base, root=args.root, store=url, workers=args.workers)

@@ -72,7 +72,6 @@ from tunebook.store.sql import Store, TrialRow
 
 __all__ = ["BatchSize", "default_memory_limit_mb", "run_batch_size"]
 
-SECTION = "Choosing the batch size"
 _OOM_MARKERS = ("MemoryError", "OutOfMemoryError", "out of memory")
 
 
