@@ -34,22 +34,15 @@ is ``data_seconds / step_seconds``; whether the workload is input-bound there is
 registered procedure checks (:mod:`tunebook.analysis.checks.batch_size`), with the pipeline
 family's one threshold (``checks: {pipeline: {input_bound_share: ...}}``, default 0.5).
 
-Steps to a result (``steps_to_result=TARGET``; playbook: "Choosing the batch size to minimize
-training time", Shallue et al. 2018): after the probe, a second stage (:meth:`BatchSize.more`,
-so it resumes like the first) runs at each size that fits a short tuned search,
-``<base>.batch-size.steps-b<B>``: the base file's nuisance space (which must hold the learning
-rate: it must be re-tuned per size), ``result_trials`` quasi-random trials with the file's
-search seed, the file's ``max_train_steps`` and ``eval_every``. For each trial, the steps to the
-result are the first evaluated step whose objective reaches TARGET (``<=`` when minimised,
-``>=`` when maximised); the size's figure is its fastest trial's (Shallue et al. tune each size
-for the steps to the result; when no trial reaches it, the trial with the best value is named
-and the steps are None). The time to the result is steps x the probe's median step seconds; the
-cost is that x ``cost_per_hour`` / 3600 (one device per size: then the cost is proportional to
-the time and both choose the same size). The recommended size minimises the time (or the cost)
-among the sizes that reached the target; the steps' fall per doubling,
-``(S_prev / S) ** (1 / log2(B / B_prev))``, shows the perfect-scaling region (a fall of at least
-``2 / (1 + tolerance)``, ``checks: {batch_size: {scaling_tolerance: ...}}``, default 0.25) and
-where diminishing returns start.
+Steps to a result (``steps_to_result=TARGET``; "Choosing the batch size to minimize training
+time", Shallue et al. 2018): a second stage (:meth:`BatchSize.more`: resumable) runs at each
+size that fits a short search ``<base>.batch-size.steps-b<B>`` over the file's nuisance space
+(it must search the learning rate, re-tuned per size), ``result_trials`` quasi-random trials.
+A size's steps are its fastest trial's first evaluated step whose objective reaches TARGET in
+the objective's direction (None if none does); time = steps x the probe's median step seconds,
+cost = time x ``cost_per_hour`` / 3600 (one device per size: proportional to the time). The
+recommended size has the least time (or cost); :func:`tunebook.analysis.checks.batch_size.
+scaling` gives the perfect-scaling region and where diminishing returns start.
 """
 
 from __future__ import annotations
@@ -126,32 +119,32 @@ class BatchSize(Procedure):
         self.failed: dict[int, str] = {}
 
     # ----------------------------------------------------------------- planning
-    def probe(self, base: Experiment, size: int) -> Experiment:
-        """The short experiment that measures ``size``."""
-        warmup = self.warmup
+    def _derived(self, base: Experiment, label: str, **changes: Any) -> Experiment:
+        """``base`` as one study (no scientific hyperparameters, configs or follows) with
+        ``changes``, named ``<base>.batch-size.<label>``."""
         data = base.to_dict()
         for key in ("nuisance_for", "configs", "follows"):
             data.pop(key, None)
         return Experiment.from_dict(
-            {**data, "name": f"{base.name}.{self.name}.b{size}", "scientific": {},
-             "nuisance": {}, "fixed": {**base.fixed, "batch_size": size, "step_timing": True},
-             "max_train_steps": warmup + self.timed_steps, "eval_every": warmup,
-             "search": {**data.get("search", {}), "trials": self.repeats}},
+            {**data, "name": f"{base.name}.{self.name}.{label}", "scientific": {}, **changes},
             source=base.source, base_dir=base.base_dir)
+
+    def probe(self, base: Experiment, size: int) -> Experiment:
+        """The short experiment that measures ``size``."""
+        return self._derived(
+            base, f"b{size}", nuisance={},
+            fixed={**base.fixed, "batch_size": size, "step_timing": True},
+            max_train_steps=self.warmup + self.timed_steps, eval_every=self.warmup,
+            search={**base.to_dict()["search"], "trials": self.repeats})
 
     def search(self, base: Experiment, size: int) -> Experiment:
         """The short tuned search at ``size`` (steps-to-result stage): the file's nuisance
         space, ``result_trials`` trials, the file's ``max_train_steps`` and ``eval_every``."""
-        data = base.to_dict()
-        for key in ("nuisance_for", "configs", "follows"):
-            data.pop(key, None)
-        nuisance = {k: v for k, v in data["nuisance"].items() if k != "batch_size"}
-        return Experiment.from_dict(
-            {**data, "name": f"{base.name}.{self.name}.steps-b{size}", "scientific": {},
-             "nuisance": nuisance, "fixed": {**base.fixed, "batch_size": size},
-             "search": {"algorithm": "quasi_random", "trials": self.result_trials,
-                        "seed": base.search.seed}},
-            source=base.source, base_dir=base.base_dir)
+        return self._derived(
+            base, f"steps-b{size}", fixed={**base.fixed, "batch_size": size},
+            nuisance={k: hp.to_json() for k, hp in base.nuisance.items() if k != "batch_size"},
+            search={"algorithm": "quasi_random", "trials": self.result_trials,
+                    "seed": base.search.seed})
 
     def _is_search(self, base: Experiment, outcome: Outcome) -> bool:
         return outcome.experiment.name.startswith(f"{base.name}.{self.name}.steps-b")
