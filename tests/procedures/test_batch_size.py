@@ -64,6 +64,7 @@ def test_the_probe_finds_where_throughput_saturates_and_the_data_share(
     assert rec is not None
     (bound,) = [f for f in rec.findings if f.check == "batch-size-input-bound"]
     assert bound.evidence["threshold"] == 0.2 and bound.advice == {"input_pipeline": "speed_up"}
+    assert rec.evidence["input_bound_share"] == 0.2
     assert [t["label"] for t in bound.trials] == ["main #0", "main #1"]
 
 

@@ -323,7 +323,10 @@ class BatchSize(Procedure):
         text.append("Do not tune the batch size for validation performance; when it changes, "
                     "re-tune the other hyperparameters (learning rate, momentum, "
                     "regularisation), as the playbook says.")
-        evidence.update(recommended=b, data_share=best["data_share"])
+        # The pipeline family's threshold the input-bound check applies (for the report's line).
+        pipeline = thresholds_from_config(base.checks, base.source)["pipeline"]
+        evidence.update(recommended=b, data_share=best["data_share"],
+                        input_bound_share=pipeline.input_bound_share)
         findings = procedure_findings(self.name, evidence, base.checks, base.source)
         return Recommendation(self.name, base.name, " ".join(text), evidence,
                               tuple(findings), names, {"batch_size": b})
