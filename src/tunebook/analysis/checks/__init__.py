@@ -20,6 +20,9 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``setup`` (:mod:`.setup`): ``batch_size_tuned``, ``too_few_trials``.
 - ``pipeline`` (:mod:`.pipeline`): ``class_imbalance``, ``periodic_validation``,
   ``input_bound``, ``eval_subset``.
+- ``batch_size`` (:mod:`.batch_size`, procedure checks of ``tunebook batch-size``):
+  ``batch-size-input-bound`` (with the ``pipeline`` threshold), ``batch-size-retune``,
+  ``batch-size-target-not-reached``, ``batch-size-no-step-reduction``.
 - ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
   :func:`tunebook.analysis.comparison.compare`).
 - ``stability`` (:mod:`.stability`, procedure checks of ``tunebook stability``):
@@ -98,6 +101,7 @@ from tunebook.analysis.checks.pipeline import (
     check_periodic_validation,
 )
 from tunebook.analysis.checks.comparison import check_isolation
+from tunebook.analysis.checks.batch_size import BatchSizeThresholds  # procedure checks
 from tunebook.analysis.checks.stability import StabilityThresholds
 from tunebook.analysis.comparison import ComparisonThresholds
 from tunebook.analysis.checks import resolutions  # registers the training-length resolvers
@@ -121,6 +125,7 @@ family(ResolutionThresholds)
 __all__ = [
     "CHECKS",
     "PROCEDURE_CHECKS",
+    "BatchSizeThresholds",
     "BudgetThresholds",
     "CheckSpec",
     "ClippingThresholds",
