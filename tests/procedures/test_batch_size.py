@@ -53,7 +53,7 @@ def test_the_probe_finds_where_throughput_saturates_and_the_data_share(
     assert all(s["spread"][0] <= s["examples_per_second"] <= s["spread"][1] for s in sizes)
     assert "Do not tune the batch size for validation performance" in rec.text
     assert "re-tune" in rec.text
-    assert {f.check for f in rec.findings} == {"batch-size-retune"}  # 30% < 50%
+    assert {f.check for f in rec.findings} == {"batch_size_retune"}  # 30% < 50%
     # The input-bound threshold is the pipeline family's, set by the file's checks: section.
     base = _base(tmp_path, knee=64, data_share=0.3)
     base = Experiment.from_dict({**base.to_dict(),
@@ -62,7 +62,7 @@ def test_the_probe_finds_where_throughput_saturates_and_the_data_share(
     rec = procedures.run_procedure(_probe(sizes=[16]), base, root=tmp_path / "root",
                                    workers=0)
     assert rec is not None
-    (bound,) = [f for f in rec.findings if f.check == "batch-size-input-bound"]
+    (bound,) = [f for f in rec.findings if f.check == "batch_size_input_bound"]
     assert bound.evidence["threshold"] == 0.2 and bound.advice == {"input_pipeline": "speed_up"}
     assert rec.evidence["input_bound_share"] == 0.2
     assert [t["label"] for t in bound.trials] == ["main #0", "main #1"]
@@ -73,7 +73,7 @@ def test_an_input_bound_workload_gets_the_warning(tmp_path: Path) -> None:
     rec = procedures.run_procedure(_probe(sizes=[16, 32]), base, root=tmp_path / "root",
                                    workers=0)
     assert rec is not None and rec.values == {"batch_size": 32}
-    (bound,) = [f for f in rec.findings if f.check == "batch-size-input-bound"]
+    (bound,) = [f for f in rec.findings if f.check == "batch_size_input_bound"]
     assert bound.evidence["data_share"] == pytest.approx(0.6, abs=0.05)
 
 
@@ -208,8 +208,8 @@ def test_steps_to_result_find_perfect_scaling_and_diminishing_returns(tmp_path: 
     assert "Do not tune the batch size for validation performance" in rec.text
     best = rows[3]["trial"]
     assert best["label"].startswith("main #") and isinstance(best["id"], int)
-    assert {f.check for f in rec.findings} == {"batch-size-retune",
-                                               "batch-size-no-step-reduction"}
+    assert {f.check for f in rec.findings} == {"batch_size_retune",
+                                               "batch_size_no_step_reduction"}
     # Resumable: the searches are a stage of the procedure; a second call runs nothing new.
     again = run_batch_size(proc, base, root=tmp_path / "root", workers=0)
     assert again is not None and again.evidence["steps_to_result"] == rows
@@ -239,7 +239,7 @@ def test_a_target_never_reached_falls_back_to_throughput(tmp_path: Path) -> None
     assert all(r["best_value"] > 0.01 and r["trial"] is not None
                for r in rec.evidence["steps_to_result"])
     assert "No size reached val_loss <= 0.01 within 40 steps" in rec.text
-    (missed,) = [f for f in rec.findings if f.check == "batch-size-target-not-reached"]
+    (missed,) = [f for f in rec.findings if f.check == "batch_size_target_not_reached"]
     assert missed.severity == "warning" and len(missed.trials) == 2
 
 

@@ -32,46 +32,46 @@ def _checks(ev: dict[str, Any], config: dict[str, Any] | None = None) -> dict[st
 
 def test_they_are_procedure_checks_of_batch_size() -> None:
     names = {n for n, s in registered().items() if s.procedure == "batch-size"}
-    assert names == {"batch-size-input-bound", "batch-size-retune",
-                     "batch-size-target-not-reached", "batch-size-no-step-reduction"}
+    assert names == {"batch_size_input_bound", "batch_size_retune",
+                     "batch_size_target_not_reached", "batch_size_no_step_reduction"}
     assert names <= set(PROCEDURE_CHECKS) and not names & set(CHECKS)
 
 
 def test_input_bound_uses_the_pipeline_threshold() -> None:
-    assert "batch-size-input-bound" not in _checks(_evidence(share=0.5))  # 0.5 is not above
-    found = _checks(_evidence(share=0.55))["batch-size-input-bound"]
+    assert "batch_size_input_bound" not in _checks(_evidence(share=0.5))  # 0.5 is not above
+    found = _checks(_evidence(share=0.55))["batch_size_input_bound"]
     assert found.severity == "warning" and found.advice == {"input_pipeline": "speed_up"}
     assert found.trials == T and found.evidence["threshold"] == 0.5
     assert found.section == "Choosing the batch size"
     # The same key as the experiment check input_bound moves both.
-    assert "batch-size-input-bound" in _checks(_evidence(share=0.3),
+    assert "batch_size_input_bound" in _checks(_evidence(share=0.3),
                                                {"pipeline": {"input_bound_share": 0.25}})
 
 
 def test_retune_whenever_a_size_is_recommended() -> None:
-    found = _checks(_evidence())["batch-size-retune"]
+    found = _checks(_evidence())["batch_size_retune"]
     assert found.severity == "info" and found.advice == {"choose:batch_size": "by_cost"}
     assert "re-tuning" in found.message and found.trials == T
     assert _checks(_evidence(recommended=None)) == {}
 
 
 def test_target_not_reached_at_some_or_all_sizes() -> None:
-    assert "batch-size-target-not-reached" not in _checks(_evidence(steps=[320, 160, 80, 60]))
-    some = _checks(_evidence(steps=[None, 160, 80, 60]))["batch-size-target-not-reached"]
+    assert "batch_size_target_not_reached" not in _checks(_evidence(steps=[320, 160, 80, 60]))
+    some = _checks(_evidence(steps=[None, 160, 80, 60]))["batch_size_target_not_reached"]
     assert some.severity == "info" and some.evidence["batch_sizes"] == [16]
     assert some.trials == [{"id": 100, "label": "main #0"}]
-    every = _checks(_evidence(steps=[None] * 4))["batch-size-target-not-reached"]
+    every = _checks(_evidence(steps=[None] * 4))["batch_size_target_not_reached"]
     assert every.severity == "warning" and len(every.trials) == 4
     assert every.advice == {"training_length": "longer", "trials": "more"}
 
 
 def test_no_step_reduction_where_the_steps_stop_falling() -> None:
-    assert "batch-size-no-step-reduction" not in _checks(_evidence(steps=[320, 160, 80, 40]))
-    found = _checks(_evidence(steps=[320, 160, 80, 76]))["batch-size-no-step-reduction"]
+    assert "batch_size_no_step_reduction" not in _checks(_evidence(steps=[320, 160, 80, 40]))
+    found = _checks(_evidence(steps=[320, 160, 80, 76]))["batch_size_no_step_reduction"]
     assert found.evidence["batch_size"] == 128 and found.trials == [{"id": 103,
                                                                      "label": "main #3"}]
     # The threshold comes from the file's checks: batch_size section.
-    assert "batch-size-no-step-reduction" in _checks(
+    assert "batch_size_no_step_reduction" in _checks(
         _evidence(steps=[320, 160, 80, 60]), {"batch_size": {"no_reduction": 0.5}})
 
 
@@ -105,5 +105,5 @@ def test_degenerate_evidence_gives_no_finding_and_no_error() -> None:
     for ev in ({}, {"sizes": []}, {"recommended": 16}, {"steps_to_result": []},
                {"steps_to_result": [{"batch_size": 16, "steps": None, "target": 0.5}]}):
         found = procedure_findings("batch-size", ev)
-        assert all(f.check in ("batch-size-retune", "batch-size-target-not-reached")
+        assert all(f.check in ("batch_size_retune", "batch_size_target_not_reached")
                    for f in found)

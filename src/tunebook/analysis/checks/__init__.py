@@ -21,8 +21,8 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``pipeline`` (:mod:`.pipeline`): ``class_imbalance``, ``periodic_validation``,
   ``input_bound``, ``eval_subset``.
 - ``batch_size`` (:mod:`.batch_size`, procedure checks of ``tunebook batch-size``):
-  ``batch-size-input-bound`` (with the ``pipeline`` threshold), ``batch-size-retune``,
-  ``batch-size-target-not-reached``, ``batch-size-no-step-reduction``.
+  ``batch_size_input_bound`` (with the ``pipeline`` threshold), ``batch_size_retune``,
+  ``batch_size_target_not_reached``, ``batch_size_no_step_reduction``.
 - ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
   :func:`tunebook.analysis.comparison.compare`).
 - ``stability`` (:mod:`.stability`, procedure checks of ``tunebook stability``):

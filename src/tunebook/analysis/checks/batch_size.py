@@ -3,12 +3,12 @@
 They read only the evidence of :class:`tunebook.procedures.batch_size.BatchSize` (its
 recommendation's ``evidence``), never an experiment:
 
-- ``batch-size-input-bound``: the input pipeline's share of the step time at the recommended
+- ``batch_size_input_bound``: the input pipeline's share of the step time at the recommended
   size is above the pipeline family's ``input_bound_share`` (the same threshold as the
   experiment check ``input_bound``: one concept, one place).
-- ``batch-size-retune``: the playbook's two warnings, whenever a size is recommended.
-- ``batch-size-target-not-reached``: with steps to a result, some size never reached the target.
-- ``batch-size-no-step-reduction``: with steps to a result, a larger size probed no longer
+- ``batch_size_retune``: the playbook's two warnings, whenever a size is recommended.
+- ``batch_size_target_not_reached``: with steps to a result, some size never reached the target.
+- ``batch_size_no_step_reduction``: with steps to a result, a larger size probed no longer
   reduces the steps needed.
 
 The playbook's section "Choosing the batch size" and its subsections.
@@ -96,7 +96,7 @@ def _size(evidence: Mapping[str, Any], b: int) -> Mapping[str, Any]:
     return next((s for s in evidence.get("sizes", ()) if s.get("batch_size") == b), {})
 
 
-@check("batch-size-input-bound", playbook_section=SEC_BATCH, thresholds=PipelineThresholds,
+@check("batch_size_input_bound", playbook_section=SEC_BATCH, thresholds=PipelineThresholds,
        procedure=PROCEDURE)
 def check_input_bound_at_size(evidence: Mapping[str, Any],
                               th: PipelineThresholds = PIPELINE) -> list[Finding]:
@@ -112,7 +112,7 @@ def check_input_bound_at_size(evidence: Mapping[str, Any],
     if b is None or share is None or share <= th.input_bound_share:
         return []
     return [finding(
-        "batch-size-input-bound", "warning",
+        "batch_size_input_bound", "warning",
         f"the input pipeline takes {100 * share:.0f}% of the step time at batch size {b} "
         f"(above {100 * th.input_bound_share:.0f}%): the workload is input-bound",
         evidence={"data_share": share, "batch_size": b, "threshold": th.input_bound_share},
@@ -122,7 +122,7 @@ def check_input_bound_at_size(evidence: Mapping[str, Any],
         advice={"input_pipeline": "speed_up"})]
 
 
-@check("batch-size-retune", playbook_section=SEC_RETUNE, thresholds=BatchSizeThresholds,
+@check("batch_size_retune", playbook_section=SEC_RETUNE, thresholds=BatchSizeThresholds,
        procedure=PROCEDURE)
 def check_retune(evidence: Mapping[str, Any],
                  th: BatchSizeThresholds = DEFAULTS) -> list[Finding]:
@@ -137,7 +137,7 @@ def check_retune(evidence: Mapping[str, Any],
     if b is None:
         return []
     return [finding(
-        "batch-size-retune", "info",
+        "batch_size_retune", "info",
         "changing the batch size requires re-tuning most hyperparameters; do not tune it for "
         "validation performance", evidence={"batch_size": b},
         action="re-tune the learning rate, momentum and regularisation at the new size",
@@ -145,7 +145,7 @@ def check_retune(evidence: Mapping[str, Any],
         advice={"choose:batch_size": "by_cost"})]
 
 
-@check("batch-size-target-not-reached", playbook_section=SEC_TIME,
+@check("batch_size_target_not_reached", playbook_section=SEC_TIME,
        thresholds=BatchSizeThresholds, procedure=PROCEDURE)
 def check_target_not_reached(evidence: Mapping[str, Any],
                              th: BatchSizeThresholds = DEFAULTS) -> list[Finding]:
@@ -165,7 +165,7 @@ def check_target_not_reached(evidence: Mapping[str, Any],
     none_reached = len(missed) == len(rows)
     target = missed[0].get("target")
     return [finding(
-        "batch-size-target-not-reached", "warning" if none_reached else "info",
+        "batch_size_target_not_reached", "warning" if none_reached else "info",
         (f"no batch size reached the target {target:g}" if none_reached else
          f"batch sizes {', '.join(map(str, sizes))} never reached the target {target:g}"),
         evidence={"batch_sizes": sizes, "target": target,
@@ -177,7 +177,7 @@ def check_target_not_reached(evidence: Mapping[str, Any],
         advice={"training_length": "longer", "trials": "more"})]
 
 
-@check("batch-size-no-step-reduction", playbook_section=SEC_TIME,
+@check("batch_size_no_step_reduction", playbook_section=SEC_TIME,
        thresholds=BatchSizeThresholds, procedure=PROCEDURE)
 def check_no_step_reduction(evidence: Mapping[str, Any],
                             th: BatchSizeThresholds = DEFAULTS) -> list[Finding]:
@@ -193,7 +193,7 @@ def check_no_step_reduction(evidence: Mapping[str, Any],
     if at is None:
         return []
     return [finding(
-        "batch-size-no-step-reduction", "info",
+        "batch_size_no_step_reduction", "info",
         f"from batch size {at} on, a larger batch no longer reduces the steps to the target "
         f"(by under {100 * th.no_reduction:.0f}% per doubling)",
         evidence={"batch_size": at, "no_reduction": th.no_reduction},
