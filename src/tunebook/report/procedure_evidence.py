@@ -296,17 +296,24 @@ def _batch_size(rec: Recommendation, store: StoreAPI) -> list[Part]:
                and _num(r.get("steps")) is not None and _num(r.get("batch_size")) is not None]
     if reached:
         b0, s0 = reached[0]["batch_size"], reached[0]["steps"]
+        shape: dict[str, Any] = ev["scaling"] if isinstance(ev.get("scaling"), dict) else {}
+        scaling_marks = [(shape.get("perfect_up_to"), "perfect scaling up to"),
+                         (shape.get("diminishing_returns_at"), "diminishing returns"),
+                         (shape.get("no_reduction_at"), "no reduction")]
         fig = _xy("steps to the target against the batch size", "batch size (log2)",
                   "steps to the target (log2)", [
                       _series("measured", [r["batch_size"] for r in reached],
                               [r["steps"] for r in reached], "log2", "log2", points=True),
                       _series("perfect scaling", [r["batch_size"] for r in reached],
                               [s0 * b0 / r["batch_size"] for r in reached], "log2", "log2",
-                              dashed=True)], xscale="log2", yscale="log2", vlines=marks)
+                              dashed=True)], xscale="log2", yscale="log2",
+                  vlines=[(ev.get("recommended"), "recommended"), *scaling_marks])
         if fig:
             parts.append(("Steps to result", "Shallue et al. (2018): doubling the batch size "
                           "halves the steps on the perfect-scaling line, then returns "
-                          "diminish.", [fig]))
+                          "diminish. The vertical lines are the steps' own scaling: the end of "
+                          "the perfect-scaling region, where returns start to diminish and "
+                          "where the steps stop falling.", [fig]))
     return parts
 
 
