@@ -5,6 +5,7 @@ works, the clipping threshold of known norms; a stable workload; the CLI; resumi
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 from pathlib import Path
@@ -64,11 +65,21 @@ def test_the_sweep_rates_the_warmup_list_and_the_spike_rule() -> None:
 
 
 def test_a_run_that_made_no_progress_is_named() -> None:
-    from tunebook.procedures.stability import no_progress
+    from tunebook.procedures.stability import no_progress, progress
 
-    # A collapse to chance before the first evaluation: flat, no spike.
-    assert "no progress: training loss 2.303" in str(no_progress([2.302, 2.303, 2.303]))
-    assert no_progress([2.3, 2.2, 2.25]) is None  # it learned something
+    # Digits at learning rate 0.956: a collapse to chance before the first evaluation (flat,
+    # no spike) against the best rate's fall from 0.272 to 0.0001.
+    best = [0.272, 0.048, 0.0001]
+    assert progress(best) == pytest.approx(math.log(2720))
+    stalled = no_progress([2.671, 2.345, 2.329, 2.312, 2.33], best)
+    assert "no progress: training loss 2.671 at its first evaluation, 2.33 at the end (2% of" \
+        in str(stalled)
+    assert no_progress([1.355, 0.283, 0.1, 0.007], best) is None  # slower, learning
+    # Converged before its first evaluation: flat, but below where the best rate started.
+    assert no_progress([0.123, 0.123, 0.122], best) is None
+    # Without a reference (a run after the sweep): only ending no lower than the start.
+    assert no_progress([2.302, 2.303, 2.303]) is not None
+    assert no_progress([2.3, 2.2, 2.25]) is None
     assert no_progress([2.3]) is None and no_progress([]) is None
     assert no_progress([float("nan"), 2.3, 2.1]) is None  # non-finite values are skipped
 

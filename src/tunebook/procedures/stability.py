@@ -51,9 +51,10 @@ from tunebook.procedures.base import Outcome, Procedure, Recommendation, procedu
 from tunebook.store.api import StoreAPI, TrialRow
 from tunebook.store.sql import Store
 
-__all__ = ["SPIKE_FACTOR", "Names", "Stability", "StabilityOptions", "best_trials", "derived",
-           "learning_rate_range", "norms_of", "run_stability", "sweep_rates", "trial_ref",
-           "unstable", "warmup_candidates"]
+__all__ = ["SPIKE_FACTOR", "STALL_SHARE", "Names", "Stability", "StabilityOptions",
+           "best_trials", "derived", "learning_rate_range", "no_progress", "norms_of", "progress",
+           "run_stability", "sweep_rates", "trial_ref", "unstable", "unstable_at",
+           "warmup_candidates"]
 
 #: A training loss above this times its running minimum is a spike (the default of both
 #: procedures' ``spike_factor`` option and of ``--spike-factor``): loss going up, not down.
@@ -176,17 +177,44 @@ def unstable_at(trial: TrialRow, losses: Sequence[float], spike_factor: float,
     return None, None
 
 
-def no_progress(losses: Sequence[float]) -> str | None:
-    """Why a run at a rate above the best one counts as unstable without a spike, or None:
-    its last training loss is not below its first evaluation's. Training that broke before
-    its first evaluation and never recovered (a collapse to chance: flat, no spike) looks
-    like that; a slow rate below the best one may look like that too, which is why
-    :meth:`Stability.verdicts` asks only above the best rate."""
-    finite = [v for v in losses if math.isfinite(v)]
-    if len(finite) < 2 or finite[-1] < finite[0]:
+#: A run above the best stable rate that made less than this share of the best rate's
+#: progress (``log(first / last)`` of the training loss) made no progress: on digits, two
+#: rates that collapsed to chance made 2% of it; a rate that merely learns more slowly than
+#: the best one makes far more than 10%.
+STALL_SHARE = 0.1
+
+
+def progress(losses: Sequence[float]) -> float | None:
+    """``log(first / last)`` of the finite positive ``losses`` (None: fewer than two)."""
+    finite = [v for v in losses if math.isfinite(v) and v > 0]
+    return math.log(finite[0] / finite[-1]) if len(finite) >= 2 else None
+
+
+def no_progress(losses: Sequence[float], best: Sequence[float] = ()) -> str | None:
+    """Why a run at a rate above the best one counts as unstable without a spike, or None.
+
+    With ``best`` (the best stable rate's losses): its :func:`progress` is at most
+    ``STALL_SHARE`` of the best rate's and it ends no lower than the best rate's first
+    evaluation (a run that converged before its first evaluation is flat too, but low).
+    Without: it ended no lower than it started. Training that broke before its first
+    evaluation and never recovered (a collapse to chance: flat, no spike) looks like that; a
+    slow rate below the best one may too, which is why :meth:`Stability.verdicts` asks only
+    above the best rate."""
+    made = progress(losses)
+    if made is None:
         return None
-    return (f"no progress: training loss {finite[-1]:.4g} at the end, not below its first "
-            f"evaluation {finite[0]:.4g}")
+    finite = [v for v in losses if math.isfinite(v) and v > 0]
+    reference = progress(best)
+    share = ""
+    if reference is not None and reference > 0:
+        start = next(v for v in best if math.isfinite(v) and v > 0)
+        if made > STALL_SHARE * reference or finite[-1] < start:
+            return None
+        share = f" ({100 * made / reference:.0f}% of the best rate's progress)"
+    elif made > 0:
+        return None
+    return (f"no progress: training loss {finite[0]:.4g} at its first evaluation, "
+            f"{finite[-1]:.4g} at the end{share}")
 
 
 def trial_ref(trial: TrialRow) -> dict[str, Any]:
@@ -265,16 +293,17 @@ class Stability(Procedure):
         fine = [r for r in rows if not r["unstable"] and r["status"] == "completed"
                 and any(v is not None for v in r["losses"])]
         if self._kind(outcome) != "sweep":
-            above = -math.inf  # every later run is at or above the unstable rate
+            above, reference = -math.inf, []  # every later run is at or above the unstable rate
         elif fine:
             # The best stable rate: the lowest last training loss.
-            above = float(min(fine, key=lambda r: [v for v in r["losses"] if v is not None][-1])[
-                "learning_rate"])
+            best = min(fine, key=lambda r: [v for v in r["losses"] if v is not None][-1])
+            above = float(best["learning_rate"])
+            reference = [v for v in best["losses"] if v is not None]
         else:
-            above = math.inf
+            above, reference = math.inf, []
         for r in rows:
             if r in fine and r["learning_rate"] > above:
-                stalled = no_progress([math.nan if v is None else v for v in r["losses"]])
+                stalled = no_progress([v for v in r["losses"] if v is not None], reference)
                 if stalled:
                     r["unstable"], r["unstable_step"] = stalled, (r["loss_steps"] or [None])[0]
         return rows
