@@ -11,15 +11,17 @@ The playbook's "How can optimization failures be debugged and mitigated?", as on
    the training loss exceeds ``spike_factor`` (default 2) times the smallest value before it.
    ``unstable_base_learning_rate`` is the smallest unstable rate of the sweep. The sweep
    evaluates at least 10 times a trial (every ``min(eval_every, steps // 10)`` steps).
-2. **Early-instability run and warmup study** (only when the sweep found instability). A short
-   run (50 steps at most) at ``unstable_base_learning_rate``, evaluated at every step, shows
-   whether training breaks at once (the instability warmup is for) or later. The warmup study,
-   exactly as the playbook writes it: ``learning_rate = 10 x unstable_base_learning_rate``;
-   ``warmup_steps`` at the powers of ten from 1 up to 10% of ``max_train_steps`` (the largest
-   four of them); each run ramps up over ``warmup_steps`` then holds the rate for
-   ``post_warmup_steps = 2 x warmup_steps``, so its ``max_train_steps`` is
-   ``3 x warmup_steps``. The recommendation is the shortest stable
-   warmup.
+2. **Early-instability run, then the warmup study** (only when the sweep found instability).
+   A short run (50 steps at most) at ``unstable_base_learning_rate``, evaluated at every step,
+   shows whether training breaks at once (the instability warmup is for) or later, and where.
+   The warmup study, as the playbook writes it: ``learning_rate = 10 x
+   unstable_base_learning_rate``; ``warmup_steps`` at the powers of ten from 1 up to 10% of
+   ``max_train_steps`` (the largest four of them); each run ramps up over ``warmup_steps`` then
+   holds the rate for ``post_warmup_steps = 2 x warmup_steps`` (the playbook's "usually
+   fine"), but at least twice the step where the instability showed at the unstable rate
+   (:meth:`Stability.onset`): a shorter run cannot show it and would pass. The recommendation
+   is the shortest stable warmup. Besides a spike, a run above the best stable rate that made
+   no progress is unstable (:func:`no_progress`: a collapse to chance is flat).
 3. **Clipping** (only when no warmup is stable): the same rate and length as the longest
    warmup run, no warmup, ``grad_clip`` at the 90th percentile (``stats.quantile``, the clipping
    check's rule) of the unclipped per-step ``grad_norm`` of the best stable sweep trials.
