@@ -59,6 +59,9 @@ def test_the_sweep_rates_the_warmup_list_and_the_spike_rule() -> None:
     row = TrialRow(1, 1, "s", 0, {}, 0, "completed", 1)
     assert unstable(row, [3.0, 2.0, 1.0, 1.9], 2.0) is None
     assert "spike at evaluation 4" in str(unstable(row, [3.0, 2.0, 1.0, 2.1], 2.0))
+    # Doubling near a fitted training set is noise unless it rises by 10% of the fall so far.
+    assert unstable(row, [2.0, 0.1, 0.0044, 0.01], 2.0) is None
+    assert "spike at evaluation 4" in str(unstable(row, [2.0, 0.1, 0.0044, 0.3], 2.0))
     assert "non-finite" in str(unstable(row, [3.0, float("nan")], 2.0))
     assert "diverged" in str(unstable(
         TrialRow(1, 1, "s", 0, {}, 0, "infeasible", 1, infeasible_reason="nan"), [], 2.0))

@@ -53,7 +53,7 @@ from tunebook.procedures.base import Outcome, Procedure, Recommendation, procedu
 from tunebook.store.api import StoreAPI, TrialRow
 from tunebook.store.sql import Store
 
-__all__ = ["SPIKE_FACTOR", "STALL_SHARE", "Names", "Stability", "StabilityOptions",
+__all__ = ["SPIKE_FACTOR", "SPIKE_RISE", "STALL_SHARE", "Names", "Stability", "StabilityOptions",
            "best_trials", "derived", "learning_rate_range", "no_progress", "norms_of", "progress",
            "run_stability", "sweep_rates", "trial_ref", "unstable", "unstable_at",
            "warmup_candidates"]
@@ -61,6 +61,9 @@ __all__ = ["SPIKE_FACTOR", "STALL_SHARE", "Names", "Stability", "StabilityOption
 #: A training loss above this times its running minimum is a spike (the default of both
 #: procedures' ``spike_factor`` option and of ``--spike-factor``): loss going up, not down.
 SPIKE_FACTOR = 2.0
+#: ... and by at least this share of the loss's fall so far (from its first evaluation to its
+#: running minimum): see :func:`unstable_at`.
+SPIKE_RISE = 0.1
 
 
 @dataclass(frozen=True)
@@ -161,18 +164,24 @@ def unstable(trial: TrialRow, losses: Sequence[float], spike_factor: float,
 
 def unstable_at(trial: TrialRow, losses: Sequence[float], spike_factor: float,
                 steps: Sequence[int] = ()) -> tuple[str | None, int | None]:
-    """:func:`unstable`'s reason and the step where it shows (None when not known)."""
+    """:func:`unstable`'s reason and the step where it shows (None when not known).
+
+    A spike must also rise by at least ``SPIKE_RISE`` of the way the loss has come down so far
+    (``first - lowest``): near a fitted training set a loss of 0.004 that wobbles to 0.01 has
+    doubled, but it is noise, not "a sudden rise in the loss after a steady decline" (digits
+    with Adam at its best rates did exactly that)."""
     if trial.status == "infeasible":
         where = f" at step {trial.infeasible_step}" if trial.infeasible_step else ""
         return (f"diverged{where} ({trial.infeasible_reason or 'infeasible'})",
                 trial.infeasible_step)
     lowest = math.inf
+    first = next((v for v in losses if math.isfinite(v)), math.nan)
     for i, value in enumerate(losses):
         step = steps[i] if i < len(steps) else None
         where = f"step {step}" if step is not None else f"evaluation {i + 1}"
         if not math.isfinite(value):
             return f"non-finite training loss at {where}", step
-        if value > spike_factor * lowest:
+        if value > spike_factor * lowest and value - lowest >= SPIKE_RISE * (first - lowest):
             return (f"loss spike at {where}: {value:.4g} > {spike_factor:g} x "
                     f"its running minimum {lowest:.4g}"), step
         lowest = min(lowest, value)
@@ -383,8 +392,10 @@ class Stability(Procedure):
         names = tuple(o.experiment.name for o in outcomes)
         bad = self.unstable_rate(outcomes[0])
         evidence: dict[str, Any] = {
-            "rule": f"unstable: infeasible, a non-finite training loss, or a training loss above "
-                    f"{self.options.spike_factor:g} x its running minimum",
+            "rule": f"unstable: infeasible, a non-finite training loss, a training loss above "
+                    f"{self.options.spike_factor:g} x its running minimum (and up by "
+                    f"{100 * SPIKE_RISE:g}% of its fall so far), or, above the best stable "
+                    f"rate, no progress (under {100 * STALL_SHARE:g}% of the best rate's)",
             "sweep": sweep, "unstable_base_learning_rate": bad,
             "goal": base.objective.goal, "base_max_train_steps": base.max_train_steps}
         by_kind: dict[str, list[Outcome]] = {}
