@@ -163,19 +163,23 @@ def unstable(trial: TrialRow, losses: Sequence[float], spike_factor: float,
 
 
 def unstable_at(trial: TrialRow, losses: Sequence[float], spike_factor: float,
-                steps: Sequence[int] = ()) -> tuple[str | None, int | None]:
+                steps: Sequence[int] = (), start: float | None = None
+                ) -> tuple[str | None, int | None]:
     """:func:`unstable`'s reason and the step where it shows (None when not known).
 
     A spike must also rise by at least ``SPIKE_RISE`` of the way the loss has come down so far
-    (``first - lowest``): near a fitted training set a loss of 0.004 that wobbles to 0.01 has
-    doubled, but it is noise, not "a sudden rise in the loss after a steady decline" (digits
-    with Adam at its best rates did exactly that)."""
+    (``start - lowest``; ``start`` defaults to the first finite loss): near a fitted training
+    set a loss of 0.004 that wobbles to 0.01 has doubled, but it is noise, not "a sudden rise
+    in the loss after a steady decline" (digits with Adam at a good rate did exactly that). A
+    fast rate's first evaluation is already low, so the sweep passes the highest first loss of
+    its trials as ``start``: the untrained loss, near enough."""
     if trial.status == "infeasible":
         where = f" at step {trial.infeasible_step}" if trial.infeasible_step else ""
         return (f"diverged{where} ({trial.infeasible_reason or 'infeasible'})",
                 trial.infeasible_step)
     lowest = math.inf
-    first = next((v for v in losses if math.isfinite(v)), math.nan)
+    first = start if start is not None else next((v for v in losses if math.isfinite(v)),
+                                                 math.nan)
     for i, value in enumerate(losses):
         step = steps[i] if i < len(steps) else None
         where = f"step {step}" if step is not None else f"evaluation {i + 1}"
@@ -289,12 +293,18 @@ class Stability(Procedure):
         a high rate that collapsed to chance before its first evaluation shows no spike."""
         n = self.options.names
         rows: list[dict[str, Any]] = []
-        for t in sorted(outcome.trials, key=lambda t: float(t.params[n.learning_rate])):
-            curve = self._store(outcome).measurements([t.id], n.loss)
+        trials = sorted(outcome.trials, key=lambda t: float(t.params[n.learning_rate]))
+        curves = {t.id: self._store(outcome).measurements([t.id], n.loss) for t in trials}
+        firsts = [next((v for _, _, _, v in c if math.isfinite(v)), None)
+                  for c in curves.values()]
+        start = (max((v for v in firsts if v is not None), default=None)
+                 if self._kind(outcome) == "sweep" else None)
+        for t in trials:
+            curve = curves[t.id]
             losses = [v for _, _, _, v in curve]
             steps = [s for _, s, _, _ in curve]
             why, at = (None, None) if t.status == "failed" else unstable_at(
-                t, losses, self.options.spike_factor, steps)
+                t, losses, self.options.spike_factor, steps, start)
             rows.append({"study": t.study, "learning_rate": float(t.params[n.learning_rate]),
                          "warmup_steps": t.params.get(n.warmup_steps),
                          "grad_clip": t.params.get(n.grad_clip), "status": t.status,
