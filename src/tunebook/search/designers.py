@@ -152,7 +152,7 @@ def designer_class(algorithm: str) -> tuple[type[Designer], str]:
     """The class ``search.algorithm: algorithm`` names, and its variant: ``("refine")`` is
     registered as it is; ``"optuna:TPESampler"`` is the family ``optuna:`` with variant
     ``TPESampler``. ValueError naming the known ones if neither."""
-    if algorithm not in designer.names() and ":" in algorithm:
+    if isinstance(algorithm, str) and algorithm not in designer.names() and ":" in algorithm:
         family, variant = algorithm.split(":", 1)
         if f"{family}:" in designer.names():
             return designer.get(f"{family}:"), variant
