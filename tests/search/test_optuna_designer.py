@@ -179,6 +179,10 @@ def test_bad_sampler_names_and_options_are_one_line_errors() -> None:
     assert "search.options.n_startup" in msg and "n_startup_trials" in msg
     assert "comes from search.seed" in refused("optuna:RandomSampler", seed=3)
     assert "takes a Python object" in refused("optuna:TPESampler", gamma="x")
+    assert "n_startup_trials must be int, got 'ten'" in refused("optuna:TPESampler",
+                                                                n_startup_trials="ten")
+    assert "is a count, got -1" in refused("optuna:GPSampler", n_startup_trials=-1)
+    assert "takes none besides the seed" in refused("optuna:RandomSampler", anything=1)
     msg = refused("optuna:QMCSampler", qmc_type="lattice")
     assert "search.options.qmc_type" in msg and "lattice" in msg
     exp = Experiment.from_dict(_doc("optuna:TPESampler", n_startup_trials=3, multivariate=True))

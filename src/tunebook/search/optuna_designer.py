@@ -135,6 +135,33 @@ def _sampler_parameters(variant: str) -> dict[str, inspect.Parameter]:
             if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
+def _kind(p: inspect.Parameter) -> type | None:
+    """The plain type a sampler's keyword argument takes: its default's, else the first of
+    bool, int, float, str its annotation names."""
+    if isinstance(p.default, bool | int | float | str):
+        return type(p.default)
+    annotation = str(p.annotation)
+    return next((t for t in (bool, int, float, str) if t.__name__ in annotation), None)
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _dry_run(variant: str, options: Mapping[str, Any], space: SearchSpace) -> None:
+    """Build the sampler and ask it twice on a scratch study of ``space``."""
+    optuna = _optuna()
+    dists = optuna_distributions(space)
+    with _quiet(optuna):
+        study = optuna.create_study(sampler=_sampler(variant, options, 0))
+        for _ in range(2):
+            study.tell(study.ask(dists), 0.0)
+
+
 def _sampler(variant: str, options: Mapping[str, Any], seed: int) -> Any:
     optuna = _optuna()
     with _quiet(optuna):
@@ -171,7 +198,9 @@ class OptunaDesigner(Designer):
     def check_options(cls, options: Mapping[str, Any], space: SearchSpace,
                       variant: str = "") -> None:
         """The variant is one of :data:`SAMPLERS` (and its packages are installed); each option
-        is one of the sampler's keyword arguments that takes a plain value."""
+        is one of the sampler's keyword arguments that takes a plain value, of the type of its
+        default (counts ``n_*`` not negative), and the sampler accepts them when built and
+        asked its first two trials (a value it only rejects later fails the run then)."""
         variant = variant or DEFAULT
         if variant not in SAMPLERS:
             raise OptionError("", f"unknown Optuna sampler {variant!r}; one of "
@@ -187,22 +216,31 @@ class OptunaDesigner(Designer):
         params = _sampler_parameters(variant)
         takes = [n for n, p in params.items()
                  if n not in _OWN and not any(h in str(p.annotation) for h in _OBJECT_HINTS)]
-        for key in options:
+        for key, value in options.items():
             if key in _OWN:
                 raise OptionError(key, "the sampler's seed comes from search.seed")
             if key not in takes:
                 what = ("takes a Python object, which an experiment file cannot give"
-                        if key in params else "is not an option of it")
-                raise OptionError(key, f"{key!r} {what}; {variant}'s options: "
-                                       f"{', '.join(takes)}")
-        try:
-            _sampler(variant, options, 0)
-        except (TypeError, ValueError) as exc:
-            first = next(iter(options), "")
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise OptionError(first if len(options) == 1 else "",
-                              f"{variant} refused search.options {dict(options)}: "
-                              f"{message}") from None
+                        if key in params else f"is not an option of {variant}")
+                known = (f"its options: {', '.join(takes)}" if takes else
+                         "it takes none besides the seed")
+                raise OptionError(key, f"{key!r} {what}; {known}")
+            kind = _kind(params[key])
+            if kind is not None and not _fits(value, kind):
+                raise OptionError(key, f"{variant}'s {key} must be {kind.__name__}, "
+                                       f"got {value!r}")
+            if key.startswith("n_") and isinstance(value, int) and value < 0:
+                raise OptionError(key, f"{variant}'s {key} is a count, got {value!r}")
+        # What the sampler itself refuses, when built or in its first asks: each option alone
+        # (to name the culprit), then all together.
+        for trying in [*({k: v} for k, v in options.items()), dict(options)]:
+            try:
+                _dry_run(variant, trying, space)
+            except (TypeError, ValueError) as exc:
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                key = next(iter(trying)) if len(trying) == 1 else ""
+                raise OptionError(key, f"{variant} refused search.options {trying}: "
+                                       f"{message}") from None
 
     def _new_study(self) -> Any:
         seed = derive_seed("optuna", self.seed, self.variant) % 2**32
