@@ -137,6 +137,8 @@ def test_a_trial_it_did_not_suggest_is_learnt_from_the_store() -> None:
     assert (complete.value, failed.state.name) == (0.25, "FAIL")
     assert complete.params["beta"] == pytest.approx(1 - float(p["beta"]))
     assert len(d.suggest([6])) == 1  # it carries on after the store's trials
+    d.observe([Observation(4, p, 0.25, "completed")])  # shown twice: learnt once
+    assert len(d._study.trials) == 3  # type: ignore[attr-defined]
     resumed = make_designer("optuna:TPESampler", SPACE, 1, 10)
     resumed.restore(json.loads(json.dumps(d.state())))
     assert resumed.state() == d.state()

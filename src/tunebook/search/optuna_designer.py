@@ -58,9 +58,9 @@ SAMPLERS: tuple[str, ...] = ("TPESampler", "GPSampler", "CmaEsSampler", "RandomS
                              "QMCSampler")
 DEFAULT = "TPESampler"  # Optuna's default sampler: what ``optuna:`` alone means
 _INSTALL = "pip install 'tunebook[optuna]'"
-# Keyword arguments the adapter sets itself, or that take a Python object (a callable, another
-# sampler) which an experiment file cannot give.
-_OWN = ("seed",)
+_OWN = ("seed",)  # keyword arguments the adapter sets itself
+# Annotations of keyword arguments that take a Python object (a callable, another sampler, a
+# mapping), which an experiment file cannot give.
 _OBJECT_HINTS = ("Callable", "Sampler", "dict[", "Mapping")
 # What Optuna imports only when such a sampler first samples: checked up front instead.
 _NEEDS = {"GPSampler": ("torch", "scipy"), "CmaEsSampler": ("cmaes",)}
@@ -191,6 +191,7 @@ class OptunaDesigner(Designer):
         # status, value], in the order they happened; params as Optuna holds them.
         self._events: list[list[Any]] = []
         self._numbers: dict[int, int] = {}  # index -> Optuna trial number, asked not told
+        self._known: set[int] = set()  # indices the study holds (asked or added)
         self._next = 0
         self._study = self._new_study()
 
@@ -273,6 +274,7 @@ class OptunaDesigner(Designer):
                 raise ValueError(f"optuna:{self.variant} suggests trials in order: expected "
                                  f"index {self._next}, got {i}")
             self._numbers[i], params = self._ask(None)
+            self._known.add(i)
             self._events.append(["ask", i, params])
             self._next += 1
             out.append(self._values(params))
@@ -293,6 +295,8 @@ class OptunaDesigner(Designer):
                 self._tell(o.index, o.status, value)
                 self._events.append(["tell", o.index, o.status, value])
                 continue
+            if o.index in self._known:  # told already: the runner shows each trial once
+                continue
             # A trial this designer did not suggest (its state was lost): the store is the
             # source of truth, so the study learns it too when its values fit the space.
             try:
@@ -300,6 +304,7 @@ class OptunaDesigner(Designer):
             except (KeyError, ValueError):
                 continue
             if self._add(params, o.status, value):
+                self._known.add(o.index)
                 self._events.append(["add", o.index, params, o.status, value])
                 self._next = max(self._next, o.index + 1)
 
@@ -340,7 +345,7 @@ class OptunaDesigner(Designer):
 
     def _replay(self, events: list[list[Any]], forced: bool) -> bool:
         self._study = self._new_study()
-        self._numbers, self._next, self._events = {}, 0, []
+        self._numbers, self._known, self._next, self._events = {}, set(), 0, []
         for event in events:
             kind, index = str(event[0]), int(event[1])
             if kind == "ask":
@@ -350,12 +355,14 @@ class OptunaDesigner(Designer):
                         logged, sort_keys=True):
                     return False
                 self._numbers[index] = number
+                self._known.add(index)
                 self._next = index + 1
             elif kind == "tell":
                 self._tell(index, str(event[2]), None if event[3] is None else float(event[3]))
             else:
                 self._add(dict(event[2]), str(event[3]),
                           None if event[4] is None else float(event[4]))
+                self._known.add(index)
                 self._next = max(self._next, index + 1)
             self._events.append(event)
         return True
