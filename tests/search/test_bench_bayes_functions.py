@@ -43,6 +43,13 @@ def test_the_diverging_optimum_borders_the_region_of_nan() -> None:
         assert math.isnan(fn(p)) == (float(p["lr"]) > bench.LR_MAX)
 
 
+def test_the_timing_function_is_diverging_without_its_nan_region() -> None:
+    fn, bowl = bench.FUNCTIONS["diverging"], bench.BOWL6
+    assert bowl.space == fn.space and bowl(bowl.optimum) == bowl.minimum == 0.0
+    for p in QuasiRandomDesigner(fn.space, 5).suggest(range(100)):
+        assert math.isfinite(bowl(p)) and (math.isnan(fn(p)) or fn(p) == bowl(p))
+
+
 def test_simple_regret_and_quartiles() -> None:
     assert bench.simple_regret([math.nan, 3.0, 1.5, 2.0], 0.5) == 1.0
     assert bench.simple_regret([math.nan, math.nan], 0.0) == math.inf
