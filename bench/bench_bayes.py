@@ -28,13 +28,15 @@ An algorithm that is not registered (``bayesian`` before it is merged) or whose 
 missing is skipped with a message. Defaults: ``bayesian@1 quasi_random@1 quasi_random@2
 optuna:TPESampler@1 optuna:GPSampler@1``, 30 trials, 10 seeds::
 
-    .venv/bin/python bench/bench_bayes.py [--trials 30] [--seeds 10] [ALGORITHM[@K] ...]
+    .venv/bin/python bench/bench_bayes.py [--trials 30] [--seeds 10] [--options JSON]
+                                          [ALGORITHM[@K] ...]
     .venv/bin/python bench/bench_bayes.py --workload [--trials 12] [--seeds 3] [--steps 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import statistics
@@ -177,10 +179,10 @@ def _close(space: SearchSpace, a: Mapping[str, Value], b: Mapping[str, Value],
     return True
 
 
-def parallel_check(algorithm: str, fn: Synthetic, budget: int, seed: int,
-                   workers: int) -> tuple[int, int]:
+def parallel_check(algorithm: str, fn: Synthetic, budget: int, seed: int, workers: int,
+                   options: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """(duplicates, near duplicates) of pending trials with ``workers`` simulated workers."""
-    d = make_designer(algorithm, fn.space, seed, budget, "minimize")
+    d = make_designer(algorithm, fn.space, seed, budget, "minimize", options)
     order = random.Random(seed)
     pending: dict[int, dict[str, Value]] = {}
     nxt = dup = near = done = 0
@@ -203,9 +205,10 @@ def parallel_check(algorithm: str, fn: Synthetic, budget: int, seed: int,
     return dup, near
 
 
-def ms_per_suggestion(algorithm: str, fn: Synthetic, completed: int, repeats: int = 5) -> float:
+def ms_per_suggestion(algorithm: str, fn: Synthetic, completed: int, repeats: int = 5,
+                      options: Mapping[str, Any] | None = None) -> float:
     """Median ms of ``suggest`` for one trial after ``completed`` .. + repeats - 1 observed."""
-    d = make_designer(algorithm, fn.space, 0, completed + repeats, "minimize")
+    d = make_designer(algorithm, fn.space, 0, completed + repeats, "minimize", options)
     times = []
     for i in range(completed + repeats):
         t0 = time.perf_counter()
@@ -216,15 +219,17 @@ def ms_per_suggestion(algorithm: str, fn: Synthetic, completed: int, repeats: in
     return statistics.median(times)
 
 
-def available(spec: str) -> tuple[str, int] | None:
+def available(spec: str, options: Mapping[str, Mapping[str, Any]] | None = None
+              ) -> tuple[str, int] | None:
     """``(algorithm, budget multiple)`` of ``NAME[@K]``, or None (with a message) when the
-    algorithm is not registered or cannot run here."""
+    algorithm is not registered, cannot run here or refuses its ``options[NAME]``."""
     name, _, k = spec.partition("@")
     try:
         cls, variant = designer_class(name)
-        cls.check_options({}, FUNCTIONS["diverging"].space, variant)
+        cls.check_options((options or {}).get(name, {}), FUNCTIONS["diverging"].space, variant)
     except ValueError as exc:  # OptionError is one
-        why = exc.message if isinstance(exc, OptionError) else str(exc)
+        why = (f"search.options.{exc.key}: {exc.message}" if isinstance(exc, OptionError) and
+               exc.key else exc.message if isinstance(exc, OptionError) else str(exc))
         print(f"skipping {name}: {why}")
         return None
     return name, int(k or 1)
@@ -235,8 +240,8 @@ def _fmt(x: float) -> str:
 
 
 def synthetic(specs: Sequence[tuple[str, int]], trials: int, seeds: int,
-              functions: Sequence[str]) -> None:
-    """The regret tables, one per function."""
+              functions: Sequence[str], options: Mapping[str, Mapping[str, Any]]) -> None:
+    """The regret tables, one per function (``options``: search.options per algorithm)."""
     for fname in functions:
         fn = FUNCTIONS[fname]
         medians: dict[str, float] = {}
@@ -244,7 +249,8 @@ def synthetic(specs: Sequence[tuple[str, int]], trials: int, seeds: int,
         for name, k in specs:
             label = f"{name} @{k}N"
             t0 = time.perf_counter()
-            runs = [run_serial(name, fn, k * trials, s) for s in range(seeds)]
+            runs = [run_serial(name, fn, k * trials, s, options.get(name))
+                    for s in range(seeds)]
             regrets = [simple_regret(v, fn.minimum) for v in runs]
             q1, med, q3 = quartiles(regrets)
             medians[label] = med
@@ -260,7 +266,8 @@ def synthetic(specs: Sequence[tuple[str, int]], trials: int, seeds: int,
             print(f"  median regret {first} / {other}: {ratio:.2f}")
 
 
-def workload(specs: Sequence[tuple[str, int]], trials: int, seeds: int, steps: int) -> None:
+def workload(specs: Sequence[tuple[str, int]], trials: int, seeds: int, steps: int,
+             options: Mapping[str, Mapping[str, Any]]) -> None:
     """Best validation error of the digits MLP after ``trials`` trials, per algorithm."""
     from tunebook.execution.runner import run
     from tunebook.experiment import Experiment
@@ -274,7 +281,8 @@ def workload(specs: Sequence[tuple[str, int]], trials: int, seeds: int, steps: i
             doc = {"name": "bench", "workload": "tunebook.workloads.digits:train_mlp",
                    "objective": {"metric": "val_error", "goal": "minimize"},
                    "max_train_steps": steps, "eval_every": max(1, steps // 2),
-                   "search": {"algorithm": name, "trials": k * trials, "seed": seed},
+                   "search": {"algorithm": name, "trials": k * trials, "seed": seed,
+                              **({"options": dict(options[name])} if options.get(name) else {})},
                    "nuisance": {
                        "learning_rate": {"type": "float", "low": 1e-4, "high": 3.0,
                                          "scale": "log"},
@@ -317,30 +325,40 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="simulated workers for the duplicate check (none: skip)")
     ap.add_argument("--workload", action="store_true", help="the digits workload mode")
     ap.add_argument("--steps", type=int, default=200, help="training steps per digits trial")
+    ap.add_argument("--options", type=json.loads, default={},
+                    help='search.options per algorithm, JSON: {"bayesian": {"initial": 8}}')
     args = ap.parse_args(argv)
+    opts: dict[str, dict[str, Any]] = args.options
     quiet_optuna()
     print(describe_machine())
     print(" ".join(f"{k} {v}" for k, v in versions().items()))
     if args.workload:
         picked = args.algorithms or ["bayesian", "quasi_random"]
-        specs = [s for s in map(available, picked) if s is not None]
-        workload(specs, args.trials or 12, args.seeds or 3, args.steps)
+        specs = [s for p in picked for s in [available(p, opts)] if s is not None]
+        if not specs:
+            raise SystemExit("no algorithm to run")
+        workload(specs, args.trials or 12, args.seeds or 3, args.steps, opts)
         return
-    specs = [s for s in map(available, args.algorithms or DEFAULT_ALGORITHMS) if s is not None]
+    specs = [s for p in args.algorithms or DEFAULT_ALGORITHMS for s in [available(p, opts)]
+             if s is not None]
+    if not specs:
+        raise SystemExit("no algorithm to run")
     trials, seeds = args.trials or 30, args.seeds or 10
-    synthetic(specs, trials, seeds, args.functions)
+    synthetic(specs, trials, seeds, args.functions, opts)
     fn = FUNCTIONS["diverging"]
     names = list(dict.fromkeys(name for name, _ in specs))
     if args.timing_trials:
         print(f"\nms per suggestion after {args.timing_trials} completed trials (all feasible: "
               f"{BOWL6.name}), {len(BOWL6.space)} dims (median of 5; a shared machine is noisy)")
         print_table(["algorithm", "ms"], [
-            [n, f"{ms_per_suggestion(n, BOWL6, args.timing_trials):.1f}"] for n in names])
+            [n, f"{ms_per_suggestion(n, BOWL6, args.timing_trials, options=opts.get(n)):.1f}"]
+            for n in names])
     if args.workers:
         rows = []
         for n in names:
             for w in args.workers:
-                counts = [parallel_check(n, fn, trials, s, w) for s in range(min(seeds, 3))]
+                counts = [parallel_check(n, fn, trials, s, w, opts.get(n))
+                          for s in range(min(seeds, 3))]
                 rows.append([n, w, sum(c[0] for c in counts), sum(c[1] for c in counts)])
         print(f"\nparallel workers, {trials} trials x {min(seeds, 3)} seeds on {fn.name}: "
               "suggestions equal to (near) a pending trial")

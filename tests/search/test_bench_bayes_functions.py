@@ -91,6 +91,8 @@ def test_an_algorithm_that_cannot_run_is_skipped_with_a_message(
     assert bench.available("quasi_random@2") == ("quasi_random", 2)
     assert bench.available("no-such-designer") is None
     assert bench.available("optuna:Nope") is None
+    assert bench.available("refine", {"refine": {"initial": 3}}) is None
     out = capsys.readouterr().out
+    assert "skipping refine: search.options.initial: 'refine' takes no options" in out
     assert "skipping no-such-designer: unknown search algorithm" in out
     assert "skipping optuna:Nope: unknown Optuna sampler 'Nope'" in out
