@@ -414,6 +414,47 @@
     node.setAttribute("data-rendered", String(marks));
   }
 
+  // Exploitation: each finished trial (dot; infeasible: X at the edge) and the best so far
+  // (steps) against trial index, per series; the designer's quasi-random start shaded.
+  function bestSoFarPlot(node, spec) {
+    const svg = frame(node, "Best " + spec.label + " so far");
+    const xs = [], ys = [];
+    spec.series.forEach(s => s.points.forEach(p => { xs.push(p[0]);
+      if (p[1] !== null) ys.push(p[1]); }));
+    const xd = extent(xs.concat([0]), 0.03), yd = objectiveDomain(ys);
+    const a = axes(svg, xd, yd, "linear", "linear", "trial index", spec.label);
+    const colorOf = n => { const s = spec.series.find(t => t.name === n);
+      return s && s.exploration ? "#7f7f7f" : studyColor(n); };
+    if (spec.initial) {
+      const x1 = Math.min(a.px(spec.initial - 0.5), W - M.r);
+      el("title", {}, el("rect", {x: M.l, y: M.t, width: Math.max(0, x1 - M.l),
+        height: H - M.t - M.b, class: "phase", fill: "#7f7f7f", "fill-opacity": 0.12}, svg)
+      ).textContent = "the designer's quasi-random start: trials 0-" + (spec.initial - 1);
+      // Away from the edge where infeasible trials are drawn.
+      text(svg, M.l + 4, DATA.goal === "minimize" ? H - M.b - 6 : M.t + 14, "quasi-random",
+           {class: "tick"});
+    }
+    const clamp = y => Math.min(Math.max(y, M.t + 2), H - M.b - 2);
+    const edge = DATA.goal === "minimize" ? M.t + 5 : H - M.b - 5;
+    let marks = 0;
+    for (const s of spec.series) {
+      const color = colorOf(s.name);
+      for (const p of s.points) {
+        if (p[1] === null) cross(svg, a.px(p[0]), edge, s.name + " #" + p[0] + ": infeasible");
+        else el("title", {}, el("circle", {cx: a.px(p[0]), cy: clamp(a.py(p[1])), r: 2.5,
+          fill: color, class: "pt"}, svg)).textContent = s.name + " #" + p[0] + ": " + fmt(p[1]);
+        marks++;
+      }
+      let d = "";
+      s.best.forEach((b, j) => { d += (j ? "H" + a.px(b[0]).toFixed(1) + "V" : "M" +
+        a.px(b[0]).toFixed(1) + " ") + clamp(a.py(b[1])).toFixed(1); });
+      if (d) el("title", {}, el("path", {d: d, class: "curve best-so-far", stroke: color}, svg)
+        ).textContent = s.name + ": best so far";
+    }
+    legend(node, spec.series.map(s => s.name), colorOf);
+    node.setAttribute("data-rendered", String(marks));
+  }
+
   function renderAll() {
     document.querySelectorAll("[data-plot]").forEach(node => {
       const kind = node.getAttribute("data-plot");
@@ -428,6 +469,7 @@
         else if (kind === "variance") variancePlot(node, JSON.parse(node.getAttribute("data-spec")));
         else if (kind === "grad-norm-hist") histogram(node, DATA.grad_norm[i].histogram);
         else if (kind === "xy") xyPlot(node, DATA.plots[i]);
+        else if (kind === "best-so-far") bestSoFarPlot(node, JSON.parse(node.getAttribute("data-spec")));
       } catch (err) {
         node.textContent = "could not draw this plot: " + err;
         node.setAttribute("data-rendered", "error");

@@ -328,3 +328,8 @@ class RefineDesigner(Designer):
 def trial_seed(search_seed: int, study: str, index: int) -> int:
     """The training seed of one trial: distinct per trial, reproducible, below 2**31."""
     return derive_seed("trial", search_seed, study, index) % (2**31)
+
+
+# Registered here so that every process that validates an algorithm name knows the family;
+# the module imports Optuna only when such a designer is used.
+from tunebook.search import optuna_designer as _optuna_designer  # noqa: E402, F401
