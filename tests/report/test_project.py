@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from test_browser import _open, browser  # noqa: F401 (the browser fixture)
+from test_browser import _open
 
 from replicatedata import fake
 from tunebook.report.project import project_rows, rounds, write_project
@@ -42,7 +42,7 @@ def test_rows_count_statuses_and_find_the_best(tmp_path: Path) -> None:
     assert r1.notes == ["</td><b>bold</b>"]
 
 
-def test_project_page_in_a_browser(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_project_page_in_a_browser(browser: Any, tmp_path: Path) -> None:
     root = tmp_path / "root"
     store = _project(root)
     path, rows = write_project(store, root)

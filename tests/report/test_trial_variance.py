@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from test_browser import _open, browser  # noqa: F401 (the browser fixture)
+from test_browser import _open
 
 from tunebook.analysis.data import load
 from tunebook.execution.runner import run
@@ -58,7 +58,7 @@ def test_only_replicate_experiments_have_the_section(tmp_path: Path) -> None:
     assert "&lt;b&gt;big&lt;/b&gt;" in report.html and "<b>big</b>" not in report.html
 
 
-def test_the_variance_figure_draws_every_seed(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_the_variance_figure_draws_every_seed(browser: Any, tmp_path: Path) -> None:
     path, _ = write_report(_replicates(tmp_path / "r"), "seeds", tmp_path / "r.html")
     page, errors, dialogs = _open(browser, path)
     assert errors == [] and dialogs == []
