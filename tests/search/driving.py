@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 from tunebook.search.designers import Designer, Observation, make_designer
 from tunebook.search.space import Value
+from tunebook.store.sql import Store
 
 
 def drive(d: Designer, budget: int, loss: Callable[[Mapping[str, Value]], float],
@@ -22,7 +25,8 @@ def drive(d: Designer, budget: int, loss: Callable[[Mapping[str, Value]], float]
     done: list[dict[str, Value]] = []
     while len(done) < budget:
         if restart_after is not None and len(done) == restart_after:
-            fresh = make_designer(d.name, d.space, d.seed, d.trials, d.goal)
+            fresh = make_designer(d.name + d.variant, d.space, d.seed, d.trials, d.goal,
+                                  d.options)
             fresh.restore(json.loads(json.dumps(d.state())))
             d = fresh
         i = len(done)
@@ -34,3 +38,27 @@ def drive(d: Designer, budget: int, loss: Callable[[Mapping[str, Value]], float]
         json.dumps(d.state())
         done.append(new[0])
     return done
+
+
+def experiment_doc(algorithm: str, **options: Any) -> dict[str, Any]:
+    """A minimal experiment document searching ``x`` in [0, 1] with ``algorithm`` and
+    ``search.options`` (for validation tests: the workload is never imported)."""
+    search: dict[str, Any] = {"algorithm": algorithm, "trials": 4, "seed": 1}
+    if options:
+        search["options"] = options
+    return {"name": "e", "workload": "m:f", "objective": {"metric": "loss"},
+            "max_train_steps": 10, "eval_every": 5, "search": search,
+            "nuisance": {"x": {"type": "float", "low": 0.0, "high": 1.0}}}
+
+
+def run_outcome(root: Path, name: str) -> tuple[list[tuple[int, float, str]], dict[str, Any]]:
+    """Every trial's (index, x, status) of the one-study experiment ``name`` under ``root``,
+    and the designer state the store holds (what a resume test compares)."""
+    store = Store.at_root(root, create=False)
+    try:
+        exp = store.require_experiment(name)
+        (study,) = store.studies(exp.id)
+        trials = [(t.index, float(t.params["x"]), t.status) for t in store.trials(exp.id)]
+        return trials, store.designer_state(study.id)
+    finally:
+        store.close()

@@ -135,16 +135,9 @@ def _refine_file(folder: Path) -> Path:
                             scientific={}, fixed={"sleep": 0.25})
 
 
+
 def _outcome(root: Path) -> tuple[list[tuple[int, float, str]], dict[str, Any]]:
-    """Every trial's (index, x, status), and the designer state the store holds."""
-    store = Store.at_root(root, create=False)
-    try:
-        exp = store.require_experiment("refine")
-        (study,) = store.studies(exp.id)
-        trials = [(t.index, t.params["x"], t.status) for t in store.trials(exp.id)]
-        return trials, store.designer_state(study.id)
-    finally:
-        store.close()
+    return driving.run_outcome(root, "refine")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -227,13 +220,7 @@ def test_the_store_appends_trials_with_the_state_that_suggested_them(tmp_path: P
 
 
 # ----------------------------------------------------------------------------- options, families
-def _doc(algorithm: str, **options: Any) -> dict[str, Any]:
-    search: dict[str, Any] = {"algorithm": algorithm, "trials": 4, "seed": 1}
-    if options:
-        search["options"] = options
-    return {"name": "e", "workload": "m:f", "objective": {"metric": "loss"},
-            "max_train_steps": 10, "eval_every": 5, "search": search,
-            "nuisance": {"x": {"type": "float", "low": 0.0, "high": 1.0}}}
+_doc = driving.experiment_doc
 
 
 def test_search_options_reach_the_designer_and_bad_ones_name_their_key() -> None:

@@ -20,8 +20,8 @@ from tunebook.experiment import Experiment
 from tunebook.search.designers import Designer, Observation, designer_class, make_designer
 from tunebook.search.optuna_designer import SAMPLERS, OptunaDesigner
 from tunebook.search.space import Categorical, Discrete, Float, Int, SearchSpace, Value
-from tunebook.store.sql import Store
 
+import driving
 from conftest import cli_env, write_experiment
 
 optuna = pytest.importorskip("optuna")
@@ -157,13 +157,7 @@ def test_a_log_another_optuna_would_replay_differently_is_forced_with_a_warning(
     assert len(resumed.suggest([6])) == 1
 
 
-def _doc(algorithm: str, **options: Any) -> dict[str, Any]:
-    search: dict[str, Any] = {"algorithm": algorithm, "trials": 4, "seed": 1}
-    if options:
-        search["options"] = options
-    return {"name": "e", "workload": "m:f", "objective": {"metric": "loss"},
-            "max_train_steps": 10, "eval_every": 5, "search": search,
-            "nuisance": {"x": {"type": "float", "low": 0.0, "high": 1.0}}}
+_doc = driving.experiment_doc
 
 
 def test_bad_sampler_names_and_options_are_one_line_errors() -> None:
@@ -235,14 +229,7 @@ def _bowl(folder: Path, sleep: float = 0.0) -> Path:
 
 
 def _outcome(root: Path) -> tuple[list[tuple[int, float, str]], dict[str, Any]]:
-    store = Store.at_root(root, create=False)
-    try:
-        exp = store.require_experiment("opt")
-        (study,) = store.studies(exp.id)
-        trials = [(t.index, t.params["x"], t.status) for t in store.trials(exp.id)]
-        return trials, store.designer_state(study.id)
-    finally:
-        store.close()
+    return driving.run_outcome(root, "opt")
 
 
 def test_a_run_killed_midway_resumes_into_the_same_trials(tmp_path: Path) -> None:
