@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from procedure_bases import scaling_base
 from tunebook import procedures
 from tunebook.errors import ConfigError, WorkloadError
 from tunebook.experiment import Experiment
@@ -164,19 +165,7 @@ def test_a_missing_file_gets_one_line_and_no_store(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- steps to result
 def _scaling_base(folder: Path, **top: Any) -> Experiment:
-    """Steps to val_loss 0.5: 320/q at 16, halving per doubling up to 96, flat above it
-    (tests/batchload.py); time per step flat up to 128, doubling above it."""
-    doc = {"name": "scale", "workload": "batchload:saturating",
-           "objective": {"metric": "val_loss", "goal": "minimize"},
-           "max_train_steps": 480, "eval_every": 4,
-           "search": {"algorithm": "quasi_random", "trials": 1, "seed": 0},
-           "nuisance": {"learning_rate": {"type": "float", "low": 0.01, "high": 1.0,
-                                          "scale": "log"}},
-           "fixed": {"batch_size": 16, "knee": 128, "critical": 96, "steps16": 320,
-                     "base_seconds": 0.002}, **top}
-    path = folder / "scale.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return Experiment.from_yaml(path)
+    return Experiment.from_yaml(scaling_base(folder, **top))
 
 
 def test_steps_to_result_find_perfect_scaling_and_diminishing_returns(tmp_path: Path) -> None:

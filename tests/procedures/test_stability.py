@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import statistics
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
+from procedure_bases import warmup_base
 from tunebook.experiment import Experiment
 from tunebook.procedures import recommendations, run_procedure
 from tunebook.procedures.clip import ClipOptions, run_clip
@@ -33,21 +31,7 @@ from conftest import run_cli
 HERE = Path(__file__).parent
 
 
-def base_file(folder: Path, **overrides: Any) -> Path:
-    """An experiment on warmup_workload (copied beside it, so workers import it)."""
-    shutil.copy(HERE / "warmup_workload.py", folder / "warmup_workload.py")
-    doc: dict[str, Any] = {
-        "name": "base", "workload": "warmup_workload:train",
-        "objective": {"metric": "val_loss", "goal": "minimize"},
-        "max_train_steps": 1000, "eval_every": 100,
-        "search": {"algorithm": "quasi_random", "trials": 3, "seed": 0},
-        "nuisance": {"learning_rate": {"type": "float", "low": 0.01, "high": 0.1,
-                                       "scale": "log"}},
-        "fixed": {}}
-    doc.update(overrides)
-    path = folder / "base.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+base_file = warmup_base
 
 
 def test_the_sweep_rates_the_warmup_list_and_the_spike_rule() -> None:

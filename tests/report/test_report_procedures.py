@@ -6,12 +6,12 @@ page linking to the pages."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from procedure_bases import scaling_base, warmup_base
 from tunebook import procedures
 from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
@@ -57,17 +57,7 @@ def _titles(plots: list[list[Any]]) -> list[str]:
 
 
 def _warmup_base(folder: Path, **fixed: Any) -> Experiment:
-    """tests/procedures/test_stability.py's base file on warmup_workload."""
-    shutil.copy(TESTS / "procedures" / "warmup_workload.py", folder / "warmup_workload.py")
-    doc = {"name": "base", "workload": "warmup_workload:train",
-           "objective": {"metric": "val_loss", "goal": "minimize"},
-           "max_train_steps": 1000, "eval_every": 100,
-           "search": {"algorithm": "quasi_random", "trials": 3, "seed": 0},
-           "nuisance": {"learning_rate": {"type": "float", "low": 0.01, "high": 0.1,
-                                          "scale": "log"}},
-           "fixed": fixed}
-    (folder / "base.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return Experiment.from_yaml(folder / "base.yaml")
+    return Experiment.from_yaml(warmup_base(folder, fixed=fixed))
 
 
 def _page(root: Path, rec: Recommendation | None) -> Path:
@@ -181,17 +171,10 @@ def test_batch_size_draws_throughput_the_data_share_and_steps_to_result(
     # (tests/batchload.py), so the figure marks the end of perfect scaling (64), diminishing
     # returns (128, also the recommendation: time per step doubles above it) and no
     # reduction (256).
-    doc.update(name="scale", max_train_steps=480, eval_every=4,
-               objective={"metric": "val_loss", "goal": "minimize"},
-               nuisance={"learning_rate": {"type": "float", "low": 0.01, "high": 1.0,
-                                           "scale": "log"}},
-               fixed={"batch_size": 16, "knee": 128, "critical": 96, "steps16": 320,
-                      "base_seconds": 0.002})
-    (tmp_path / "scale.yaml").write_text(yaml.safe_dump(doc))
     rec = procedures.run_procedure(
         BatchSize([16, 32, 64, 128, 256], warmup_steps=2, timed_steps=4, repeats=1,
                   steps_to_result=0.5, result_trials=1),
-        Experiment.from_yaml(tmp_path / "scale.yaml"), root=root, workers=0)
+        Experiment.from_yaml(scaling_base(tmp_path)), root=root, workers=0)
     assert rec is not None and rec.evidence["scaling"]["diminishing_returns_at"] == 128
     page, plots = _plots(browser, _page(root, rec))
     assert _titles(plots)[-1] == "steps to the target against the batch size"
