@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from tunebook.analysis.results import TrialRecord, trial_records
     from tunebook.analysis.selection import best_checkpoint
     from tunebook.execution.runner import RunResult, run
+    from tunebook.report.view import ExperimentView, load
     from tunebook.search.designers import Designer, Observation, designer
     from tunebook.store.api import StoreAPI
     from tunebook.store.sql import Store
@@ -37,6 +38,7 @@ __all__ = [
     "Designer",
     "Discrete",
     "Experiment",
+    "ExperimentView",
     "Float",
     "Infeasible",
     "Int",
@@ -55,6 +57,7 @@ __all__ = [
     "__version__",
     "best_checkpoint",
     "designer",
+    "load",
     "run",
     "trial_records",
 ]
@@ -70,6 +73,8 @@ _LAZY = {
     "TrialRecord": "tunebook.analysis.results",
     "trial_records": "tunebook.analysis.results",
     "best_checkpoint": "tunebook.analysis.selection",
+    "load": "tunebook.report.view",
+    "ExperimentView": "tunebook.report.view",
 }
 
 

@@ -58,16 +58,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
-    from tunebook.analysis import load
-    from tunebook.analysis.checks import run_checks
     from tunebook.analysis.findings import trials_text
+    from tunebook.analysis.rows import experiment_findings
 
     store = _store(args)
     _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
-    data = load(store, args.name, metric=args.metric, goal=args.goal, final=args.final,
-                current=True)
-
-    findings = run_checks(data)
+    # The same findings as the report's and tunebook.load(...).findings() (one function).
+    findings = experiment_findings(store, args.name, metric=args.metric, goal=args.goal,
+                                   final=args.final)
     if args.format == "json":
         # Strict JSON for other tools: non-finite numbers in the evidence become null.
         json.dump([finite_json(f.as_dict()) for f in findings], sys.stdout, indent=2,
@@ -133,20 +131,15 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    from tunebook.analysis.results import csv_cell, trial_records
+    from tunebook.analysis.results import csv_cell
+    from tunebook.analysis.rows import trial_rows
 
     store = _store(args)
     obj = _objective(args, store)
-    records = [r.as_dict() for r in trial_records(store, args.name, obj.metric, obj.goal)]
+    # The JSON rows are tunebook.load(...).trials_frame()'s (one function): with each trial's
+    # best checkpoint folder (None when none is kept), one directory listing per trial.
+    records = trial_rows(store, args.name, obj, root=args.root if args.format == "json" else None)
     if args.format == "json":
-        from tunebook.core.paths import trial_dir
-        from tunebook.execution.final_eval import best_checkpoint
-
-        # Each trial's best checkpoint folder (None when none is kept): one stat per trial.
-        for r in records:
-            found = best_checkpoint(trial_dir(args.root, args.name, r["study"], r["index"]),
-                                    r["best_step"], obj)
-            r["checkpoint"] = str(found[1].resolve()) if found else None
         # Strict JSON for other tools: a non-finite number becomes null.
         json.dump(finite_json(records), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")

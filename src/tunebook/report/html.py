@@ -44,7 +44,8 @@ from tunebook.store.api import StoreAPI
 if TYPE_CHECKING:
     from tunebook.procedures import Recommendation
 
-__all__ = ["Report", "build_report", "default_report_path", "tracking_rows", "write_report"]
+__all__ = ["Report", "build_report", "default_report_path", "render_report", "tracking_rows",
+           "write_report"]
 
 TOP_CURVES = 3
 ON_DEMAND_LIMIT = 2000  # trials whose curves are embedded for the "any trial" picker
@@ -523,10 +524,10 @@ def _enough_html(boxes: list[BootstrapBox]) -> str:
         + "</section>")
 
 
-def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None = None,
-                 goal: str | None = None, final: bool = False) -> tuple[Path, Report]:
-    """Build the report of experiment ``name`` and write ``out`` plus its ``.csv`` and ``.md``
-    tracking tables beside it; returns the page's path and the report."""
+def render_report(store: StoreAPI, name: str, metric: str | None = None,
+                  goal: str | None = None, final: bool = False) -> Report:
+    """The report of experiment ``name`` exactly as :func:`write_report` writes it, in memory
+    (what a notebook's :meth:`tunebook.report.view.ExperimentView._repr_html_` shows)."""
     # Only the trials within each study's current budget, like status, best and trials.
     data = load(store, name, metric=metric, goal=goal, final=final, current=True)
     from tunebook.procedures import recommendations
@@ -537,7 +538,14 @@ def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None
 
     from tunebook.report.final_evals import with_final_evals
 
-    report = dataclasses.replace(report, html=with_final_evals(report.html, store, name))
+    return dataclasses.replace(report, html=with_final_evals(report.html, store, name))
+
+
+def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None = None,
+                 goal: str | None = None, final: bool = False) -> tuple[Path, Report]:
+    """Build the report of experiment ``name`` and write ``out`` plus its ``.csv`` and ``.md``
+    tracking tables beside it; returns the page's path and the report."""
+    report = render_report(store, name, metric=metric, goal=goal, final=final)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written to a temporary name first: a reader never sees half a page.
