@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,9 @@ DOC: dict[str, Any] = {
     "search": {"algorithm": "quasi_random", "trials": 4, "seed": 0},
     "scientific": {"x": [0.0, 0.3]},
     # Up to 5.0: the learning rates above 2.0 diverge, so some trials are infeasible (NaN).
-    "nuisance": {"learning_rate": {"type": "float", "low": 0.001, "high": 5.0, "scale": "log"},
-                 "y": {"type": "float", "low": -0.5, "high": 0.5}},
+    "nuisance": {"learning_rate": {"type": "float", "low": 0.001, "high": 5.0, "scale": "log"}},
+    # Only one study searches y: its column is empty in the other study's rows.
+    "nuisance_for": {"x=0.3": {"y": {"type": "float", "low": -0.5, "high": 0.5}}},
 }
 
 
@@ -73,12 +76,15 @@ def test_trials_frame_is_the_trials_json_row_for_row(
     assert statuses == {"completed", "infeasible"}  # both kinds of row are compared
     names = sorted({p for r in rows for p in r["params"]})
     assert names == ["learning_rate", "x", "y"]
+    assert any("y" not in r["params"] for r in rows)  # a conditional column's empty cells
     assert list(frame.columns) == ["trial_id", *[k for k in rows[0] if k not in (
         "params", "trial_id")], *[PARAM_PREFIX + p for p in names]]
     for row, (_, cells) in zip(rows, frame.iterrows(), strict=True):
         for key, value in row.items():
             if key == "params":
-                assert {p: _plain(cells[PARAM_PREFIX + p]) for p in names} == value
+                cell = {p: _plain(cells[PARAM_PREFIX + p]) for p in names}
+                assert {p: v for p, v in cell.items() if p in value} == value
+                assert all(cell[p] is None for p in names if p not in value)
             else:
                 assert _plain(cells[key]) == value, key
     assert str(frame["best_step"].dtype) == "Int64"
@@ -87,15 +93,23 @@ def test_trials_frame_is_the_trials_json_row_for_row(
 def test_trials_frame_groups_like_a_frame(root: Path) -> None:
     frame = tunebook.load(NAME, root=root).trials_frame()
     best = frame[frame.status == "completed"].groupby("study")["best_value"].min()
-    records = tunebook.trial_records(Store.at_root(root), NAME)
+    with closing(Store.at_root(root)) as store:
+        records = tunebook.trial_records(store, NAME)
     for study, value in best.items():
         assert value == min(r.best_value for r in records
                             if r.study == study and r.status == "completed"
                             and r.best_value is not None)
 
 
-def test_measurements_frame_reads_only_the_metrics_asked_for(root: Path) -> None:
-    store = Store.at_root(root)
+@pytest.fixture
+def store(root: Path) -> Iterator[Store]:
+    """The root's store, closed after the test even when it fails (an open SQLite store keeps
+    the -wal file that test_no_connection_is_held_outside_a_with_block looks for)."""
+    with closing(Store.at_root(root)) as opened:
+        yield opened
+
+
+def test_measurements_frame_reads_only_the_metrics_asked_for(root: Path, store: Store) -> None:
     asked: list[str | None] = []
     real = store.measurements
 
@@ -124,7 +138,6 @@ def test_measurements_frame_reads_only_the_metrics_asked_for(root: Path) -> None
         assert list(group.step) == sorted(group.step)
     two = view.measurements_frame(["val_loss", "train_loss"])
     assert set(two.metric) == {"val_loss", "train_loss"}
-    store.close()
 
 
 def test_an_unknown_metric_names_the_nearest(root: Path) -> None:

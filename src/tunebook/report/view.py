@@ -217,7 +217,9 @@ class ExperimentView:
                 measured = [row for m in dict.fromkeys(wanted)
                             for row in s.measurements(experiment_id=exp_id, metric=m)]
         order = {t.id: (i, t.study, t.index) for i, t in enumerate(trials)}
-        kept = sorted((order[tid], m, step, v) for tid, step, m, v in measured if tid in order)
+        # Trial order as in trials_frame, then metric and step (as the store orders one query).
+        kept = sorted(((order[tid], m, step, v) for tid, step, m, v in measured if tid in order),
+                      key=lambda row: row[:3])
         frame = pd.DataFrame.from_records(
             [(trials[i].id, study, index, step, m, v) for (i, study, index), m, step, v in kept],
             columns=list(_MEASUREMENT_COLUMNS))
