@@ -328,3 +328,7 @@ class RefineDesigner(Designer):
 def trial_seed(search_seed: int, study: str, index: int) -> int:
     """The training seed of one trial: distinct per trial, reproducible, below 2**31."""
     return derive_seed("trial", search_seed, study, index) % (2**31)
+
+
+# Registered here so that every process that validates ``search.algorithm`` knows it.
+from tunebook.search import bayes as _bayes  # noqa: E402, F401
