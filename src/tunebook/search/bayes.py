@@ -7,7 +7,7 @@ Registered as ``search.algorithm: bayesian`` (see :class:`BayesianDesigner`); th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunebook.search.designers import Designer, Observation, OptionError, _halton, designer
@@ -17,6 +17,8 @@ from tunebook.search.space import SearchSpace, Value
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+    from tunebook.search.gp import FeasibilityClassifier, GaussianProcess
 
     Array = npt.NDArray[np.float64]
 
@@ -153,13 +155,7 @@ class BayesianDesigner(Designer):
     def _model_batch(self, start: int, size: int) -> list[list[float]]:
         import numpy as np
 
-        from tunebook.search.gp import (
-            FeasibilityClassifier,
-            GaussianProcess,
-            half_rank_warp,
-            log_expected_improvement,
-            log_probability_of_improvement,
-        )
+        from tunebook.search.gp import FeasibilityClassifier, GaussianProcess, half_rank_warp
 
         encoder = _Encoder(self.space)
         done = list(range(start))
@@ -171,36 +167,55 @@ class BayesianDesigner(Designer):
         classifier = None
         if not ok.all():
             classifier = FeasibilityClassifier(encoder.groups).fit(feats, ok)
-        best = float(gp.y.min())
+        acquisition = _Acquisition(encoder, gp, classifier, float(gp.y.min()), self.acquisition)
         order = np.argsort(gp.y, kind="stable")
         anchors = np.array([self._units[i] for i in done])[ok][order[:4]]
-        picked: list[list[float]] = []
         for k in range(size):
             rng = np.random.default_rng(derive_seed("bayesian", self.seed, start, k))
-
-            def score(units: Array) -> Array:
-                f = encoder.features(units)
-                mean, sd = gp.predict(f)
-                acq = (log_expected_improvement(mean, sd, best) if self.acquisition == "ei"
-                       else log_probability_of_improvement(mean, sd, best))
-                if classifier is not None:
-                    acq = acq + classifier.log_predict(f)
-                # A point already in this batch is never picked twice.
-                for p in picked:
-                    acq[np.all(np.abs(f - encoder.features(np.array([p]))) < 1e-9,
-                               axis=1)] = -np.inf
-                return acq
-
-            u = _maximise(score, rng, anchors, len(self.space))
-            picked.append(u.tolist())
-            # Kriging believer: the pending point counts as observed at its predicted mean.
-            f = encoder.features(u[None, :])
-            gp.add(f[0], float(gp.predict(f)[0][0]))
+            u = _maximise(acquisition, rng, anchors, len(self.space))
+            acquisition.pick(u)
             anchors = np.vstack([anchors, u[None, :]])
-        return picked
+        return acquisition.picked
 
 
-def _maximise(score: Any, rng: Any, anchors: Array, dims: int) -> Array:
+class _Acquisition:
+    """Log EI (or PI) plus the log probability of feasibility, over unit points; ``pick``
+    takes a point into the batch (the kriging believer: it counts as observed at its
+    predicted mean, and is never picked again)."""
+
+    def __init__(self, encoder: _Encoder, gp: GaussianProcess,
+                 classifier: FeasibilityClassifier | None, best: float, kind: str) -> None:
+        self.encoder, self.gp, self.classifier = encoder, gp, classifier
+        self.best, self.kind = best, kind
+        self.picked: list[list[float]] = []
+        self._picked_features: list[Array] = []
+
+    def __call__(self, units: Array) -> Array:
+        import numpy as np
+
+        from tunebook.search.gp import log_expected_improvement, log_probability_of_improvement
+
+        f = self.encoder.features(units)
+        mean, sd = self.gp.predict(f)
+        acq = (log_expected_improvement(mean, sd, self.best) if self.kind == "ei"
+               else log_probability_of_improvement(mean, sd, self.best))
+        if self.classifier is not None:
+            acq = acq + self.classifier.log_predict(f)
+        for p in self._picked_features:  # the same values twice in one batch: never
+            acq[np.all(np.abs(f - p) < 1e-9, axis=1)] = -np.inf
+        return acq
+
+    def pick(self, u: Array) -> None:
+        f = self.encoder.features(u[None, :])
+        believed = float(self.gp.predict(f)[0][0])
+        self.gp.add(f[0], believed)
+        self.best = min(self.best, believed)
+        self.picked.append(u.tolist())
+        self._picked_features.append(f[0])
+
+
+def _maximise(score: Callable[[Array], Array], rng: np.random.Generator, anchors: Array,
+              dims: int) -> Array:
     """The best unit point found: uniform candidates and steps around ``anchors``, then
     smaller steps around the best candidates."""
     import numpy as np

@@ -122,6 +122,7 @@ class GaussianProcess:
         std = float(y.std())
         self.y_std = std if std > 1e-12 else 1.0
         self.y = (y - self.y_mean) / self.y_std
+        self.fantasies = 0
         if optimize and len(y) > 1:
             from scipy.optimize import minimize
 
@@ -138,8 +139,10 @@ class GaussianProcess:
         return self
 
     def _factor(self) -> None:
-        k = self.kernel(self.x, self.x) + (math.exp(self.log_noise) + 1e-8) * np.eye(
-            len(self.x))
+        n_real = len(self.x) - self.fantasies
+        noise = np.concatenate([np.full(n_real, math.exp(self.log_noise)),
+                                np.zeros(self.fantasies)])
+        k = self.kernel(self.x, self.x) + np.diag(noise + 1e-8)
         self.chol = _cholesky(k)
         self.alpha = _cho_solve(self.chol, self.y)
 
@@ -152,7 +155,9 @@ class GaussianProcess:
 
     def add(self, x: Array, y_std: float) -> None:
         """Condition on one more point with the standardised value ``y_std`` and the same
-        hyperparameters (a kriging believer's fantasy for a pending trial)."""
+        hyperparameters (a kriging believer's fantasy for a pending trial), without noise:
+        the point itself and its close neighbours then have nothing left to offer."""
+        self.fantasies += 1
         self.x = np.vstack([self.x, x[None, :]])
         self.y = np.append(self.y, y_std)
         self._factor()
