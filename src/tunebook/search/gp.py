@@ -148,8 +148,11 @@ class GaussianProcess:
 
     def kernel(self, a: Array, b: Array) -> Array:
         """Signal variance times the Matérn-5/2 correlation between the rows of a and b."""
-        r2 = _sqdist(a, b, self.onehot) @ np.exp(-2.0 * self.log_ls)
-        corr, _ = _matern(r2)
+        scale = self.onehot @ np.exp(-self.log_ls)  # 1 / lengthscale, per column
+        sa, sb = a * scale, b * scale
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matrix product instead of an (m, n, p) array.
+        r2 = (sa * sa).sum(1)[:, None] + (sb * sb).sum(1)[None, :] - 2.0 * sa @ sb.T
+        corr, _ = _matern(np.maximum(r2, 0.0))
         out: Array = math.exp(self.log_signal) * corr
         return out
 
@@ -297,12 +300,12 @@ def _cholesky(k: Array) -> Array:
 def _tri_solve(chol: Array, b: Array) -> Array:
     from scipy.linalg import solve_triangular
 
-    out: Array = solve_triangular(chol, b, lower=True)
+    out: Array = solve_triangular(chol, b, lower=True, check_finite=False)
     return out
 
 
 def _cho_solve(chol: Array, b: Array) -> Array:
     from scipy.linalg import cho_solve
 
-    out: Array = cho_solve((chol, True), b)
+    out: Array = cho_solve((chol, True), b, check_finite=False)
     return out
