@@ -104,11 +104,6 @@ class BayesianDesigner(Designer):
                                             "acquisition, batch")
 
     # ------------------------------------------------------------------ the designer seam
-    def _batch_start(self, index: int) -> int:
-        if index < self.initial:
-            return 0
-        return self.initial + (index - self.initial) // self.batch * self.batch
-
     def suggest(self, indices: Sequence[int]) -> list[dict[str, Value]]:
         """The next trials up to the end of the current batch (none until it can start)."""
         out = []
@@ -116,11 +111,11 @@ class BayesianDesigner(Designer):
             if i != self._given:
                 raise ValueError(f"bayesian suggests trials in order: expected index "
                                  f"{self._given}, got {i}")
-            if i >= len(self._units):
-                start = self._batch_start(i)
-                if len(self.space) and any(j not in self._observed for j in range(start)):
-                    break  # the batch waits for every earlier trial
-                self._units.extend(self._plan(start))
+            if i >= len(self._units):  # a new batch begins at i
+                if (i >= self.initial and len(self.space)
+                        and any(j not in self._observed for j in range(i))):
+                    break  # a model batch waits for every earlier trial
+                self._units.extend(self._plan(i))
             self._given += 1
             out.append(self.space.from_unit(self._units[i]))
         return out
@@ -145,10 +140,11 @@ class BayesianDesigner(Designer):
     # ------------------------------------------------------------------ planning a batch
     def _plan(self, start: int) -> list[list[float]]:
         """The unit points of the batch that begins at ``start``."""
-        end = min(self.trials, self.initial if start == 0 else start + self.batch)
+        end = min(self.trials, self.initial if start < self.initial else start + self.batch)
         end = max(end, start + 1)  # past the budget (a study extended): one at a time
         indices = list(range(start, end))
-        feasible = [i for i in range(start) if self._observed[i][1] is not None]
+        feasible = start >= self.initial and any(
+            self._observed[i][1] is not None for i in range(start))
         if not len(self.space) or not feasible:
             return _halton(self.seed, len(self.space), indices)
         with _one_blas_thread():
