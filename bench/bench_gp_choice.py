@@ -112,13 +112,13 @@ def botorch_suggest(space: SearchSpace, units: np.ndarray, values: list[float | 
     x = torch.tensor(_ordinal(space, units), dtype=torch.float64)
     ok = np.array([v is not None for v in values])
     y = half_rank_warp(np.array([v for v in values if v is not None]))
-    models = [SingleTaskGP(x[ok], torch.tensor(-y, dtype=torch.float64)[:, None],
-                           outcome_transform=Standardize(1))]
     labels = torch.tensor(np.where(ok, 1.0, -1.0), dtype=torch.float64)[:, None]
-    models.append(SingleTaskGP(x, labels, outcome_transform=Standardize(1)))
-    for m in models:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():  # all-feasible labels are constant: BoTorch warns
+        warnings.simplefilter("ignore")
+        models = [SingleTaskGP(x[ok], torch.tensor(-y, dtype=torch.float64)[:, None],
+                               outcome_transform=Standardize(1)),
+                  SingleTaskGP(x, labels, outcome_transform=Standardize(1))]
+        for m in models:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(m.likelihood, m))
     acq = LogConstrainedExpectedImprovement(ModelListGP(*models), best_f=float((-y).max()),
                                             objective_index=0, constraints={1: (0.0, None)})
