@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +108,26 @@ def single_trial_curves(root: Path, name: str) -> tuple[Any, dict[str, list[tupl
     finally:
         store.close()
     return trial, {m: sorted(points) for m, points in curves.items()}
+
+
+# --------------------------------------------------------------------------- browser
+CHROMIUM = os.environ.get("TUNEBOOK_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A real headless Chromium (Debian's, which ``make test`` installs): a missing browser
+    fails the test unless ``TUNEBOOK_SKIP_BROWSER=1``."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("TUNEBOOK_SKIP_BROWSER") == "1":
+            pytest.skip("TUNEBOOK_SKIP_BROWSER=1 and no Chromium")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: `make test` installs Debian's chromium "
+                    "(or set TUNEBOOK_CHROMIUM, or TUNEBOOK_SKIP_BROWSER=1 to skip)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()

@@ -13,11 +13,17 @@ the built-in workloads' linear warmup):
   the sum of the rates (capped at 0.5) so far; ``val_loss`` is ``train_loss + 0.05``;
 - the unclipped gradient norm of step ``s`` (1-based) is ``1 + s % 10``, reported every step
   (unless ``report_norms: false``).
+
+For the kill test (tests/procedures/test_procedure_kill.py), two environment variables that
+change no result: ``WARMUP_WORKLOAD_SLEEP`` (seconds to sleep a step, so a procedure can be
+killed mid-way) and ``WARMUP_WORKLOAD_LOG`` (a file each trial start appends its store id to).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import time
 from typing import Any
 
 from tunebook.execution.trial import Trial
@@ -40,6 +46,10 @@ def train(hparams: dict[str, Any], trial: Trial) -> None:
     helps = bool(hparams.get("warmup_helps", True))
     clipped = clip is not None and float(clip) < 10.0
     progress, blown, loss = 0.0, False, math.inf
+    pause = float(os.environ.get("WARMUP_WORKLOAD_SLEEP", "0"))
+    if os.environ.get("WARMUP_WORKLOAD_LOG"):
+        with open(os.environ["WARMUP_WORKLOAD_LOG"], "a", encoding="utf-8") as log:
+            log.write(f"start {trial.id}\n")
     for update in range(trial.max_train_steps):
         step = update + 1
         rate = lr * min(1.0, update / warmup) if warmup > 0 else lr
@@ -56,3 +66,5 @@ def train(hparams: dict[str, Any], trial: Trial) -> None:
                 loss = 0.1 + 2 / (1 + progress)
             metrics.update(train_loss=loss, val_loss=loss + 0.05)
         trial.report(step, **metrics)
+        if pause:
+            time.sleep(pause)

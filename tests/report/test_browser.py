@@ -6,13 +6,9 @@ a screenshot kept in test-artifacts/ for people to look at.
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
@@ -22,25 +18,8 @@ from tunebook.store.sql import Store
 from conftest import write_experiment
 from reportdata import synthetic
 
-CHROMIUM = os.environ.get("TUNEBOOK_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("TUNEBOOK_SKIP_BROWSER") == "1":
-            pytest.skip("TUNEBOOK_SKIP_BROWSER=1 and no Chromium")
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `make test` installs Debian's chromium "
-                    "(or set TUNEBOOK_CHROMIUM, or TUNEBOOK_SKIP_BROWSER=1 to skip)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def _open(browser: Any, path: Path) -> tuple[Any, list[str], list[str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -35,6 +36,16 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register ``batch-size`` on the ``tunebook`` parser's subcommands."""
     p = sub.add_parser("batch-size", parents=[common],
@@ -58,6 +69,19 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--min-gain", type=positive_number(), default=1.5,
                    help="throughput gain per doubling below which returns diminish "
                         "(default 1.5)")
+    p.add_argument("--steps-to-result", type=_finite, default=None, metavar="TARGET",
+                   help="then run a short tuned search (the file's nuisance space, which must "
+                        "search learning_rate) at each size that fits, measure the steps to "
+                        "reach TARGET of the objective, and recommend the size with the least "
+                        "training time to it")
+    p.add_argument("--result-trials", type=_positive, default=4,
+                   help="trials of that search per size (default 4)")
+    p.add_argument("--learning-rate-name", default="learning_rate", metavar="NAME",
+                   help="the learning rate's name in the file, which --steps-to-result "
+                        "re-tunes per size (default learning_rate)")
+    p.add_argument("--cost-per-hour", type=positive_number(), default=None, metavar="X",
+                   help="price of one device-hour: with --steps-to-result, give the cost to "
+                        "the result and recommend by it (one device per size)")
     p.add_argument("--workers", type=_non_negative, default=0,
                    help="worker processes (default 0: in this process, so that sizes do not "
                         "compete for the CPU while timed)")
@@ -76,12 +100,18 @@ def cmd_batch_size(args: argparse.Namespace) -> int:
     base = Experiment.from_yaml(args.file)
     proc = BatchSize(args.sizes, max_size=args.max_size, warmup_steps=args.warmup_steps,
                      timed_steps=args.timed_steps, repeats=args.repeats,
-                     memory_limit_mb=args.memory_limit, min_gain=args.min_gain)
+                     memory_limit_mb=args.memory_limit, min_gain=args.min_gain,
+                     steps_to_result=args.steps_to_result, result_trials=args.result_trials,
+                     cost_per_hour=args.cost_per_hour, learning_rate=args.learning_rate_name)
+    proc.validate(base)
     url = args.store or sqlite_url(store_file(args.root))
     rec = run_batch_size(proc, base, root=args.root, store=url, workers=args.workers)
     if rec is None:
         print("tunebook: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    from tunebook.report.procedures import write_procedure_page
+
+    page = write_procedure_page(url, rec, args.root)
     if args.format == "json":
         print(json.dumps(rec.as_json(), indent=2))
         return 0
@@ -97,4 +127,18 @@ def cmd_batch_size(args: argparse.Namespace) -> int:
                   f"{100 * s['data_share']:>5.0f}% {gain:>6}")
         if not s["fits"]:
             print(f"{s['batch_size']:>7} {'no':>5}  {s['reason']}")
+    if "time_to_result" in rec.evidence:
+        print()
+        print(f"{'batch':>7} {'steps':>7} {'fall':>6} {'s/step':>9} {'time s':>9} "
+              f"{'cost':>9}  best trial")
+        for t, r in zip(rec.evidence["time_to_result"], rec.evidence["steps_to_result"],
+                        strict=True):
+            def fmt(v: Any, f: str) -> str:
+                return "-" if v is None else format(v, f)
+            print(f"{t['batch_size']:>7} {fmt(t['steps'], 'd'):>7} "
+                  f"{fmt(t['fall_per_doubling'], '.2f'):>6} {t['step_seconds']:>9.3g} "
+                  f"{fmt(t['seconds'], '.3g'):>9} {fmt(t['cost'], '.3g'):>9}  "
+                  f"{r['trial']['label'] if r['trial'] else '-'} "
+                  f"(best {fmt(r['best_value'], '.4g')})")
+    print(f"procedure page: {page}")
     return 0

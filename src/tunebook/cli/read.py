@@ -30,6 +30,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out is not None:
         _check_out(args.out)
     store = _store(args)
+    from tunebook.report.procedures import write_procedure_pages
+
+    if store.get_experiment(args.name) is None and store.recommendations(args.name):
+        # A procedure's base experiment (never run itself): its procedures' pages.
+        if args.out is not None:
+            raise TunebookError(f"--out: {args.name!r} is a procedure's base experiment, not "
+                                "one that ran: its procedure pages go to <root>/reports/")
+        for page in write_procedure_pages(store, args.name, args.root):
+            print(f"procedure page: {page}")
+        return 0
     _check_metric(store, store.require_experiment(args.name).id, args.name, args.metric)
     out = args.out or default_report_path(args.root, args.name)
     try:
@@ -42,6 +52,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(_findings_line(report.findings, _again("findings", args.name, args)))
     print(f"report: {path}")
     print(f"tracking table: {path.with_suffix('.csv')}, {path.with_suffix('.md')}")
+    for page in write_procedure_pages(store, args.name, args.root):  # linked from the report
+        print(f"procedure page: {page}")
     return 0
 
 

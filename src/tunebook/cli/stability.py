@@ -67,15 +67,18 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="the clipping-threshold hyperparameter (default grad_clip)")
         p.add_argument("--grad-norm-metric", default="grad_norm", metavar="NAME",
                        help="the unclipped per-step gradient norm metric (default grad_norm)")
+        # The default (2) lives in tunebook.procedures.stability.SPIKE_FACTOR: None keeps it.
+        p.add_argument("--spike-factor", type=_factor(1.0, "a number >= 1"), default=None,
+                       help="a training loss above this times its running minimum is a "
+                            "spike, an instability (default 2)")
+        p.add_argument("--loss-metric", default="train_loss", metavar="NAME",
+                       help="the training loss the spike rule reads (default train_loss)")
         if cmd == "stability":
             p.add_argument("--extend", type=_factor(1.0, "a number >= 1"), default=100.0,
                            help="sweep up to the top of the base's learning-rate range "
                                 "times this (default 100)")
             p.add_argument("--per-decade", type=_positive, default=2,
                            help="learning rates per decade in the sweep (default 2)")
-            p.add_argument("--spike-factor", type=_factor(1.0, "a number >= 1"), default=2.0,
-                           help="a training loss above this times its running minimum is a "
-                                "spike (default 2)")
             p.add_argument("--warmups", type=_warmups, default=(),
                            help="warmup_steps to try, comma-separated (default: powers of ten "
                                 "up to 10%% of max_train_steps)")
@@ -84,8 +87,6 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
             p.add_argument("--schedule-name", default="schedule", metavar="NAME")
             p.add_argument("--constant-schedule", default="constant", metavar="VALUE",
                            help="the schedule value of a constant rate (default constant)")
-            p.add_argument("--loss-metric", default="train_loss", metavar="NAME",
-                           help="the training loss the spike rule reads (default train_loss)")
             p.set_defaults(func=cmd_stability)
         else:
             p.add_argument("--quantile", type=_fraction, default=0.9,
@@ -93,10 +94,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
             p.set_defaults(func=cmd_clip)
 
 
-def _finish(rec: Any, fmt: str) -> int:
+def _finish(rec: Any, fmt: str, args: argparse.Namespace, url: str) -> int:
     if rec is None:
         print("tunebook: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    from tunebook.report.procedures import write_procedure_page
+
+    page = write_procedure_page(url, rec, args.root)
     if fmt == "json":
         print(json.dumps(rec.as_json(), indent=2))
     else:
@@ -104,6 +108,7 @@ def _finish(rec: Any, fmt: str) -> int:
         for f in rec.findings:
             print(f"- {f.severity}: {f.message}")
         print("experiments: " + ", ".join(rec.experiments))
+        print(f"procedure page: {page}")
     return 0
 
 
@@ -130,12 +135,12 @@ def cmd_stability(args: argparse.Namespace) -> int:
                   grad_clip=args.grad_clip_name, schedule=args.schedule_name,
                   constant=args.constant_schedule, loss=args.loss_metric,
                   grad_norm=args.grad_norm_metric)
+    spike = {} if args.spike_factor is None else {"spike_factor": args.spike_factor}
     options = StabilityOptions(steps=args.steps, extend=args.extend, per_decade=args.per_decade,
-                               spike_factor=args.spike_factor, warmups=args.warmups,
-                               names=names)
+                               warmups=args.warmups, names=names, **spike)
     learning_rate_range(base, names.learning_rate)  # a bad file fails before a store is made
     return _finish(run_stability(base, options=options, root=args.root, store=url,
-                                 workers=args.workers), args.format)
+                                 workers=args.workers), args.format, args, url)
 
 
 def cmd_clip(args: argparse.Namespace) -> int:
@@ -144,8 +149,10 @@ def cmd_clip(args: argparse.Namespace) -> int:
     from tunebook.procedures.stability import Names
 
     base, url = _prepare(args)
+    spike = {} if args.spike_factor is None else {"spike_factor": args.spike_factor}
     options = ClipOptions(steps=args.steps, quantile=args.quantile,
                           names=Names(grad_clip=args.grad_clip_name,
-                                      grad_norm=args.grad_norm_metric))
+                                      grad_norm=args.grad_norm_metric, loss=args.loss_metric),
+                          **spike)
     return _finish(run_clip(base, options=options, root=args.root, store=url,
-                            workers=args.workers), args.format)
+                            workers=args.workers), args.format, args, url)

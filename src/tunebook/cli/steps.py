@@ -73,10 +73,14 @@ def cmd_steps(args: argparse.Namespace) -> int:
     if rec is None:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    from tunebook.report.procedures import write_procedure_page
+
+    page = write_procedure_page(url, rec, args.root)
     if args.format == "json":
         print(json.dumps(rec.as_json(), indent=2))
     else:
         print(_visible(rec.text))
         for f in rec.findings:
             print(_visible(f"{f.severity}: {f.message}"))
+        print(f"procedure page: {page}")
     return 0

@@ -336,7 +336,11 @@ class _Session:
         stops at a workload that could not start, and the snapshot after it says why.
         """
         try:
-            self.suggestions.top_up(executor.slots)
+            # What a killed run left to do comes first, as in supervise: asking an adaptive
+            # designer for more before it finishes would change what the designer has seen.
+            counts = self.store.counts(self.exp_id)
+            self.suggestions.top_up(executor.slots - counts.get("pending", 0)
+                                    - counts.get("interrupted", 0))
             executor.start()
             while self.suggestions.top_up(executor.slots):
                 executor.start()

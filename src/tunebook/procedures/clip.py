@@ -10,6 +10,12 @@ first runs the base itself, shortened to ``steps`` if given (stage
 ``norms``). It then runs the base with ``grad_clip`` fixed at the threshold (stage
 ``clipped``) and concludes with the threshold, the fraction of the recorded steps it would
 have clipped, and the best values with and without it.
+
+Its findings come from the procedure checks of :mod:`tunebook.analysis.checks.stability`
+(``procedure="clip"``, the ``clipping`` family's thresholds): ``aggressive_clipping`` (the
+threshold would clip more than half of the steps, or none) and ``clipped_run_unstable`` (a
+trial of the clipped run still diverges or spikes, by the stability procedure's rule with
+``spike_factor``).
 """
 
 from __future__ import annotations
@@ -21,10 +27,19 @@ from typing import Any
 
 from tunebook.analysis import stats
 from tunebook.analysis.checks.clipping import DEFAULTS as CLIP_DEFAULTS
+from tunebook.analysis.checks.registry import procedure_findings
 from tunebook.errors import TunebookError
 from tunebook.experiment import Experiment
 from tunebook.procedures.base import Outcome, Procedure, Recommendation, procedure, run_procedure
-from tunebook.procedures.stability import Names, best_trials, derived, norms_of
+from tunebook.procedures.stability import (
+    SPIKE_FACTOR,
+    Names,
+    best_trials,
+    derived,
+    norms_of,
+    trial_ref,
+    unstable,
+)
 from tunebook.store.api import StoreAPI, TrialRow
 from tunebook.store.sql import Store
 
@@ -33,10 +48,12 @@ __all__ = ["Clip", "ClipOptions", "run_clip"]
 
 @dataclass(frozen=True)
 class ClipOptions:
-    """Options of :class:`Clip`: the short run's steps (default: the base's), the quantile."""
+    """Options of :class:`Clip`: the short run's steps (default: the base's), the quantile,
+    and the spike factor of the instability rule the clipped run is judged by."""
 
     steps: int | None = None
     quantile: float = CLIP_DEFAULTS.threshold_quantile
+    spike_factor: float = SPIKE_FACTOR
     names: Names = field(default_factory=Names)
 
 
@@ -103,6 +120,20 @@ class Clip(Procedure):
             return [self._clipped(base, self.threshold(norms))]
         return []
 
+    def _judged(self, outcome: Outcome) -> list[dict[str, Any]]:
+        """Each trial of ``outcome`` with its instability verdict (the stability procedure's
+        rule: diverged, a non-finite or a spiking training loss)."""
+        store = self._store([outcome])
+        rows = []
+        for t in outcome.trials:
+            curve = store.measurements([t.id], self.options.names.loss) if store else []
+            why = None if t.status == "failed" else unstable(
+                t, [v for _, _, _, v in curve], self.options.spike_factor,
+                [s for _, s, _, _ in curve])
+            rows.append({"trial": trial_ref(t), "status": t.status,
+                         "best_value": t.best_value, "unstable": why})
+        return rows
+
     def conclude(self, base: Experiment, outcomes: Sequence[Outcome]) -> Recommendation:
         source, trials, norms = self._source(base, outcomes)
         t = self.threshold(norms)
@@ -118,7 +149,9 @@ class Clip(Procedure):
             "median_norm": stats.quantile(norms, 0.5), "clip_threshold": t,
             "fraction_clipped": fraction, "best_without_clipping": unclipped_best,
             "best_with_clipping": with_clip,
-            "clipped_run": {k: v for k, v in clipped.result.counts.items() if v}}
+            "clipped_run": {k: v for k, v in clipped.result.counts.items() if v},
+            "trial_refs": [trial_ref(x) for x in trials],
+            "clipped_trials": self._judged(clipped)}
         if with_clip is None:
             verdict = "The clipped run reached no result"
         elif unclipped_best is None:
@@ -133,7 +166,8 @@ class Clip(Procedure):
                 f"of {len(norms)} recorded unclipped norms of {len(trials)} best trial(s) of "
                 f"{source}; it would have clipped {fraction:.1%} of those steps. {verdict}.")
         n = self.options.names
-        return Recommendation(self.name, base.name, text, evidence,
+        findings = tuple(procedure_findings(self.name, evidence, base.checks, base.source))
+        return Recommendation(self.name, base.name, text, evidence, findings,
                               experiments=tuple(o.experiment.name for o in outcomes),
                               values={n.grad_clip: t, "clip_threshold": t})
 

@@ -12,18 +12,36 @@ SetupThresholds`), so a file written here never makes that check fire.
 Scales: the learning rate and epsilon on a log scale; beta1, beta2 and the momentum on the
 ``one_minus_log`` scale (uniform in ``log(1 - value)``, so 0.9, 0.99 and 0.999 are equally far
 apart). The hyperparameters that are not searched stay at the optimizer's defaults.
+
+:func:`interview` asks for the same answers as the command's flags, one question at a time
+(``tunebook init --interactive``), with the same validation (:func:`parse_workload`,
+:func:`parse_metric`, :func:`parse_trials`, :func:`parse_optimizer`: a ``ValueError`` whose
+message the command prefixes with the flag's name), and shows the budget advice before the
+file is written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import yaml
 
 from tunebook.analysis.checks.setup import DEFAULTS, SetupThresholds, adam_plan
 
-__all__ = ["OPTIMIZERS", "InitPlan", "experiment_yaml", "plan_search"]
+__all__ = ["BUILT_IN_WORKLOADS", "OPTIMIZERS", "Answers", "InitPlan", "experiment_yaml",
+           "interview", "parse_metric", "parse_optimizer", "parse_trials", "parse_workload",
+           "plan_search"]
+
+#: Short names of the built-in workloads (README's table), accepted wherever a workload is.
+BUILT_IN_WORKLOADS = {
+    "digits": "tunebook.workloads.digits:train_mlp",
+    "mnist1d-mlp": "tunebook.workloads.mnist1d:train_mlp",
+    "mnist1d-cnn": "tunebook.workloads.mnist1d:train_cnn",
+    "text": "tunebook.workloads.text:train_transformer",
+    "synthetic": "tunebook.workloads.synthetic:quadratic",
+}
 
 #: The optimizers ``tunebook init`` knows, as the built-in workloads name them.
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov")
@@ -137,3 +155,129 @@ def experiment_yaml(plan: InitPlan, *, name: str, workload: str | None = None,
         "Add the scientific hyperparameters (scientific: {name: [values]}) and set",
         "max_train_steps for the workload (`tunebook steps` estimates it)."))
     return head + "\n" + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
+
+
+def parse_workload(text: str) -> str:
+    """``MODULE:FUNCTION``, or a built-in workload's short name (:data:`BUILT_IN_WORKLOADS`)
+    as its ``MODULE:FUNCTION``.
+
+    Raises:
+        ValueError: for anything else (the message names the choices).
+    """
+    name = text.strip()
+    if name in BUILT_IN_WORKLOADS:
+        return BUILT_IN_WORKLOADS[name]
+    module, colon, function = name.partition(":")
+    if not colon or not module or not function or any(c.isspace() for c in name):
+        raise ValueError(f"must be MODULE:FUNCTION or a built-in workload "
+                         f"({', '.join(BUILT_IN_WORKLOADS)}), got {text!r}")
+    return name
+
+
+def parse_metric(text: str) -> str:
+    """A metric name: not empty, no spaces.
+
+    Raises:
+        ValueError: otherwise.
+    """
+    name = text.strip()
+    if not name or any(c.isspace() for c in name):
+        raise ValueError(f"must be a metric name (no spaces), got {text!r}")
+    return name
+
+
+def parse_trials(text: str) -> int:
+    """The trial budget: an integer >= 1 (the ``--trials`` flag's rule and messages).
+
+    Raises:
+        ValueError: otherwise.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_optimizer(text: str) -> str:
+    """One of :data:`OPTIMIZERS` (the ``--optimizer`` flag's message when not).
+
+    Raises:
+        ValueError: otherwise.
+    """
+    name = text.strip()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"invalid choice: {name!r} (choose from "
+                         f"{', '.join(repr(o) for o in OPTIMIZERS)})")
+    return name
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What ``tunebook init`` needs to know: the workload (``MODULE:FUNCTION``; None with a
+    command workload), the metric to optimise, the trials per study and the optimizer."""
+
+    workload: str | None
+    metric: str
+    trials: int
+    optimizer: str
+
+
+T = TypeVar("T")
+
+
+def interview(defaults: Answers, ask: Callable[[str], str], say: Callable[[str], None],
+              complain: Callable[[str], None], *, command: bool = False
+              ) -> tuple[Answers, InitPlan] | None:
+    """Ask for each answer (an empty answer keeps the default shown in brackets; the workload
+    has none unless ``defaults.workload`` is set, and is not asked for a ``command``
+    workload), then show the playbook's budget advice for the answers and ask whether to
+    write the file.
+
+    ``ask(prompt)`` returns one line (``input``: EOFError and KeyboardInterrupt go through to
+    the caller, who writes nothing); ``say`` prints a line; ``complain`` prints an invalid
+    answer's error (``--trials: must be >= 1, got 0``) before the question is asked again.
+    Returns the answers and their plan, or None when the user declines to write.
+    """
+
+    def question(flag: str, prompt: str, default: T | None, parse: Callable[[str], T]) -> T:
+        shown = "" if default is None else f" [{default}]"
+        while True:
+            text = ask(f"{prompt}{shown}: ").strip()
+            if not text and default is not None:
+                return default
+            if not text:
+                complain(f"{flag}: an answer is needed")
+                continue
+            try:
+                return parse(text)
+            except ValueError as exc:
+                complain(f"{flag}: {exc}")
+
+    answers = defaults
+    if not command:
+        say("Workload: MODULE:FUNCTION, or a built-in one: " + ", ".join(
+            f"{k} ({v})" for k, v in BUILT_IN_WORKLOADS.items()))
+        answers = replace(answers, workload=question(
+            "--workload", "workload", defaults.workload, parse_workload))
+    answers = replace(answers, metric=question(
+        "--objective", "metric to optimise", defaults.metric, parse_metric))
+    answers = replace(answers, trials=question(
+        "--trials", "trials per study (the budget)", defaults.trials, parse_trials))
+    answers = replace(answers, optimizer=question(
+        "--optimizer", f"optimizer ({', '.join(OPTIMIZERS)})", defaults.optimizer,
+        parse_optimizer))
+    plan = plan_search(answers.optimizer, answers.trials)
+    say("The playbook's advice for this budget:")
+    for line in plan.why:
+        say(f"  {line}")
+    say(f"  searching: {', '.join(plan.searched)}")
+    while True:
+        reply = ask("write the file? [Y/n]: ").strip().lower()
+        if reply in ("", "y", "yes"):
+            return answers, plan
+        if reply in ("n", "no"):
+            return None
+        complain(f"answer y or n, got {reply!r}")

@@ -11,18 +11,25 @@ The playbook's "How can optimization failures be debugged and mitigated?", as on
    the training loss exceeds ``spike_factor`` (default 2) times the smallest value before it.
    ``unstable_base_learning_rate`` is the smallest unstable rate of the sweep. The sweep
    evaluates at least 10 times a trial (every ``min(eval_every, steps // 10)`` steps).
-2. **Early-instability run and warmup study** (only when the sweep found instability). A short
-   run (50 steps at most) at ``unstable_base_learning_rate``, evaluated at every step, shows
-   whether training breaks at once (the instability warmup is for) or later. The warmup study,
-   exactly as the playbook writes it: ``learning_rate = 10 x unstable_base_learning_rate``;
-   ``warmup_steps`` at the powers of ten from 1 up to 10% of ``max_train_steps`` (the largest
-   four of them); each run ramps up over ``warmup_steps`` then holds the rate for
-   ``post_warmup_steps = 2 x warmup_steps``, so its ``max_train_steps`` is
-   ``3 x warmup_steps``. The recommendation is the shortest stable
-   warmup.
+2. **Early-instability run, then the warmup study** (only when the sweep found instability).
+   A short run (50 steps at most) at ``unstable_base_learning_rate``, evaluated at every step,
+   shows whether training breaks at once (the instability warmup is for) or later, and where.
+   The warmup study, as the playbook writes it: ``learning_rate = 10 x
+   unstable_base_learning_rate``; ``warmup_steps`` at the powers of ten from 1 up to 10% of
+   ``max_train_steps`` (the largest four of them); each run ramps up over ``warmup_steps`` then
+   holds the rate for ``post_warmup_steps = 2 x warmup_steps`` (the playbook's "usually
+   fine"), but at least twice the step where the instability showed at the unstable rate
+   (:meth:`Stability.onset`): a shorter run cannot show it and would pass. The recommendation
+   is the shortest stable warmup. Besides a spike, a run above the best stable rate that made
+   no progress is unstable (:func:`no_progress`: a collapse to chance is flat).
 3. **Clipping** (only when no warmup is stable): the same rate and length as the longest
    warmup run, no warmup, ``grad_clip`` at the 90th percentile (``stats.quantile``, the clipping
    check's rule) of the unclipped per-step ``grad_norm`` of the best stable sweep trials.
+
+The findings come from the procedure checks of :mod:`tunebook.analysis.checks.stability`
+(``procedure="stability"``), which read the evidence only; the base's ``checks: {stability:
+...}`` sets their thresholds (``long_warmup_share``, the playbook's 5%). The spike factor is an
+option here, not a threshold, because the same verdict decides which experiments run next.
 
 The procedure reads the training curves from the store each outcome ran in
 (``Outcome.store``): ``run_procedure("stability", base)`` runs it with the default options,
@@ -39,19 +46,24 @@ from typing import Any
 
 from tunebook.analysis import stats
 from tunebook.analysis.checks.clipping import DEFAULTS as CLIP_DEFAULTS
-from tunebook.analysis.findings import Finding
+from tunebook.analysis.checks.registry import procedure_findings
 from tunebook.errors import TunebookError
 from tunebook.experiment import Experiment
 from tunebook.procedures.base import Outcome, Procedure, Recommendation, procedure, run_procedure
 from tunebook.store.api import StoreAPI, TrialRow
 from tunebook.store.sql import Store
 
-__all__ = ["Names", "Stability", "StabilityOptions", "best_trials", "derived",
-           "learning_rate_range", "norms_of", "run_stability", "sweep_rates", "unstable",
+__all__ = ["SPIKE_FACTOR", "SPIKE_RISE", "STALL_SHARE", "Names", "Stability", "StabilityOptions",
+           "best_trials", "derived", "learning_rate_range", "no_progress", "norms_of", "progress",
+           "run_stability", "sweep_rates", "trial_ref", "unstable", "unstable_at",
            "warmup_candidates"]
 
-
-_SECTION = "How can optimization failures be debugged and mitigated?"
+#: A training loss above this times its running minimum is a spike (the default of both
+#: procedures' ``spike_factor`` option and of ``--spike-factor``): loss going up, not down.
+SPIKE_FACTOR = 2.0
+#: ... and by at least this share of the loss's fall so far (from its first evaluation to its
+#: running minimum): see :func:`unstable_at`.
+SPIKE_RISE = 0.1
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ class StabilityOptions:
     steps: int | None = None  # the sweep's max_train_steps (default: the base's)
     extend: float = 100.0
     per_decade: int = 2
-    spike_factor: float = 2.0
+    spike_factor: float = SPIKE_FACTOR
     warmups: tuple[int, ...] = ()  # override the warmup list
     names: Names = field(default_factory=Names)
 
@@ -147,19 +159,83 @@ def unstable(trial: TrialRow, losses: Sequence[float], spike_factor: float,
     """Why ``trial`` is unstable, or None: infeasible (diverged), a non-finite training loss,
     or a spike, a loss above ``spike_factor`` times the smallest loss before it. The place is
     the step when ``steps`` (of the ``losses``) are given, else the evaluation's number."""
+    return unstable_at(trial, losses, spike_factor, steps)[0]
+
+
+def unstable_at(trial: TrialRow, losses: Sequence[float], spike_factor: float,
+                steps: Sequence[int] = (), start: float | None = None
+                ) -> tuple[str | None, int | None]:
+    """:func:`unstable`'s reason and the step where it shows (None when not known).
+
+    A spike must also rise by at least ``SPIKE_RISE`` of the way the loss has come down so far
+    (``start - lowest``; ``start`` defaults to the first finite loss): near a fitted training
+    set a loss of 0.004 that wobbles to 0.01 has doubled, but it is noise, not "a sudden rise
+    in the loss after a steady decline" (digits with Adam at a good rate did exactly that). A
+    fast rate's first evaluation is already low, so the sweep passes the highest first loss of
+    its trials as ``start``: the untrained loss, near enough."""
     if trial.status == "infeasible":
         where = f" at step {trial.infeasible_step}" if trial.infeasible_step else ""
-        return f"diverged{where} ({trial.infeasible_reason or 'infeasible'})"
+        return (f"diverged{where} ({trial.infeasible_reason or 'infeasible'})",
+                trial.infeasible_step)
     lowest = math.inf
+    first = start if start is not None else next((v for v in losses if math.isfinite(v)),
+                                                 math.nan)
     for i, value in enumerate(losses):
-        where = f"step {steps[i]}" if i < len(steps) else f"evaluation {i + 1}"
+        step = steps[i] if i < len(steps) else None
+        where = f"step {step}" if step is not None else f"evaluation {i + 1}"
         if not math.isfinite(value):
-            return f"non-finite training loss at {where}"
-        if value > spike_factor * lowest:
+            return f"non-finite training loss at {where}", step
+        if value > spike_factor * lowest and value - lowest >= SPIKE_RISE * (first - lowest):
             return (f"loss spike at {where}: {value:.4g} > {spike_factor:g} x "
-                    f"its running minimum {lowest:.4g}")
+                    f"its running minimum {lowest:.4g}"), step
         lowest = min(lowest, value)
-    return None
+    return None, None
+
+
+#: A run above the best stable rate that made less than this share of the best rate's
+#: progress (``log(first / last)`` of the training loss) made no progress: on digits, two
+#: rates that collapsed to chance made 2% of it; a rate that merely learns more slowly than
+#: the best one makes far more than 10%.
+STALL_SHARE = 0.1
+
+
+def progress(losses: Sequence[float]) -> float | None:
+    """``log(first / last)`` of the finite positive ``losses`` (None: fewer than two)."""
+    finite = [v for v in losses if math.isfinite(v) and v > 0]
+    return math.log(finite[0] / finite[-1]) if len(finite) >= 2 else None
+
+
+def no_progress(losses: Sequence[float], best: Sequence[float] = ()) -> str | None:
+    """Why a run at a rate above the best one counts as unstable without a spike, or None.
+
+    With ``best`` (the best stable rate's losses): its :func:`progress` is at most
+    ``STALL_SHARE`` of the best rate's and it ends no lower than the best rate's first
+    evaluation (a run that converged before its first evaluation is flat too, but low).
+    Without: it ended no lower than it started. Training that broke before its first
+    evaluation and never recovered (a collapse to chance: flat, no spike) looks like that; a
+    slow rate below the best one may too, which is why :meth:`Stability.verdicts` asks only
+    above the best rate."""
+    made = progress(losses)
+    if made is None:
+        return None
+    finite = [v for v in losses if math.isfinite(v) and v > 0]
+    reference = progress(best)
+    share = ""
+    if reference is not None and reference > 0:
+        start = next(v for v in best if math.isfinite(v) and v > 0)
+        if made > STALL_SHARE * reference or finite[-1] < start:
+            return None
+        share = f" ({100 * made / reference:.0f}% of the best rate's progress)"
+    elif made > 0:
+        return None
+    return (f"no progress: training loss {finite[0]:.4g} at its first evaluation, "
+            f"{finite[-1]:.4g} at the end{share}")
+
+
+def trial_ref(trial: TrialRow) -> dict[str, Any]:
+    """How evidence names a trial: ``{"id": ..., "label": "study #index"}`` (the findings'
+    ``trials``)."""
+    return {"id": trial.id, "label": f"{trial.study} #{trial.index}"}
 
 
 def best_trials(trials: Sequence[TrialRow], goal: str, k: int) -> list[TrialRow]:
@@ -209,19 +285,48 @@ class Stability(Procedure):
                         configs=[{"name": f"lr={r:g}", n.learning_rate: r} for r in rates])]
 
     def verdicts(self, outcome: Outcome) -> list[dict[str, Any]]:
-        """One row per trial of ``outcome``: its rate, status, best value, instability."""
+        """One row per trial of ``outcome``: its rate, status, best value, instability (the
+        reason, and ``unstable_step`` where it showed).
+
+        Besides :func:`unstable`, a run at a rate above the sweep's best stable rate (every
+        run after the sweep is) is unstable when it made no progress (:func:`no_progress`):
+        a high rate that collapsed to chance before its first evaluation shows no spike."""
         n = self.options.names
-        rows = []
-        for t in sorted(outcome.trials, key=lambda t: float(t.params[n.learning_rate])):
-            curve = self._store(outcome).measurements([t.id], n.loss)
+        rows: list[dict[str, Any]] = []
+        trials = sorted(outcome.trials, key=lambda t: float(t.params[n.learning_rate]))
+        curves = {t.id: self._store(outcome).measurements([t.id], n.loss) for t in trials}
+        firsts = [next((v for _, _, _, v in c if math.isfinite(v)), None)
+                  for c in curves.values()]
+        start = (max((v for v in firsts if v is not None), default=None)
+                 if self._kind(outcome) == "sweep" else None)
+        for t in trials:
+            curve = curves[t.id]
             losses = [v for _, _, _, v in curve]
-            why = None if t.status == "failed" else unstable(
-                t, losses, self.options.spike_factor, [s for _, s, _, _ in curve])
+            steps = [s for _, s, _, _ in curve]
+            why, at = (None, None) if t.status == "failed" else unstable_at(
+                t, losses, self.options.spike_factor, steps, start)
             rows.append({"study": t.study, "learning_rate": float(t.params[n.learning_rate]),
                          "warmup_steps": t.params.get(n.warmup_steps),
                          "grad_clip": t.params.get(n.grad_clip), "status": t.status,
-                         "best_value": t.best_value, "unstable": why,
+                         "best_value": t.best_value, "unstable": why, "unstable_step": at,
+                         "trial": trial_ref(t), "loss_steps": steps,
                          "losses": [v if math.isfinite(v) else None for v in losses]})
+        fine = [r for r in rows if not r["unstable"] and r["status"] == "completed"
+                and any(v is not None for v in r["losses"])]
+        if self._kind(outcome) != "sweep":
+            above, reference = -math.inf, []  # every later run is at or above the unstable rate
+        elif fine:
+            # The best stable rate: the lowest last training loss.
+            best = min(fine, key=lambda r: [v for v in r["losses"] if v is not None][-1])
+            above = float(best["learning_rate"])
+            reference = [v for v in best["losses"] if v is not None]
+        else:
+            above, reference = math.inf, []
+        for r in rows:
+            if r in fine and r["learning_rate"] > above:
+                stalled = no_progress([v for v in r["losses"] if v is not None], reference)
+                if stalled:
+                    r["unstable"], r["unstable_step"] = stalled, (r["loss_steps"] or [None])[0]
         return rows
 
     def unstable_rate(self, sweep: Outcome) -> float | None:
@@ -236,6 +341,14 @@ class Stability(Procedure):
                            base.objective.goal, CLIP_DEFAULTS.best_trials)
         norms = norms_of(self._store(sweep), best, self.options.names.grad_norm)
         return stats.quantile(norms, CLIP_DEFAULTS.threshold_quantile) if norms else None
+
+    def onset(self, sweep: Outcome, early: Outcome) -> int:
+        """The step where training at the unstable rate broke: in the early run (evaluated at
+        every step), else in the sweep's trial at that rate; 1 when neither says."""
+        rows = self.verdicts(early)
+        bad = self.unstable_rate(sweep)
+        rows += [r for r in self.verdicts(sweep) if r["learning_rate"] == bad]
+        return next((int(r["unstable_step"]) for r in rows if r["unstable_step"]), 1)
 
     @staticmethod
     def _kind(outcome: Outcome) -> str:
@@ -253,18 +366,24 @@ class Stability(Procedure):
             # The early-instability run: the unstable rate evaluated at every step of a short
             # run, to see whether training breaks at once (what warmup is for) or later.
             sweep_steps = outcomes[0].experiment.max_train_steps
-            early = derived(base, self.name, "early", steps=min(sweep_steps, 50), eval_every=1,
+            return [derived(base, self.name, "early", steps=min(sweep_steps, 50), eval_every=1,
                             fixed={n.schedule: n.constant},
                             configs=[{"name": f"lr={bad:g}", n.learning_rate: bad,
-                                      n.warmup_steps: 0}])
+                                      n.warmup_steps: 0}])]
+        if kinds == ["sweep", "early"]:
+            onset = self.onset(outcomes[0], outcomes[1])
             # 10% of the base's max_train_steps (the training the warmup is for), not the
-            # sweep's shortened steps.
-            return [early] + [
-                derived(base, self.name, f"warmup-{w}", steps=3 * w, eval_every=max(1, w // 2),
-                        fixed={n.schedule: n.constant},
-                        configs=[{"name": f"warmup={w}", n.learning_rate: lr,
-                                  n.warmup_steps: w}])
-                for w in self.options.warmups or warmup_candidates(base.max_train_steps)]
+            # sweep's shortened steps. Each run holds the rate for 2 x warmup_steps (the
+            # playbook's "usually fine"), but at least twice the step where the instability
+            # showed at the unstable rate: a shorter run cannot show it, and would pass.
+            out = []
+            for w in self.options.warmups or warmup_candidates(base.max_train_steps):
+                steps = w + max(2 * w, 2 * onset)
+                out.append(derived(
+                    base, self.name, f"warmup-{w}", steps=steps,
+                    eval_every=max(1, steps // 30), fixed={n.schedule: n.constant},
+                    configs=[{"name": f"warmup={w}", n.learning_rate: lr, n.warmup_steps: w}]))
+            return out
         warm = [o for o, k in zip(outcomes, kinds, strict=True) if k == "warmup"]
         if any(not self.verdicts(o)[0]["unstable"] for o in warm):
             return []
@@ -283,89 +402,75 @@ class Stability(Procedure):
         names = tuple(o.experiment.name for o in outcomes)
         bad = self.unstable_rate(outcomes[0])
         evidence: dict[str, Any] = {
-            "rule": f"unstable: infeasible, a non-finite training loss, or a training loss above "
-                    f"{self.options.spike_factor:g} x its running minimum",
-            "sweep": sweep, "unstable_base_learning_rate": bad}
+            "rule": f"unstable: infeasible, a non-finite training loss, a training loss above "
+                    f"{self.options.spike_factor:g} x its running minimum (and up by "
+                    f"{100 * SPIKE_RISE:g}% of its fall so far), or, above the best stable "
+                    f"rate, no progress (under {100 * STALL_SHARE:g}% of the best rate's)",
+            "sweep": sweep, "unstable_base_learning_rate": bad,
+            "goal": base.objective.goal, "base_max_train_steps": base.max_train_steps}
+        by_kind: dict[str, list[Outcome]] = {}
+        for o in outcomes[1:]:
+            by_kind.setdefault(self._kind(o), []).append(o)
+        for o in by_kind.get("early", []):
+            evidence["early_run"] = {"steps": o.experiment.max_train_steps, "eval_every": 1,
+                                     **self.verdicts(o)[0]}
+        warm = [(o.experiment, self.verdicts(o)[0]) for o in by_kind.get("warmup", [])]
+        if bad is not None:
+            evidence["warmup_study"] = [
+                {"max_train_steps": e.max_train_steps,
+                 "post_warmup_steps": e.max_train_steps - row["warmup_steps"], **row}
+                for e, row in warm]
+            evidence["warmup_list"] = [row["warmup_steps"] for _, row in warm]
+        clip = [self.verdicts(o)[0] for o in by_kind.get("clip", [])]
+        if clip:
+            evidence["clipping"] = clip[0]
+        # The judgement is the registered checks' (analysis/checks/stability.py), on the
+        # evidence alone, with the base file's checks: thresholds.
+        findings = tuple(procedure_findings(self.name, evidence, base.checks, base.source))
         if bad is None:
             top = max(r["learning_rate"] for r in sweep)
             return Recommendation(
                 self.name, base.name,
                 f"training stayed stable up to learning rate {top:g} ({len(sweep)} rates, "
                 f"constant schedule): no instability found, so no warmup study was run and "
-                f"no warmup is needed for these rates.", evidence, experiments=names,
+                f"no warmup is needed for these rates.", evidence, findings, names,
                 values={"unstable_base_learning_rate": None})
-        first = next(r for r in sweep if r["unstable"])
-        findings = [Finding(
-            "unstable-learning-rate", "warning",
-            f"training becomes unstable at learning rate {bad:g}: {first['unstable']}",
-            {"unstable_base_learning_rate": bad, "reason": first["unstable"]}, _SECTION,
-            "use a smaller learning rate, or warm up to a larger one")]
-        by_kind: dict[str, list[Outcome]] = {}
-        for o in outcomes[1:]:
-            by_kind.setdefault(self._kind(o), []).append(o)
-        for o in by_kind.get("early", []):
-            row = self.verdicts(o)[0]
-            evidence["early_run"] = {"steps": o.experiment.max_train_steps, "eval_every": 1,
-                                     **row}
-            if row["unstable"]:
-                findings.append(Finding(
-                    "early-instability", "info",
-                    f"at {bad:g} training breaks early ({row['unstable']}, in a "
-                    f"{o.experiment.max_train_steps}-step run evaluated at every step): the "
-                    "instability warmup is meant for",
-                    {"reason": row["unstable"]}, _SECTION))
-        warm = [(o.experiment, self.verdicts(o)[0]) for o in by_kind.get("warmup", [])]
-        evidence["warmup_study"] = [{"max_train_steps": e.max_train_steps,
-                                     "post_warmup_steps": e.max_train_steps - row["warmup_steps"],
-                                     **row} for e, row in warm]
-        evidence["warmup_list"] = [row["warmup_steps"] for _, row in warm]
         lr = 10 * bad
         stable = [row["warmup_steps"] for _, row in warm if not row["unstable"]]
         steps = base.max_train_steps
         if stable:
             w = int(min(stable))
-            note = ""
-            if w > 0.05 * steps:
-                note = " That is more than 5% of max_train_steps: it may need to grow."
-                findings.append(Finding(
-                    "long-warmup", "warning", f"the stable warmup ({w} steps) is more than 5% "
-                    f"of max_train_steps ({steps})", {"warmup_steps": w}, _SECTION,
-                    "consider increasing max_train_steps"))
+            note = next((f" That is more than {f.evidence['long_warmup_share']:.0%} of "
+                         "max_train_steps: it may need to grow." for f in findings
+                         if f.check == "long_warmup"), "")
             return Recommendation(
                 self.name, base.name,
                 f"training becomes unstable at learning rate {bad:g} (the smallest unstable "
                 f"rate of the sweep). At 10x that ({lr:g}), the shortest stable warmup of "
                 f"{evidence['warmup_list']} is {w} steps: prepend it to the base's schedule "
                 f"and train for {steps + w} steps in all ({steps} + {w}).{note}", evidence,
-                tuple(findings), names,
+                findings, names,
                 values={n.warmup_steps: w, n.learning_rate: lr, "max_train_steps": steps + w,
                         "unstable_base_learning_rate": bad})
-        findings.append(Finding(
-            "warmup-did-not-help", "problem", f"no warmup of {evidence['warmup_list']} made "
-            f"learning rate {lr:g} stable", {"warmup_list": evidence["warmup_list"]}, _SECTION,
-            "try gradient clipping"))
-        clip = [self.verdicts(o)[0] for o in by_kind.get("clip", [])]
-        if clip:
-            evidence["clipping"] = clip[0]
         text = (f"training becomes unstable at learning rate {bad:g}; at {lr:g} no warmup of "
                 f"{evidence['warmup_list']} (up to 10% of {steps} steps) was stable. ")
         if not clip:
             return Recommendation(
                 self.name, base.name, text + f"Clipping was not tried: the stable sweep trials "
                 f"recorded no {n.grad_norm!r} to take the 90th percentile of.", evidence,
-                tuple(findings), names, values={"unstable_base_learning_rate": bad})
+                findings, names, values={"unstable_base_learning_rate": bad})
         if not clip[0]["unstable"]:
             t = clip[0]["grad_clip"]
             return Recommendation(
                 self.name, base.name, text + f"Gradient clipping at {t:.4g} (the 90th "
-                f"percentile of the unclipped norms) fixed it.", evidence, tuple(findings),
+                f"percentile of the unclipped norms) fixed it.", evidence, findings,
                 names, values={n.grad_clip: t, "clip_threshold": t, n.learning_rate: lr,
                                "unstable_base_learning_rate": bad})
         return Recommendation(
             self.name, base.name, text + "Gradient clipping at the 90th percentile did not fix "
             "it either: keep learning rates below the unstable one, or look for the cause "
             "(the playbook: normalisation, residual connections, the optimizer).",
-            evidence, tuple(findings), names, values={"unstable_base_learning_rate": bad})
+            evidence, findings, names, values={"unstable_base_learning_rate": bad})
 
 
 def run_stability(base: Experiment, *, options: StabilityOptions | None = None,

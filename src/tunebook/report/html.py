@@ -36,7 +36,8 @@ from tunebook.analysis.results import csv_cell
 from tunebook.core.formatting import finite_json
 from tunebook.core.formatting import format_value as _fmt
 from tunebook.core.numeric import finite as _finite
-from tunebook.core.paths import default_report_path
+from tunebook.core.paths import default_report_path, slug
+from tunebook.report.exploitation import exploitation_section, exploration_data
 from tunebook.report.trial_variance import variance_section
 from tunebook.store.api import StoreAPI
 
@@ -266,7 +267,9 @@ def _recommendations_html(recs: Sequence[Recommendation]) -> str:
         items.append(
             f"<div class='recommendation' data-procedure='{_e(r.procedure)}'><h3>"
             f"{_e(r.procedure)}</h3><p>{_e(r.text)}</p><p class='small muted'>Experiments run: "
-            f"{_e(ran)}</p><details><summary>evidence</summary><pre>{_e(evidence)}</pre>"
+            f"{_e(ran)}</p><p class='small'><a class='procedure-page' href='"
+            f"{_e(slug(r.experiment))}--{_e(slug(r.procedure))}.html'>the procedure's page, its "
+            f"evidence drawn</a></p><details><summary>evidence</summary><pre>{_e(evidence)}</pre>"
             f"</details>{''.join(map(_finding_html, r.findings))}</div>")
     return f"<section id='recommendations'><h2>Recommendations</h2>{''.join(items)}</section>"
 
@@ -317,9 +320,11 @@ def _grad_norm(data: ExperimentData) -> list[dict[str, Any]]:
 
 
 def build_report(data: ExperimentData, findings: list[Finding] | None = None,
-                 recommendations: Sequence[Recommendation] = ()) -> Report:
+                 recommendations: Sequence[Recommendation] = (),
+                 exploration: ExperimentData | None = None) -> Report:
     """Render the page, the tracking table and the findings for ``data`` (and what procedures
-    recommended about it, if any)."""
+    recommended about it, if any; ``exploration``: the exploration round an adaptive search
+    follows, for its "Exploitation" section)."""
     from tunebook.analysis.checks import run_checks, thresholds_used
     from tunebook.analysis.variance import primary, study_variance
     from tunebook.report.variance import variance_html
@@ -335,7 +340,8 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
     axes = axis_plots(data)
     payload = _payload(data, boxes, iso, axes)
     sections = [_header(data), _recommendations_html(recommendations), _tracking(data, rows),
-                _isolation_html(iso), seeds_html, variance_section(data),
+                _isolation_html(iso), exploitation_section(data, axes, exploration), seeds_html,
+                variance_section(data),
                 _axis_html(axes, payload["objective_label"]), _curves_html(payload),
                 _enough_html(boxes), _findings_html(tuple(findings), thresholds_used(data))]
     page = (
@@ -525,7 +531,8 @@ def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None
     data = load(store, name, metric=metric, goal=goal, final=final, current=True)
     from tunebook.procedures import recommendations
 
-    report = build_report(data, recommendations=recommendations(store, name))
+    report = build_report(data, recommendations=recommendations(store, name),
+                          exploration=exploration_data(store, data))
     import dataclasses
 
     from tunebook.report.final_evals import with_final_evals

@@ -32,11 +32,13 @@
   // Scales: "linear", "log" (log10 x), "one_minus_log" (-log10(1 - x)).
   function fwd(type, v) {
     if (type === "log") return Math.log10(v);
+    if (type === "log2") return Math.log2(v);
     if (type === "one_minus_log") return -Math.log10(1 - v);
     return v;
   }
   function inv(type, u) {
     if (type === "log") return Math.pow(10, u);
+    if (type === "log2") return Math.pow(2, u);
     if (type === "one_minus_log") return 1 - Math.pow(10, -u);
     return u;
   }
@@ -52,9 +54,18 @@
     return out;
   }
   function ticksFor(type, lo, hi) {  // lo, hi in transformed units
+    if (type === "log2") {  // powers of two (batch sizes)
+      const out = [];
+      for (let u = Math.ceil(lo); u <= Math.floor(hi); u++) out.push(u);
+      if (out.length >= 2) return out;
+      // Under two doublings: round values, placed on the log2 axis.
+      return niceTicks(Math.pow(2, lo), Math.pow(2, hi), 4).filter(v => v > 0).map(Math.log2);
+    }
     if (type === "log" || type === "one_minus_log") {
       const out = [];
       for (let u = Math.ceil(lo); u <= Math.floor(hi); u++) out.push(u);
+      // Many decades (a diverging loss): every k-th, at most 8 ticks.
+      if (out.length > 8) { const k = Math.ceil(out.length / 8); return out.filter(u => u % k === 0); }
       if (out.length >= 3) return out;
       if (type === "log") {  // under three decades: 1-2-5 ticks, still at round values
         const fine = [];
@@ -344,6 +355,106 @@
     node.setAttribute("data-rendered", String(marks));
   }
 
+  // A procedure's evidence (report/procedures.py): series of (x, y) on linear, log or log2
+  // axes, each a line or points (with an optional low-high bar), dashed (lines) or crossed
+  // (points) when unstable; red reference lines at an x or a y with their label.
+  function xyPlot(node, spec) {
+    const svg = frame(node, spec.title);
+    const xt = spec.xscale, yt = spec.yscale, xs = [], ys = [];
+    spec.series.forEach(s => {
+      s.x.forEach(v => xs.push(fwd(xt, v)));
+      s.y.forEach((v, j) => { ys.push(fwd(yt, v));
+        if (s.low) ys.push(fwd(yt, s.low[j]), fwd(yt, s.high[j])); });
+    });
+    spec.vlines.forEach(l => xs.push(fwd(xt, l.x)));
+    spec.hlines.forEach(l => ys.push(fwd(yt, l.y)));
+    const a = axes(svg, extent(xs, 0.04), extent(ys), xt, yt, spec.xlabel, spec.ylabel);
+    spec.vlines.forEach(l => {
+      const x = a.px(fwd(xt, l.x));
+      el("title", {}, el("line", {x1: x, x2: x, y1: M.t, y2: H - M.b, class: "marker"}, svg))
+        .textContent = l.label + ": " + fmt(l.x);
+      const right = x > (M.l + W - M.r) / 2;  // the label on the side with room
+      text(svg, right ? x - 3 : x + 3, M.t + 11, l.label,
+           {class: "tick", "text-anchor": right ? "end" : "start"});
+    });
+    spec.hlines.forEach(l => {
+      const y = a.py(fwd(yt, l.y));
+      el("title", {}, el("line", {x1: M.l, x2: W - M.r, y1: y, y2: y, class: "marker"}, svg))
+        .textContent = l.label + ": " + fmt(l.y);
+      text(svg, W - M.r - 3, y - 3, l.label, {class: "tick", "text-anchor": "end"});
+    });
+    let marks = 0;
+    const color = i => PALETTE[i % PALETTE.length];
+    spec.series.forEach((s, i) => {
+      const pts = s.x.map((x, j) => [a.px(fwd(xt, x)), a.py(fwd(yt, s.y[j]))]);
+      if (s.low) {
+        s.x.forEach((x, j) => el("line", {x1: pts[j][0], x2: pts[j][0],
+          y1: a.py(fwd(yt, s.low[j])), y2: a.py(fwd(yt, s.high[j])), stroke: color(i),
+          "stroke-width": 1.5}, svg));
+      }
+      if (s.points) {
+        pts.forEach((p, j) => {
+          const m = s.unstable ? cross(svg, p[0], p[1], null)
+            : el("circle", {cx: p[0], cy: p[1], r: 3.5, fill: color(i), class: "pt"}, svg);
+          el("title", {}, m).textContent = s.name + ": " + fmt(s.y[j]) + " at " + fmt(s.x[j]);
+        });
+      } else {
+        const d = pts.map((p, j) => (j ? "L" : "M") + p[0].toFixed(1) + " " + p[1].toFixed(1));
+        const attrs = {d: d.join(""), class: "curve", stroke: color(i)};
+        if (s.unstable || s.dashed) attrs["stroke-dasharray"] = "5 3";
+        el("title", {}, el("path", attrs, svg)).textContent = s.name;
+        const last = pts[pts.length - 1];  // where an unstable run was last seen; a lone point
+        if (last && s.unstable) cross(svg, last[0], last[1], s.name + ": last finite value");
+        else if (pts.length === 1) el("circle", {cx: last[0], cy: last[1], r: 3, fill: color(i)}, svg);
+      }
+      marks += pts.length;
+    });
+    legend(node, spec.series.map(s => s.name),
+           n => color(spec.series.findIndex(s => s.name === n)));
+    node.setAttribute("data-rendered", String(marks));
+  }
+
+  // Exploitation: each finished trial (dot; infeasible: X at the edge) and the best so far
+  // (steps) against trial index, per series; the designer's quasi-random start shaded.
+  function bestSoFarPlot(node, spec) {
+    const svg = frame(node, "Best " + spec.label + " so far");
+    const xs = [], ys = [];
+    spec.series.forEach(s => s.points.forEach(p => { xs.push(p[0]);
+      if (p[1] !== null) ys.push(p[1]); }));
+    const xd = extent(xs.concat([0]), 0.03), yd = objectiveDomain(ys);
+    const a = axes(svg, xd, yd, "linear", "linear", "trial index", spec.label);
+    const colorOf = n => { const s = spec.series.find(t => t.name === n);
+      return s && s.exploration ? "#7f7f7f" : studyColor(n); };
+    if (spec.initial) {
+      const x1 = Math.min(a.px(spec.initial - 0.5), W - M.r);
+      el("title", {}, el("rect", {x: M.l, y: M.t, width: Math.max(0, x1 - M.l),
+        height: H - M.t - M.b, class: "phase", fill: "#7f7f7f", "fill-opacity": 0.12}, svg)
+      ).textContent = "the designer's quasi-random start: trials 0-" + (spec.initial - 1);
+      // Away from the edge where infeasible trials are drawn.
+      text(svg, M.l + 4, DATA.goal === "minimize" ? H - M.b - 6 : M.t + 14, "quasi-random",
+           {class: "tick"});
+    }
+    const clamp = y => Math.min(Math.max(y, M.t + 2), H - M.b - 2);
+    const edge = DATA.goal === "minimize" ? M.t + 5 : H - M.b - 5;
+    let marks = 0;
+    for (const s of spec.series) {
+      const color = colorOf(s.name);
+      for (const p of s.points) {
+        if (p[1] === null) cross(svg, a.px(p[0]), edge, s.name + " #" + p[0] + ": infeasible");
+        else el("title", {}, el("circle", {cx: a.px(p[0]), cy: clamp(a.py(p[1])), r: 2.5,
+          fill: color, class: "pt"}, svg)).textContent = s.name + " #" + p[0] + ": " + fmt(p[1]);
+        marks++;
+      }
+      let d = "";
+      s.best.forEach((b, j) => { d += (j ? "H" + a.px(b[0]).toFixed(1) + "V" : "M" +
+        a.px(b[0]).toFixed(1) + " ") + clamp(a.py(b[1])).toFixed(1); });
+      if (d) el("title", {}, el("path", {d: d, class: "curve best-so-far", stroke: color}, svg)
+        ).textContent = s.name + ": best so far";
+    }
+    legend(node, spec.series.map(s => s.name), colorOf);
+    node.setAttribute("data-rendered", String(marks));
+  }
+
   function renderAll() {
     document.querySelectorAll("[data-plot]").forEach(node => {
       const kind = node.getAttribute("data-plot");
@@ -357,6 +468,8 @@
         } else if (kind === "bootstrap") boxPlot(node, DATA.bootstrap);
         else if (kind === "variance") variancePlot(node, JSON.parse(node.getAttribute("data-spec")));
         else if (kind === "grad-norm-hist") histogram(node, DATA.grad_norm[i].histogram);
+        else if (kind === "xy") xyPlot(node, DATA.plots[i]);
+        else if (kind === "best-so-far") bestSoFarPlot(node, JSON.parse(node.getAttribute("data-spec")));
       } catch (err) {
         node.textContent = "could not draw this plot: " + err;
         node.setAttribute("data-rendered", "error");

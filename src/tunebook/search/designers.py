@@ -152,7 +152,7 @@ def designer_class(algorithm: str) -> tuple[type[Designer], str]:
     """The class ``search.algorithm: algorithm`` names, and its variant: ``("refine")`` is
     registered as it is; ``"optuna:TPESampler"`` is the family ``optuna:`` with variant
     ``TPESampler``. ValueError naming the known ones if neither."""
-    if algorithm not in designer.names() and ":" in algorithm:
+    if isinstance(algorithm, str) and algorithm not in designer.names() and ":" in algorithm:
         family, variant = algorithm.split(":", 1)
         if f"{family}:" in designer.names():
             return designer.get(f"{family}:"), variant
@@ -332,3 +332,7 @@ def trial_seed(search_seed: int, study: str, index: int) -> int:
 
 # Registered here so that every process that validates ``search.algorithm`` knows it.
 from tunebook.search import bayes as _bayes  # noqa: E402, F401
+
+# Registered here so that every process that validates an algorithm name knows the family;
+# the module imports Optuna only when such a designer is used.
+from tunebook.search import optuna_designer as _optuna_designer  # noqa: E402, F401

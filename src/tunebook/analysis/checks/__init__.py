@@ -20,8 +20,16 @@ One module per family, each with its thresholds in one frozen dataclass:
 - ``setup`` (:mod:`.setup`): ``batch_size_tuned``, ``too_few_trials``.
 - ``pipeline`` (:mod:`.pipeline`): ``class_imbalance``, ``periodic_validation``,
   ``input_bound``, ``eval_subset``.
+- ``batch_size`` (:mod:`.batch_size`, procedure checks of ``tunebook batch-size``):
+  ``batch_size_input_bound`` (with the ``pipeline`` threshold), ``batch_size_retune``,
+  ``batch_size_target_not_reached``, ``batch_size_no_step_reduction``.
 - ``comparison`` (:mod:`.comparison`): ``isolation`` (the verdict of
   :func:`tunebook.analysis.comparison.compare`).
+- ``stability`` (:mod:`.stability`, procedure checks of ``tunebook stability``):
+  ``unstable_learning_rate``, ``early_instability``, ``long_warmup`` (threshold
+  ``long_warmup_share``, the playbook's 5% of max_train_steps), ``warmup_did_not_help``,
+  ``clipping_did_not_help``; and of ``tunebook clip``, with the ``clipping`` family's
+  thresholds: ``aggressive_clipping``, ``clipped_run_unstable``.
 
 Every statistic (noise, bootstrap, quantiles, the spread that decides whether a difference is
 real) comes from :mod:`tunebook.analysis.stats`. Thresholds can be changed per experiment in
@@ -93,6 +101,8 @@ from tunebook.analysis.checks.pipeline import (
     check_periodic_validation,
 )
 from tunebook.analysis.checks.comparison import check_isolation
+from tunebook.analysis.checks.batch_size import BatchSizeThresholds  # procedure checks
+from tunebook.analysis.checks.stability import StabilityThresholds
 from tunebook.analysis.comparison import ComparisonThresholds
 from tunebook.analysis.checks import resolutions  # registers the training-length resolvers
 from tunebook.analysis.checks.registry import (
@@ -115,6 +125,7 @@ family(ResolutionThresholds)
 __all__ = [
     "CHECKS",
     "PROCEDURE_CHECKS",
+    "BatchSizeThresholds",
     "BudgetThresholds",
     "CheckSpec",
     "ClippingThresholds",
@@ -125,6 +136,7 @@ __all__ = [
     "PipelineThresholds",
     "SearchSpaceThresholds",
     "SetupThresholds",
+    "StabilityThresholds",
     "TrainingLengthThresholds",
     "check",
     "check_at_chance",
