@@ -330,6 +330,9 @@ def trial_seed(search_seed: int, study: str, index: int) -> int:
     return derive_seed("trial", search_seed, study, index) % (2**31)
 
 
+# Registered here so that every process that validates ``search.algorithm`` knows it.
+from tunebook.search import bayes as _bayes  # noqa: E402, F401
+
 # Registered here so that every process that validates an algorithm name knows the family;
 # the module imports Optuna only when such a designer is used.
 from tunebook.search import optuna_designer as _optuna_designer  # noqa: E402, F401
