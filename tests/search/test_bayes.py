@@ -281,3 +281,25 @@ def test_a_conditional_space_gets_a_designer_per_study(tmp_path: Path) -> None:
     # Each study's designer works over its own space: 2 and 1 unit coordinates.
     assert {len(u) for u in states["optimizer=adam"]["designer"]["units"]} == {2}
     assert {len(u) for u in states["optimizer=sgd"]["designer"]["units"]} == {1}
+
+
+def test_run_says_when_workers_would_wait_for_a_batch(tmp_path: Path) -> None:
+    from conftest import run_cli, write_experiment
+
+    def first_line(batch: int | None, workers: str) -> str:
+        search: dict[str, Any] = {"algorithm": "bayesian", "trials": 2, "seed": 0}
+        if batch is not None:
+            search["options"] = {"batch": batch}
+        path = write_experiment(tmp_path, workload="tunebook.workloads.synthetic:quadratic",
+                                max_train_steps=2, eval_every=1, search=search,
+                                objective={"metric": "val_loss", "goal": "minimize"},
+                                scientific={}, fixed={})
+        proc = run_cli("run", str(path), "--root", str(tmp_path / f"r{batch}{workers}"),
+                       "--workers", workers, "--quiet", check=True)
+        return proc.stderr.splitlines()[0] if proc.stderr else ""
+
+    warned = first_line(None, "3")
+    assert warned.startswith("tunebook: warning: bayesian hands out 1 trial(s) of a study at "
+                             "a time") and "set search.options.batch to 3" in warned
+    assert "warning" not in first_line(3, "3")
+    assert "warning" not in first_line(None, "1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunebook.cli.common import (
     _OPENED,
@@ -21,6 +21,26 @@ from tunebook.cli.progress import _ProgressBar
 from tunebook.core.paths import store_file
 from tunebook.errors import TunebookError
 from tunebook.store.api import StoreAPI
+
+if TYPE_CHECKING:
+    from tunebook.experiment import Experiment
+
+
+def _warn_idle_workers(experiment: Experiment, workers: int) -> None:
+    """Say at the start when the designer hands out fewer trials at once than there are
+    workers per study (Bayesian optimisation with ``batch`` 1 and ``--workers 4``)."""
+    from tunebook.search.designers import designer_class
+
+    cls, _ = designer_class(experiment.search.algorithm)
+    at_once = cls.parallel(experiment.search.options)
+    studies = len(experiment.studies())
+    if at_once is not None and workers > at_once * studies:
+        print(f"tunebook: warning: {experiment.search.algorithm} hands out {at_once} trial(s) "
+              f"of a study at a time (search.options.batch) and waits for their results; "
+              f"with {studies} stud{'y' if studies == 1 else 'ies'} at most "
+              f"{at_once * studies} of the {workers} workers can have a trial at a time after the "
+              f"quasi-random start: set search.options.batch to "
+              f"{-(-workers // studies)} to keep them busy", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -39,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         # A misspelt threshold fails now, not at the report after hours of training.
         thresholds_from_config(experiment.checks, experiment.source)
+    _warn_idle_workers(experiment, args.workers)
     url = args.store or sqlite_url(store_file(args.root))
     bar = _ProgressBar(sys.stderr, bar=not args.quiet)
     try:

@@ -71,6 +71,12 @@ class BayesianDesigner(Designer):
 
     adaptive = True
 
+    @classmethod
+    def parallel(cls, options: Mapping[str, Any]) -> int | None:
+        """``batch``: a batch waits for every earlier trial."""
+        batch = options.get("batch", 1)
+        return batch if _is_int(batch) else 1
+
     def __init__(self, space: SearchSpace, seed: int, trials: int = 20,
                  goal: str = "minimize", options: Mapping[str, Any] | None = None,
                  variant: str = "") -> None:

@@ -124,6 +124,13 @@ class Designer(ABC):
         return fewer (none while it waits for observations); what it returns is final.
         """
 
+    @classmethod
+    def parallel(cls, options: Mapping[str, Any]) -> int | None:
+        """How many trials of a study the designer hands out before it waits for results,
+        once past its start (None: as many as asked). With more workers than that, the
+        others wait; ``tunebook run`` says so."""
+        return None
+
     def observe(self, observations: Sequence[Observation]) -> None:  # noqa: B027
         """Learn from finished trials, each observed once; non-adaptive designers ignore them."""
 
