@@ -11,7 +11,7 @@ import yaml
 from tunebook.errors import ConfigError
 from tunebook.execution.suggestions import materialize
 from tunebook.experiment import Experiment
-from tunebook.search.designers import designer_names
+from tunebook.search.designers import designer_class, designer_names
 
 BASE: dict[str, Any] = {
     "name": "listed",
@@ -47,13 +47,13 @@ def test_an_empty_nuisance_space_gives_replicates(algorithm: str) -> None:
     seeds = set()
     for spec in studies:
         rows = trials[spec.name]
-        if algorithm == "refine":  # adaptive: its trials come while the run goes on
+        if designer_class(algorithm)[0].adaptive:  # its trials come while the run goes on
             assert rows == []
             continue
         assert [t.idx for t in rows] == list(range(5))
         assert all(t.params == {"learning_rate": 0.03, "x": spec.scientific["x"]} for t in rows)
         seeds |= {t.seed for t in rows}
-    assert algorithm == "refine" or len(seeds) == 10  # every trial its own training seed
+    assert designer_class(algorithm)[0].adaptive or len(seeds) == 10  # a training seed each
 
 
 def test_a_null_nuisance_is_an_empty_one_and_searching_ones_are_not_replicates() -> None:
