@@ -71,8 +71,6 @@ RUNS = {"TPESampler": {"n_startup_trials": 4}, "GPSampler": {"n_startup_trials":
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_each_sampler_is_seeded_and_a_resumed_run_repeats_it_exactly(sampler: str) -> None:
-    if sampler == "CmaEsSampler":
-        pytest.importorskip("cmaes")
     algorithm, options = f"optuna:{sampler}", RUNS[sampler]
     budget = 9
     whole, d = drive(algorithm, budget, options)
