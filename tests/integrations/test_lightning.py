@@ -1,0 +1,209 @@
+"""tunebook.integrations.lightning with the real PyTorch Lightning: the example experiment through
+``tunebook run``, the unclipped gradient norm, kill-and-resume, NaN -> infeasible, the hint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tunebook.analysis.results import trial_records
+from tunebook.errors import Infeasible
+from tunebook.execution.trial import Trial
+from tunebook.store.sql import Store
+
+from conftest import MemorySink, cli_env, run_cli
+
+pytest.importorskip("lightning")
+pytest.importorskip("sklearn")
+
+import torch
+
+EXAMPLES = Path(__file__).parent.parent.parent / "examples"
+NAME = "lightning-digits"
+
+SLOW = '''
+import time
+
+import lightning.pytorch as pl
+
+from lightning_digits import fit
+
+
+class Slow(pl.Callback):
+    def on_train_batch_end(self, *args):
+        time.sleep(0.05)
+
+
+def train(hparams, trial):
+    fit(hparams, trial, callbacks=[Slow()])
+'''
+
+
+def _experiment(dest: Path, *, steps: int, eval_every: int, trials: int,
+                workload: str = "lightning_digits:train") -> Path:
+    """The example experiment, shrunk, in a copy of examples/ (with the slow variant)."""
+    doc = yaml.safe_load((EXAMPLES / "lightning_digits.yaml").read_text())
+    doc.update(max_train_steps=steps, eval_every=eval_every, workload=workload)
+    doc["search"]["trials"] = trials
+    dest.mkdir(parents=True)
+    shutil.copy(EXAMPLES / "lightning_digits.py", dest)
+    (dest / "slow_digits.py").write_text(SLOW)
+    path = dest / "lightning_digits.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _curves(root: Path) -> dict[int, dict[str, list[tuple[int, float]]]]:
+    """Every trial's curves: index -> metric -> sorted points (duplicates kept)."""
+    store = Store.at_root(root)
+    try:
+        trials = store.trials(store.require_experiment(NAME).id)
+        out: dict[int, dict[str, list[tuple[int, float]]]] = {t.id: {} for t in trials}
+        for trial_id, step, metric, value in store.measurements([t.id for t in trials]):
+            out[trial_id].setdefault(metric, []).append((step, value))
+        index = {t.id: t.index for t in trials}
+    finally:
+        store.close()
+    return {index[i]: {m: sorted(p) for m, p in c.items()} for i, c in out.items()}
+
+
+def test_the_example_runs_through_tunebook_run(tmp_path: Path) -> None:
+    # 45 steps, validation every 10: Lightning validates at 10..40, the callback adds 45.
+    path = _experiment(tmp_path / "ex", steps=45, eval_every=10, trials=2)
+    run_cli("run", str(path), "--root", str(tmp_path / "r"), "--workers", "1", check=True)
+    records = trial_records(Store.at_root(tmp_path / "r"), NAME)
+    assert len(records) == 2 and all(r.status == "completed" for r in records), records
+    for r in records:
+        assert r.best_step in (10, 20, 30, 40, 45) and 0 <= (r.best_value or -1) < 1
+    for curves in _curves(tmp_path / "r").values():
+        assert [s for s, _ in curves["val_loss"]] == [10, 20, 30, 40, 45]
+        assert [s for s, _ in curves["val_error"]] == [10, 20, 30, 40, 45]
+        assert [s for s, _ in curves["train_loss"]] == list(range(1, 46))
+        assert [s for s, _ in curves["grad_norm"]] == list(range(1, 46))
+        assert all(v > 0 for _, v in curves["grad_norm"])
+    # The best checkpoint of each trial holds Lightning's own file, checksummed.
+    folder = next((tmp_path / "r" / "runs" / NAME / "main").iterdir()) / "checkpoints"
+    newest = sorted(folder.iterdir())[-1]
+    assert newest.name == "step-0000000045"
+    assert {p.name for p in newest.iterdir()} == {"lightning.ckpt", "tunebook-manifest.json"}
+
+
+def _trial(tmp_path: Path, steps: int = 12, eval_every: int = 4) -> tuple[Trial, MemorySink]:
+    sink = MemorySink()
+    return Trial(hparams={}, max_train_steps=steps, eval_every=eval_every, seed=7,
+                 dir=tmp_path / "trial", sink=sink, objective="val_error"), sink
+
+
+def _example() -> Any:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import lightning_digits
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return lightning_digits
+
+
+def test_grad_norm_is_the_norm_before_lightnings_clipping(tmp_path: Path) -> None:
+    example = _example()
+    before: list[float] = []
+    after: list[float] = []
+
+    class Clipped(example.DigitsMLP):  # type: ignore[misc, name-defined]
+        def configure_gradient_clipping(self, optimizer: Any, *args: Any, **kw: Any) -> None:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            before.append(float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))))
+            super().configure_gradient_clipping(optimizer, *args, **kw)
+            after.append(float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))))
+
+    trial, sink = _trial(tmp_path)
+    example.DigitsMLP, original = Clipped, example.DigitsMLP
+    try:
+        example.fit({"learning_rate": 0.01}, trial, gradient_clip_val=0.05)
+    finally:
+        example.DigitsMLP = original
+    trial.flush()
+    norms = [v for s, m, v in sorted(sink.rows) if m == "grad_norm"]
+    assert len(norms) == len(before) == 12
+    assert norms == pytest.approx(before, rel=1e-5)
+    # Lightning did clip (every norm was above 0.05), and what the callback reported is not that.
+    assert all(a == pytest.approx(0.05, rel=1e-4) for a in after)
+    assert min(norms) > 0.1
+
+
+def test_a_nan_training_loss_makes_the_trial_infeasible(tmp_path: Path) -> None:
+    example = _example()
+
+    class Diverges(example.DigitsMLP):  # type: ignore[misc, name-defined]
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if self.global_step >= 5 else loss
+
+    trial, _ = _trial(tmp_path)
+    example.DigitsMLP, original = Diverges, example.DigitsMLP
+    try:
+        with pytest.raises(Infeasible) as caught:
+            example.fit({"learning_rate": 0.01}, trial)
+    finally:
+        example.DigitsMLP = original
+    # The sixth update (global_step 5 before it) is the first with a NaN loss.
+    assert caught.value.step == 6 and "training loss is nan" in str(caught.value)
+
+
+def test_a_killed_trial_resumes_with_identical_curves(tmp_path: Path) -> None:
+    whole = _experiment(tmp_path / "whole", steps=60, eval_every=10, trials=1,
+                        workload="slow_digits:train")
+    run_cli("run", str(whole), "--root", str(tmp_path / "whole-r"), "--workers", "1", check=True)
+    want = _curves(tmp_path / "whole-r")
+
+    cut = _experiment(tmp_path / "cut", steps=60, eval_every=10, trials=1,
+                      workload="slow_digits:train")
+    root = tmp_path / "cut-r"
+    proc = subprocess.Popen([sys.executable, "-m", "tunebook.cli", "run", str(cut), "--root",
+                             str(root), "--workers", "1"], env=cli_env(),
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    checkpoints = root / "runs" / NAME / "main" / "trial-00000" / "checkpoints"
+    deadline = time.monotonic() + 120
+    # Kill runner and worker (SIGKILL, the whole group) once a mid-epoch checkpoint exists.
+    while not (checkpoints / "step-0000000020").is_dir():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "no checkpoint at step 20"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    published = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))
+    assert published[-1] < "step-0000000060", "the trial finished before it was killed"
+
+    run_cli("run", str(cut), "--root", str(root), "--workers", "1", check=True)
+    got = _curves(root)
+    assert got == want  # every metric, every step, once, bit for bit
+    assert [s for s, _ in got[0]["grad_norm"]] == list(range(1, 61))
+
+
+def test_importing_tunebook_does_not_import_lightning() -> None:
+    code = ("import sys, tunebook, tunebook.integrations; "
+            "print(sorted(m for m in ('lightning', 'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_without_lightning_the_error_says_what_to_install() -> None:
+    code = ("import sys; sys.modules['lightning'] = None; "
+            "import tunebook.integrations.lightning")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == ("ImportError: tunebook.integrations.lightning needs PyTorch Lightning "
+                    "(lightning is missing): pip install 'tunebook[lightning]'")
