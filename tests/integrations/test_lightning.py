@@ -25,6 +25,7 @@ from conftest import MemorySink, cli_env, run_cli
 pytest.importorskip("lightning")
 pytest.importorskip("sklearn")
 
+import lightning.pytorch as pl
 import torch
 
 EXAMPLES = Path(__file__).parent.parent.parent / "examples"
@@ -207,3 +208,70 @@ def test_without_lightning_the_error_says_what_to_install() -> None:
     last = proc.stderr.strip().splitlines()[-1]
     assert last == ("ImportError: tunebook.integrations.lightning needs PyTorch Lightning "
                     "(lightning is missing): pip install 'tunebook[lightning]'")
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAt(pl.Callback):
+    """Stop the process's training abruptly after ``step`` updates (as a kill would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise _Crash()
+
+
+@pytest.mark.parametrize(("eval_every", "crash"), [(10, 27), (16, 35)],
+                         ids=["mid-epoch", "epoch-end"])
+def test_resuming_in_process_repeats_the_curves(tmp_path: Path, eval_every: int,
+                                                crash: int) -> None:
+    # 16 steps per epoch (1,079 examples, batches of 64): checkpoints at 20 (mid-epoch) or 32
+    # (an epoch's last step), and the run that crashed resumes from there.
+    example = _example()
+    whole, whole_sink = _trial(tmp_path / "whole", steps=48, eval_every=eval_every)
+    example.fit({"learning_rate": 0.01}, whole)
+    whole.flush()
+
+    trial, sink = _trial(tmp_path / "cut", steps=48, eval_every=eval_every)
+    with pytest.raises(_Crash):
+        example.fit({"learning_rate": 0.01}, trial, callbacks=[_CrashAt(crash)])
+    trial.flush()
+    resumed = Trial(hparams={}, max_train_steps=48, eval_every=eval_every, seed=7,
+                    dir=tmp_path / "cut" / "trial", sink=sink, objective="val_error")
+    assert resumed.start_step == crash // eval_every * eval_every
+    sink.truncate_measurements(0, resumed.start_step)  # what the worker does on a restart
+    example.fit({"learning_rate": 0.01}, resumed)
+    resumed.flush()
+    assert sorted(sink.rows) == sorted(whole_sink.rows)
+    assert len({(s, m) for s, m, _ in sink.rows}) == len(sink.rows)  # nothing twice
+
+
+def test_each_metric_is_reported_where_it_was_logged(tmp_path: Path) -> None:
+    example = _example()
+
+    class Logs(example.DigitsMLP):  # type: ignore[misc, name-defined]
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            self.log("epoch_loss", loss, on_step=False, on_epoch=True)
+            self.log("both_loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+    trial, sink = _trial(tmp_path, steps=40, eval_every=10)
+    example.DigitsMLP, original = Logs, example.DigitsMLP
+    try:
+        example.fit({"learning_rate": 0.01}, trial)
+    finally:
+        example.DigitsMLP = original
+    trial.flush()
+    steps: dict[str, list[int]] = {}
+    for step, metric, _ in sorted(sink.rows):
+        steps.setdefault(metric, []).append(step)
+    every = list(range(1, 41))
+    # 16 steps per epoch; training stops in the third, whose end is at step 40.
+    assert steps == {"train_loss": every, "both_loss_step": every, "grad_norm": every,
+                     "epoch_loss": [16, 32, 40], "both_loss_epoch": [16, 32, 40],
+                     "val_loss": [10, 20, 30, 40], "val_error": [10, 20, 30, 40]}

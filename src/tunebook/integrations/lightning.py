@@ -13,7 +13,8 @@ What the callback does:
 
 * every metric the module logs (``self.log("val_loss", ...)``) is reported under the name it was
   logged with, at the trainer's ``global_step``: validation metrics at the end of each validation
-  run, training metrics logged on the step at every optimizer step;
+  run, training metrics logged on the step at every optimizer step, those logged on the epoch
+  at each epoch's end (both: ``NAME_step`` and ``NAME_epoch``, as Lightning's loggers name them);
 * ``grad_norm``: the global L2 norm of the gradients of **every** update, at step ``s`` for
   update ``s`` (1-based), read in ``on_before_optimizer_step``, the hook Lightning calls after the
   backward pass (and after unscaling in mixed precision) and before its own gradient clipping
@@ -38,6 +39,7 @@ Lightning is imported only here (``pip install 'tunebook[lightning]'``).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -159,11 +161,18 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 def _loop_metrics(trainer: pl.Trainer, on_step: bool) -> dict[str, float]:
     """What the running loop (training or validation) logged: its step-level values with
     ``on_step``, else its epoch-level (aggregated) ones. ``trainer.callback_metrics`` mixes every
-    loop's latest values, so it would report stale validation values at training steps."""
+    loop's latest values, so it would report stale validation values at training steps.
+
+    A metric logged both on the step and on the epoch is reported as Lightning logs it,
+    ``NAME_step`` and ``NAME_epoch``, not also as ``NAME`` (which is either, depending on when it
+    is read: two different values at one step)."""
     results = getattr(trainer, "_results", None)  # the active loop's result collection
     if results is None or not hasattr(results, "metrics"):
-        return _scalars(trainer.callback_metrics)
-    return _scalars(results.metrics(on_step)["callback"])
+        metrics = _scalars(trainer.callback_metrics)
+    else:
+        metrics = _scalars(results.metrics(on_step)["callback"])
+    suffix = "_step" if on_step else "_epoch"
+    return {name: value for name, value in metrics.items() if name + suffix not in metrics}
 
 
 class TunebookCallback(pl.Callback):
@@ -173,9 +182,14 @@ class TunebookCallback(pl.Callback):
         trial: the running trial the workload was given.
         checksums: record the sha256 of each checkpoint (:meth:`tunebook.Trial.checkpoint`), so
             a corrupt latest copy is set aside and the previous one used.
+        quiet: silence Lightning's informational messages (hardware found, tips, "max_steps
+            reached"), which would otherwise print over ``tunebook run``'s progress for every
+            trial; its warnings still show.
     """
 
-    def __init__(self, trial: Trial, checksums: bool = True) -> None:
+    def __init__(self, trial: Trial, checksums: bool = True, quiet: bool = True) -> None:
+        if quiet:
+            logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         self.trial = trial
         self.checksums = checksums
         self._validated_at: int | None = None
@@ -213,6 +227,8 @@ class TunebookCallback(pl.Callback):
             if grads else 0.0)
         step = trainer.global_step + 1  # the update about to be applied, 1-based
         if not math.isfinite(norm):
+            if getattr(trainer.precision_plugin, "scaler", None) is not None:
+                return  # float16's loss scaler skips this update and lowers its scale
             raise self.trial.infeasible(f"gradient norm is {norm}", step)
         self.trial.report(step, grad_norm=norm)
 
@@ -228,6 +244,12 @@ class TunebookCallback(pl.Callback):
         if trainer.max_steps > 0 and step >= trainer.max_steps and self._validated_at != step:
             # Lightning validates on its interval only; stopping asks it for one more run.
             trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Report what the training step logged with ``on_epoch=True`` (``NAME_epoch``)."""
+        metrics = _loop_metrics(trainer, on_step=False)
+        if metrics:
+            self.trial.report(trainer.global_step, **metrics)
 
     # ----------------------------------------------------------------- validation
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
