@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,9 @@ import yaml
 
 from tunebook.analysis.results import trial_records
 from tunebook.errors import Infeasible
+from tunebook.execution.final_eval import best_checkpoint
 from tunebook.execution.trial import Trial
+from tunebook.objective import Objective
 from tunebook.store.sql import Store
 
 from conftest import MemorySink, cli_env, run_cli
@@ -91,11 +94,22 @@ def test_the_example_runs_through_tunebook_run(tmp_path: Path) -> None:
         assert [s for s, _ in curves["train_loss"]] == list(range(1, 46))
         assert [s for s, _ in curves["grad_norm"]] == list(range(1, 46))
         assert all(v > 0 for _, v in curves["grad_norm"])
-    # The best checkpoint of each trial holds Lightning's own file, checksummed.
-    folder = next((tmp_path / "r" / "runs" / NAME / "main").iterdir()) / "checkpoints"
-    newest = sorted(folder.iterdir())[-1]
-    assert newest.name == "step-0000000045"
-    assert {p.name for p in newest.iterdir()} == {"lightning.ckpt", "tunebook-manifest.json"}
+    # Each trial keeps its newest two checkpoints and its best (the one final-eval selects):
+    # Lightning's own file, the objective's value, checksums.
+    objective = Objective("val_error", "minimize")
+    for r in records:
+        trial_dir = tmp_path / "r" / "runs" / NAME / "main" / f"trial-{r.index:05d}"
+        kept = sorted(p.name for p in (trial_dir / "checkpoints").iterdir())
+        assert kept[-2:] == ["step-0000000040", "step-0000000045"]
+        assert set(kept) <= {f"step-{s:010d}" for s in (10, 20, 30, 40, 45)}
+        assert len(kept) == 2 + (r.best_step not in (40, 45))
+        step, folder = best_checkpoint(trial_dir, r.best_step, objective) or (None, None)
+        assert step == r.best_step and folder is not None
+        assert {p.name for p in folder.iterdir()} == {
+            "lightning.ckpt", "meta.json", "tunebook-manifest.json"}
+        assert json.loads((folder / "meta.json").read_text())["value"] == r.best_value
+        # Without the store's best step, the recorded values lead to the same checkpoint.
+        assert best_checkpoint(trial_dir, None, objective) == (step, folder)
 
 
 def _trial(tmp_path: Path, steps: int = 12, eval_every: int = 4) -> tuple[Trial, MemorySink]:

@@ -22,7 +22,7 @@ What the callback does:
 * a checkpoint at every validation run, after its report: Lightning's own file
   (``trainer.save_checkpoint``) written inside a folder of :meth:`tunebook.Trial.checkpoint`, so
   it is published like every tunebook checkpoint (measurements flushed first, checksummed,
-  renamed into place atomically, older ones pruned). :attr:`TunebookCallback.ckpt_path` is the
+  renamed into place atomically); the newest two and the best by the objective are kept. :attr:`TunebookCallback.ckpt_path` is the
   newest intact one, for ``trainer.fit(..., ckpt_path=...)``: a killed trial resumes there, and
   the measurements past it (dropped when the trial restarts) are reported again, once;
 * a training loss (``outputs["loss"]``) or gradient norm that is NaN or infinite stops training
@@ -39,8 +39,10 @@ Lightning is imported only here (``pip install 'tunebook[lightning]'``).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,10 +60,15 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 from tunebook.workloads.common import BatchOrder
 
-__all__ = ["CHECKPOINT_FILE", "TunebookCallback", "trainer_kwargs", "trial_loader"]
+__all__ = ["CHECKPOINT_FILE", "META_FILE", "TunebookCallback", "trainer_kwargs", "trial_loader"]
 
 CHECKPOINT_FILE = "lightning.ckpt"
 """The name of Lightning's checkpoint file inside each of the trial's checkpoint folders."""
+
+META_FILE = "meta.json"
+"""Beside it: ``{"format", "step", "metric", "goal", "value"}``, the objective's value at the
+checkpoint's step (None without a report there), as :class:`tunebook.torch.Checkpointer` writes
+it: ``tunebook final-eval`` and retention rank checkpoints by it."""
 
 
 def trainer_kwargs(trial: Trial, **overrides: Any) -> dict[str, Any]:
@@ -182,16 +189,27 @@ class TunebookCallback(pl.Callback):
         trial: the running trial the workload was given.
         checksums: record the sha256 of each checkpoint (:meth:`tunebook.Trial.checkpoint`), so
             a corrupt latest copy is set aside and the previous one used.
+        keep_best: how many of the best checkpoints by the experiment's objective to keep (the
+            playbook selects the best checkpoint retrospectively; ``tunebook final-eval`` uses
+            the one at the trial's best step).
+        keep_latest: how many of the newest to keep (2: a fallback should the newest be
+            corrupt).
         quiet: silence Lightning's informational messages (hardware found, tips, "max_steps
             reached"), which would otherwise print over ``tunebook run``'s progress for every
             trial; its warnings still show.
     """
 
-    def __init__(self, trial: Trial, checksums: bool = True, quiet: bool = True) -> None:
+    def __init__(self, trial: Trial, *, checksums: bool = True, quiet: bool = True,
+                 keep_best: int = 1, keep_latest: int = 2) -> None:
         if quiet:
             logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        if keep_best < 0 or keep_latest < 1:
+            raise ValueError(f"keep_best must be >= 0 and keep_latest >= 1, got {keep_best} "
+                             f"and {keep_latest}")
         self.trial = trial
         self.checksums = checksums
+        self.keep_best = keep_best
+        self.keep_latest = keep_latest
         self._validated_at: int | None = None
         self._checkpointed_at: int | None = None
 
@@ -264,5 +282,39 @@ class TunebookCallback(pl.Callback):
             self.trial.report(step, **metrics)
         if step > 0 and trainer.state.fn == "fit" and self._checkpointed_at != step:
             self._checkpointed_at = step
-            with self.trial.checkpoint(step, checksums=self.checksums) as folder:
-                trainer.save_checkpoint(folder / CHECKPOINT_FILE, weights_only=False)
+            self._save(trainer, step)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _save(self, trainer: pl.Trainer, step: int) -> None:
+        """Publish Lightning's checkpoint of ``step`` with its objective value, then prune."""
+        metric = self.trial.objective
+        latest = self.trial.latest.get(metric) if metric is not None else None
+        value = latest[1] if latest is not None and latest[0] == step else None
+        with self.trial.checkpoint(step, prune=False, checksums=self.checksums) as folder:
+            trainer.save_checkpoint(folder / CHECKPOINT_FILE, weights_only=False)
+            meta = {"format": 1, "step": step, "metric": metric, "goal": self.trial.goal,
+                    "value": value if value is not None and math.isfinite(value) else None}
+            (folder / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
+        self._prune(step)
+
+    def _prune(self, current: int) -> None:
+        """Keep the newest ``keep_latest`` and the ``keep_best`` best by the objective (ties:
+        the earliest step, as the store's ``best_step``); a checkpoint past ``current`` belongs
+        to an abandoned attempt."""
+        sign = -1.0 if self.trial.goal == "maximize" else 1.0
+        found = self.trial.checkpoints()
+        steps = [step for step, _ in found if step <= current]
+        keep = set(steps[-self.keep_latest:])
+        scored = []
+        for step, folder in found:
+            try:
+                meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if (step <= current and meta.get("metric") == self.trial.objective
+                    and isinstance(meta.get("value"), int | float)):
+                scored.append((sign * float(meta["value"]), step))
+        keep |= {step for _, step in sorted(scored)[:self.keep_best]}
+        for step, folder in found:
+            if step not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
