@@ -18,8 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from tunebook.integrations.lightning import TunebookCallback, trainer_kwargs, trial_loader
-from tunebook.workloads.digits import load_digits_split
+from tunebook.integrations.lightning import (
+    CHECKPOINT_FILE,
+    TunebookCallback,
+    trainer_kwargs,
+    trial_loader,
+)
+from tunebook.workloads.digits import load_digits_split, load_digits_test
 
 REQUIRES = {"lightning": "lightning", "sklearn": "demo"}
 
@@ -70,3 +75,20 @@ def fit(hparams: dict[str, Any], trial: Any, callbacks: Sequence[pl.Callback] = 
 def train(hparams: dict[str, Any], trial: Any) -> None:
     """The workload ``lightning_digits:train``."""
     fit(hparams, trial)
+
+
+def train_final_eval(hparams: dict[str, Any], trial: Any) -> dict[str, float]:
+    """``tunebook final-eval``: the trial's selected checkpoint on the digits test set."""
+    torch.set_num_threads(1)
+    hparams = dict(hparams)
+    hparams.pop("batch_size", None)
+    model = DigitsMLP(**hparams)
+    ckpt = torch.load(trial.checkpoint / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    x_test, y_test = load_digits_test()
+    with torch.no_grad():
+        logits = model.net(x_test)
+    return {"test_loss": float(F.cross_entropy(logits, y_test)),
+            "test_error": float((logits.argmax(dim=1) != y_test).float().mean()),
+            "test_examples": float(len(y_test))}

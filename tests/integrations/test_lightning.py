@@ -110,6 +110,13 @@ def test_the_example_runs_through_tunebook_run(tmp_path: Path) -> None:
         assert json.loads((folder / "meta.json").read_text())["value"] == r.best_value
         # Without the store's best step, the recorded values lead to the same checkpoint.
         assert best_checkpoint(trial_dir, None, objective) == (step, folder)
+    # tunebook final-eval loads the best trial's selected Lightning checkpoint (the example's
+    # train_final_eval) and scores it on the test set.
+    best = min(records, key=lambda r: (r.best_value or 1.0, r.index))
+    out = run_cli("final-eval", NAME, "--root", str(tmp_path / "r"), check=True).stdout
+    assert f"trial main #{best.index} (best trial by val_error), checkpoint at step " \
+           f"{best.best_step}" in out
+    assert "test_examples  359" in out
 
 
 def _trial(tmp_path: Path, steps: int = 12, eval_every: int = 4) -> tuple[Trial, MemorySink]:

@@ -22,9 +22,10 @@ What the callback does:
 * a checkpoint at every validation run, after its report: Lightning's own file
   (``trainer.save_checkpoint``) written inside a folder of :meth:`tunebook.Trial.checkpoint`, so
   it is published like every tunebook checkpoint (measurements flushed first, checksummed,
-  renamed into place atomically); the newest two and the best by the objective are kept. :attr:`TunebookCallback.ckpt_path` is the
-  newest intact one, for ``trainer.fit(..., ckpt_path=...)``: a killed trial resumes there, and
-  the measurements past it (dropped when the trial restarts) are reported again, once;
+  renamed into place atomically); the newest two and the best by the objective are kept.
+  :attr:`TunebookCallback.ckpt_path` is the newest intact one, for ``trainer.fit(...,
+  ckpt_path=...)``: a killed trial resumes there, and the measurements past it (dropped when the
+  trial restarts) are reported again, once;
 * a training loss (``outputs["loss"]``) or gradient norm that is NaN or infinite stops training
   with ``trial.infeasible(...)``: the trial is recorded as diverged, not failed, like the
   built-in workloads' trials. A NaN or infinite objective is infeasible too (``Trial.report``).
