@@ -81,8 +81,11 @@ def trainer_kwargs(trial: Trial, **overrides: Any) -> dict[str, Any]:
     sanity validation before training (it would report nothing useful); no progress bar, no
     logger and no model summary (the trial's store and log are the record); Lightning's own
     checkpointing off (:class:`TunebookCallback` checkpoints into the trial's folder);
-    ``default_root_dir`` inside the trial's folder; deterministic algorithms. ``overrides``
-    replace or add any of them (``logger=TensorBoardLogger(...)`` to also log elsewhere).
+    ``default_root_dir`` inside the trial's folder; deterministic algorithms where PyTorch has
+    them (``deterministic="warn"``: a warning, not an error, for an op without one).
+    ``overrides`` replace or add any of them (``logger=TensorBoardLogger(...)`` to also log
+    elsewhere). A step is one batch: with ``accumulate_grad_batches`` Lightning would count
+    ``val_check_interval`` in batches and ``max_steps`` in optimizer steps.
     """
     kwargs: dict[str, Any] = {
         "max_steps": trial.max_train_steps,
@@ -95,7 +98,7 @@ def trainer_kwargs(trial: Trial, **overrides: Any) -> dict[str, Any]:
         "enable_checkpointing": False,
         "logger": False,
         "default_root_dir": str(trial.dir / "lightning"),
-        "deterministic": True,
+        "deterministic": "warn",
     }
     kwargs.update(overrides)
     return kwargs
@@ -147,7 +150,9 @@ def trial_loader(trial: Trial, dataset: Dataset[Any], batch_size: int,
     (a permutation of ``dataset`` per epoch seeded by the trial's seed, the incomplete last batch
     dropped), so it depends on nothing but ``s``: a trial resumed from a checkpoint at step ``s``
     continues with the very batches an uninterrupted run had. ``kwargs`` go to ``DataLoader``
-    (``num_workers``, ``collate_fn``...; not ``shuffle``, ``sampler`` or ``batch_size``).
+    (``num_workers``, ``collate_fn``...; not ``shuffle``, ``sampler`` or ``batch_size``). It
+    assumes one batch per optimizer step (no ``accumulate_grad_batches``): the step it resumes
+    at is the trainer's ``global_step``.
     """
     sampler = _StepBatches(trial, len(dataset), batch_size)  # type: ignore[arg-type]
     return _TrialLoader(dataset, batch_sampler=sampler, **kwargs)
