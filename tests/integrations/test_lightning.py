@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,7 +36,9 @@ EXAMPLES = Path(__file__).parent.parent.parent / "examples"
 NAME = "lightning-digits"
 
 SLOW = '''
+import os
 import time
+from pathlib import Path
 
 import lightning.pytorch as pl
 
@@ -43,7 +46,12 @@ from lightning_digits import fit
 
 
 class Slow(pl.Callback):
-    def on_train_batch_end(self, *args):
+    """A per-step sleep, and "<worker pid> <global step>" in the trial folder's progress file."""
+
+    def on_train_batch_end(self, trainer, *args):
+        progress = Path(trainer.default_root_dir).parent / "progress"
+        progress.with_suffix(".tmp").write_text(f"{os.getpid()} {trainer.global_step}")
+        progress.with_suffix(".tmp").replace(progress)
         time.sleep(0.05)
 
 
@@ -180,7 +188,11 @@ def test_a_nan_training_loss_makes_the_trial_infeasible(tmp_path: Path) -> None:
     assert caught.value.step == 6 and "training loss is nan" in str(caught.value)
 
 
-def test_a_killed_trial_resumes_with_identical_curves(tmp_path: Path) -> None:
+@pytest.mark.parametrize("victim", ["worker", "run"])
+def test_a_killed_trial_resumes_with_identical_curves(tmp_path: Path, victim: str) -> None:
+    # "worker": SIGKILL the trial's worker process after step 25 (checkpoint at 20, mid-epoch:
+    # 16 steps per epoch); the runner replaces it and the trial resumes in the same run.
+    # "run": SIGKILL the runner and its worker together, then `tunebook run` again.
     whole = _experiment(tmp_path / "whole", steps=60, eval_every=10, trials=1,
                         workload="slow_digits:train")
     run_cli("run", str(whole), "--root", str(tmp_path / "whole-r"), "--workers", "1", check=True)
@@ -193,19 +205,29 @@ def test_a_killed_trial_resumes_with_identical_curves(tmp_path: Path) -> None:
                              str(root), "--workers", "1"], env=cli_env(),
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    checkpoints = root / "runs" / NAME / "main" / "trial-00000" / "checkpoints"
+    progress = root / "runs" / NAME / "main" / "trial-00000" / "progress"
     deadline = time.monotonic() + 120
-    # Kill runner and worker (SIGKILL, the whole group) once a mid-epoch checkpoint exists.
-    while not (checkpoints / "step-0000000020").is_dir():
+    while True:
         assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "no checkpoint at step 20"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
-    published = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))
-    assert published[-1] < "step-0000000060", "the trial finished before it was killed"
-
-    run_cli("run", str(cut), "--root", str(root), "--workers", "1", check=True)
+        assert time.monotonic() < deadline, "the trial never reached step 25"
+        with contextlib.suppress(OSError, ValueError):
+            pid, step = map(int, progress.read_text().split())
+            if step >= 25:
+                break
+        time.sleep(0.01)
+    assert step < 60, "the trial finished before it was killed"
+    if victim == "worker":
+        os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        run_cli("run", str(cut), "--root", str(root), "--workers", "1", check=True)
+    (record,) = trial_records(Store.at_root(root), NAME)
+    assert record.status == "completed"
+    log = (progress.parent / "log.txt").read_text()
+    assert log.count("resuming from Lightning's checkpoint at step 20") == 1, log
     got = _curves(root)
     assert got == want  # every metric, every step, once, bit for bit
     assert [s for s, _ in got[0]["grad_norm"]] == list(range(1, 61))

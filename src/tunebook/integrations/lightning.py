@@ -217,6 +217,7 @@ class TunebookCallback(pl.Callback):
         self.keep_best = keep_best
         self.keep_latest = keep_latest
         self._validated_at: int | None = None
+        self._resume_logged = False
         self._checkpointed_at: int | None = None
 
     @property
@@ -227,7 +228,12 @@ class TunebookCallback(pl.Callback):
         if found is None:
             return None
         path = Path(found[1]) / CHECKPOINT_FILE
-        return str(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        if not self._resume_logged:
+            self._resume_logged = True
+            self.trial.log(f"resuming from Lightning's checkpoint at step {found[0]}")
+        return str(path)
 
     # ----------------------------------------------------------------- training steps
     def _check_loss(self, loss: Any, step: int) -> None:
