@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -193,36 +194,44 @@ def test_sigkill_mid_trial_resumes_to_identical_curves(
             assert value == pytest.approx(expected, rel=1e-5, abs=1e-6), (metric, step)
 
 
-# --------------------------------------------------------------------------- divergence
-def test_nan_loss_makes_the_trial_infeasible(tmp_path: Path) -> None:
+# --------------------------------------------------------------------------- in process
+def _regression(trial: Trial, **overrides: Any) -> tuple[Any, Any]:
+    """A Trainer fitting y = w.x + b by mean squared error (64 seeded points), with a
+    TunebookCallback: ``(trainer, callback)``."""
     import torch
     from torch import nn
     from transformers import Trainer
 
-    from tunebook.errors import Infeasible
     from tunebook.integrations.transformers import TunebookCallback, training_arguments
 
     class Regression(nn.Module):
-        """y = w.x with a mean squared error; plain SGD at a huge rate diverges geometrically."""
-
         def __init__(self) -> None:
             super().__init__()
             self.linear = nn.Linear(4, 1)
 
-        def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"loss": ((self.linear(x).squeeze(-1) - y) ** 2).mean()}
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"loss": ((self.linear(x).squeeze(-1) - labels) ** 2).mean()}
 
     gen = torch.Generator().manual_seed(0)
     xs, ys = torch.randn(64, 4, generator=gen), torch.randn(64, generator=gen)
-    data = [{"x": xs[i], "y": ys[i]} for i in range(64)]
+    data = [{"x": xs[i], "labels": ys[i]} for i in range(64)]
+    callback = TunebookCallback(trial, keep_latest=2)
+    args = training_arguments(trial, optim="sgd", per_device_train_batch_size=8, use_cpu=True,
+                              **overrides)
+    torch.manual_seed(0)
+    trainer = Trainer(model=Regression(), args=args, train_dataset=data, eval_dataset=data,
+                      callbacks=[callback])
+    return trainer, callback
+
+
+def test_nan_loss_makes_the_trial_infeasible(tmp_path: Path) -> None:
+    from tunebook.errors import Infeasible
+
     sink = MemorySink()
     trial = Trial(hparams={}, max_train_steps=200, eval_every=50, seed=1, dir=tmp_path / "t",
                   sink=sink, objective="eval_loss")
-    callback = TunebookCallback(trial)
-    args = training_arguments(trial, optim="sgd", learning_rate=1e3, max_grad_norm=0.0,
-                              per_device_train_batch_size=8, use_cpu=True)
-    trainer = Trainer(model=Regression(), args=args, train_dataset=data, eval_dataset=data,
-                      callbacks=[callback])
+    # Plain SGD at a huge rate without clipping diverges geometrically.
+    trainer, callback = _regression(trial, learning_rate=1e3, max_grad_norm=0.0)
     with pytest.raises(Infeasible) as caught:
         callback.train(trainer)
     step = caught.value.step
@@ -232,6 +241,41 @@ def test_nan_loss_makes_the_trial_infeasible(tmp_path: Path) -> None:
     trial.flush()
     losses = [v for s, m, v in sink.rows if m == "train_loss"]
     assert losses == sorted(losses) and len(losses) in (step - 1, step)  # finite, rising
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    sink = MemorySink()
+
+    def trial() -> Trial:
+        return Trial(hparams={}, max_train_steps=20, eval_every=5, seed=1, dir=tmp_path / "t",
+                     sink=sink, objective="eval_loss")
+
+    first = trial()
+    trainer, callback = _regression(first, learning_rate=0.05)
+    callback.train(trainer)
+    assert [s for s, _ in first.checkpoints()] == [15, 20]  # the best is the latest: 2 kept
+    first.flush()
+    before = sorted(sink.rows)
+    weights = first.checkpoints()[-1][1] / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+    again = trial()
+    trainer, callback = _regression(again, learning_rate=0.05)
+    assert callback.resume_from == str(again.checkpoint_root / "step-0000000015")
+    assert (again.checkpoint_root / "corrupt-step-0000000020").is_dir()
+    callback.train(trainer)
+    assert [s for s, _ in again.checkpoints()] == [15, 20]
+    # The store's view: the rewind to 15 dropped the first run's 16-20, which came back once.
+    again.flush()
+    steps = sorted(s for s, m, _ in sink.rows if m == "grad_norm")
+    assert steps == list(range(1, 21))
+    assert sorted(s for s, m, _ in sink.rows if m == "eval_loss") == [5, 10, 15, 20]
+    after = sorted(sink.rows)
+    assert [(s, m) for s, m, _ in after] == [(s, m) for s, m, _ in before]
+    # The same values as the first time.
+    assert [v for *_, v in after] == pytest.approx([v for *_, v in before], rel=1e-6)
 
 
 # --------------------------------------------------------------------------- arguments
