@@ -32,11 +32,12 @@ def _shrunk(src: Path, dest: Path, steps: int, trials: int) -> Path:
 def test_every_yaml_example_is_covered() -> None:
     # The mnist1d and text examples run (small) in
     # tests/workloads/test_workloads.py::test_example_runs_at_a_small_size; the Lightning one in
-    # tests/integrations/test_lightning.py.
+    # tests/integrations/test_lightning.py, transformers_tiny in
+    # tests/integrations/test_transformers.py.
     assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == [
         "command_momentum.yaml", "digits_depth.yaml", "lightning_digits.yaml",
-        "mnist1d_cnn_depth.yaml",
-        "mnist1d_mlp_dropout.yaml", "text_warmup.yaml"]
+        "mnist1d_cnn_depth.yaml", "mnist1d_mlp_dropout.yaml", "text_warmup.yaml",
+        "transformers_tiny.yaml"]
 
 
 def test_digits_depth(tmp_path: Path) -> None:
