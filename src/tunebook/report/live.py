@@ -20,7 +20,7 @@ trials). While running, a small script reloads the page every :data:`RELOAD_SECO
 :class:`LiveReport` is what ``tunebook run`` hands the runner as a progress hook: the hook only
 notes that the counts changed; a background thread of the run's process (at a lower CPU
 priority on Linux) rewrites the page, at most once every ``max(MIN_INTERVAL, COST_FACTOR x the
-last write's duration)`` seconds, so that writing costs at most about 2 % of one core. A failed
+last write's CPU time)`` seconds, so that writing costs at most about 2 % of one core. A failed
 write is said once on stderr and the run goes on.
 """
 
@@ -52,7 +52,7 @@ __all__ = ["COST_FACTOR", "HEARTBEAT_BOUND", "MIN_INTERVAL", "RELOAD_SECONDS", "
 RUN_STATES = ("running", "finished", "interrupted")
 RELOAD_SECONDS = 10  # how often a live page reloads itself
 MIN_INTERVAL = 5.0  # seconds between two live writes, at least
-COST_FACTOR = 50.0  # ... and at least this many times the last write's duration: <= 2 % of a core
+COST_FACTOR = 50.0  # ... and this many times the last write's CPU time: <= 2 % of a core
 HEARTBEAT_BOUND = 120.0  # a running trial whose heartbeat is older has no live run (the runner's
 # stale_after_seconds)
 FINAL = ("completed", "infeasible", "failed")
@@ -193,8 +193,10 @@ class LiveReport:
         self.url, self.name, self.out = url, name, Path(out)
         self.stream = stream if stream is not None else sys.stderr
         self.min_interval, self.cost_factor = min_interval, cost_factor
-        self.writes = 0  # pages written (tests, benchmarks)
-        self.seconds = 0.0  # spent writing them
+        self.attempts = 0  # writes tried (tests, benchmarks)
+        self.writes = 0  # pages written
+        self.seconds = 0.0  # spent writing them (wall time)
+        self.cpu_seconds = 0.0  # ... and CPU time
         self._key: tuple[tuple[str, int], ...] | None = None
         self._changed = threading.Event()
         self._stop = threading.Event()
@@ -220,6 +222,9 @@ class LiveReport:
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         try:
+            # Imported before the first write is timed: a one-off cost, not a write's.
+            import tunebook.report.html  # noqa: F401
+
             while True:
                 self._changed.wait()
                 if self._stop.is_set():
@@ -238,7 +243,10 @@ class LiveReport:
         from tunebook.report.html import write_report
         from tunebook.store.sql import Store
 
-        t0 = time.monotonic()
+        # The cost is this thread's CPU time: its wall time also counts the waits for a CPU
+        # that its lower priority gives the workers first.
+        t0, c0 = time.monotonic(), time.thread_time()
+        self.attempts += 1
         try:
             if self._store is None:
                 # Short outage retries: the run's own store handles outages, this is a view.
@@ -251,9 +259,9 @@ class LiveReport:
                 print(f"tunebook: live report: could not write {self.out} ({exc}); the run "
                       "goes on (the report is written at the end)", file=self.stream)
         finally:
-            took = time.monotonic() - t0
-            self.seconds += took
-            self._next = time.monotonic() + max(self.min_interval, self.cost_factor * took)
+            self.seconds += time.monotonic() - t0
+            self.cpu_seconds += (cost := time.thread_time() - c0)
+            self._next = time.monotonic() + max(self.min_interval, self.cost_factor * cost)
 
     def close(self, final: bool = False) -> None:
         """Stop the writer (after the write under way, if any); with ``final``, write the page
