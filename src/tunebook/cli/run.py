@@ -62,7 +62,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _warn_idle_workers(experiment, args.workers)
     url = args.store or sqlite_url(store_file(args.root))
     live = None
-    if not args.no_report:  # the report, rewritten as trials finish (tunebook.report.live)
+    # The report, rewritten as trials finish (tunebook.report.live); --workers 0 runs trials
+    # in this process and shows no progress until the end.
+    if not args.no_report and args.workers > 0:
         from tunebook.report import default_report_path
         from tunebook.report.live import LiveReport
 
