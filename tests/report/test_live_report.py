@@ -26,7 +26,7 @@ from tunebook.store.sql import Store, sqlite_url
 
 from conftest import cli_env, write_experiment
 
-STATE = re.compile(r"<meta name='tunebook-run-state' content='([a-z]+)'>")
+STATE = re.compile(r'<meta name="tunebook-run-state" content="([a-z]+)">')
 BANNER = re.compile(r"<section id='run-state' data-state='([a-z]+)'.*?</b> · (\d+)/(\d+) done "
                     r"\((\d+) completed")
 

@@ -65,7 +65,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The report, rewritten as trials finish (tunebook.report.live); --workers 0 runs trials
     # in this process and shows no progress until the end.
     if not args.no_report and args.workers > 0:
-        from tunebook.report import default_report_path
+        from tunebook.core.paths import default_report_path
+        from tunebook.execution.worker import limit_threads
+
+        # The report's modules load NumPy into this process: with one compute thread, as
+        # run() would have set before it (its threads would compete with the workers).
+        limit_threads()
         from tunebook.report.live import LiveReport
 
         live = LiveReport(url, experiment.name, default_report_path(args.root, experiment.name))

@@ -171,7 +171,7 @@ def with_run_state(page: str, store: StoreAPI, name: str,
     """``page`` (a report of experiment ``name``) with its run's state: the meta tag in its head,
     the banner after its title."""
     s = run_state(store, name, data)
-    meta = f"<meta name='tunebook-run-state' content='{s.state}'>"
+    meta = f'<meta name="tunebook-run-state" content="{s.state}">'
     page = page.replace("</head>", meta + "</head>", 1)
     banner = run_state_html(s)
     anchor = "</header>"
