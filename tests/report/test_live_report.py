@@ -20,7 +20,7 @@ from tunebook.core.paths import store_file
 from tunebook.execution.runner import Progress, materialize, run
 from tunebook.experiment import Experiment
 from tunebook.report import write_report
-from tunebook.report.live import LiveReport, run_state
+from tunebook.report.live import RELOAD_SECONDS, LiveReport, run_state
 from tunebook.store.api import RunOutcome
 from tunebook.store.sql import Store, sqlite_url
 
@@ -216,10 +216,19 @@ def test_the_live_page_renders_in_a_browser(browser: Any, tmp_path: Path) -> Non
                            ".length === 0")
     state = page.eval_on_selector("meta[name='tunebook-run-state']", "e => e.content")
     banner = page.inner_text("#run-state")
+    # It reloads itself (within RELOAD_SECONDS) and the reader keeps their place on the page.
+    page.evaluate("window.scrollTo(0, 700)")
+    page.evaluate("window.tunebookBefore = true")
+    page.wait_for_event("load", timeout=(RELOAD_SECONDS + 20) * 1000)
+    page.wait_for_function("document.querySelectorAll('[data-plot]:not([data-rendered])')"
+                           ".length === 0")
+    reloaded = page.evaluate("window.tunebookBefore === undefined")
+    scroll = page.evaluate("window.scrollY")
     page.close()
     assert errors == []
     assert state == "running"
     assert banner.startswith("RUNNING") and "6/6 done" in banner and "reloads every" in banner
+    assert reloaded and abs(scroll - 700) < 5
 
 
 @pytest.mark.parametrize("final", [False, True])
