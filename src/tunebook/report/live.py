@@ -224,7 +224,10 @@ class LiveReport:
         try:
             # Imported before the first write is timed: a one-off cost, not a write's.
             import tunebook.report.html  # noqa: F401
-
+        except Exception as exc:  # said once, as a failed write would be; the run goes on
+            self._warn(exc)
+            return
+        try:
             while True:
                 self._changed.wait()
                 if self._stop.is_set():
@@ -254,14 +257,17 @@ class LiveReport:
             write_report(self._store, self.name, self.out)
             self.writes += 1
         except Exception as exc:
-            if not self._warned:
-                self._warned = True
-                print(f"tunebook: live report: could not write {self.out} ({exc}); the run "
-                      "goes on (the report is written at the end)", file=self.stream)
+            self._warn(exc)
         finally:
             self.seconds += time.monotonic() - t0
             self.cpu_seconds += (cost := time.thread_time() - c0)
             self._next = time.monotonic() + max(self.min_interval, self.cost_factor * cost)
+
+    def _warn(self, exc: Exception) -> None:
+        if not self._warned:
+            self._warned = True
+            print(f"tunebook: live report: could not write {self.out} ({exc}); the run goes on "
+                  "(the report is written at the end)", file=self.stream)
 
     def close(self, final: bool = False) -> None:
         """Stop the writer (after the write under way, if any); with ``final``, write the page
