@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from tunebook.core.formatting import error_line
@@ -19,9 +20,10 @@ class _ProgressBar:
     """One live line on a terminal; a line per change otherwise. Failures are printed above
     it as they happen (the first with the start of its traceback)."""
 
-    def __init__(self, stream: TextIO, bar: bool = True) -> None:
+    def __init__(self, stream: TextIO, bar: bool = True, report: Path | None = None) -> None:
         self.stream = stream
         self.bar = bar  # False (--quiet): only the failures
+        self.report = report  # the live report's path, said once before the first bar
         self.tty = stream.isatty()
         self.last = ""
         self.last_time = 0.0
@@ -55,6 +57,9 @@ class _ProgressBar:
             self._failure(t)
         if not self.bar:
             return
+        if self.report is not None:
+            self.stream.write(f"report (live): {self.report}\n")
+            self.report = None
         c = p.counts
         width = 24
         filled = int(width * p.done / p.total) if p.total else width

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunebook.cli.common import (
@@ -61,14 +61,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         thresholds_from_config(experiment.checks, experiment.source)
     _warn_idle_workers(experiment, args.workers)
     url = args.store or sqlite_url(store_file(args.root))
-    bar = _ProgressBar(sys.stderr, bar=not args.quiet)
+    live = None
+    # The report, rewritten as trials finish (tunebook.report.live); --workers 0 runs trials
+    # in this process and shows no progress until the end.
+    if not args.no_report and args.workers > 0:
+        from tunebook.core.paths import default_report_path
+        from tunebook.execution.worker import limit_threads
+
+        # The report's modules load NumPy into this process: with one compute thread, as
+        # run() would have set before it (its threads would compete with the workers).
+        limit_threads()
+        from tunebook.report.live import LiveReport
+
+        live = LiveReport(url, experiment.name, default_report_path(args.root, experiment.name))
+    bar = _ProgressBar(sys.stderr, bar=not args.quiet, report=live.out if live else None)
+    ended = False
     try:
         result = run(experiment, root=args.root, store=url, workers=args.workers,
-                     max_attempts=args.max_attempts, progress=bar,
+                     max_attempts=args.max_attempts, progress=_hooks(bar, live),
                      argv=["tunebook", *_without_password(sys.argv[1:])],
                      retry_failed=args.retry_failed, trial_timeout=args.trial_timeout)
+        ended = True
     finally:
         bar.close()
+        if live is not None:
+            # After a normal end the summary writes the final page; after an error, this does.
+            live.close(final=not ended)
     try:
         # After a stop, a store that is down is waited for a few seconds, not ten minutes.
         store = Store(url, outage_seconds=5.0) if result.interrupted else Store(url)
@@ -91,6 +109,17 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{_again('run', args.file, args)} --retry-failed", file=sys.stderr)
         return EXIT_FAILED_TRIALS
     return 0
+
+
+def _hooks(bar: _ProgressBar, live: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    """The runner's progress hook: the bar, then the live report (which only notes a change)."""
+    if live is None:
+        return bar
+
+    def both(p: Any) -> None:
+        bar(p)
+        live(p)
+    return both
 
 
 def _summarise(args: argparse.Namespace, experiment: Any, result: Any, store: StoreAPI) -> None:

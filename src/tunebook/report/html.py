@@ -537,8 +537,10 @@ def render_report(store: StoreAPI, name: str, metric: str | None = None,
     import dataclasses
 
     from tunebook.report.final_evals import with_final_evals
+    from tunebook.report.live import with_run_state
 
-    return dataclasses.replace(report, html=with_final_evals(report.html, store, name))
+    page = with_run_state(with_final_evals(report.html, store, name), store, name, data)
+    return dataclasses.replace(report, html=page)
 
 
 def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None = None,
