@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tunebook.errors import StoreError
 from tunebook.search.designers import Designer, Observation, make_designer
 from tunebook.search.space import Value
 from tunebook.store.sql import Store
+
+from conftest import cli_env
 
 
 def drive(d: Designer, budget: int, loss: Callable[[Mapping[str, Value]], float],
@@ -62,3 +70,41 @@ def run_outcome(root: Path, name: str) -> tuple[list[tuple[int, float, str]], di
         return trials, store.designer_state(study.id)
     finally:
         store.close()
+
+
+RUN_SCRIPT = """
+import sys
+
+import tunebook
+
+if __name__ == "__main__":
+    tunebook.run(tunebook.Experiment.from_yaml(sys.argv[1]), root=sys.argv[2],
+                 workers=int(sys.argv[3]))
+"""
+
+
+def kill_run_midway(path: Path, root: Path, name: str, *, after: int, workers: int,
+                    sig: int = signal.SIGKILL, timeout: float = 120.0
+                    ) -> list[tuple[int, float, str]]:
+    """Run experiment file ``path`` into ``root`` in a process of its own, send it ``sig``
+    once more than ``after`` trials of ``name`` are in the store, and return the trials the
+    store holds then (:func:`run_outcome`'s first part)."""
+    script = path.parent / "go.py"
+    script.write_text(RUN_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(path), str(root), str(workers)],
+                            env=cli_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"the run never had more than {after} trials"
+        try:
+            seen, _ = run_outcome(root, name)
+        except StoreError:  # not written yet
+            seen = []
+        if len(seen) > after:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    proc.communicate(timeout=60)
+    return run_outcome(root, name)[0]

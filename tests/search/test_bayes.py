@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tunebook.errors import ConfigError, StoreError
+from tunebook.errors import ConfigError
 from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
 from tunebook.search.bayes import BayesianDesigner
@@ -185,15 +182,6 @@ def test_import_tunebook_stays_light() -> None:
 
 
 # ------------------------------------------------------------------------------ through runs
-SCRIPT = """
-import sys
-
-import tunebook
-
-if __name__ == "__main__":
-    tunebook.run(tunebook.Experiment.from_yaml(sys.argv[1]), root=sys.argv[2], workers=2)
-"""
-
 
 def _bowl_file(folder: Path) -> Path:
     folder.mkdir()
@@ -205,14 +193,7 @@ def _bowl_file(folder: Path) -> Path:
 
 
 def _outcome(root: Path) -> tuple[list[tuple[int, float, str]], dict[str, Any]]:
-    store = Store.at_root(root, create=False)
-    try:
-        exp = store.require_experiment("bo")
-        (study,) = store.studies(exp.id)
-        trials = [(t.index, t.params["x"], t.status) for t in store.trials(exp.id)]
-        return trials, store.designer_state(study.id)
-    finally:
-        store.close()
+    return driving.run_outcome(root, "bo")
 
 
 def test_a_run_killed_midway_resumes_into_the_same_trials(tmp_path: Path) -> None:
@@ -226,25 +207,8 @@ def test_a_run_killed_midway_resumes_into_the_same_trials(tmp_path: Path) -> Non
 
     cut = tmp_path / "cut"
     path = _bowl_file(cut)
-    script = cut / "go.py"
-    script.write_text(SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(path), str(cut / "root")],
-                            env=cli_env(), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while True:  # kill it once the model's batches have begun, well before the end
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run never reached the model's batches"
-        try:
-            seen, _ = _outcome(cut / "root")
-        except StoreError:  # not written yet
-            seen = []
-        if len(seen) > 8:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
-    seen, _ = _outcome(cut / "root")
+    # Killed once the model's batches have begun, well before the end.
+    seen = driving.kill_run_midway(path, cut / "root", "bo", after=8, workers=2)
     assert 8 < len(seen) < 16
     assert [(i, x) for i, x, _ in seen] == [(i, x) for i, x, _ in want[:len(seen)]]
 

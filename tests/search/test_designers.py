@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +24,7 @@ from tunebook.search.space import Float, SearchSpace, Value
 from tunebook.store.sql import Store, StudySpec
 
 import driving
-from conftest import cli_env, write_experiment
+from conftest import write_experiment
 
 SPACE = SearchSpace({"x": Float(-1.0, 1.0), "y": Float(1e-3, 1.0, "log")})
 
@@ -117,15 +113,6 @@ def test_infeasible_and_failed_trials_are_never_best() -> None:
 
 
 
-SCRIPT = """
-import sys
-
-import tunebook
-
-if __name__ == "__main__":
-    tunebook.run(tunebook.Experiment.from_yaml(sys.argv[1]), root=sys.argv[2], workers=2)
-"""
-
 
 def _refine_file(folder: Path) -> Path:
     folder.mkdir()
@@ -159,25 +146,8 @@ def test_a_refine_run_killed_midway_resumes_into_the_same_trials(tmp_path: Path,
 
     cut = tmp_path / "cut"
     path = _refine_file(cut)
-    script = cut / "go.py"
-    script.write_text(SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(path), str(cut / "root")],
-                            env=cli_env(), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while True:  # kill it once the refinement has begun, well before the end
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run never reached its refinement rounds"
-        try:
-            seen, _ = _outcome(cut / "root")
-        except StoreError:  # not written yet
-            seen = []
-        if len(seen) > 8:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, sig)
-    proc.communicate(timeout=60)
-    seen, _ = _outcome(cut / "root")
+    # Stopped once the refinement has begun, well before the end.
+    seen = driving.kill_run_midway(path, cut / "root", "refine", after=8, workers=2, sig=sig)
     assert 8 < len(seen) < 16
     assert [(i, x) for i, x, _ in seen] == [(i, x) for i, x, _ in want[:len(seen)]]
 

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tunebook.errors import ConfigError, StoreError
+from tunebook.errors import ConfigError
 from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
 from tunebook.search.designers import Designer, Observation, designer_class, make_designer
@@ -207,15 +204,6 @@ def test_import_tunebook_does_not_import_optuna() -> None:
 
 
 # ----------------------------------------------------------------------------- through the runner
-SCRIPT = """
-import sys
-
-import tunebook
-
-if __name__ == "__main__":
-    tunebook.run(tunebook.Experiment.from_yaml(sys.argv[1]), root=sys.argv[2], workers=0)
-"""
-
 
 def _bowl(folder: Path, sleep: float = 0.0) -> Path:
     folder.mkdir()
@@ -241,24 +229,8 @@ def test_a_run_killed_midway_resumes_into_the_same_trials(tmp_path: Path) -> Non
 
     cut = tmp_path / "cut"
     path = _bowl(cut, sleep=0.2)
-    (cut / "go.py").write_text(SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(cut / "go.py"), str(path), str(cut / "root")],
-                            env=cli_env(), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while True:  # kill it after the startup trials, well before the end
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run never got past its startup trials"
-        try:
-            seen, _ = _outcome(cut / "root")
-        except StoreError:
-            seen = []
-        if len(seen) > 6:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
-    seen, _ = _outcome(cut / "root")
+    # Killed after the startup trials, well before the end.
+    seen = driving.kill_run_midway(path, cut / "root", "opt", after=6, workers=0)
     assert 6 < len(seen) < 12
     assert [(i, x) for i, x, _ in seen] == [(i, x) for i, x, _ in want[:len(seen)]]
     run(Experiment.from_yaml(path), root=cut / "root", workers=0)
