@@ -9,16 +9,14 @@ command again after a stop) and prints the recommendation (``--format json``: on
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 from typing import Any
 
 from tunebook.cli.common import (
-    EXIT_INTERRUPTED,
     _check_root,
     _non_negative,
     _positive,
+    finish_procedure,
     positive_number,
 )
 
@@ -106,16 +104,11 @@ def cmd_batch_size(args: argparse.Namespace) -> int:
     proc.validate(base)
     url = args.store or sqlite_url(store_file(args.root))
     rec = run_batch_size(proc, base, root=args.root, store=url, workers=args.workers)
-    if rec is None:
-        print("tunebook: interrupted; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    from tunebook.report.procedures import write_procedure_page
+    return finish_procedure(args, url, rec, _tables)
 
-    page = write_procedure_page(url, rec, args.root)
-    if args.format == "json":
-        print(json.dumps(rec.as_json(), indent=2))
-        return 0
-    print(rec.text)
+
+def _tables(rec: Any) -> None:
+    """The probe's measurements per size, and the steps and time to the result."""
     print()
     print(f"{'batch':>7} {'fits':>5} {'examples/s':>11} {'spread':>21} {'data':>6} {'gain':>6}")
     for s in rec.evidence["sizes"]:
@@ -140,5 +133,4 @@ def cmd_batch_size(args: argparse.Namespace) -> int:
                   f"{fmt(t['seconds'], '.3g'):>9} {fmt(t['cost'], '.3g'):>9}  "
                   f"{r['trial']['label'] if r['trial'] else '-'} "
                   f"(best {fmt(r['best_value'], '.4g')})")
-    print(f"procedure page: {page}")
-    return 0
+

@@ -250,3 +250,30 @@ def positive_number(unit: str = "") -> Callable[[str], float]:
 
 
 _seconds = positive_number("seconds")
+
+
+def finish_procedure(args: argparse.Namespace, url: str, rec: Any,
+                     details: Callable[[Any], None] | None = None) -> int:
+    """The end of every procedure command: an interrupted run says how to resume (exit 130);
+    else the procedure's page is written and, with ``--format json``, the recommendation and
+    its evidence printed as one object, or the text, ``details(rec)`` (a command's own table),
+    every finding, the experiments run and the page's path."""
+    if rec is None:
+        print("tunebook: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    import json
+
+    from tunebook.report.procedures import write_procedure_page
+
+    page = write_procedure_page(url, rec, args.root)
+    if args.format == "json":
+        print(json.dumps(rec.as_json(), indent=2))
+        return 0
+    print(_visible(rec.text))
+    if details is not None:
+        details(rec)
+    for f in rec.findings:
+        print(_visible(f"- {f.severity}: {f.message}"))
+    print("experiments: " + _visible(", ".join(rec.experiments)))
+    print(f"procedure page: {page}")
+    return 0

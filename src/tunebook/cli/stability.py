@@ -6,12 +6,10 @@ gradient-clipping procedures (:mod:`tunebook.procedures.stability`,
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 from typing import Any
 
-from tunebook.cli.common import EXIT_INTERRUPTED, _check_root, _non_negative, _positive
+from tunebook.cli.common import _check_root, _non_negative, _positive, finish_procedure
 
 __all__ = ["add_parsers", "cmd_clip", "cmd_stability"]
 
@@ -94,24 +92,6 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
             p.set_defaults(func=cmd_clip)
 
 
-def _finish(rec: Any, fmt: str, args: argparse.Namespace, url: str) -> int:
-    if rec is None:
-        print("tunebook: interrupted; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    from tunebook.report.procedures import write_procedure_page
-
-    page = write_procedure_page(url, rec, args.root)
-    if fmt == "json":
-        print(json.dumps(rec.as_json(), indent=2))
-    else:
-        print(rec.text)
-        for f in rec.findings:
-            print(f"- {f.severity}: {f.message}")
-        print("experiments: " + ", ".join(rec.experiments))
-        print(f"procedure page: {page}")
-    return 0
-
-
 def _prepare(args: argparse.Namespace) -> tuple[Any, str]:
     from tunebook.core.paths import store_file
     from tunebook.experiment import Experiment
@@ -139,8 +119,8 @@ def cmd_stability(args: argparse.Namespace) -> int:
     options = StabilityOptions(steps=args.steps, extend=args.extend, per_decade=args.per_decade,
                                warmups=args.warmups, names=names, **spike)
     learning_rate_range(base, names.learning_rate)  # a bad file fails before a store is made
-    return _finish(run_stability(base, options=options, root=args.root, store=url,
-                                 workers=args.workers), args.format, args, url)
+    return finish_procedure(args, url, run_stability(base, options=options, root=args.root,
+                                                     store=url, workers=args.workers))
 
 
 def cmd_clip(args: argparse.Namespace) -> int:
@@ -154,5 +134,5 @@ def cmd_clip(args: argparse.Namespace) -> int:
                           names=Names(grad_clip=args.grad_clip_name,
                                       grad_norm=args.grad_norm_metric, loss=args.loss_metric),
                           **spike)
-    return _finish(run_clip(base, options=options, root=args.root, store=url,
-                            workers=args.workers), args.format, args, url)
+    return finish_procedure(args, url, run_clip(base, options=options, root=args.root,
+                                                store=url, workers=args.workers))

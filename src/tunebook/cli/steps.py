@@ -8,12 +8,10 @@ after a stop) and prints its recommendation in words, or with ``--format json`` 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 from typing import Any
 
-from tunebook.cli.common import EXIT_INTERRUPTED, _at_least, _check_root, _non_negative, _visible
+from tunebook.cli.common import _at_least, _check_root, _non_negative, finish_procedure
 
 __all__ = ["add_parser", "cmd_steps"]
 
@@ -70,17 +68,4 @@ def cmd_steps(args: argparse.Namespace) -> int:
                  loss_fraction=args.loss_fraction)
     url = args.store or sqlite_url(store_file(args.root))
     rec = run_procedure(proc, base, root=args.root, store=url, workers=args.workers)
-    if rec is None:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    from tunebook.report.procedures import write_procedure_page
-
-    page = write_procedure_page(url, rec, args.root)
-    if args.format == "json":
-        print(json.dumps(rec.as_json(), indent=2))
-    else:
-        print(_visible(rec.text))
-        for f in rec.findings:
-            print(_visible(f"{f.severity}: {f.message}"))
-        print(f"procedure page: {page}")
-    return 0
+    return finish_procedure(args, url, rec)
