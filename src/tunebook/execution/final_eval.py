@@ -52,7 +52,7 @@ from typing import Any
 
 from tunebook.core.paths import TRIAL_LOG
 from tunebook.errors import WorkloadError
-from tunebook.execution.trial import Trial, check_metric_name
+from tunebook.execution.trial import Trial, check_metric_name, checkpoint_value
 from tunebook.objective import Objective
 
 __all__ = ["ENTRY_SUFFIX", "FinalEvalTrial", "best_checkpoint", "check_entry", "checkpoint_at",
@@ -62,7 +62,6 @@ ENTRY_SUFFIX = "_final_eval"
 """The final-evaluation entry of workload ``module:function`` is ``module:function`` + this."""
 
 _CKPT_PREFIX = "step-"  # the folder name of a checkpoint, as tunebook.execution.trial names it
-_META_FILE = "meta.json"  # the Checkpointer's sidecar: step, metric, value
 
 
 @dataclass(frozen=True)
@@ -142,11 +141,9 @@ def best_checkpoint(trial_dir: str | Path, best_step: int | None,
                 continue
             try:
                 step = int(p.name[len(_CKPT_PREFIX):])
-                meta = json.loads((p / _META_FILE).read_text(encoding="utf-8"))
-                value = float(meta["value"]) if meta.get("metric") == objective.metric else None
-            except (OSError, ValueError, KeyError, TypeError):
+            except ValueError:
                 continue
-            if value is not None and math.isfinite(value):
+            if (value := checkpoint_value(p, objective.metric)) is not None:
                 scored.append((objective.sign * value, step, p))
     if not scored:
         return None

@@ -31,8 +31,9 @@ from typing import Any, Protocol
 from tunebook.core.limits import MAX_METRIC_LENGTH
 from tunebook.errors import Infeasible
 
-__all__ = ["MANIFEST_FILE", "MAX_METRIC_LENGTH", "STATE_FILE", "Lost", "MeasurementSink",
-           "Trial", "check_metric_name", "checkpoint_problem", "fsync_path"]
+__all__ = ["MANIFEST_FILE", "MAX_METRIC_LENGTH", "META_FILE", "STATE_FILE", "Lost",
+           "MeasurementSink", "Trial", "check_metric_name", "checkpoint_problem",
+           "checkpoint_value", "fsync_path"]
 
 _CKPT_PREFIX = "step-"
 _CORRUPT_PREFIX = "corrupt-"  # the same mark as tunebook.torch.Checkpointer's
@@ -47,6 +48,24 @@ MANIFEST_FILE = "tunebook-manifest.json"
 own file of that name is replaced."""
 
 _MANIFEST_FORMAT = 1
+
+META_FILE = "meta.json"
+"""A checkpoint's sidecar with the objective at its step: ``{"format", "step", "metric",
+"goal", "value"}`` (``value`` None when the objective was not reported there), written by the
+PyTorch ``Checkpointer`` and the framework callbacks; it ranks checkpoints
+(:meth:`Trial.retain_checkpoints`, the final evaluation's choice)."""
+
+
+def checkpoint_value(folder: Path, metric: str | None) -> float | None:
+    """The finite value of ``metric`` that checkpoint ``folder``'s :data:`META_FILE` records,
+    or None (no sidecar, another metric, no value)."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        value = meta.get("value") if meta.get("metric") == metric else None
+        out = None if value is None or isinstance(value, bool) else float(value)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return out if out is not None and math.isfinite(out) else None
 
 
 def check_metric_name(name: object) -> str:
@@ -346,6 +365,25 @@ class Trial:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    def retain_checkpoints(self, current: int, *, keep_latest: int, keep_best: int,
+                           metric: str | None, goal: str) -> None:
+        """Keep the newest ``keep_latest`` checkpoints up to step ``current`` and the
+        ``keep_best`` best of them by ``metric`` (:func:`checkpoint_value`; ``goal`` minimize or
+        maximize; ties: the earliest step, as the store's best step); remove every other one
+        (a checkpoint past ``current`` belongs to an abandoned attempt). The retention policy
+        of the PyTorch ``Checkpointer`` and of the framework callbacks, which publish with
+        ``prune=False``."""
+        sign = -1.0 if goal == "maximize" else 1.0
+        found = self.checkpoints()
+        kept = [(step, folder) for step, folder in found if step <= current]
+        keep = {step for step, _ in kept[len(kept) - keep_latest:]} if keep_latest > 0 else set()
+        scored = [(sign * v, step) for step, folder in kept
+                  if (v := checkpoint_value(folder, metric)) is not None]
+        keep |= {step for _, step in sorted(scored)[:keep_best]}
+        for step, folder in found:
+            if step not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def publish_checkpoint(self, step: int, folder: str | Path, prune: bool = True,
                            checksums: bool = False) -> Path:

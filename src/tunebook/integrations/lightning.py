@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -310,23 +309,7 @@ class TunebookCallback(pl.Callback):
         self._prune(step)
 
     def _prune(self, current: int) -> None:
-        """Keep the newest ``keep_latest`` and the ``keep_best`` best by the objective (ties:
-        the earliest step, as the store's ``best_step``); a checkpoint past ``current`` belongs
-        to an abandoned attempt."""
-        sign = -1.0 if self.trial.goal == "maximize" else 1.0
-        found = self.trial.checkpoints()
-        steps = [step for step, _ in found if step <= current]
-        keep = set(steps[-self.keep_latest:])
-        scored = []
-        for step, folder in found:
-            try:
-                meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if (step <= current and meta.get("metric") == self.trial.objective
-                    and isinstance(meta.get("value"), int | float)):
-                scored.append((sign * float(meta["value"]), step))
-        keep |= {step for _, step in sorted(scored)[:self.keep_best]}
-        for step, folder in found:
-            if step not in keep:
-                shutil.rmtree(folder, ignore_errors=True)
+        """Keep the newest ``keep_latest`` and the ``keep_best`` best by the objective."""
+        self.trial.retain_checkpoints(current, keep_latest=self.keep_latest,
+                                      keep_best=self.keep_best, metric=self.trial.objective,
+                                      goal=self.trial.goal)

@@ -269,17 +269,6 @@ class TunebookCallback(TrainerCallback):
     def _prune(self, current: int) -> None:
         """Keep the newest ``keep_latest`` and the ``keep_best`` best checkpoints up to
         ``current``; later ones belong to an abandoned attempt."""
-        kept = [(step, folder) for step, folder in self.trial.checkpoints() if step <= current]
-        keep = {step for step, _ in kept[-self.keep_latest:]}
-        scored = []
-        for step, folder in kept:
-            try:
-                meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if meta.get("metric") == self.trial.objective and meta.get("value") is not None:
-                scored.append((self._sign * float(meta["value"]), step))
-        keep |= {step for _, step in sorted(scored)[:self.keep_best]}
-        for step, folder in self.trial.checkpoints():
-            if step not in keep:
-                shutil.rmtree(folder, ignore_errors=True)
+        self.trial.retain_checkpoints(current, keep_latest=self.keep_latest,
+                                      keep_best=self.keep_best, metric=self.trial.objective,
+                                      goal=self.trial.goal)

@@ -302,13 +302,9 @@ class Checkpointer:
         return dict(self.trial.checkpoints())[step]
 
     def _prune(self, current: int) -> None:
-        infos = self.checkpoints()
-        keep = set(sorted(info.step for info in infos if info.step <= current)[-self.keep_latest:])
-        keep |= {info.step for info in self._ranked(i for i in infos if i.step <= current)
-                 [: self.keep_best]}
-        for info in infos:
-            if info.step not in keep:
-                shutil.rmtree(info.path, ignore_errors=True)
+        self.trial.retain_checkpoints(current, keep_latest=self.keep_latest,
+                                      keep_best=self.keep_best, metric=self.metric,
+                                      goal=self.goal)
 
     def _ranked(self, infos: Iterable[CheckpointInfo]) -> list[CheckpointInfo]:
         scored = [i for i in infos if i.value is not None]
