@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tunebook.core.processes import pid_alive, worker_alive, worker_name, worker_pid
+from tunebook.core.processes import host_name, pid_alive, worker_alive, worker_name, worker_pid
 
 from conftest import cli_env, write_experiment
 
@@ -127,6 +127,19 @@ def test_names_of_other_hosts_or_of_nobody_tell_no_pid() -> None:
     assert worker_pid("elsewhere.invalid:123:w1") is None
     assert worker_pid(f"{socket.gethostname()}:abc:w1") is None
     assert worker_alive("elsewhere.invalid:123:w1") is None
+
+
+def test_tunebook_host_stands_for_another_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = worker_name("w1")
+    monkeypatch.setenv("TUNEBOOK_HOST", "node-b")
+    assert host_name() == "node-b"
+    theirs = worker_name("w1")
+    assert theirs.startswith("node-b:")
+    # Seen from "node-b", a worker of the real host is another machine's: only its heartbeat
+    # can tell whether it lives.
+    assert worker_alive(theirs) is True and worker_alive(mine) is None
+    monkeypatch.setenv("TUNEBOOK_HOST", "")
+    assert host_name() == socket.gethostname()
 
 
 def test_the_name_of_a_process_that_ended_is_not_alive() -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from tunebook.cli.common import _seconds, _store, _table, _visible
+from tunebook.core.processes import host_name
 from tunebook.errors import TunebookError
 
 __all__ = ["add_parser", "cmd_final_eval"]
@@ -105,7 +105,7 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
     selection = {**chosen.rule, "trial": t.label, "checkpoint_step": step,
                  "validation": {chosen.objective.metric: t.best_value},
                  "looked_before": len(earlier)}
-    store.add_final_eval(exp.id, t.id, selection, metrics, host=socket.gethostname())
+    store.add_final_eval(exp.id, t.id, selection, metrics, host=host_name())
     count = len(earlier) + 1
     how = ("best trial by " + chosen.objective.metric if chosen.rule["rule"] == "best"
            else "--trial " + str(args.trial))

@@ -11,11 +11,26 @@ import sys
 __all__ = [
     "die_with_parent",
     "die_with_parent_sigkill",
+    "host_name",
     "pid_alive",
     "worker_alive",
     "worker_name",
     "worker_pid",
 ]
+
+
+HOST_ENV = "TUNEBOOK_HOST"
+
+
+def host_name() -> str:
+    """This machine's name as tunebook records it: ``$TUNEBOOK_HOST`` when set, else the
+    system's host name.
+
+    Workers on different machines must have different names (a worker's trials are only
+    judged dead by pid on its own host; elsewhere only by heartbeat). Set it where containers
+    share a host name, or to stand for another machine in tests.
+    """
+    return os.environ.get(HOST_ENV) or socket.gethostname()
 
 
 def pid_alive(pid: int) -> bool:
@@ -73,13 +88,13 @@ def worker_name(label: str, pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
     started = _started(pid)
     ident = str(pid) if started is None else f"{pid}.{started}"
-    return f"{socket.gethostname()}:{ident}:{label}"
+    return f"{host_name()}:{ident}:{label}"
 
 
 def worker_pid(name: str | None) -> int | None:
     """The pid in a worker name made by :func:`worker_name` on this host, else None."""
     parts = (name or "").split(":")
-    if len(parts) >= 3 and parts[0] == socket.gethostname():
+    if len(parts) >= 3 and parts[0] == host_name():
         pid = parts[1].split(".", 1)[0]
         if pid.isdigit():
             return int(pid)

@@ -9,11 +9,10 @@ run at the first trial that shows it.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from tunebook.core.paths import TRIAL_LOG, trial_dir
-from tunebook.core.processes import pid_alive
+from tunebook.core.processes import host_name, pid_alive
 from tunebook.errors import WorkloadError
 from tunebook.execution.worker import NO_OBJECTIVE
 from tunebook.experiment import Experiment
@@ -49,7 +48,7 @@ def refresh_summaries(store: StoreAPI, experiment_id: int, metric: str, goal: st
 
 def close_abandoned_runs(store: StoreAPI, experiment_id: int) -> None:
     """Close the records of earlier runs on this host whose process died without closing them."""
-    host = socket.gethostname()
+    host = host_name()
     for r in store.runs(experiment_id):
         pid = r.provenance.get("pid")
         if (r.finished_at is None and r.host == host and isinstance(pid, int)

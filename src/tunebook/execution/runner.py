@@ -27,7 +27,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +36,7 @@ from typing import Any
 
 from tunebook.core.interrupts import deliver
 from tunebook.core.paths import trial_dir
+from tunebook.core.processes import host_name
 from tunebook.errors import StoreError, WorkloadError
 from tunebook.execution.bookkeeping import (
     check_objective,
@@ -195,7 +195,7 @@ def run(
         record = provenance(experiment.source, experiment.base_dir, experiment.identity(),
                             argv, experiment=experiment).as_dict()
         # The pid lets the next run tell a run that died (SIGKILL) from one still going.
-        run_id = store.start_run(exp_id, socket.gethostname(), workers, {**record,
+        run_id = store.start_run(exp_id, host_name(), workers, {**record,
                                                                          "pid": os.getpid()})
         session = _Session(experiment=experiment, store=store, exp_id=exp_id, root=root,
                            max_attempts=max_attempts, progress=progress,

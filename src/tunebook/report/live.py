@@ -31,7 +31,6 @@ import contextlib
 import datetime as dt
 import html
 import os
-import socket
 import sys
 import threading
 import time
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tunebook.core.processes import pid_alive
+from tunebook.core.processes import host_name, pid_alive
 from tunebook.store.api import RunRow, StoreAPI, TrialRow
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ class RunState:
 def _live_run(runs: tuple[RunRow, ...] | list[RunRow], rows: list[TrialRow],
               now: float) -> RunRow | None:
     """The newest open run record whose process is alive (see the module's docstring)."""
-    host = socket.gethostname()
+    host = host_name()
     for r in reversed(runs):
         if r.finished_at is not None:
             continue
