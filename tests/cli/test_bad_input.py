@@ -765,6 +765,8 @@ CLI_CASES: list[Cli] = [
       "must be >= 1", "got -1"),
     K("run-max-attempts-zero", "run {file} --max-attempts 0", "--max-attempts", "got 0"),
     K("run-max-attempts-text", "run {file} --max-attempts x", "--max-attempts", "'x'"),
+    K("run-stale-after-zero", "run {file} --stale-after 0", "--stale-after", "got '0'"),
+    K("run-stale-after-text", "run {file} --stale-after soon", "--stale-after", "'soon'"),
     K("run-top-zero", "run {file} --top 0", "--top", "must be >= 1", "got 0"),
     K("run-top-negative", "run {file} --top -3", "--top", "got -3"),
     K("best-top-zero", "best " + NAME + " --top 0", "--top", "must be >= 1", "got 0"),

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial-timeout", type=_seconds, default=None, metavar="SECONDS",
                    help="stop an attempt after this many seconds and mark it failed "
                         "(default: trial_timeout in the experiment file, else no limit)")
+    p.add_argument("--stale-after", type=_seconds, default=120.0, metavar="SECONDS",
+                   help="a running trial whose worker sent no heartbeat for this long is "
+                        "released to another worker (the only sign of life of a worker on "
+                        "another machine; default 120)")
     p.add_argument("--top", type=int, default=3, help="best trials shown per study")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (failures are still printed as they happen)")

@@ -80,7 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run(experiment, root=args.root, store=url, workers=args.workers,
                      max_attempts=args.max_attempts, progress=_hooks(bar, live),
                      argv=["tunebook", *_without_password(sys.argv[1:])],
-                     retry_failed=args.retry_failed, trial_timeout=args.trial_timeout)
+                     retry_failed=args.retry_failed, trial_timeout=args.trial_timeout,
+                     stale_after_seconds=args.stale_after)
         ended = True
     finally:
         bar.close()
@@ -166,6 +167,8 @@ def _again(command: str, target: str, args: argparse.Namespace) -> str:
             argv += ["--store", "URL"]
     if command == "run" and getattr(args, "trial_timeout", None) is not None:
         argv += ["--trial-timeout", f"{args.trial_timeout:g}"]
+    if command == "run" and getattr(args, "stale_after", 120.0) != 120.0:
+        argv += ["--stale-after", f"{args.stale_after:g}"]
     if command == "run" and getattr(args, "search_seeds", None):
         argv += ["--search-seeds", str(args.search_seeds)]
     if command == "run" and getattr(args, "workers", 1) != 1:
