@@ -8,8 +8,10 @@ state with every change so that a resumed run carries on exactly where the last 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tunebook.experiment import Experiment
 from tunebook.experiment.seeds import seeded_studies
@@ -27,6 +29,7 @@ from tunebook.store.sql import TERMINAL, NewTrial, StudyRow, StudySpec, TrialRow
 __all__ = ["Suggestions", "TrialRows", "materialize"]
 
 TrialRows = dict[str, Sequence[NewTrial]]
+SWAP_TRIES = 20  # compare-and-swaps lost to other supervisors in a row before the next poll
 
 
 def materialize(experiment: Experiment) -> tuple[list[StudySpec], TrialRows]:
@@ -88,38 +91,76 @@ class Suggestions:
         studies: list[tuple[StudyRow, Designer, set[int]]] = []
         if not designer_class(experiment.search.algorithm)[0].adaptive:
             return cls(store, experiment, exp_id, studies)  # every trial was written up front
-        specs = {st.name: st.spec for st in seeded_studies(experiment)}
         for study in store.studies(exp_id):
-            spec = specs.get(study.name)
-            space = experiment.nuisance if spec is None else experiment.study_space(spec)
-            d = _designer(experiment, study.seed, study.budget, space)
-            saved = store.designer_state(study.id)
-            d.restore(saved.get("designer", {}))
-            studies.append((study, d, set(saved.get("observed", []))))
+            designer, observed = cls._restored(experiment, study, store.designer_state(study.id))
+            studies.append((study, designer, observed))
         return cls(store, experiment, exp_id, studies)
+
+    @staticmethod
+    def _restored(experiment: Experiment, study: StudyRow,
+                  saved: dict[str, Any]) -> tuple[Designer, set[int]]:
+        """A study's designer and the indices it has seen, as the store keeps them."""
+        specs = {st.name: st.spec for st in seeded_studies(experiment)}
+        spec = specs.get(study.name)
+        space = experiment.nuisance if spec is None else experiment.study_space(spec)
+        d = _designer(experiment, study.seed, study.budget, space)
+        d.restore(saved.get("designer", {}))
+        return d, set(saved.get("observed", []))
 
     def top_up(self, wanted: int) -> int:
         """Show each designer its newly finished trials, then ask it for up to ``wanted`` new
-        trials (fewer while it waits for results). Returns how many trials were added."""
+        trials (fewer while it waits for results). Returns how many trials were added.
+
+        Several supervisors may share a study (``tunebook worker`` on several machines, a
+        ``tunebook run`` beside them): each change is a compare-and-swap of the stored state
+        (:meth:`~tunebook.store.sql.Store.swap_designer_state`), and a supervisor that finds
+        the state changed by another restores its designer from the store and asks again. So
+        the study gets each index once, from a designer that saw the stored history.
+        """
         added = 0
-        for study, designer, observed in self.studies:
-            trials = self.store.trials(self.exp_id, study=study.name)
-            new = [t for t in trials if t.status in TERMINAL and t.index not in observed]
-            if new:
-                designer.observe([self._observation(t, designer.space) for t in new])
-                observed.update(t.index for t in new)
-            start = max((t.index + 1 for t in trials), default=0)
-            indices = range(start, min(study.budget, start + wanted))
-            points = designer.suggest(indices) if len(indices) else []
-            state = {"observed": sorted(observed), "designer": designer.state()}
-            if points:
-                seed, fixed = study.seed, {**self.experiment.fixed, **study.scientific}
-                added += self.store.add_trials(study.id, [
-                    NewTrial(i, {**fixed, **p}, trial_seed(seed, study.name, i))
-                    for i, p in zip(indices, points, strict=False)], state)
-            elif new:
-                self.store.save_designer_state(study.id, state)
+        for k, (study, designer, observed) in enumerate(self.studies):
+            for _ in range(SWAP_TRIES):
+                saved = self.store.designer_state(study.id)
+                if json.dumps(saved) != json.dumps(self._state(designer, observed)):
+                    # Another supervisor moved the study on (or this one never saved yet).
+                    designer, observed = self._restored(self.experiment, study, saved)
+                    self.studies[k] = (study, designer, observed)
+                done = self._top_up_study(study, designer, observed, saved, wanted)
+                if done is not None:
+                    added += done
+                    break
         return added
+
+    @staticmethod
+    def _state(designer: Designer, observed: set[int]) -> dict[str, Any]:
+        return {"observed": sorted(observed), "designer": designer.state()}
+
+    def _top_up_study(self, study: StudyRow, designer: Designer, observed: set[int],
+                      saved: dict[str, Any], wanted: int) -> int | None:
+        """One study's top-up from the stored state ``saved``; None: another supervisor changed
+        the state meanwhile (nothing written; this designer is stale)."""
+        trials = self.store.trials(self.exp_id, study=study.name)
+        new = [t for t in trials if t.status in TERMINAL and t.index not in observed]
+        if new:
+            designer.observe([self._observation(t, designer.space) for t in new])
+            observed.update(t.index for t in new)
+        start = max((t.index + 1 for t in trials), default=0)
+        indices = range(start, min(study.budget, start + wanted))
+        try:
+            points = designer.suggest(indices) if len(indices) else []
+        except ValueError:
+            # The trials were read after the state: another supervisor's swap in between
+            # gives indices this state never handed out (refine and bayesian refuse them).
+            if json.dumps(self.store.designer_state(study.id)) != json.dumps(saved):
+                return None
+            raise
+        if not points and not new:
+            return 0
+        seed, fixed = study.seed, {**self.experiment.fixed, **study.scientific}
+        rows = [NewTrial(i, {**fixed, **p}, trial_seed(seed, study.name, i))
+                for i, p in zip(indices, points, strict=False)]
+        return self.store.swap_designer_state(study.id, saved,
+                                              self._state(designer, observed), rows)
 
     def _observation(self, t: TrialRow, space: SearchSpace | None = None) -> Observation:
         # The best value ranks trials (as best_trial does); only a completed trial has one.

@@ -329,6 +329,11 @@ class StoreAPI(Protocol):
         """Append trials to a study with the designer state that suggested them, atomically;
         indices already there are kept. Returns how many were added."""
 
+    def swap_designer_state(self, study_id: int, expected: Mapping[str, Any],
+                            state: Mapping[str, Any], rows: Sequence[NewTrial] = ()) -> int | None:
+        """Save ``state`` and add ``rows`` atomically if the stored state still is ``expected``
+        (returns how many trials were added); else write nothing and return None."""
+
     def add_recommendation(self, experiment: str, procedure: str,
                            payload: Mapping[str, Any]) -> int:
         """Record a procedure's result for the base experiment ``experiment``; returns its id."""

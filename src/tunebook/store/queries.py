@@ -22,7 +22,7 @@ from tunebook.store.tx import new_id
 
 __all__ = ["CLAIM", "CLAIMABLE_ONE", "RECLAIM", "add_trials", "experiment_trial_ids",
            "finish_values", "in_budget", "insert_trials", "register", "release_values",
-           "trial_from_row", "trial_select"]
+           "swap_designer_state", "trial_from_row", "trial_select"]
 
 
 def in_budget() -> Any:
@@ -152,6 +152,25 @@ def add_trials(conn: Connection, study_id: int, rows: Sequence[NewTrial],
     conn.execute(sa.update(studies_t).where(studies_t.c.id == study_id)
                  .values(designer_state=json.dumps(designer_state)))
     return added
+
+
+def swap_designer_state(conn: Connection, study_id: int, expected: str, state: str,
+                        rows: Sequence[NewTrial]) -> int | None:
+    """The body of :meth:`tunebook.store.sql.Store.swap_designer_state`: the state (JSON text)
+    becomes ``state`` only if it still is ``expected`` (or already ``state``: a redo), then the
+    trials are added; None, and nothing written, when another process changed it meanwhile.
+
+    The UPDATE comes first: on PostgreSQL it takes the study's row lock, so a second
+    supervisor's swap waits for this transaction and then finds the state changed; on SQLite
+    it takes the database's write lock before anything is read.
+    """
+    done = conn.execute(sa.update(studies_t).where(
+        studies_t.c.id == study_id, studies_t.c.designer_state.in_((expected, state)))
+        .values(designer_state=state))
+    if done.rowcount != 1:
+        return None
+    have = indices_present(conn, study_id, [r[0] for r in rows]) if rows else set()
+    return insert_trials(conn, study_id, rows, have, time.time())
 
 
 # One statement: pick the next candidate and take it. Another worker may win the race for the

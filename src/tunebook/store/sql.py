@@ -77,6 +77,7 @@ from tunebook.store.queries import (
     indices_present,
     register,
     release_values,
+    swap_designer_state,
     trial_from_row,
     trial_select,
 )
@@ -488,6 +489,37 @@ class SQLStore(History, Launches, FinalEvals):
             return added or None
 
         return self._write(lambda conn: add_trials(conn, study_id, rows, designer_state),
+                           verify=verify)
+
+    def swap_designer_state(self, study_id: int, expected: Mapping[str, Any],
+                            state: Mapping[str, Any], rows: Sequence[NewTrial] = ()) -> int | None:
+        """Compare-and-swap of the study's designer state, with the trials it suggested.
+
+        If the stored state still is ``expected`` (what this process last read or wrote), it
+        becomes ``state`` and ``rows`` are added (indices already there kept), in one
+        transaction; returns how many trials were added. Otherwise nothing is written and
+        None is returned: another supervisor (a ``tunebook worker`` elsewhere) changed the study
+        meanwhile, and the caller reloads the state and asks its designer again. Two
+        supervisors of one study thus never add the same index twice, nor trials suggested
+        from a state that is not the stored one.
+        """
+        for index, _params, seed in rows:
+            check_int("trial index", int(index), MAX_STEP)
+            check_int(f"trial {index}: seed", int(seed), MAX_SEED)
+        old, new = json.dumps(expected), json.dumps(state)
+        wanted = [int(r[0]) for r in rows]
+        before = self._read(lambda conn: indices_present(conn, study_id, wanted)) if rows else set()
+
+        def verify(conn: Connection) -> int | None:
+            # After a lost reply: the state (and the trials, same transaction) are ours if the
+            # lost attempt committed; count what it added, not what the redo would.
+            current = conn.execute(sa.select(studies_t.c.designer_state).where(
+                studies_t.c.id == study_id)).scalar()
+            if current != new:
+                return None
+            return len(indices_present(conn, study_id, wanted) - before) if rows else 0
+
+        return self._write(lambda conn: swap_designer_state(conn, study_id, old, new, rows),
                            verify=verify)
 
 
