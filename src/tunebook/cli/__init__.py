@@ -47,6 +47,8 @@ from tunebook.cli.rounds import add_parser as add_next_round
 from tunebook.cli.run import cmd_run
 from tunebook.cli.stability import add_parsers as _add_stability_parsers
 from tunebook.cli.steps import add_parser as _add_steps
+from tunebook.cli.submit import add_parser as _add_submit
+from tunebook.cli.worker import add_parser as _add_worker
 from tunebook.errors import TunebookError
 
 __all__ = ["main"]
@@ -155,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_steps(sub, common)
     _add_batch_size(sub, common)
     _add_init(sub, common)
+    _add_submit(sub, common)
+    _add_worker(sub, common)
     return parser
 
 

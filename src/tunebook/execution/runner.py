@@ -47,7 +47,7 @@ from tunebook.execution.bookkeeping import (
 )
 from tunebook.execution.executors import Executor, Job, make_executor
 from tunebook.execution.provenance import provenance
-from tunebook.execution.suggestions import Suggestions, materialize
+from tunebook.execution.suggestions import Suggestions, TrialRows, materialize
 from tunebook.execution.worker import (
     COULD_NOT_START,
     NO_OBJECTIVE,
@@ -58,9 +58,9 @@ from tunebook.execution.worker import (
 from tunebook.execution.workload import load_workload
 from tunebook.experiment import Experiment
 from tunebook.store.api import StoreAPI
-from tunebook.store.sql import RunOutcome, Store, TrialRow
+from tunebook.store.sql import RunOutcome, Store, StudySpec, TrialRow
 
-__all__ = ["Progress", "RunResult", "materialize", "run"]
+__all__ = ["Progress", "RunResult", "materialize", "register_experiment", "run"]
 
 
 @dataclass(frozen=True)
@@ -171,20 +171,7 @@ def run(
     elif store is None:
         store = Store.at_root(root)
     try:
-        previous = store.get_experiment(experiment.name)
-        obj = experiment.objective
-        old_metric = previous.config.get("objective", {}).get("metric") if previous else None
-        if previous is not None and old_metric != obj.metric:
-            # A new objective for stored trials: it must be a metric they reported, checked
-            # before anything is written (a typo must not wipe every trial's summary).
-            names = store.metric_names(previous.id)
-            if names and obj.metric not in names:
-                raise unknown_metric(experiment, names)
-        exp_id = store.register(experiment.name, experiment.identity(), experiment.to_dict(),
-                                studies, trials)
-        if previous is not None and previous.config.get("objective") != {"metric": obj.metric,
-                                                                         "goal": obj.goal}:
-            refresh_summaries(store, exp_id, obj.metric, obj.goal)
+        exp_id = register_experiment(store, experiment, studies, trials)
         close_abandoned_runs(store, exp_id)
         executor = make_executor(Job(experiment, exp_id, store.url, root, options), workers,
                                  store, workload)
@@ -195,8 +182,9 @@ def run(
         record = provenance(experiment.source, experiment.base_dir, experiment.identity(),
                             argv, experiment=experiment).as_dict()
         # The pid lets the next run tell a run that died (SIGKILL) from one still going.
-        run_id = store.start_run(exp_id, host_name(), workers, {**record,
-                                                                         "pid": os.getpid()})
+        # base_dir: where a `tunebook worker` elsewhere looks for the workload first.
+        run_id = store.start_run(exp_id, host_name(), workers, {
+            **record, "pid": os.getpid(), "base_dir": experiment.base_dir})
         session = _Session(experiment=experiment, store=store, exp_id=exp_id, root=root,
                            max_attempts=max_attempts, progress=progress,
                            total=sum(st.budget for st in studies), started=started,
@@ -226,6 +214,27 @@ def run(
     finally:
         if owned:
             store.close()
+
+
+def register_experiment(store: StoreAPI, experiment: Experiment, studies: list[StudySpec],
+                        trials: TrialRows) -> int:
+    """Write the experiment, its studies and trials (``materialize``) to the store; returns its
+    id. A changed objective must name a metric the stored trials reported (checked before
+    anything is written: a typo must not wipe every trial's summary); their summaries are
+    then recomputed. ``run`` and ``tunebook submit`` both register through here."""
+    previous = store.get_experiment(experiment.name)
+    obj = experiment.objective
+    old_metric = previous.config.get("objective", {}).get("metric") if previous else None
+    if previous is not None and old_metric != obj.metric:
+        names = store.metric_names(previous.id)
+        if names and obj.metric not in names:
+            raise unknown_metric(experiment, names)
+    exp_id = store.register(experiment.name, experiment.identity(), experiment.to_dict(),
+                            studies, trials)
+    if previous is not None and previous.config.get("objective") != {"metric": obj.metric,
+                                                                     "goal": obj.goal}:
+        refresh_summaries(store, exp_id, obj.metric, obj.goal)
+    return exp_id
 
 
 @contextlib.contextmanager
