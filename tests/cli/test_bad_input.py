@@ -876,6 +876,15 @@ CLI_CASES: list[Cli] = [
     K("report-name-and-all", "report " + NAME + " --all", "--all", "not both"),
     K("retrain-as-empty", "retrain " + NAME + " --as= --write-only", "name", "''"),
     K("report-project-metric", "report --metric loss", "--metric", "own objective"),
+    # --- submit and worker (docs/running-on-a-cluster.md)
+    K("submit-bad-workload", "submit {tmp}/wl.yaml", "workload", "'no_such_module'",
+      files={"wl.yaml": setk("workload", "no_such_module:train")}),
+    K("submit-changed-space", "submit {tmp}/changed.yaml", "'" + NAME + "'", "already exists",
+      files=CHANGED),
+    K("worker-unknown", "worker " + NAME + " nosuch", "no experiment named 'nosuch'", NAME),
+    K("worker-wait-negative", "worker --wait -5", "--wait", "must be > 0 seconds", "'-5'"),
+    K("worker-base-dir-file", "worker " + NAME + " --base-dir {afile}", "--base-dir",
+      "is not a folder"),
 ]
 assert len({c.id for c in CLI_CASES}) == len(CLI_CASES)
 

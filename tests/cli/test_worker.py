@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,6 +138,8 @@ def _check_exactly_once(url: str, name: str, log: Path, hosts: set[str]) -> set[
         assert [ev for _, ev in spans] == ["start", "end"] * (len(spans) // 2), spans
         got = [(s, v) for tid, s, _, v in meas if tid == t.id]
         assert got == [(s, value(t.params["x"], s)) for s in (5, 10, 15, 20)], got
+        # The worker name carries its machine's name (TUNEBOOK_HOST stands for it).
+        assert (t.worker or "").split(":")[0] == (ends[0]["host"] or socket.gethostname())
     ran = {e["host"] for e in events}
     assert ran <= hosts, ran
     return ran

@@ -77,15 +77,19 @@ def submit(experiment: Experiment, store: StoreAPI, argv: list[str] | None = Non
 
 
 def recorded_origin(store: StoreAPI, experiment_id: int) -> tuple[str | None, str | None]:
-    """``(file, folder)`` of the experiment as the latest submit or run recorded them (the
-    folder only when it exists on this machine); None for what is unknown."""
-    file = folder = None
+    """``(file, folder)`` of the experiment as the latest submit or run recorded them: the
+    experiment file's path (absolute where its folder was recorded), and the newest recorded
+    folder that exists on this machine; None for what is unknown."""
+    file = None
     for r in reversed(store.runs(experiment_id)):
-        file = file or (str(r.provenance["file"]) if r.provenance.get("file") else None)
-        where = r.provenance.get("base_dir")
+        where, name = r.provenance.get("base_dir"), r.provenance.get("file")
+        if file is None and isinstance(name, str) and name:
+            # The path as given on the command line: relative to where that command ran.
+            file = (str(Path(where) / Path(name).name)
+                    if isinstance(where, str) and not Path(name).is_absolute() else name)
         if isinstance(where, str) and Path(where).is_dir():
             return file, where
-    return file, folder
+    return file, None
 
 
 def rebuild(store: StoreAPI, row: ExperimentRow, base_dir: str | Path | None = None
