@@ -386,3 +386,30 @@ def test_wait_picks_up_work_submitted_later(tmp_path: Path) -> None:
     assert code == 143, (stdout, stderr)
     for name in ("shared", "later"):
         _check_exactly_once(sqlite_url(root / "tunebook.db"), name, log, {"node-a"})
+
+
+def test_a_vanished_machines_trial_is_released_by_a_worker(tmp_path: Path) -> None:
+    """A trial held by a worker on another machine that went silent (no heartbeat) is
+    released by a worker after --stale-after seconds and run to its end here."""
+    path = _experiment(tmp_path / "project", trials=1)
+    root = tmp_path / "root"
+    log = tmp_path / "events.jsonl"
+    assert _cli("submit", str(path), "--root", str(root)).returncode == 0
+    store = Store.at_root(root)
+    try:
+        exp_id = store.require_experiment("shared").id
+        held = store.claim(exp_id, "node-z:4242.1:w1")  # its host is gone: only a heartbeat
+        assert held is not None
+    finally:
+        store.close()
+    done = _cli("worker", "--root", str(root), "--stale-after", "1", "--quiet",
+                env=_env(log, "node-a"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    store = Store.at_root(root)
+    try:
+        again = store.trial(held.id)
+    finally:
+        store.close()
+    assert again.status == "completed" and again.attempts == 2
+    assert again.worker is not None and again.worker.startswith("node-a:")
+    _check_exactly_once(sqlite_url(root / "tunebook.db"), "shared", log, {"node-a"})
