@@ -147,13 +147,16 @@ def _check_exactly_once(url: str, name: str, log: Path, hosts: set[str]) -> set[
 
 def test_submit_then_workers_on_other_machines_and_a_run_on_postgresql(
         postgres: Any, tmp_path: Path) -> None:
-    url = postgres.new_database()
+    # A password in the URL (the test server trusts every local connection): never printed.
+    url = postgres.new_database().replace("//tunebook@", "//tunebook:s3cret@")
     path = _experiment(tmp_path / "project", trials=6, sleep=0.05)
     log = tmp_path / "events.jsonl"
     sub = _cli("submit", str(path), "--store", url, "--root", str(tmp_path / "r0"))
     assert sub.returncode == 0, sub.stderr
     assert "12 trials, 12 left to run" in sub.stdout
     assert "tunebook worker" in sub.stdout and "shared" in sub.stdout
+    assert "s3cret" not in sub.stdout + sub.stderr
+    assert url.replace(":s3cret@", "@") in sub.stdout  # the command, pasteable as is
     store = Store(url)
     try:
         exp = store.require_experiment("shared")
@@ -175,6 +178,7 @@ def test_submit_then_workers_on_other_machines_and_a_run_on_postgresql(
     ]
     for code, stdout, stderr in _wait(procs):
         assert code == 0, (stdout, stderr)
+        assert "s3cret" not in stdout + stderr
     ran = _check_exactly_once(url, "shared", log, {"node-a", "node-b", ""})
     # Each supervisor that joined kept its own run record, on its own host, closed.
     store = Store(url)
@@ -184,6 +188,7 @@ def test_submit_then_workers_on_other_machines_and_a_run_on_postgresql(
         store.close()
     assert {r.host for r in runs} >= ran - {""}
     assert all(r.finished_at is not None for r in runs)
+    assert not any("s3cret" in r.provenance["command"] for r in runs)
 
 
 def test_two_workers_on_sqlite(tmp_path: Path) -> None:
