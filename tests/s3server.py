@@ -7,6 +7,7 @@ HTTP like any S3 endpoint), points the standard AWS variables at it (dummy crede
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -54,6 +55,7 @@ def moto_s3() -> Iterator[S3]:
     s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'tunebook[s3]')")
     port = _free_port()
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

@@ -5,6 +5,9 @@ pruning, and the checkpoint root's place in an experiment (its identity, bad val
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from tunebook.execution.trial import META_FILE, STATE_FILE, Lost, Trial
 from tunebook.experiment import Experiment
 from tunebook.store.sql import Store
 
-from conftest import MemorySink, write_experiment
+from conftest import MemorySink, cli_env, write_experiment
 
 EXP, STUDY, INDEX = "exp", "main", 3
 TRIAL_KEY = f"{EXP}/{STUDY}/trial-{INDEX:05d}"
@@ -267,3 +270,50 @@ def test_a_missing_bucket_is_said_before_anything_is_written(
     err = _bad_run(tmp_path, capsys, str(write_experiment(tmp_path)), "--checkpoint-root",
                    "s3://no-such-bucket/x")
     assert err.startswith("tunebook: error: --checkpoint-root: ") and "no-such-bucket" in err
+
+
+UPLOADER = """
+import os, sys
+from pathlib import Path
+from tunebook.execution.ckptstore import open_checkpoint_root
+from tunebook.execution.trial import Trial
+
+shared = open_checkpoint_root(sys.argv[1]).trial(*sys.argv[3:5], int(sys.argv[5]))
+trial = Trial(hparams={}, max_train_steps=100, eval_every=10, seed=1, dir=Path(sys.argv[2]),
+              shared=shared)
+trial.save_state(10, {"step": 10})
+with trial.checkpoint(20, checksums=True) as folder:
+    for i in range(400):
+        (folder / f"shard-{i:04d}.bin").write_bytes(os.urandom(16384))
+print("published", flush=True)
+"""
+
+
+def test_kill_9_mid_upload_leaves_no_trusted_checkpoint(place: Place, tmp_path: Path) -> None:
+    script = tmp_path / "uploader_script.py"
+    script.write_text(UPLOADER)
+    proc = subprocess.Popen([sys.executable, str(script), place.location, str(tmp_path / "a"),
+                             EXP, STUDY, str(INDEX)], env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    uploaded: list[str] = []
+    while not uploaded:
+        assert proc.poll() is None, f"the upload ended before the kill: {proc.communicate()}"
+        assert time.monotonic() < deadline, "step 20's upload never started"
+        uploaded = [n for n in place.names() if n.startswith("step-0000000020-")]
+        time.sleep(0.005)
+    proc.kill()  # SIGKILL, as soon as the first of step 20's files is there
+    proc.wait()
+    names = place.names()
+    partial = [n for n in names if n.startswith("step-0000000020-")]
+    assert 1 <= len(partial) < 401, "the kill did not land during the upload"
+    assert _manifests(place) == [10]  # step 20 was never trusted
+    shared = place.shared()
+    assert prepare_trial(shared, tmp_path / "b" / "checkpoints", first_start=False,
+                         recorded_step=20, log=lambda _: None) == 10
+    # The next publication of the trial clears the orphaned files.
+    resumed = _trial(tmp_path / "b", shared)
+    assert resumed.load_state() == {"step": 10}
+    resumed.save_state(20, {"step": 20})
+    assert _manifests(place) == [10, 20]
+    assert not any(n.startswith(partial[0].split("/")[0]) for n in place.names())
