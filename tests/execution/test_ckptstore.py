@@ -317,3 +317,13 @@ def test_kill_9_mid_upload_leaves_no_trusted_checkpoint(place: Place, tmp_path: 
     resumed.save_state(20, {"step": 20})
     assert _manifests(place) == [10, 20]
     assert not any(n.startswith(partial[0].split("/")[0]) for n in place.names())
+
+
+def test_a_relative_checkpoint_root_is_relative_to_the_experiment_file(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    exp = Experiment.from_yaml(write_experiment(tmp_path / "project", checkpoint_root="ckpt"))
+    root = open_checkpoint_root(exp.checkpoint_root, exp.base_dir)
+    assert root is not None
+    trial = _trial(tmp_path / "a", root.trial(EXP, STUDY, INDEX))
+    trial.save_state(10, {"step": 10})
+    assert len(list((tmp_path / "project" / "ckpt" / TRIAL_KEY).glob("manifest-*.json"))) == 1
