@@ -327,3 +327,18 @@ def test_a_relative_checkpoint_root_is_relative_to_the_experiment_file(tmp_path:
     trial = _trial(tmp_path / "a", root.trial(EXP, STUDY, INDEX))
     trial.save_state(10, {"step": 10})
     assert len(list((tmp_path / "project" / "ckpt" / TRIAL_KEY).glob("manifest-*.json"))) == 1
+
+
+def test_the_option_wins_over_the_file_and_the_run_publishes_there(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_experiment(tmp_path, workload="tunebook.workloads.synthetic:quadratic",
+                            scientific={}, search={"trials": 1}, max_train_steps=30,
+                            objective={"metric": "val_loss", "goal": "minimize"},
+                            checkpoint_root=str(tmp_path / "from-file"))
+    option = tmp_path / "from-option"
+    assert main(["run", str(path), "--root", str(tmp_path / "root"), "--workers", "0",
+                 "--checkpoint-root", str(option), "--quiet", "--no-report"]) == 0
+    capsys.readouterr()
+    kept = sorted(p.name.split("-")[1] for p in option.rglob("manifest-*.json"))
+    assert kept == ["0000000020", "0000000030"]  # save_state keeps the newest two
+    assert not (tmp_path / "from-file").exists()

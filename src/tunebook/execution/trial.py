@@ -204,6 +204,11 @@ class Trial:
             tokenizers...); created on first use by whoever needs it.
         latest: the last ``(step, value)`` reported for each metric in this attempt.
         objective_points: every ``(step, value)`` of the objective reported in this attempt.
+
+    ``shared`` (a :class:`~tunebook.execution.ckptstore.TrialCheckpoints`) also publishes every
+    checkpoint to a checkpoint root, and ``holds_claim`` (the store's word that this worker still
+    has the trial) is asked just before a shared copy becomes trusted: False raises
+    :class:`Lost`. The worker sets both; without them checkpoints stay in :attr:`dir`.
     """
 
     flush_every_points = 5000
