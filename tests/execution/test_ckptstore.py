@@ -17,9 +17,12 @@ import yaml
 
 from s3server import S3, moto_s3
 from tunebook.cli import main
+from tunebook.core.paths import TRIAL_LOG, trial_dir
 from tunebook.execution.ckptstore import TrialCheckpoints, open_checkpoint_root, prepare_trial
 from tunebook.execution.runner import materialize
 from tunebook.execution.trial import META_FILE, STATE_FILE, Lost, Trial
+from tunebook.execution.worker import WorkerOptions, run_trial
+from tunebook.execution.workload import load_workload
 from tunebook.experiment import Experiment
 from tunebook.store.sql import Store
 
@@ -342,3 +345,44 @@ def test_the_option_wins_over_the_file_and_the_run_publishes_there(
     kept = sorted(p.name.split("-")[1] for p in option.rglob("manifest-*.json"))
     assert kept == ["0000000020", "0000000030"]  # save_state keeps the newest two
     assert not (tmp_path / "from-file").exists()
+
+
+def test_a_fetch_that_fails_leaves_the_worker_running_from_its_own_checkpoints(
+        tmp_path: Path) -> None:
+    exp = Experiment.from_yaml(write_experiment(
+        tmp_path, workload="tunebook.workloads.synthetic:quadratic", scientific={},
+        search={"trials": 1}, max_train_steps=30,
+        objective={"metric": "val_loss", "goal": "minimize"},
+        checkpoint_root=str(tmp_path / "mount")))
+    store = Store.at_root(tmp_path / "r")
+    try:
+        exp_id = store.register(exp.name, exp.identity(), exp.to_dict(), *materialize(exp))
+        first = store.claim(exp_id, "gone")
+        assert first is not None
+        store.set_checkpoint_step(first.id, 10)
+        store.release_worker("gone", "its machine vanished", max_attempts=3, interrupted=True)
+        row = store.claim(exp_id, "me")
+        assert row is not None and not row.first_start and row.checkpoint_step == 10
+        # A shared checkpoint the worker cannot read: its file is a folder (an I/O error, not
+        # a checksum mismatch).
+        shared = open_checkpoint_root(exp.checkpoint_root, exp.base_dir)
+        assert shared is not None
+        mine = shared.trial(exp.name, row.study, row.index)
+        source = tmp_path / "src"
+        source.mkdir()
+        (source / STATE_FILE).write_bytes(b"x")
+        ckpt = mine.publish(10, source)
+        assert ckpt is not None
+        target = tmp_path / "mount" / mine.key / ckpt.prefix / STATE_FILE
+        target.unlink()
+        target.mkdir()
+        status = run_trial(store, exp, load_workload(exp), row, tmp_path / "r", "me",
+                           WorkerOptions(heartbeat_seconds=0.05))
+        assert status == "completed"
+        log = (trial_dir(tmp_path / "r", exp.name, row.study, row.index) / TRIAL_LOG).read_text()
+        assert f"could not fetch from {mine.where} (IsADirectoryError" in log
+        assert "start_step=0" in log
+        steps = sorted({s for _, s, _, _ in store.measurements([row.id])})
+        assert steps == [10, 20, 30]
+    finally:
+        store.close()

@@ -283,8 +283,12 @@ def _shared_checkpoints(experiment: Experiment, options: WorkerOptions, row: Tri
     if shared is None:
         return None
     mine = shared.trial(experiment.name, row.study, row.index)
-    prepare_trial(mine, folder / "checkpoints", first_start=row.first_start,
-                  recorded_step=row.checkpoint_step, log=log)
+    try:
+        prepare_trial(mine, folder / "checkpoints", first_start=row.first_start,
+                      recorded_step=row.checkpoint_step, log=log)
+    except Exception as exc:  # s3fs retried already: resume from what this machine holds
+        log(f"could not fetch from {mine.where} ({type(exc).__name__}: {exc}); resuming from "
+            f"this machine's checkpoints")
     return mine
 
 
