@@ -39,6 +39,7 @@ from typing import Any
 from tunebook.core.paths import slug
 from tunebook.core.storage import split_location, storage_location_problem
 from tunebook.errors import TunebookError
+from tunebook.execution.ckptfiles import FsspecFiles, MountFiles, fsync
 
 __all__ = ["CheckpointRootError", "RemoteCheckpoint", "SharedCheckpoints", "TrialCheckpoints",
            "open_checkpoint_root", "prepare_trial"]
@@ -67,139 +68,6 @@ def _token() -> str:
     return f"{time.time_ns():016x}{secrets.token_hex(4)}"
 
 
-# --------------------------------------------------------------------------- file systems
-class _MountFiles:
-    """A folder of this machine (a shared mount): writes go to a temporary name first."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _path(self, key: str) -> Path:
-        return self.root / key
-
-    def probe(self) -> str | None:
-        folder = self.root
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
-            return f"{folder} is not a folder"
-        if not os.access(folder, os.W_OK | os.X_OK):
-            return f"{folder} is not writable"
-        return None
-
-    def put(self, local: Path, key: str) -> None:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
-        shutil.copyfile(local, tmp)
-        _fsync(tmp)
-        os.replace(tmp, dest)
-
-    def put_new(self, data: bytes, key: str) -> bool:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
-        tmp.write_bytes(data)
-        _fsync(tmp)
-        try:
-            os.link(tmp, dest)  # create-only and atomic: fails if the name exists
-        except FileExistsError:
-            return False
-        except OSError:  # a mount without hard links: the unique name makes this safe
-            if dest.exists():
-                return False
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync(dest.parent)
-        return True
-
-    def get(self, key: str, local: Path) -> None:
-        shutil.copyfile(self._path(key), local)
-
-    def read(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
-
-    def names(self, key: str) -> list[str]:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            return sorted(p.name for p in self._path(key).iterdir()
-                          if not p.name.startswith(".tmp-"))
-        return []
-
-    def remove(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-    def remove_tree(self, key: str) -> None:
-        shutil.rmtree(self._path(key), ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class _FsspecFiles:
-    """An fsspec file system (S3 through s3fs, GCS, Azure...): no rename, one PUT per object."""
-
-    def __init__(self, fs: Any, root: str) -> None:
-        self.fs, self.root = fs, root.rstrip("/")
-
-    def _path(self, key: str) -> str:
-        return f"{self.root}/{key}"
-
-    def probe(self) -> str | None:
-        bucket = self.root.split("/", 1)[0]
-        try:
-            if not self.fs.exists(bucket):
-                return f"bucket {bucket!r} does not exist"
-        except Exception as exc:  # credentials, endpoint, network: said as they come
-            return f"cannot reach bucket {bucket!r} ({type(exc).__name__}: {exc})"
-        return None
-
-    def put(self, local: Path, key: str) -> None:
-        self.fs.put_file(str(local), self._path(key))
-
-    def put_new(self, data: bytes, key: str) -> bool:
-        try:
-            self.fs.pipe_file(self._path(key), data, mode="create")
-        except FileExistsError:
-            return False
-        except OSError as exc:  # s3fs names the failed precondition
-            if "PreconditionFailed" in str(exc) or "412" in str(exc):
-                return False
-            raise
-        return True
-
-    def get(self, key: str, local: Path) -> None:
-        self.fs.get_file(self._path(key), str(local))
-
-    def read(self, key: str) -> bytes:
-        data: bytes = self.fs.cat_file(self._path(key))
-        return data
-
-    def names(self, key: str) -> list[str]:
-        try:
-            entries = self.fs.ls(self._path(key), detail=False, refresh=True)
-        except FileNotFoundError:
-            return []
-        return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
-
-    def remove(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self._path(key))
-
-    def remove_tree(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self._path(key), recursive=True)
-
 
 # --------------------------------------------------------------------------- one trial
 @dataclass(frozen=True)
@@ -223,7 +91,7 @@ class RemoteCheckpoint:
 class TrialCheckpoints:
     """The shared copies of one trial's checkpoints."""
 
-    def __init__(self, files: _MountFiles | _FsspecFiles, key: str, where: str) -> None:
+    def __init__(self, files: MountFiles | FsspecFiles, key: str, where: str) -> None:
         self._files, self.key, self.where = files, key, where
 
     def listing(self) -> list[RemoteCheckpoint]:
@@ -295,9 +163,9 @@ class TrialCheckpoints:
                     return f"{rel} does not match its sha256"
             tmp.mkdir(parents=True, exist_ok=True)
             for path in tmp.rglob("*"):
-                _fsync(path)
+                fsync(path)
             os.replace(tmp, dest)
-            _fsync(dest.parent)
+            fsync(dest.parent)
             return None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -348,7 +216,7 @@ class TrialCheckpoints:
 class SharedCheckpoints:
     """A checkpoint root: ``trial(...)`` gives one trial's shared checkpoints."""
 
-    def __init__(self, location: str, files: _MountFiles | _FsspecFiles) -> None:
+    def __init__(self, location: str, files: MountFiles | FsspecFiles) -> None:
         self.location, self._files = location, files
 
     def trial(self, experiment: str, study: str, index: int) -> TrialCheckpoints:
@@ -374,7 +242,7 @@ def _open(location: str, base_dir: str) -> SharedCheckpoints:
         raise CheckpointRootError(f"checkpoint root: {problem}")
     protocol, rest = split_location(location)
     if protocol is None:
-        return SharedCheckpoints(location, _MountFiles(Path(base_dir, rest).resolve()))
+        return SharedCheckpoints(location, MountFiles(Path(base_dir, rest).resolve()))
     try:
         import fsspec.core  # type: ignore[import-untyped]
     except ImportError:
@@ -390,7 +258,7 @@ def _open(location: str, base_dir: str) -> SharedCheckpoints:
                                   f"that is not installed: {hint}") from None
     except (ValueError, TypeError) as exc:
         raise CheckpointRootError(f"checkpoint root {location}: {exc}") from None
-    return SharedCheckpoints(location, _FsspecFiles(fs, str(path)))
+    return SharedCheckpoints(location, FsspecFiles(fs, str(path)))
 
 
 def open_checkpoint_root(location: str | None, base_dir: str | Path = "."
