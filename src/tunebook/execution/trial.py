@@ -395,7 +395,8 @@ class Trial:
         sign = -1.0 if goal == "maximize" else 1.0
         found = self.checkpoints()
         local = dict(found)
-        shared = self._shared_checkpoints()
+        listed = self._shared_checkpoints()
+        shared = listed or {}
         # The shared copies count too: the best one may have been written on another machine.
         kept = sorted(step for step in set(local) | set(shared) if step <= current)
         keep = set(kept[len(kept) - keep_latest:]) if keep_latest > 0 else set()
@@ -405,7 +406,8 @@ class Trial:
         for step, folder in found:
             if step not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
-        self._prune_shared(keep)
+        if listed is not None:  # unlisted, a shared-only best one could not be told apart
+            self._prune_shared(keep)
 
     def publish_checkpoint(self, step: int, folder: str | Path, prune: bool = True,
                            checksums: bool = False) -> Path:
@@ -451,8 +453,8 @@ class Trial:
             keep = max(1, self.keep_checkpoints)
             for _, old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
-            if self._shared is not None:
-                steps = sorted(set(dict(self.checkpoints())) | set(self._shared_checkpoints()))
+            if (listed := self._shared_checkpoints()) is not None:
+                steps = sorted(set(dict(self.checkpoints())) | set(listed))
                 self._prune_shared(set(steps[-keep:]))
         return final
 
@@ -480,16 +482,16 @@ class Trial:
         if published is None:
             raise Lost()
 
-    def _shared_checkpoints(self) -> dict[int, RemoteCheckpoint]:
-        """The shared checkpoints by step (the newest upload of each); empty without any or
-        when the shared store cannot be listed (logged)."""
+    def _shared_checkpoints(self) -> dict[int, RemoteCheckpoint] | None:
+        """The shared checkpoints by step (the newest upload of each); None without shared
+        checkpoints or when they cannot be listed (logged)."""
         if self._shared is None:
-            return {}
+            return None
         try:
             return {c.step: c for c in self._shared.listing()}
         except Exception as exc:
             self.log(f"could not list {self._shared.where} ({type(exc).__name__}: {exc})")
-            return {}
+            return None
 
     def _value(self, step: int, local: Mapping[int, Path],
                shared: Mapping[int, RemoteCheckpoint], metric: str | None) -> float | None:
