@@ -44,7 +44,7 @@ from tunebook.cli.final_eval import add_parser as _add_final_eval
 from tunebook.cli.init import add_parser as _add_init
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
 from tunebook.cli.rounds import add_parser as add_next_round
-from tunebook.cli.run import cmd_run
+from tunebook.cli.run import checkpoint_location, cmd_run
 from tunebook.cli.stability import add_parsers as _add_stability_parsers
 from tunebook.cli.steps import add_parser as _add_steps
 from tunebook.cli.submit import add_parser as _add_submit
@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a running trial whose worker sent no heartbeat for this long is "
                         "released to another worker (the only sign of life of a worker on "
                         "another machine; default 120)")
+    p.add_argument("--checkpoint-root", type=checkpoint_location, default=None, metavar="URL",
+                   help="also publish checkpoints there (a shared-mount path or an fsspec URL "
+                        "such as s3://bucket/prefix), so a trial resumes on any machine "
+                        "(default: checkpoint_root in the experiment file, else local only)")
     p.add_argument("--top", type=int, default=3, help="best trials shown per study")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (failures are still printed as they happen)")

@@ -43,6 +43,36 @@ def _warn_idle_workers(experiment: Experiment, workers: int) -> None:
               f"{-(-workers // studies)} to keep them busy", file=sys.stderr)
 
 
+def checkpoint_location(text: str) -> str:
+    """The argparse type of ``--checkpoint-root``: a path (made absolute: workers may start
+    elsewhere) or an fsspec URL of a known protocol."""
+    from pathlib import Path
+
+    from tunebook.core.storage import split_location, storage_location_problem
+
+    if (problem := storage_location_problem(text)) is not None:
+        raise argparse.ArgumentTypeError(problem)
+    protocol, path = split_location(text)
+    return str(Path(path).resolve()) if protocol is None else text
+
+
+def _check_checkpoint_root(args: argparse.Namespace, experiment: Experiment) -> None:
+    """Open and probe the checkpoint root before anything is written; an error names the
+    option or the file's key, and the value."""
+    from tunebook.errors import ConfigError
+    from tunebook.execution.ckptstore import CheckpointRootError, open_checkpoint_root
+
+    location = args.checkpoint_root or experiment.checkpoint_root
+    try:
+        shared = open_checkpoint_root(location, experiment.base_dir)
+        if shared is not None:
+            shared.probe()
+    except CheckpointRootError as exc:
+        if args.checkpoint_root:
+            raise TunebookError(f"--checkpoint-root: {exc}") from None
+        raise ConfigError(experiment.source, "checkpoint_root", str(exc)) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tunebook.execution.runner import run
     from tunebook.experiment import Experiment
@@ -60,6 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # A misspelt threshold fails now, not at the report after hours of training.
         thresholds_from_config(experiment.checks, experiment.source)
     _warn_idle_workers(experiment, args.workers)
+    _check_checkpoint_root(args, experiment)
     url = args.store or sqlite_url(store_file(args.root))
     live = None
     # The report, rewritten as trials finish (tunebook.report.live); --workers 0 runs trials
@@ -81,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                      max_attempts=args.max_attempts, progress=_hooks(bar, live),
                      argv=["tunebook", *_without_password(sys.argv[1:])],
                      retry_failed=args.retry_failed, trial_timeout=args.trial_timeout,
-                     stale_after_seconds=args.stale_after)
+                     stale_after_seconds=args.stale_after,
+                     options=_worker_options(args))
         ended = True
     finally:
         bar.close()
@@ -110,6 +142,15 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{_again('run', args.file, args)} --retry-failed", file=sys.stderr)
         return EXIT_FAILED_TRIALS
     return 0
+
+
+def _worker_options(args: argparse.Namespace) -> Any:
+    """The workers' options the command line sets (``--checkpoint-root``), or None."""
+    if not args.checkpoint_root:
+        return None
+    from tunebook.execution.worker import WorkerOptions
+
+    return WorkerOptions(checkpoint_root=args.checkpoint_root)
 
 
 def _hooks(bar: _ProgressBar, live: Callable[[Any], None] | None) -> Callable[[Any], None]:
@@ -169,6 +210,8 @@ def _again(command: str, target: str, args: argparse.Namespace) -> str:
         argv += ["--trial-timeout", f"{args.trial_timeout:g}"]
     if command == "run" and getattr(args, "stale_after", 120.0) != 120.0:
         argv += ["--stale-after", f"{args.stale_after:g}"]
+    if command == "run" and getattr(args, "checkpoint_root", None):
+        argv += ["--checkpoint-root", str(args.checkpoint_root)]
     if command == "run" and getattr(args, "search_seeds", None):
         argv += ["--search-seeds", str(args.search_seeds)]
     if command == "run" and getattr(args, "workers", 1) != 1:

@@ -40,6 +40,7 @@ from tunebook.cli.common import (
     _seconds,
     _visible,
 )
+from tunebook.cli.run import checkpoint_location
 from tunebook.errors import TunebookError
 
 __all__ = ["add_parser", "cmd_worker"]
@@ -69,6 +70,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="a running trial whose worker sent no heartbeat for this long is "
                         "released (how a worker on another machine is judged gone; "
                         "default 120)")
+    p.add_argument("--checkpoint-root", type=checkpoint_location, default=None, metavar="URL",
+                   help="where trials publish and fetch checkpoints (a shared-mount path or an "
+                        "fsspec URL such as s3://bucket/prefix; default: checkpoint_root in "
+                        "the experiment file, else local only)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_worker)
 
@@ -168,12 +173,13 @@ def _loop(args: argparse.Namespace, url: str, store: Any, named: list[Any]) -> i
 def _join(args: argparse.Namespace, url: str, store: Any, row: Any, left: int) -> int:
     """Run one experiment to its end with this machine's workers; its exit code."""
     from tunebook.cli.progress import _ProgressBar
-    from tunebook.cli.run import _without_password
+    from tunebook.cli.run import _check_checkpoint_root, _without_password, _worker_options
     from tunebook.execution.remote import rebuild
     from tunebook.execution.runner import run
 
     try:
         experiment = rebuild(store, row, args.base_dir)
+        _check_checkpoint_root(args, experiment)
     except TunebookError as exc:
         return _error_line(str(exc))
     print(_visible(f"experiment {row.name!r}: {left} trials left; joining with "
@@ -183,7 +189,7 @@ def _join(args: argparse.Namespace, url: str, store: Any, row: Any, left: int) -
         result = run(experiment, root=args.root, store=url, workers=args.workers,
                      max_attempts=args.max_attempts, progress=bar,
                      argv=["tunebook", *_without_password(sys.argv[1:])],
-                     stale_after_seconds=args.stale_after)
+                     stale_after_seconds=args.stale_after, options=_worker_options(args))
     except TunebookError as exc:  # a broken workload, say: the other experiments go on
         bar.close()
         return _error_line(str(exc))

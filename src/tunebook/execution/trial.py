@@ -11,6 +11,10 @@ optionally a checksum manifest (:data:`MANIFEST_FILE`) written, every file fsync
 renamed into place in one atomic step, its step recorded in the store, older ones pruned.
 :meth:`Trial.restore_point` and :meth:`Trial.load_state` verify the manifest and fall back to the
 newest intact older checkpoint when the latest is corrupt.
+
+With shared checkpoints (``checkpoint_root``), a published checkpoint is also uploaded
+(:mod:`tunebook.execution.ckptstore`) before its step is recorded in the store, only while the
+store still gives this worker the trial; pruning removes the shared copies too.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tunebook.core.limits import MAX_METRIC_LENGTH
-from tunebook.errors import Infeasible
+from tunebook.errors import Infeasible, TunebookError
+
+if TYPE_CHECKING:
+    from tunebook.execution.ckptstore import RemoteCheckpoint, TrialCheckpoints
 
 __all__ = ["MANIFEST_FILE", "MAX_METRIC_LENGTH", "META_FILE", "STATE_FILE", "Lost",
            "MeasurementSink", "Trial", "check_metric_name", "checkpoint_problem",
@@ -197,6 +204,11 @@ class Trial:
             tokenizers...); created on first use by whoever needs it.
         latest: the last ``(step, value)`` reported for each metric in this attempt.
         objective_points: every ``(step, value)`` of the objective reported in this attempt.
+
+    ``shared`` (a :class:`~tunebook.execution.ckptstore.TrialCheckpoints`) also publishes every
+    checkpoint to a checkpoint root, and ``holds_claim`` (the store's word that this worker still
+    has the trial) is asked just before a shared copy becomes trusted: False raises
+    :class:`Lost`. The worker sets both; without them checkpoints stay in :attr:`dir`.
     """
 
     flush_every_points = 5000
@@ -220,6 +232,8 @@ class Trial:
         log: Callable[[str], None] | None = None,
         cache_dir: str | Path | None = None,
         cancelled: Callable[[], bool] | None = None,
+        shared: TrialCheckpoints | None = None,
+        holds_claim: Callable[[], bool] | None = None,
     ) -> None:
         self.hparams = dict(hparams)
         self.max_train_steps = max_train_steps
@@ -236,6 +250,10 @@ class Trial:
         self._sink = sink
         self._log = log
         self._cancelled = cancelled
+        # Shared checkpoints, and the store's word, asked just before a shared copy becomes
+        # trusted, that this worker still has the trial.
+        self._shared = shared
+        self._holds_claim = holds_claim
         self._buffer: list[tuple[int, str, float]] = []
         self._last_flush = time.monotonic()
         self.reported_metrics: set[str] = set()
@@ -376,14 +394,20 @@ class Trial:
         ``prune=False``."""
         sign = -1.0 if goal == "maximize" else 1.0
         found = self.checkpoints()
-        kept = [(step, folder) for step, folder in found if step <= current]
-        keep = {step for step, _ in kept[len(kept) - keep_latest:]} if keep_latest > 0 else set()
-        scored = [(sign * v, step) for step, folder in kept
-                  if (v := checkpoint_value(folder, metric)) is not None]
+        local = dict(found)
+        listed = self._shared_checkpoints()
+        shared = listed or {}
+        # The shared copies count too: the best one may have been written on another machine.
+        kept = sorted(step for step in set(local) | set(shared) if step <= current)
+        keep = set(kept[len(kept) - keep_latest:]) if keep_latest > 0 else set()
+        scored = [(sign * v, step) for step in kept
+                  if (v := self._value(step, local, shared, metric)) is not None]
         keep |= {step for _, step in sorted(scored)[:keep_best]}
         for step, folder in found:
             if step not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
+        if listed is not None:  # unlisted, a shared-only best one could not be told apart
+            self._prune_shared(keep)
 
     def publish_checkpoint(self, step: int, folder: str | Path, prune: bool = True,
                            checksums: bool = False) -> Path:
@@ -421,13 +445,74 @@ class Trial:
         fsync_path(self.checkpoint_root)
         if tmp.parent != self.checkpoint_root:
             fsync_path(tmp.parent)
+        if self._shared is not None:
+            self._share(step, final)
         if self._sink is not None:
             self._sink.set_checkpoint_step(self.id, step)
         if prune:
             keep = max(1, self.keep_checkpoints)
             for _, old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
+            if (listed := self._shared_checkpoints()) is not None:
+                steps = sorted(set(dict(self.checkpoints())) | set(listed))
+                self._prune_shared(set(steps[-keep:]))
         return final
+
+    # ----------------------------------------------------------------- shared checkpoints
+    def _share(self, step: int, final: Path) -> None:
+        """Upload a published checkpoint to the shared store; a failed upload is logged and
+        the checkpoint stays local (another machine resumes from an older shared one).
+
+        Raises:
+            Lost: when the store no longer gives this worker the trial (no manifest written).
+        """
+        assert self._shared is not None
+        meta = None
+        with contextlib.suppress(OSError, ValueError):
+            meta = json.loads((final / META_FILE).read_text(encoding="utf-8"))
+        try:
+            published = self._shared.publish(step, final, self._holds_claim,
+                                              meta if isinstance(meta, dict) else None)
+        except TunebookError:
+            raise  # the store unreachable past its bound: not an upload problem
+        except Exception as exc:
+            self.log(f"could not copy the checkpoint at step {step} to {self._shared.where} "
+                     f"({type(exc).__name__}: {exc}); it is kept on this machine only")
+            return
+        if published is None:
+            raise Lost()
+
+    def _shared_checkpoints(self) -> dict[int, RemoteCheckpoint] | None:
+        """The shared checkpoints by step (the newest upload of each); None without shared
+        checkpoints or when they cannot be listed (logged)."""
+        if self._shared is None:
+            return None
+        try:
+            return {c.step: c for c in self._shared.listing()}
+        except Exception as exc:
+            self.log(f"could not list {self._shared.where} ({type(exc).__name__}: {exc})")
+            return None
+
+    def _value(self, step: int, local: Mapping[int, Path],
+               shared: Mapping[int, RemoteCheckpoint], metric: str | None) -> float | None:
+        if step in local:
+            return checkpoint_value(local[step], metric)
+        if self._shared is None:
+            return None
+        try:
+            value = self._shared.value(shared[step], metric)
+        except Exception:
+            return None
+        return value if value is not None and math.isfinite(value) else None
+
+    def _prune_shared(self, keep: set[int]) -> None:
+        """Remove the shared checkpoints whose step is not in ``keep`` (manifests first)."""
+        if self._shared is None:
+            return
+        try:
+            self._shared.prune(keep)
+        except Exception as exc:  # kept one more time: pruning is retried at the next publish
+            self.log(f"could not prune {self._shared.where} ({type(exc).__name__}: {exc})")
 
     def restore_point(self) -> tuple[int, Path] | None:
         """The newest intact checkpoint as ``(step, folder)``, or None: start from scratch.

@@ -30,6 +30,7 @@ from tunebook.core.processes import (
     worker_name,
 )
 from tunebook.errors import Infeasible, TunebookError
+from tunebook.execution.ckptstore import TrialCheckpoints, open_checkpoint_root, prepare_trial
 from tunebook.execution.trial import Lost, Trial
 from tunebook.execution.workload import Workload, load_workload
 from tunebook.experiment import Experiment
@@ -86,12 +87,15 @@ class WorkerOptions:
         parent_pid: the process that started this worker; the worker stops (its trial becomes
             ``interrupted``) within about a second of that process dying, however it died.
         trial_timeout: seconds an attempt may run before it is stopped and recorded ``failed``.
+        checkpoint_root: where checkpoints are shared (``--checkpoint-root``: a shared-mount
+            path or an fsspec URL); overrides the experiment's ``checkpoint_root``.
     """
 
     heartbeat_seconds: float = 5.0
     idle_exit: bool = True
     parent_pid: int | None = None
     trial_timeout: float | None = None
+    checkpoint_root: str | None = None
 
 
 def limit_threads() -> None:
@@ -189,7 +193,7 @@ def run_trial(store: StoreAPI, experiment: Experiment, workload: Workload, row: 
     if heartbeat is None:
         with Heartbeat(store, worker, options.heartbeat_seconds) as beat:
             return run_trial(store, experiment, workload, row, root, worker, options, beat)
-    trial, log = _open_trial(store, experiment, row, root, worker, heartbeat)
+    trial, log = _open_trial(store, experiment, row, root, worker, heartbeat, options)
     _seed_everything(row.seed)
     started = time.monotonic()
     fields: dict[str, Any] = {}
@@ -241,7 +245,8 @@ def run_trial(store: StoreAPI, experiment: Experiment, workload: Workload, row: 
 
 
 def _open_trial(store: StoreAPI, experiment: Experiment, row: TrialRow, root: str | Path,
-                worker: str, heartbeat: Heartbeat) -> tuple[Trial, _TrialLog]:
+                worker: str, heartbeat: Heartbeat, options: WorkerOptions = WorkerOptions(),
+                ) -> tuple[Trial, _TrialLog]:
     """The live :class:`Trial` of a claimed row, its folder made safe to resume from."""
     folder = trial_dir(root, experiment.name, row.study, row.index)
     log = _TrialLog(folder / TRIAL_LOG)
@@ -253,8 +258,10 @@ def _open_trial(store: StoreAPI, experiment: Experiment, row: TrialRow, root: st
         stale.rename(aside)
         log(f"moved checkpoints this store did not record to {aside.name}")
     heartbeat.lost = None
+    shared = _shared_checkpoints(experiment, options, row, folder, log)
     metric = experiment.objective.metric
-    trial = Trial(cancelled=lambda: heartbeat.lost == row.id,
+    trial = Trial(cancelled=lambda: heartbeat.lost == row.id, shared=shared,
+                  holds_claim=lambda: store.heartbeat(row.id, worker),
                   hparams=dict(row.params), max_train_steps=experiment.max_train_steps,
                   eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
                   trial_id=row.id, study=row.study, index=row.index,
@@ -265,6 +272,24 @@ def _open_trial(store: StoreAPI, experiment: Experiment, row: TrialRow, root: st
         store.truncate_measurements(row.id, trial.start_step)
         log(f"--- attempt {row.attempts} by {worker}, start_step={trial.start_step}")
     return trial, log
+
+
+def _shared_checkpoints(experiment: Experiment, options: WorkerOptions, row: TrialRow,
+                        folder: Path, log: _TrialLog) -> TrialCheckpoints | None:
+    """The trial's shared checkpoints (None without a checkpoint root), the newest recorded
+    one fetched into its folder first when this machine does not hold it."""
+    shared = open_checkpoint_root(options.checkpoint_root or experiment.checkpoint_root,
+                                  experiment.base_dir)
+    if shared is None:
+        return None
+    mine = shared.trial(experiment.name, row.study, row.index)
+    try:
+        prepare_trial(mine, folder / "checkpoints", first_start=row.first_start,
+                      recorded_step=row.checkpoint_step, log=log)
+    except Exception as exc:  # s3fs retried already: resume from what this machine holds
+        log(f"could not fetch from {mine.where} ({type(exc).__name__}: {exc}); resuming from "
+            f"this machine's checkpoints")
+    return mine
 
 
 def _settle(store: StoreAPI, experiment: Experiment, row: TrialRow, trial: Trial, log: _TrialLog,
@@ -348,6 +373,10 @@ def worker_loop(store: StoreAPI, experiment: Experiment, experiment_id: int, wor
                 root: str | Path, worker: str, options: WorkerOptions = WorkerOptions(),
                 should_stop: Any = None) -> int:
     """Claim and run trials until none is left; returns how many ran."""
+    shared = open_checkpoint_root(options.checkpoint_root or experiment.checkpoint_root,
+                                  experiment.base_dir)
+    if shared is not None:
+        shared.probe()  # an unreachable bucket stops the worker before its first claim
     with Heartbeat(store, worker, options.heartbeat_seconds, options.parent_pid) as heartbeat:
         return _loop(store, experiment, experiment_id, workload, root, worker, options,
                      should_stop, heartbeat)

@@ -127,6 +127,11 @@ class Experiment:
     #: ``nuisance``) by the studies holding that scientific value (rules:
     #: :mod:`tunebook.experiment.conditional`).
     nuisance_for: Mapping[str, SearchSpace] = field(default_factory=dict)
+    #: Where trial checkpoints are also published, for a trial to resume on any machine: a
+    #: shared-mount path or an fsspec URL (``s3://bucket/prefix``); a relative path is relative
+    #: to the experiment file's folder. Not part of the identity (where checkpoints live
+    #: changes no trial); ``--checkpoint-root`` overrides it.
+    checkpoint_root: str | None = None
     source: str = "<python>"
     base_dir: str = "."
 
@@ -242,17 +247,19 @@ class Experiment:
             out["checks"] = {k: dict(v) for k, v in self.checks.items()}
         if self.follows is not None:
             out["follows"] = self.follows
+        if self.checkpoint_root is not None:
+            out["checkpoint_root"] = self.checkpoint_root
         return out
 
     def identity(self) -> str:
         """Hash of everything that decides which trials run and how they train.
 
         The objective, the goal text, the trial budget, the trial timeout, the checks'
-        thresholds and the ``follows`` link are left out: the objective can be changed after
-        the fact, a study can be extended because trial ``i`` does not depend on how many
-        trials there are, a timeout only decides when to give up on a trial, not what it
-        computes, thresholds only change how the results are read, and a link between rounds
-        changes no trial.
+        thresholds, the ``follows`` link and ``checkpoint_root`` are left out: the objective can
+        be changed after the fact, a study can be extended because trial ``i`` does not depend
+        on how many trials there are, a timeout only decides when to give up on a trial, not
+        what it computes, thresholds only change how the results are read, and neither a link
+        between rounds nor where checkpoints are kept changes a trial.
         """
         d = self.to_dict()
         for key in ("objective", "goal", "name"):
@@ -260,6 +267,7 @@ class Experiment:
         d.pop("trial_timeout", None)
         d.pop("checks", None)  # thresholds of the analysis: they change no trial
         d.pop("follows", None)  # a link between rounds: it changes no trial
+        d.pop("checkpoint_root", None)  # where checkpoints live: it changes no trial
         d["search"].pop("trials")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -262,6 +262,11 @@ def _check_program(exp: Experiment, r: Reader) -> None:
                                     or exp.follows == exp.name):
         raise r.fail("follows", "must name another experiment (the one this round follows), "
                                 f"{got(exp.follows)}")
+    if exp.checkpoint_root is not None:
+        from tunebook.core.storage import storage_location_problem
+
+        if (problem := storage_location_problem(exp.checkpoint_root)) is not None:
+            raise r.fail("checkpoint_root", problem)
 
 
 def _check_lengths(exp: Experiment, r: Reader) -> None:

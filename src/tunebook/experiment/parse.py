@@ -60,6 +60,7 @@ TOP_KEYS = (
     "trial_timeout",
     "checks",
     "follows",
+    "checkpoint_root",
 )
 """The keys an experiment document may hold at its top level."""
 # Keys written at the top level that belong one level down.
@@ -298,4 +299,5 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         "trial_timeout": None if timeout is None else as_number(timeout),
         "checks": checks,
         "follows": follows,
+        "checkpoint_root": doc.get("checkpoint_root"),
     }
