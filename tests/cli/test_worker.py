@@ -418,3 +418,20 @@ def test_a_vanished_machines_trial_is_released_by_a_worker(tmp_path: Path) -> No
     assert again.status == "completed" and again.attempts == 2
     assert again.worker is not None and again.worker.startswith("node-a:")
     _check_exactly_once(sqlite_url(root / "tunebook.db"), "shared", log, {"node-a"})
+
+
+def test_a_worker_publishes_to_its_checkpoint_root(tmp_path: Path) -> None:
+    path = _experiment(tmp_path / "project", trials=2)
+    root, mount = tmp_path / "root", tmp_path / "mount"
+    mount.mkdir()
+    log = tmp_path / "events.jsonl"
+    assert _cli("submit", str(path), "--root", str(root)).returncode == 0
+    done = _cli("worker", "--root", str(root), "--quiet", "--checkpoint-root", str(mount),
+                env=_env(log, "node-a"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    # Every trial's evaluations were published to the shared root as verified manifests.
+    steps = {int(p.name.split("-")[1].split(".")[0]) for p in mount.rglob("manifest-*.json")}
+    assert steps and max(steps) == 20
+    bad = _cli("worker", "--root", str(root), "--checkpoint-root", "nosuch://x",
+               env=_env(log), cwd=tmp_path)
+    assert bad.returncode == 2 and "--checkpoint-root" in bad.stderr and "nosuch" in bad.stderr
