@@ -127,6 +127,10 @@ class Experiment:
     #: ``nuisance``) by the studies holding that scientific value (rules:
     #: :mod:`tunebook.experiment.conditional`).
     nuisance_for: Mapping[str, SearchSpace] = field(default_factory=dict)
+    #: What one trial needs from a cluster scheduler (``num_cpus``, ``num_gpus``, ``memory``,
+    #: ``custom``; rules: :mod:`tunebook.experiment.resources`): used by the Ray executor, not
+    #: part of the identity.
+    resources: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<python>"
     base_dir: str = "."
 
@@ -144,6 +148,9 @@ class Experiment:
         object.__setattr__(self, "configs", tuple(
             dict(c) if isinstance(c, Mapping) else c for c in self.configs))
         object.__setattr__(self, "checks", {k: dict(v) for k, v in self.checks.items()})
+        if isinstance(self.resources, Mapping):
+            object.__setattr__(self, "resources", {
+                k: dict(v) if isinstance(v, Mapping) else v for k, v in self.resources.items()})
         check_experiment(self)
 
     # ----------------------------------------------------------------- loading
@@ -242,6 +249,9 @@ class Experiment:
             out["checks"] = {k: dict(v) for k, v in self.checks.items()}
         if self.follows is not None:
             out["follows"] = self.follows
+        if self.resources:
+            out["resources"] = {k: dict(v) if isinstance(v, Mapping) else v
+                                for k, v in self.resources.items()}
         return out
 
     def identity(self) -> str:
@@ -251,8 +261,8 @@ class Experiment:
         thresholds and the ``follows`` link are left out: the objective can be changed after
         the fact, a study can be extended because trial ``i`` does not depend on how many
         trials there are, a timeout only decides when to give up on a trial, not what it
-        computes, thresholds only change how the results are read, and a link between rounds
-        changes no trial.
+        computes, thresholds only change how the results are read, and neither a link between
+        rounds nor the resources a trial asks a scheduler for change any trial.
         """
         d = self.to_dict()
         for key in ("objective", "goal", "name"):
@@ -260,6 +270,7 @@ class Experiment:
         d.pop("trial_timeout", None)
         d.pop("checks", None)  # thresholds of the analysis: they change no trial
         d.pop("follows", None)  # a link between rounds: it changes no trial
+        d.pop("resources", None)  # where a trial runs: it changes no trial
         d["search"].pop("trials")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

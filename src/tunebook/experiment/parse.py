@@ -30,6 +30,7 @@ from tunebook.experiment.checks import (
 )
 from tunebook.experiment.conditional import parse_conditional
 from tunebook.experiment.listed import parse_configs
+from tunebook.experiment.resources import parse_resources
 from tunebook.objective import parse_goal
 from tunebook.search.space import (
     Categorical,
@@ -60,6 +61,7 @@ TOP_KEYS = (
     "trial_timeout",
     "checks",
     "follows",
+    "resources",
 )
 """The keys an experiment document may hold at its top level."""
 # Keys written at the top level that belong one level down.
@@ -298,4 +300,5 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         "trial_timeout": None if timeout is None else as_number(timeout),
         "checks": checks,
         "follows": follows,
+        "resources": parse_resources(r, doc.get("resources")),
     }
