@@ -30,7 +30,7 @@ from tunebook.execution.worker import WorkerOptions
 from tunebook.experiment import Experiment
 from tunebook.store.sql import Store
 
-from conftest import TESTS, write_experiment
+from conftest import TESTS, run_cli, write_experiment
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tunebook[ray]')")
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -301,6 +301,40 @@ def test_resources_place_trials_and_a_lost_node_s_trial_resumes_on_the_head(
         assert got == _reference(tmp_path, **overrides)
     finally:
         node2.stop()
+
+
+def test_the_command_line_starts_a_local_ray_and_keeps_the_terminal_quiet(
+        tmp_path: Path) -> None:
+    # A workload that prints on both streams (the toy curve otherwise).
+    (tmp_path / "chatty.py").write_text(
+        "import sys\nfrom toy import curve\n\n\ndef chatty(hparams, trial):\n"
+        "    print('CHATTY out')\n    print('CHATTY err', file=sys.stderr)\n"
+        "    curve(hparams, trial)\n")
+    exp = write_experiment(tmp_path, workload="chatty:chatty")
+    proc = run_cli("run", str(exp), "--executor", "ray", "--workers", "2", "--root",
+                   str(tmp_path / "tb"), "--no-report", "--quiet", check=True)
+    assert "8 completed" in proc.stdout
+    # The trials' own output is in their log.txt, not on the terminal.
+    assert "CHATTY" not in proc.stdout + proc.stderr
+    with contextlib.closing(Store.at_root(tmp_path / "tb")) as store:
+        got = _results(store, 1)
+    assert got == _reference(tmp_path)
+
+
+def test_a_run_on_postgresql_through_a_running_cluster(
+        tmp_path: Path, connected: str, postgres: Any) -> None:
+    url = postgres.new_database()
+    exp = write_experiment(tmp_path)
+    proc = run_cli("run", str(exp), "--executor", "ray", "--address", connected,
+                   "--workers", "2", "--store", url, "--root", str(tmp_path / "tb"),
+                   "--no-report", "--quiet", check=True)
+    assert "8 completed" in proc.stdout
+    store = Store(url)
+    try:
+        got = _results(store, store.get_experiment("toy").id)  # type: ignore[union-attr]
+    finally:
+        store.close()
+    assert got == _reference(tmp_path)
 
 
 def test_the_executor_names_are_known() -> None:

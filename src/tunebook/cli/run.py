@@ -43,6 +43,16 @@ def _warn_idle_workers(experiment: Experiment, workers: int) -> None:
               f"{-(-workers // studies)} to keep them busy", file=sys.stderr)
 
 
+def _check_executor(args: argparse.Namespace, experiment: Experiment) -> None:
+    """--address needs --executor ray; ``resources`` are for Ray only (said once)."""
+    if args.address is not None and args.executor != "ray":
+        raise TunebookError(f"--address: a Ray cluster's address needs --executor ray, got "
+                            f"{args.address!r}")
+    if experiment.resources and args.executor == "local":
+        print("tunebook: note: the experiment's resources are for --executor ray; local "
+              "workers take one CPU each", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tunebook.execution.runner import run
     from tunebook.experiment import Experiment
@@ -60,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # A misspelt threshold fails now, not at the report after hours of training.
         thresholds_from_config(experiment.checks, experiment.source)
     _warn_idle_workers(experiment, args.workers)
+    _check_executor(args, experiment)
     url = args.store or sqlite_url(store_file(args.root))
     live = None
     # The report, rewritten as trials finish (tunebook.report.live); --workers 0 runs trials
@@ -81,7 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                      max_attempts=args.max_attempts, progress=_hooks(bar, live),
                      argv=["tunebook", *_without_password(sys.argv[1:])],
                      retry_failed=args.retry_failed, trial_timeout=args.trial_timeout,
-                     stale_after_seconds=args.stale_after)
+                     stale_after_seconds=args.stale_after, executor=args.executor,
+                     address=args.address)
         ended = True
     finally:
         bar.close()

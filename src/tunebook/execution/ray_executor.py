@@ -148,9 +148,10 @@ class RayExecutor(Executor):
     """Worker actors on a Ray cluster; see the module's description.
 
     Args:
-        address: a running cluster (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); None with
-            no ``RAY_ADDRESS`` starts a local Ray with ``slots`` workers' CPUs, shut down by
-            :meth:`stop`. A cluster given by address is left running.
+        address: a running cluster (``auto``: the one ``ray start`` started on this machine,
+            ``HOST:PORT``, ``ray://HOST:PORT``), left running; None (and no ``RAY_ADDRESS``)
+            starts a local Ray of its own with ``slots`` workers' CPUs, shut down by
+            :meth:`stop`.
         store: the run's store: while an actor waits for resources, the executor checks that
             trials are still left for it.
     """
@@ -166,8 +167,10 @@ class RayExecutor(Executor):
             quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
             if address is None and not os.environ.get("RAY_ADDRESS"):
                 cpus = self._options["num_cpus"]
-                ray.init(num_cpus=max(1, int(slots * cpus + 0.999)), include_dashboard=False,
-                         **quiet)
+                # "local": a Ray of its own even where `ray start` left one (join that one
+                # with --address auto).
+                ray.init(address="local", num_cpus=max(1, int(slots * cpus + 0.999)),
+                         include_dashboard=False, **quiet)
                 self._owned = True
             else:
                 ray.init(address=address, **quiet)
