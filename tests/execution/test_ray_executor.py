@@ -30,7 +30,7 @@ from tunebook.execution.worker import WorkerOptions
 from tunebook.experiment import Experiment
 from tunebook.store.sql import Store
 
-from conftest import TESTS, run_cli, write_experiment
+from conftest import TESTS, cli_env, run_cli, write_experiment
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tunebook[ray]')")
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -303,22 +303,36 @@ def test_resources_place_trials_and_a_lost_node_s_trial_resumes_on_the_head(
         node2.stop()
 
 
-def test_the_command_line_starts_a_local_ray_and_keeps_the_terminal_quiet(
+def test_the_command_line_stops_on_ctrl_c_and_resumes_with_a_quiet_terminal(
         tmp_path: Path) -> None:
+    """No --address: the run starts a Ray of its own. Ctrl-C (SIGINT to the terminal's
+    process group, Ray's processes included) interrupts the trials, which resume next time."""
     # A workload that prints on both streams (the toy curve otherwise).
     (tmp_path / "chatty.py").write_text(
         "import sys\nfrom toy import curve\n\n\ndef chatty(hparams, trial):\n"
         "    print('CHATTY out')\n    print('CHATTY err', file=sys.stderr)\n"
         "    curve(hparams, trial)\n")
-    exp = write_experiment(tmp_path, workload="chatty:chatty")
-    proc = run_cli("run", str(exp), "--executor", "ray", "--workers", "2", "--root",
-                   str(tmp_path / "tb"), "--no-report", "--quiet", check=True)
+    exp = write_experiment(tmp_path, workload="chatty:chatty", fixed={"sleep": 0.05})
+    argv = [sys.executable, "-m", "tunebook.cli", "run", str(exp), "--executor", "ray",
+            "--workers", "2", "--root", str(tmp_path / "tb"), "--no-report", "--quiet"]
+    first = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with contextlib.closing(Store.at_root(tmp_path / "tb")) as store:
+        _wait_for(lambda: any(store.measurements([t.id])
+                              for t in store.trials(1, statuses=("running",))))
+        os.killpg(first.pid, signal.SIGINT)
+        out, err = first.communicate(timeout=120)
+        statuses = {t.status for t in store.trials(1)}
+        assert "interrupted" in statuses and "running" not in statuses, out + err
+        assert all(t.attempts == 0 for t in store.trials(1))  # a stop is not a failure
+    assert "--executor ray" in err.splitlines()[-1], err
+    proc = run_cli(*argv[3:], check=True)
     assert "8 completed" in proc.stdout
     # The trials' own output is in their log.txt, not on the terminal.
-    assert "CHATTY" not in proc.stdout + proc.stderr
+    assert "CHATTY" not in out + err + proc.stdout + proc.stderr
     with contextlib.closing(Store.at_root(tmp_path / "tb")) as store:
         got = _results(store, 1)
-    assert got == _reference(tmp_path)
+    assert got == _reference(tmp_path, fixed={"sleep": 0.05})
 
 
 def test_a_run_on_postgresql_through_a_running_cluster(

@@ -185,6 +185,10 @@ def _again(command: str, target: str, args: argparse.Namespace) -> str:
         argv += ["--search-seeds", str(args.search_seeds)]
     if command == "run" and getattr(args, "workers", 1) != 1:
         argv += ["--workers", str(args.workers)]
+    if command == "run" and getattr(args, "executor", "local") != "local":
+        argv += ["--executor", args.executor]
+        if args.address is not None:
+            argv += ["--address", args.address]
     # "--" keeps a name that starts with "-" from being read as an option.
     argv += ["--", str(target)] if str(target).startswith("-") else [str(target)]
     return shlex.join(argv)
