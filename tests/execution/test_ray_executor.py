@@ -351,5 +351,19 @@ def test_a_run_on_postgresql_through_a_running_cluster(
     assert got == _reference(tmp_path)
 
 
+def test_without_ray_one_line_says_how_to_install_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tunebook.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray sees
+    exp = write_experiment(tmp_path)
+    code = main(["run", str(exp), "--executor", "ray", "--root", str(tmp_path / "tb")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.strip().splitlines() == [
+        "tunebook: error: the Ray executor needs Ray: pip install 'tunebook[ray]'"]
+    assert not (tmp_path / "tb").exists()  # nothing written
+
+
 def test_the_executor_names_are_known() -> None:
     assert EXECUTORS == ("local", "ray")

@@ -44,10 +44,23 @@ def _warn_idle_workers(experiment: Experiment, workers: int) -> None:
 
 
 def _check_executor(args: argparse.Namespace, experiment: Experiment) -> None:
-    """--address needs --executor ray; ``resources`` are for Ray only (said once)."""
+    """--address needs --executor ray, which needs Ray; ``resources`` are for Ray only (said
+    once)."""
     if args.address is not None and args.executor != "ray":
         raise TunebookError(f"--address: a Ray cluster's address needs --executor ray, got "
                             f"{args.address!r}")
+    if args.executor == "ray":
+        import importlib.util
+
+        # Before anything is written: the store is not touched for a run that cannot start.
+        try:
+            found = importlib.util.find_spec("ray") is not None
+        except ValueError:  # set to None in sys.modules: hidden
+            found = False
+        if not found:
+            from tunebook.execution.ray_executor import INSTALL_HINT
+
+            raise TunebookError(INSTALL_HINT)
     if experiment.resources and args.executor == "local":
         print("tunebook: note: the experiment's resources are for --executor ray; local "
               "workers take one CPU each", file=sys.stderr)
