@@ -365,5 +365,16 @@ def test_without_ray_one_line_says_how_to_install_it(
     assert not (tmp_path / "tb").exists()  # nothing written
 
 
+def test_local_workers_say_once_that_resources_are_for_ray(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tunebook.cli import main
+
+    exp = write_experiment(tmp_path, resources={"num_gpus": 1})
+    assert main(["run", str(exp), "--workers", "0", "--root", str(tmp_path / "tb"),
+                 "--no-report", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("resources are for --executor ray") == 1
+
+
 def test_the_executor_names_are_known() -> None:
     assert EXECUTORS == ("local", "ray")
