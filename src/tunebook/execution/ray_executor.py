@@ -151,7 +151,8 @@ class RayExecutor(Executor):
         address: a running cluster (``auto``: the one ``ray start`` started on this machine,
             ``HOST:PORT``, ``ray://HOST:PORT``), left running; None (and no ``RAY_ADDRESS``)
             starts a local Ray of its own with ``slots`` workers' CPUs, shut down by
-            :meth:`stop`.
+            :meth:`stop`. Where this process is already connected to a Ray (``ray.init``
+            called by the caller), that one is used and left connected.
         store: the run's store: while an actor waits for resources, the executor checks that
             trials are still left for it.
     """
@@ -171,9 +172,11 @@ class RayExecutor(Executor):
                 # with --address auto).
                 ray.init(address="local", num_cpus=max(1, int(slots * cpus + 0.999)),
                          include_dashboard=False, **quiet)
-                self._owned = True
             else:
                 ray.init(address=address, **quiet)
+            # Ours to end: a local Ray stops, a cluster is only disconnected from (a later
+            # run in this process may name another address).
+            self._owned = True
         try:
             if job.store_url.startswith("sqlite"):
                 _check_one_machine(ray, job.store_url)
