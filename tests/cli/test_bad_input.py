@@ -689,6 +689,17 @@ FILE_CASES += [
                                      "configs:\n  - {1: a}"), "configs[0]",
       "keys must be strings"),
 ]
+# Per-trial resources (resources:): tunebook.experiment.resources's rules.
+FILE_CASES += [
+    C("resources-not-mapping", doc(resources=2), "resources", "must be a mapping", "2"),
+    C("resources-unknown-key", doc(resources={"gpus": 1}), "resources.gpus", "unknown key",
+      "'num_gpus'"),
+    C("resources-negative", doc(resources={"num_cpus": -1}), "resources.num_cpus", ">= 0",
+      "-1"),
+    C("resources-memory-zero", doc(resources={"memory": 0}), "resources.memory", "> 0", "0"),
+    C("resources-custom-text", doc(resources={"custom": {"node2": "one"}}),
+      "resources.custom.node2", "must be a number", "'one'"),
+]
 # The cases of tests/test_cli_errors.py, here too (the same file, the same contract).
 FILE_CASES += [
     C("cli-errors-wrong-type", setk("max_train_steps", "twenty"), "max_train_steps", "'twenty'"),
@@ -767,6 +778,9 @@ CLI_CASES: list[Cli] = [
     K("run-max-attempts-text", "run {file} --max-attempts x", "--max-attempts", "'x'"),
     K("run-stale-after-zero", "run {file} --stale-after 0", "--stale-after", "got '0'"),
     K("run-stale-after-text", "run {file} --stale-after soon", "--stale-after", "'soon'"),
+    K("run-executor-unknown", "run {file} --executor slurm", "--executor", "'slurm'"),
+    K("run-address-without-ray", "run {file} --address auto", "--address", "--executor ray",
+      "'auto'"),
     K("run-top-zero", "run {file} --top 0", "--top", "must be >= 1", "got 0"),
     K("run-top-negative", "run {file} --top -3", "--top", "got -3"),
     K("best-top-zero", "best " + NAME + " --top 0", "--top", "must be >= 1", "got 0"),

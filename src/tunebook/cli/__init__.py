@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also publish checkpoints there (a shared-mount path or an fsspec URL "
                         "such as s3://bucket/prefix), so a trial resumes on any machine "
                         "(default: checkpoint_root in the experiment file, else local only)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the workers run: local processes, or Ray actors (one per "
+                        "--workers slot, each with the experiment's resources; needs "
+                        "pip install 'tunebook[ray]')")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
+                   help="with --executor ray: the running Ray cluster to use (default: a "
+                        "local Ray started for the run and stopped after it)")
     p.add_argument("--top", type=int, default=3, help="best trials shown per study")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (failures are still printed as they happen)")

@@ -71,6 +71,27 @@ def _check_checkpoint_root(args: argparse.Namespace, experiment: Experiment) -> 
         if args.checkpoint_root:
             raise TunebookError(f"--checkpoint-root: {exc}") from None
         raise ConfigError(experiment.source, "checkpoint_root", str(exc)) from None
+def _check_executor(args: argparse.Namespace, experiment: Experiment) -> None:
+    """--address needs --executor ray, which needs Ray; ``resources`` are for Ray only (said
+    once)."""
+    if args.address is not None and args.executor != "ray":
+        raise TunebookError(f"--address: a Ray cluster's address needs --executor ray, got "
+                            f"{args.address!r}")
+    if args.executor == "ray":
+        import importlib.util
+
+        # Before anything is written: the store is not touched for a run that cannot start.
+        try:
+            found = importlib.util.find_spec("ray") is not None
+        except ValueError:  # set to None in sys.modules: hidden
+            found = False
+        if not found:
+            from tunebook.execution.ray_executor import INSTALL_HINT
+
+            raise TunebookError(INSTALL_HINT)
+    if experiment.resources and args.executor == "local":
+        print("tunebook: note: the experiment's resources are for --executor ray; local "
+              "workers take one CPU each", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -91,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         thresholds_from_config(experiment.checks, experiment.source)
     _warn_idle_workers(experiment, args.workers)
     _check_checkpoint_root(args, experiment)
+    _check_executor(args, experiment)
     url = args.store or sqlite_url(store_file(args.root))
     live = None
     # The report, rewritten as trials finish (tunebook.report.live); --workers 0 runs trials
@@ -112,8 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                      max_attempts=args.max_attempts, progress=_hooks(bar, live),
                      argv=["tunebook", *_without_password(sys.argv[1:])],
                      retry_failed=args.retry_failed, trial_timeout=args.trial_timeout,
-                     stale_after_seconds=args.stale_after,
-                     options=_worker_options(args))
+                     stale_after_seconds=args.stale_after, executor=args.executor,
+                     address=args.address, options=_worker_options(args))
         ended = True
     finally:
         bar.close()
@@ -216,6 +238,10 @@ def _again(command: str, target: str, args: argparse.Namespace) -> str:
         argv += ["--search-seeds", str(args.search_seeds)]
     if command == "run" and getattr(args, "workers", 1) != 1:
         argv += ["--workers", str(args.workers)]
+    if command == "run" and getattr(args, "executor", "local") != "local":
+        argv += ["--executor", args.executor]
+        if args.address is not None:
+            argv += ["--address", args.address]
     # "--" keeps a name that starts with "-" from being read as an option.
     argv += ["--", str(target)] if str(target).startswith("-") else [str(target)]
     return shlex.join(argv)

@@ -7,10 +7,12 @@ An executor only starts, watches and stops workers:
 * :class:`LocalProcesses` (``workers >= 1``): spawned processes on this machine.
 * :class:`Inline` (``workers=0``): the worker loop in the run's own process (debugging,
   benchmarks).
+* :class:`~tunebook.execution.ray_executor.RayExecutor` (``executor="ray"``): Ray actors on a
+  Ray cluster (imported only when asked for: Ray is an optional extra).
 
-A Ray executor, or ``tunebook worker`` processes on other machines, will implement
-:class:`Executor` the same way. To add one: subclass :class:`Executor` in this module (or
-beside it), build it in :func:`make_executor`, and run tests/execution/test_executors.py against it.
+``tunebook worker`` processes on other machines will implement :class:`Executor` the same way.
+To add one: subclass :class:`Executor` in this module (or beside it), build it in
+:func:`make_executor`, and run tests/execution/test_executors.py against it.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from tunebook.execution.workload import kill_leftovers
 from tunebook.experiment import Experiment
 from tunebook.store.api import StoreAPI
 
-__all__ = ["Executor", "Inline", "Job", "LocalProcesses", "WorkerExit", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "Inline", "Job", "LocalProcesses", "WorkerExit",
+           "make_executor"]
 
 STOP_GRACE = 15.0  # seconds workers get to mark their trials interrupted before SIGKILL
 
@@ -275,8 +278,23 @@ class Inline(Executor):
         return names
 
 
-def make_executor(job: Job, workers: int, store: StoreAPI, workload: Any) -> Executor:
-    """The executor for ``workers``: local processes, or inline for 0."""
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(job: Job, workers: int, store: StoreAPI, workload: Any,
+                  executor: str = "local", address: str | None = None) -> Executor:
+    """The executor for ``workers``: local processes, inline for 0, or Ray actors
+    (``executor="ray"``, on the cluster at ``address``; see
+    :mod:`tunebook.execution.ray_executor`)."""
+    if executor == "ray":
+        # Imported here: Ray is an optional extra, loaded only when asked for.
+        from tunebook.execution.ray_executor import RayExecutor
+
+        return RayExecutor(job, max(1, workers), store, address)
+    if executor != "local":
+        raise ValueError(f"unknown executor {executor!r}; one of {', '.join(EXECUTORS)}")
+    if address is not None:
+        raise ValueError("an address is for a cluster executor (executor='ray')")
     if workers <= 0:
         return Inline(job, store, workload)
     return LocalProcesses(job, workers)

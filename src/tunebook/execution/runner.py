@@ -123,6 +123,8 @@ def run(
     argv: list[str] | None = None,
     retry_failed: bool = False,
     trial_timeout: float | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> RunResult:
     """Run (or resume) every study of ``experiment``; returns when no trial is left to run.
 
@@ -141,6 +143,10 @@ def run(
             trials are results and are never retried.
         trial_timeout: seconds an attempt may run (default: the experiment's
             ``trial_timeout``, else no limit); past it the trial is stopped and ``failed``.
+        executor: ``"local"`` (worker processes on this machine) or ``"ray"`` (``workers``
+            Ray actors, each with the experiment's ``resources``).
+        address: the Ray cluster (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); None starts
+            a local Ray for the run.
 
     Raises:
         WorkloadError: the workload cannot be loaded, could not even start on the first trial
@@ -173,9 +179,9 @@ def run(
     try:
         exp_id = register_experiment(store, experiment, studies, trials)
         close_abandoned_runs(store, exp_id)
-        executor = make_executor(Job(experiment, exp_id, store.url, root, options), workers,
-                                 store, workload)
-        executor.release_orphans(store, max_attempts)
+        pool = make_executor(Job(experiment, exp_id, store.url, root, options), workers,
+                             store, workload, executor, address)
+        pool.release_orphans(store, max_attempts)
         result = RunResult(exp_id)
         if retry_failed:
             result.retried = requeue_failed(store, experiment, exp_id, root)
@@ -195,10 +201,10 @@ def run(
             store.on_outage = session.outage
         try:
             with _signals_as_interrupt(result):
-                if executor.blocking:
-                    session.in_process(executor)
+                if pool.blocking:
+                    session.in_process(pool)
                 else:
-                    session.supervise(executor, poll_seconds, stale_after_seconds)
+                    session.supervise(pool, poll_seconds, stale_after_seconds)
         except StoreError:
             _store_gone(store)
             raise

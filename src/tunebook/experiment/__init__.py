@@ -132,6 +132,10 @@ class Experiment:
     #: to the experiment file's folder. Not part of the identity (where checkpoints live
     #: changes no trial); ``--checkpoint-root`` overrides it.
     checkpoint_root: str | None = None
+    #: What one trial needs from a cluster scheduler (``num_cpus``, ``num_gpus``, ``memory``,
+    #: ``custom``; rules: :mod:`tunebook.experiment.resources`): used by the Ray executor, not
+    #: part of the identity.
+    resources: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<python>"
     base_dir: str = "."
 
@@ -149,6 +153,9 @@ class Experiment:
         object.__setattr__(self, "configs", tuple(
             dict(c) if isinstance(c, Mapping) else c for c in self.configs))
         object.__setattr__(self, "checks", {k: dict(v) for k, v in self.checks.items()})
+        if isinstance(self.resources, Mapping):
+            object.__setattr__(self, "resources", {
+                k: dict(v) if isinstance(v, Mapping) else v for k, v in self.resources.items()})
         check_experiment(self)
 
     # ----------------------------------------------------------------- loading
@@ -249,17 +256,21 @@ class Experiment:
             out["follows"] = self.follows
         if self.checkpoint_root is not None:
             out["checkpoint_root"] = self.checkpoint_root
+        if self.resources:
+            out["resources"] = {k: dict(v) if isinstance(v, Mapping) else v
+                                for k, v in self.resources.items()}
         return out
 
     def identity(self) -> str:
         """Hash of everything that decides which trials run and how they train.
 
         The objective, the goal text, the trial budget, the trial timeout, the checks'
-        thresholds, the ``follows`` link and ``checkpoint_root`` are left out: the objective can
-        be changed after the fact, a study can be extended because trial ``i`` does not depend
-        on how many trials there are, a timeout only decides when to give up on a trial, not
-        what it computes, thresholds only change how the results are read, and neither a link
-        between rounds nor where checkpoints are kept changes a trial.
+        thresholds, the ``follows`` link, ``checkpoint_root`` and ``resources`` are left out:
+        the objective can be changed after the fact, a study can be extended because trial
+        ``i`` does not depend on how many trials there are, a timeout only decides when to give
+        up on a trial, not what it computes, thresholds only change how the results are read,
+        and neither a link between rounds, where checkpoints are kept nor the resources a trial
+        asks a scheduler for change any trial.
         """
         d = self.to_dict()
         for key in ("objective", "goal", "name"):
@@ -268,6 +279,7 @@ class Experiment:
         d.pop("checks", None)  # thresholds of the analysis: they change no trial
         d.pop("follows", None)  # a link between rounds: it changes no trial
         d.pop("checkpoint_root", None)  # where checkpoints live: it changes no trial
+        d.pop("resources", None)  # where a trial runs: it changes no trial
         d["search"].pop("trials")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -226,8 +226,10 @@ def check_experiment(exp: Experiment) -> None:
     # Imported here: they import this module's Reader.
     from tunebook.experiment.conditional import check_conditional
     from tunebook.experiment.listed import check_configs
+    from tunebook.experiment.resources import check_resources
 
     check_configs(exp, r)
+    check_resources(exp, r)
     check_conditional(exp, r)
     _check_studies(exp, r)
     _check_search_seeds(exp, r)

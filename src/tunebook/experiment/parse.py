@@ -30,6 +30,7 @@ from tunebook.experiment.checks import (
 )
 from tunebook.experiment.conditional import parse_conditional
 from tunebook.experiment.listed import parse_configs
+from tunebook.experiment.resources import parse_resources
 from tunebook.objective import parse_goal
 from tunebook.search.space import (
     Categorical,
@@ -61,6 +62,7 @@ TOP_KEYS = (
     "checks",
     "follows",
     "checkpoint_root",
+    "resources",
 )
 """The keys an experiment document may hold at its top level."""
 # Keys written at the top level that belong one level down.
@@ -300,4 +302,5 @@ def parse_document(data: object, source: str) -> dict[str, Any]:
         "checks": checks,
         "follows": follows,
         "checkpoint_root": doc.get("checkpoint_root"),
+        "resources": parse_resources(r, doc.get("resources")),
     }
