@@ -82,18 +82,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--evals", type=int, default=50)
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="fill the store in DIR and keep it; a later run with the same "
+                             "DIR, --trials and --evals reuses it instead of filling again")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = Path(tmp) if args.keep is None else args.keep / f"{args.trials}x{args.evals}"
         t0 = time.perf_counter()
-        store = fill(root, args.trials, args.evals)
-        fill_s = time.perf_counter() - t0
+        if (root / "filled").exists():
+            store, fill_s = Store.at_root(root), float("nan")
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            store = fill(root, args.trials, args.evals)
+            fill_s = time.perf_counter() - t0
+            (root / "filled").write_text("ok\n", encoding="utf-8")
         t0 = time.perf_counter()
         path, report = write_report(store, "big", root / "big.html")
         report_s = time.perf_counter() - t0
         size_mb = path.stat().st_size / 1e6
         print(f"store filled: {args.trials} trials x {args.evals} evaluations x 3 metrics "
-              f"({args.trials * args.evals * 3:,} measurements) in {fill_s:.1f}s")
+              f"({args.trials * args.evals * 3:,} measurements) in {fill_s:.1f}s"
+              + (" (reused)" if fill_s != fill_s else ""))
         print(f"report: {report_s:.2f}s (target <= 10 s: "
               f"{'met' if report_s <= 10 else 'MISSED'}), page {size_mb:.1f} MB, "
               f"{len(report.findings)} findings")

@@ -87,7 +87,8 @@ def sign_test(wins: int, losses: int) -> float:
     n = wins + losses
     if n == 0:
         return 1.0
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2.0 ** n
+    # Integer over integer: exact at any n (2.0 ** n overflows a float past 1,023 pairs).
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
 
 
 def pools_by_index(data: ExperimentData, study: str) -> dict[int, float]:
