@@ -22,7 +22,7 @@ from tunebook.store.tx import new_id
 
 __all__ = ["CLAIM", "CLAIMABLE_ONE", "RECLAIM", "add_trials", "experiment_trial_ids",
            "finish_values", "in_budget", "insert_trials", "register", "release_values",
-           "trial_from_row", "trial_select"]
+           "sampled_measurements", "trial_from_row", "trial_select"]
 
 
 def in_budget() -> Any:
@@ -56,6 +56,19 @@ def experiment_trial_ids(experiment_id: int) -> sa.Select[Any]:
     """The ids of an experiment's trials, as a subquery."""
     return (sa.select(trials_t.c.id).join(studies_t, trials_t.c.study_id == studies_t.c.id)
             .where(studies_t.c.experiment_id == experiment_id))
+
+
+def sampled_measurements(experiment_id: int, every: int, keep: Sequence[int]) -> sa.Select[Any]:
+    """The experiment's measurements at steps that are multiples of ``every`` or in ``keep``,
+    ordered by trial, metric, step (one scan in the database; no window function, which costs
+    SQLite several seconds over millions of rows)."""
+    m = measurements_t.c
+    at = m.step % every == 0
+    if keep:
+        at = sa.or_(at, m.step.in_(sorted(set(keep))))
+    return (sa.select(m.trial_id, m.step, m.metric, m.value)
+            .where(m.trial_id.in_(experiment_trial_ids(experiment_id)), at)
+            .order_by(m.trial_id, m.metric, m.step))
 
 
 def _never_ran(conn: Connection, experiment_id: int) -> bool:
