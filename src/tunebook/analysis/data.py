@@ -44,7 +44,7 @@ class Curve:
 
     def finite(self) -> Curve:
         """The same curve without NaN or infinite points."""
-        if all(map(math.isfinite, self.values)):
+        if len(self.steps) == len(self.values) and all(map(math.isfinite, self.values)):
             return self
         pairs = [(s, v) for s, v in zip(self.steps, self.values, strict=True) if math.isfinite(v)]
         return Curve(tuple(s for s, _ in pairs), tuple(v for _, v in pairs), self.every)
