@@ -238,8 +238,14 @@ def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None
         measured = _measurements(store, exp_row.id, objective.metric, metrics, curves,
                                  [t.id for t in rows if not (stored and t.status in _SUMMARISED)])
     by_trial: dict[int, dict[str, tuple[list[int], list[float]]]] = {}
+    # The store's rows come ordered by trial, metric, step: one dict look-up per curve.
+    last: tuple[int, str] | None = None
+    steps: list[int] = []
+    values: list[float] = []
     for tid, step, m, v in measured:
-        steps, values = by_trial.setdefault(tid, {}).setdefault(m, ([], []))
+        if (tid, m) != last:
+            last = (tid, m)
+            steps, values = by_trial.setdefault(tid, {}).setdefault(m, ([], []))
         steps.append(step)
         values.append(v)
     trials = []

@@ -77,7 +77,13 @@ def _e(value: Any) -> str:
 def _json_for_html(data: Any) -> str:
     # Inside <script>, "</script>" or "<!--" in a user string would end the element early.
     # A non-finite number (a trial that reported inf, a stored value) becomes null.
-    text = json.dumps(finite_json(data), separators=(",", ":"), allow_nan=False, default=str)
+    try:
+        # The bulky parts (curves, axis points) arrive rounded, non-finite values as None:
+        # the walk that replaces NaN and inf is only needed when json refuses one.
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(finite_json(data), separators=(",", ":"), allow_nan=False,
+                          default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
