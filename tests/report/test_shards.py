@@ -78,3 +78,17 @@ def test_curves_past_the_best_trials_go_to_shards(tmp_path: Path,
     # The same data twice: the same files (their names are a hash of their content).
     write_report(store, "synthetic", out)
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".js") == again
+
+
+def test_a_notebook_view_says_where_the_other_curves_are(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The view embeds the page in an iframe's srcdoc, where no file beside it can load.
+    import html
+
+    import tunebook
+
+    monkeypatch.setattr(shards, "INLINE_TRIALS", 3)
+    synthetic(tmp_path / "r")
+    shown = html.unescape(tunebook.load("synthetic", root=tmp_path / "r")._repr_html_())
+    assert "curves of the trials after the best 3 are in <code>synthetic.files/</code>" in shown
+    assert "data-shard='0'" in shown and '"shards":["synthetic.files/curves-' in shown
