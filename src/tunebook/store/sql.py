@@ -456,7 +456,9 @@ class SQLStore(History, Launches, FinalEvals):
         if every < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}")
         q = queries.sampled_measurements(experiment_id, every, keep)
-        rows = self._read(lambda conn: conn.execute(q).all())
+        # Plain tuples from the driver's cursor: hundreds of thousands of rows, and none of
+        # these columns needs SQLAlchemy's row processing (integers, a string, a float).
+        rows = self._read(lambda conn: conn.execute(q).cursor.fetchall())
         return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
 
     def metric_names(self, experiment_id: int) -> list[str]:
