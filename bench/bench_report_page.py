@@ -1,9 +1,12 @@
 """How long the HTML report takes on a large experiment, and how heavy the page is.
 
-Target (issue 3): 1,000 trials x 50 evaluations x 3 metrics in <= 10 s, and no plot with
-50,000 SVG nodes. The store is filled directly (no training), then ``tunebook report``'s code
-path runs: load from SQLite, analysis and checks, HTML. With Chromium present, the page is also
-opened headless to time the drawing and count SVG nodes per plot.
+Targets: issue 3, 1,000 trials x 50 evaluations x 3 metrics in <= 10 s, and no plot with
+50,000 SVG nodes; issue 14, 10,000 trials x 100 evaluations (3 M measurements) in <= 5 s and a
+page of <= 5 MB (the "any trial" picker's curves past the best 200 trials are in shard files
+beside the page, counted apart). The store is filled directly (no training), then ``tunebook
+report``'s code path runs: load from SQLite, analysis and checks, HTML. With Chromium present,
+the page is also opened headless to time the drawing and count SVG nodes per plot.
+``--keep DIR`` fills the store once in DIR and reuses it on later runs.
 """
 
 from __future__ import annotations
@@ -82,20 +85,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--evals", type=int, default=50)
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="fill the store in DIR and keep it; a later run with the same "
+                             "DIR, --trials and --evals reuses it instead of filling again")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = Path(tmp) if args.keep is None else args.keep / f"{args.trials}x{args.evals}"
         t0 = time.perf_counter()
-        store = fill(root, args.trials, args.evals)
-        fill_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        if (root / "filled").exists():
+            store, fill_s = Store.at_root(root), float("nan")
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            store = fill(root, args.trials, args.evals)
+            fill_s = time.perf_counter() - t0
+            (root / "filled").write_text("ok\n", encoding="utf-8")
+        t0, c0 = time.perf_counter(), time.process_time()
         path, report = write_report(store, "big", root / "big.html")
-        report_s = time.perf_counter() - t0
+        report_s, report_cpu = time.perf_counter() - t0, time.process_time() - c0
         size_mb = path.stat().st_size / 1e6
+        folder = path.with_name(path.stem + ".files")
+        shard_files = list(folder.glob("curves-*.js")) if folder.is_dir() else []
+        shards_mb = sum(f.stat().st_size for f in shard_files) / 1e6
+        target_s, target_mb = (5, 5) if args.trials * args.evals > 50_000 else (10, None)
         print(f"store filled: {args.trials} trials x {args.evals} evaluations x 3 metrics "
-              f"({args.trials * args.evals * 3:,} measurements) in {fill_s:.1f}s")
-        print(f"report: {report_s:.2f}s (target <= 10 s: "
-              f"{'met' if report_s <= 10 else 'MISSED'}), page {size_mb:.1f} MB, "
+              f"({args.trials * args.evals * 3:,} measurements) "
+              + ("reused" if fill_s != fill_s else f"in {fill_s:.1f}s"))
+        page_target = "" if target_mb is None else (
+            f" (target <= {target_mb} MB: {'met' if size_mb <= target_mb else 'MISSED'})")
+        # CPU time too: on a shared machine the wall clock counts the other processes' turns.
+        print(f"report: {report_s:.2f}s, {report_cpu:.2f}s CPU (target <= {target_s} s: "
+              f"{'met' if report_s <= target_s else 'MISSED'}), page {size_mb:.1f} MB"
+              f"{page_target}, {len(shard_files)} curve shards {shards_mb:.1f} MB, "
               f"{len(report.findings)} findings")
         if CHROMIUM.exists():
             seconds, largest, total = render(path)

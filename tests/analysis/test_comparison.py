@@ -235,6 +235,10 @@ def test_the_sign_test_is_exact() -> None:
     assert sign_test(6, 0) == pytest.approx(1 / 64)
     assert sign_test(10, 2) == pytest.approx(79 / 4096)
     assert sign_test(3, 9) > 0.9
+    # Thousands of pairs (a 10,000-trial experiment): no float overflow, still exact.
+    assert sign_test(2500, 2500) == pytest.approx(0.5 + math.comb(5000, 2500) / 2 ** 5001)
+    assert sign_test(0, 3000) == 1.0
+    assert sign_test(3000, 0) < 1e-300
 
 
 def test_studies_that_do_not_differ_are_rarely_called_different() -> None:

@@ -131,3 +131,38 @@ def test_records_of_unfinished_trials_are_summarised_from_their_curves(
     assert (records[live.id].final_step, records[live.id].final_value) == (30, 0.5)
     assert [r.best_value for r in records.values() if r.id not in (done.id, live.id)] == [None]
     store.close()
+
+
+def test_a_budget_samples_the_curves_past_each_studys_best_trials(tmp_path: Path) -> None:
+    doc = {"name": "long", "workload": "tunebook.workloads.synthetic:quadratic",
+           "objective": {"metric": "val_loss", "goal": "minimize"},
+           "max_train_steps": 300, "eval_every": 10,
+           "search": {"algorithm": "quasi_random", "trials": 8, "seed": 0},
+           "scientific": {"y": [0.0, -0.2]},
+           "nuisance": {"learning_rate": {"type": "float", "low": 1e-3, "high": 10.0,
+                                          "scale": "log"}}}
+    run(Experiment.from_dict(doc, source="long.yaml"), root=tmp_path, workers=0)
+    store = Store.at_root(tmp_path)
+    full = load(store, "long")
+    # 16 trials, 160 points of each metric: 10 per curve, every 3rd of 30 evaluations.
+    sampled = load(store, "long", budget=160, full_top=2)
+    assert [t.as_dict() for t in sampled.trials] == [t.as_dict() for t in full.trials]
+    best = {t.id for s in full.studies for t in full.ranked(s)[:2]}
+    n_sampled = 0
+    for f, s in zip(full.trials, sampled.trials, strict=True):
+        assert set(s.curves) == set(f.curves)
+        for metric, curve in s.curves.items():
+            if f.id in best:
+                assert curve == f.curves[metric] and not curve.sampled
+                continue
+            assert curve.every == 30 and curve.sampled
+            n_sampled += 1
+            whole = dict(zip(f.curves[metric].steps, f.curves[metric].values, strict=True))
+            assert list(curve.steps) == [st for st in whole if st == 10 or st % 30 == 0]
+            assert list(curve.values) == [whole[st] for st in curve.steps]
+    assert n_sampled > 0
+    # Short curves, or a budget they fit in: every point, the same data as without one.
+    assert load(store, "long", budget=10_000, full_top=0).trials == full.trials
+    # Another objective than the experiment's: the store holds no summaries for it to trust.
+    other = load(store, "long", metric="train_loss", budget=160, full_top=2)
+    assert not any(c.sampled for t in other.trials for c in t.curves.values())

@@ -134,3 +134,20 @@ def test_separated() -> None:
     assert not stats.separated(0.1, 0.1)  # equal to the spread: not shown to differ
     assert not stats.separated(0.05, 0.1)
     assert not stats.separated(1.0, None)  # unknown spread: nothing is shown
+
+
+def test_noise_of_short_curves_is_numpys_percentile_exactly() -> None:
+    # The pure-Python percentile of short curves gives the very floats numpy gives.
+    from tunebook.analysis.stats import DIFF_IQR_TO_STD, noise
+
+    rng = np.random.default_rng(0)
+    for n in (3, 4, 5, 7, 10, 33, 150):
+        for _ in range(50):
+            y = rng.normal(size=n) * 10 ** rng.uniform(-4, 4)
+            if rng.random() < 0.3:
+                y = np.round(y, 2)
+            q25, q75 = np.percentile(np.diff(y), [25, 75])
+            assert noise(y) == float(q75 - q25) / DIFF_IQR_TO_STD
+            assert noise(list(y)) == noise(y)
+    assert noise([1.0, 2.0]) is None
+    assert math.isnan(noise([1.0, float("nan"), 2.0, 3.0]) or 0.0)  # numpy's NaN path

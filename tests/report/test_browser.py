@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tunebook.execution.runner import run
 from tunebook.experiment import Experiment
 from tunebook.report import write_report
@@ -98,3 +100,45 @@ def test_report_with_nothing_finished(browser: Any, tmp_path: Path) -> None:
     assert errors == []
     assert "No study has a completed trial" in page.inner_text("#isolation")
     shutil.copy(path, tmp_path / "kept.html")
+
+
+def test_a_trial_whose_curves_are_in_a_shard_is_drawn(browser: Any, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A large experiment's picker, in small: 3 trials' curves in the page, the rest in files
+    # beside it, read by a script tag from file:// when picked.
+    from tunebook.report import shards
+
+    monkeypatch.setattr(shards, "INLINE_TRIALS", 3)
+    monkeypatch.setattr(shards, "PER_SHARD", 5)
+    store = synthetic(tmp_path / "r")
+    path, _ = write_report(store, "synthetic", tmp_path / "big.html")
+    page, errors, dialogs = _open(browser, path)
+    labels = page.eval_on_selector_all("#trial-picker option[data-shard]",
+                                       "os => os.map(o => [o.value, o.dataset.shard])")
+    assert len(labels) == 13 and {n for _, n in labels} == {"0", "1", "2"}
+    for label, _ in (labels[0], labels[-1]):
+        page.select_option("#trial-picker", label)
+        page.wait_for_function("Number(document.getElementById('trial-curves')"
+                               ".dataset.rendered) > 0")
+        drawn = int(page.get_attribute("#trial-curves", "data-rendered") or 0)
+        assert page.locator("#trial-curves svg").count() == drawn
+        title = page.inner_text("#trial-curves")
+        assert label in title
+    # Back to a trial of the page itself, then to one of the first shard again (loaded once).
+    page.select_option("#trial-picker", page.eval_on_selector(
+        "#trial-picker option:nth-child(2)", "o => o.value"))
+    assert int(page.get_attribute("#trial-curves", "data-rendered") or 0) >= 3
+    page.select_option("#trial-picker", labels[1][0])
+    page.wait_for_function("Number(document.getElementById('trial-curves')"
+                           ".dataset.rendered) > 0")
+    assert page.eval_on_selector_all("script[src]", "s => s.length") == 2
+    assert errors == [] and dialogs == []
+    # Without its folder (a page copied alone, a notebook's view): it says where they are.
+    shutil.rmtree(tmp_path / "big.files")
+    page2, errors2, _ = _open(browser, path)
+    page2.select_option("#trial-picker", labels[0][0])
+    page2.wait_for_function("document.getElementById('trial-curves').dataset.rendered "
+                            "=== 'missing'")
+    assert "big.files/curves-" in page2.inner_text("#trial-curves")
+    assert "big.files/" in page2.inner_text("#trial-files")
+    assert all("big.files" in e or "ERR_FILE_NOT_FOUND" in e for e in errors2), errors2

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from tunebook.experiment import Experiment
 from tunebook.objective import CurveSummary, Goal, Objective, resolve
 from tunebook.search.space import Hyperparameter
-from tunebook.store.api import RunRow, StoreAPI
+from tunebook.store.api import RunRow, StoreAPI, TrialRow
 
 __all__ = ["Curve", "ExperimentData", "TrialData", "load"]
 
@@ -30,14 +30,24 @@ class Curve:
 
     steps: tuple[int, ...]
     values: tuple[float, ...]
+    #: 1 when the curve has every stored point; k > 1 when :func:`load` read a sample of a
+    #: long curve (the steps that are multiples of k, the first evaluation, max_train_steps).
+    every: int = 1
 
     def __len__(self) -> int:
         return len(self.steps)
 
+    @property
+    def sampled(self) -> bool:
+        """Only a sample of the stored points (a large experiment's report, :func:`load`)."""
+        return self.every > 1
+
     def finite(self) -> Curve:
         """The same curve without NaN or infinite points."""
+        if len(self.steps) == len(self.values) and all(map(math.isfinite, self.values)):
+            return self
         pairs = [(s, v) for s, v in zip(self.steps, self.values, strict=True) if math.isfinite(v)]
-        return Curve(tuple(s for s, _ in pairs), tuple(v for _, v in pairs))
+        return Curve(tuple(s for s, _ in pairs), tuple(v for _, v in pairs), self.every)
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,9 @@ class ExperimentData:
 
     def ranked(self, study: str | None = None) -> list[TrialData]:
         """Completed trials with a finite objective, best first (optionally one study)."""
-        return self.objective.ranked(t for t in self.trials if study is None or t.study == study)
+        # Every check and plot ranks; sorting 10,000 trials each time cost seconds.
+        return list(self.memo(("ranked", study), lambda: self.objective.ranked(
+            t for t in self.trials if study is None or t.study == study)))
 
     def varied(self) -> dict[str, Hyperparameter]:
         """The nuisance hyperparameters (the ones the search varied): the shared ones and the
@@ -166,13 +178,17 @@ class ExperimentData:
 # changes. Other trials (running, pending, or failed by the runner after a lost worker) are
 # summarised from their curves.
 _SUMMARISED = ("completed", "infeasible")
+#: The fewest points per curve :func:`load` samples (enough for the shape of a curve and a
+#: trend over its last fifth).
+SAMPLE_MIN_POINTS = 10
 # Above this many trials to read, one query for the experiment beats an IN list of ids.
 _IN_LIST_LIMIT = 500
 
 
 def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None = None,
          final: bool = False, metrics: Sequence[str] | None = None,
-         current: bool = False, curves: bool = True) -> ExperimentData:
+         current: bool = False, curves: bool = True, budget: int | None = None,
+         full_top: int = 0) -> ExperimentData:
     """Read experiment ``name`` from ``store`` with every curve (or only ``metrics``, plus the
     objective's), each trial summarised under the objective resolved by
     :func:`tunebook.objective.resolve` from the experiment's and ``metric``/``goal``/``final``.
@@ -185,6 +201,17 @@ def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None
     ``curves=False`` returns no curves (``tunebook best`` and ``trials`` need only the values):
     under the experiment's own objective, finished trials then take the best and final values
     the store already holds, so only the curves of trials still running are read.
+
+    ``budget`` bounds what a large experiment's curves cost: about that many points of each
+    metric over all trials, at least :data:`SAMPLE_MIN_POINTS` per curve. When a curve has
+    more evaluations than ``points = max(SAMPLE_MIN_POINTS, budget // trials)``
+    (``max_train_steps / eval_every`` of them), the curves of finished trials beyond each
+    study's ``full_top`` best are read as a sample taken by the database (:attr:`Curve.every`:
+    the steps that are multiples of ``k × eval_every``, ``k = ceil(evaluations / points)``,
+    plus the first evaluation and ``max_train_steps``). The best ``full_top`` trials of each
+    study, trials the store has not summarised, and every trial under another objective than
+    the experiment's, keep every point; summaries always come from the store or from full
+    curves, never from a sample. ``budget=None`` reads every point.
     """
     exp_row = store.require_experiment(name)
     experiment = Experiment.from_dict(exp_row.config, source=f"store:{name}")
@@ -196,18 +223,38 @@ def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None
         rows = [t for t in rows if t.index < budgets.get(t.study, 0)]
     stored = not curves and (objective.metric, objective.goal) == (
         experiment.objective.metric, experiment.objective.goal)
-    measured = _measurements(store, exp_row.id, objective.metric, metrics, curves,
-                             [t.id for t in rows if not (stored and t.status in _SUMMARISED)])
-    points: dict[int, dict[str, tuple[list[int], list[float]]]] = {}
+    every = _sample_every(experiment, budget, len(rows)) if curves else 1
+    if every > 1 and (objective.metric, objective.goal) == (experiment.objective.metric,
+                                                           experiment.objective.goal):
+        full = _full_curves(objective, rows, full_top)
+        measured = [r for r in store.sampled_measurements(
+            exp_row.id, every, (experiment.eval_every, experiment.max_train_steps))
+            if r[0] not in full and (metrics is None or r[2] in metrics
+                                     or r[2] == objective.metric)]
+        measured += _measurements(store, exp_row.id, objective.metric, metrics, False,
+                                  sorted(full), every_metric=True)
+    else:
+        every, full = 1, set()
+        measured = _measurements(store, exp_row.id, objective.metric, metrics, curves,
+                                 [t.id for t in rows if not (stored and t.status in _SUMMARISED)])
+    by_trial: dict[int, dict[str, tuple[list[int], list[float]]]] = {}
+    # The store's rows come ordered by trial, metric, step: one dict look-up per curve.
+    last: tuple[int, str] | None = None
+    steps: list[int] = []
+    values: list[float] = []
     for tid, step, m, v in measured:
-        steps, values = points.setdefault(tid, {}).setdefault(m, ([], []))
+        if (tid, m) != last:
+            last = (tid, m)
+            steps, values = by_trial.setdefault(tid, {}).setdefault(m, ([], []))
         steps.append(step)
         values.append(v)
     trials = []
     for t in rows:
-        tc = {m: Curve(tuple(s), tuple(v)) for m, (s, v) in sorted(points.get(t.id, {}).items())}
+        k = 1 if t.id in full else every
+        tc = {m: Curve(tuple(s), tuple(v), k)
+              for m, (s, v) in sorted(by_trial.get(t.id, {}).items())}
         c = tc.get(objective.metric)
-        if stored and t.status in _SUMMARISED:
+        if (stored or k > 1) and t.status in _SUMMARISED:
             s = CurveSummary(t.best_step, t.best_value, t.final_step, t.final_value)
         else:
             s = objective.summarize(zip(c.steps, c.values, strict=True) if c else [])
@@ -223,18 +270,48 @@ def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None
         notes=tuple(store.notes(exp_row.id)), runs=tuple(store.runs(exp_row.id)))
 
 
+def _sample_every(experiment: Experiment, budget: int | None, trials: int) -> int:
+    """Steps between two sampled points of a curve (1: every point) for :func:`load`."""
+    if budget is None or experiment.eval_every <= 0:
+        return 1
+    points = max(SAMPLE_MIN_POINTS, budget // max(1, trials))
+    evaluations = experiment.max_train_steps // experiment.eval_every
+    return 1 if evaluations <= points else experiment.eval_every * -(-evaluations // points)
+
+
+def _full_curves(objective: Objective, rows: Sequence[TrialRow], top: int) -> set[int]:
+    """Trials whose every point :func:`load` reads when it samples the others: each study's
+    ``top`` best by the summaries the store holds, and every trial it has not summarised."""
+    full = {t.id for t in rows if t.status not in _SUMMARISED}
+    by_study: dict[str, list[TrialRow]] = {}
+    for t in rows:
+        by_study.setdefault(t.study, []).append(t)
+    for trials in by_study.values():
+        full.update(t.id for t in objective.ranked(trials)[:top])
+    return full
+
+
 def _measurements(store: StoreAPI, experiment_id: int, objective: str,
                   metrics: Sequence[str] | None, curves: bool,
-                  unsummarised: Sequence[int]) -> list[tuple[int, int, str, float]]:
-    """The measurements :func:`load` needs, in as few and as narrow queries as it can."""
+                  unsummarised: Sequence[int], every_metric: bool = False
+                  ) -> list[tuple[int, int, str, float]]:
+    """The measurements :func:`load` needs, in as few and as narrow queries as it can
+    (``every_metric``: all the curves of the ``unsummarised`` trials, not only the
+    objective's)."""
     if not curves:
         if not unsummarised:
             return []
+        one = None if every_metric else objective
         if len(unsummarised) <= _IN_LIST_LIMIT:
-            return store.measurements(trial_ids=unsummarised, metric=objective)
-        wanted = set(unsummarised)
-        return [row for row in store.measurements(experiment_id=experiment_id, metric=objective)
-                if row[0] in wanted]
+            rows = store.measurements(trial_ids=unsummarised, metric=one)
+        else:
+            wanted = set(unsummarised)
+            rows = [row for row in store.measurements(experiment_id=experiment_id, metric=one)
+                    if row[0] in wanted]
+        if every_metric and metrics is not None:
+            keep = {objective, *metrics}
+            rows = [row for row in rows if row[2] in keep]
+        return rows
     if metrics is None:
         return store.measurements(experiment_id=experiment_id)
     # one query per metric asked for: the store filters, not Python

@@ -87,7 +87,14 @@ def sign_test(wins: int, losses: int) -> float:
     n = wins + losses
     if n == 0:
         return 1.0
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2.0 ** n
+    # Integers throughout, each binomial coefficient from the previous one: exact at any n
+    # (2.0 ** n overflows a float past 1,023 pairs) and linear in n.
+    term = math.comb(n, wins)
+    total = 0
+    for k in range(wins, n + 1):
+        total += term
+        term = term * (n - k) // (k + 1)
+    return float(total / 2 ** n)
 
 
 def pools_by_index(data: ExperimentData, study: str) -> dict[int, float]:

@@ -13,7 +13,7 @@ import html
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from tunebook.core.formatting import format_value as _fmt
 from tunebook.core.numeric import finite as _finite
 from tunebook.core.paths import default_report_path, slug
 from tunebook.report.exploitation import exploitation_section, exploration_data
+from tunebook.report.shards import Shards, folder_for, round_values, split, write_shards
 from tunebook.report.trial_variance import variance_section
 from tunebook.store.api import StoreAPI
 
@@ -50,6 +51,11 @@ __all__ = ["Report", "build_report", "default_report_path", "render_report", "tr
 TOP_CURVES = 3
 ON_DEMAND_LIMIT = 2000  # trials whose curves are embedded for the "any trial" picker
 POINTS_PER_CURVE = 200
+#: Points of each metric the report reads over all trials (:func:`tunebook.analysis.data.load`'s
+#: ``budget``): a large experiment's curves beyond each study's FULL_CURVES best are a sample.
+CURVE_BUDGET = 100_000
+#: Trials of each study whose every point the report reads (the checks' and plots' best trials).
+FULL_CURVES = 10
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class Report:
     csv: str
     markdown: str
     findings: tuple[Finding, ...]
+    #: the picker's curves that are not in the page (:mod:`tunebook.report.shards`)
+    shards: Shards = field(default_factory=lambda: Shards({}))
 
 
 def _e(value: Any) -> str:
@@ -69,7 +77,13 @@ def _e(value: Any) -> str:
 def _json_for_html(data: Any) -> str:
     # Inside <script>, "</script>" or "<!--" in a user string would end the element early.
     # A non-finite number (a trial that reported inf, a stored value) becomes null.
-    text = json.dumps(finite_json(data), separators=(",", ":"), allow_nan=False, default=str)
+    try:
+        # The bulky parts (curves, axis points) arrive rounded, non-finite values as None:
+        # the walk that replaces NaN and inf is only needed when json refuses one.
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(finite_json(data), separators=(",", ":"), allow_nan=False,
+                          default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -322,10 +336,13 @@ def _grad_norm(data: ExperimentData) -> list[dict[str, Any]]:
 
 def build_report(data: ExperimentData, findings: list[Finding] | None = None,
                  recommendations: Sequence[Recommendation] = (),
-                 exploration: ExperimentData | None = None) -> Report:
+                 exploration: ExperimentData | None = None, folder: str | None = None
+                 ) -> Report:
     """Render the page, the tracking table and the findings for ``data`` (and what procedures
     recommended about it, if any; ``exploration``: the exploration round an adaptive search
-    follows, for its "Exploitation" section)."""
+    follows, for its "Exploitation" section). ``folder``: where the page finds the picker's
+    curves beyond its best trials', relative to it (default ``NAME.files``, ``NAME`` the
+    page's default file name)."""
     from tunebook.analysis.checks import run_checks, thresholds_used
     from tunebook.analysis.variance import primary, study_variance
     from tunebook.report.variance import variance_html
@@ -339,11 +356,12 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
     boxes = best_of_k(data)
     iso = isolation(data, boxes=boxes)
     axes = axis_plots(data)
-    payload = _payload(data, boxes, iso, axes)
+    shards = split(_trial_curves(data), folder or f"{slug(data.name)}.files", _json_for_html)
+    payload = _payload(data, boxes, iso, axes, shards)
     sections = [_header(data), _recommendations_html(recommendations), _tracking(data, rows),
                 _isolation_html(iso), exploitation_section(data, axes, exploration), seeds_html,
                 variance_section(data),
-                _axis_html(axes, payload["objective_label"]), _curves_html(payload),
+                _axis_html(axes, payload["objective_label"]), _curves_html(payload, shards),
                 _enough_html(boxes), _findings_html(tuple(findings), thresholds_used(data))]
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -353,41 +371,52 @@ def build_report(data: ExperimentData, findings: list[Finding] | None = None,
         f"on {_e(dt.datetime.now().strftime('%Y-%m-%d %H:%M'))}.</section>"
         f"<script type='application/json' id='tunebook-data'>{_json_for_html(payload)}</script>"
         f"<script>{_asset('plots.js')}</script></body></html>")
-    return Report(page, _csv(rows), _markdown(data, rows), tuple(findings))
+    return Report(page, _csv(rows), _markdown(data, rows), tuple(findings), shards)
 
 
-def _payload(data: ExperimentData, boxes: list[BootstrapBox], iso: IsolationPlot,
-             axes: list[AxisPlot]) -> dict[str, Any]:
-    """Everything the page's script draws, as JSON-ready data."""
-    curves: list[dict[str, Any]] = []
-    for study in data.studies:
-        best = data.ranked(study)[:TOP_CURVES]
-        curves.append({"study": study, "plots": [
-            {"metric": p.metric, "series": [[s[0], list(s[1]), list(s[2])] for s in p.series]}
-            for p in curve_plots(data, best, POINTS_PER_CURVE)]})
+def _trial_curves(data: ExperimentData) -> dict[str, dict[str, list[list[Any]]]]:
+    """The "any trial" picker's curves, best trial first: at most 100 points a curve, values
+    to 5 significant digits."""
     on_demand: dict[str, dict[str, list[list[Any]]]] = {}
     for t in sorted(data.trials, key=data.sort_key)[:ON_DEMAND_LIMIT]:
         if t.curves:
             on_demand[t.label] = {}
             for m, c in t.curves.items():
                 steps, vals = downsample(c.steps, c.values, 100)
-                on_demand[t.label][m] = [list(steps), list(vals)]
+                on_demand[t.label][m] = [list(steps), round_values(vals)]
+    return on_demand
+
+
+def _payload(data: ExperimentData, boxes: list[BootstrapBox], iso: IsolationPlot,
+             axes: list[AxisPlot], shards: Shards) -> dict[str, Any]:
+    """Everything the page's script draws, as JSON-ready data."""
+    curves: list[dict[str, Any]] = []
+    for study in data.studies:
+        best = data.ranked(study)[:TOP_CURVES]
+        curves.append({"study": study, "plots": [
+            {"metric": p.metric,
+             "series": [[s[0], list(s[1]), round_values(s[2])] for s in p.series]}
+            for p in curve_plots(data, best, POINTS_PER_CURVE)]})
     return {
         "studies": list(data.studies), "goal": data.goal, "metric": data.metric,
         "objective_label": data.metric + (" (final)" if data.final else ""),
         "axis": [{"hyperparameter": a.hyperparameter, "scale": a.scale, "low": a.low,
                   "high": a.high, "categories": list(a.categories) if a.categories else None,
-                  "points": [[x, _finite(y), s, lab, ok] for x, y, s, lab, ok in a.points],
+                  "points": [[x, y, s, lab, ok] for (x, _, s, lab, ok), y in zip(
+                      a.points, round_values([_finite(p[1]) for p in a.points]), strict=True)],
                   "buckets": [list(b) for b in a.buckets]}
                  for a in axes],
         "isolation": {"scientific": list(iso.scientific), "groups": [
-            {**g, "values": [[lab, v] for lab, v in g["values"] if _finite(v) is not None]}
+            {**g, "values": [[lab, v] for (lab, _), v in zip(
+                g["values"], round_values([_finite(x) for _, x in g["values"]]), strict=True)
+                if v is not None]}
             for g in iso.groups]},
         "curves": curves,
         "bootstrap": [{"study": b.study, "n": b.n, "stats": [list(s) for s in b.stats]}
                       for b in boxes],
         "grad_norm": _grad_norm(data),
-        "trials": on_demand,
+        "trials": shards.inline,
+        "shards": shards.urls(),
     }
 
 
@@ -453,7 +482,7 @@ def _axis_html(axes: list[AxisPlot], objective_label: str) -> str:
         f"trial in each slice of the range.</p>{axis_html}</section>")
 
 
-def _curves_html(payload: dict[str, Any]) -> str:
+def _curves_html(payload: dict[str, Any], shards: Shards) -> str:
     """The best trials' curves per study, the gradient norm, and a picker for any trial."""
     curve_html = []
     for si, study_curves in enumerate(payload["curves"]):
@@ -472,9 +501,15 @@ def _curves_html(payload: dict[str, Any]) -> str:
     if payload["grad_norm"]:
         curve_html.append(_clipping_html(payload["grad_norm"]))
     options = "".join(f"<option value='{_e(label)}'>{_e(label)}</option>"
-                      for label in payload["trials"])
-    picker = (f"<h3>Any trial</h3><select id='trial-picker'><option value=''>choose a trial"
-              f"</option>{options}</select><div id='trial-curves' class='grid'></div>"
+                      for label in payload["trials"]) + "".join(
+        f"<option value='{_e(label)}' data-shard='{n}'>{_e(label)}</option>"
+        for label, n in shards.where.items())
+    where = (f"<p class='muted small' id='trial-files'>The curves of the trials after the best "
+             f"{len(shards.inline)} are in <code>{_e(shards.folder)}/</code> beside the "
+             f"written page (<code>tunebook report</code>), loaded when picked.</p>"
+             if shards.where else "")
+    picker = (f"<h3>Any trial</h3>{where}<select id='trial-picker'><option value=''>choose a "
+              f"trial</option>{options}</select><div id='trial-curves' class='grid'></div>"
               if payload["trials"] else "")
     return (f"<section id='curves'><h2>Training curves</h2>{''.join(curve_html)}"
             f"{picker}</section>")
@@ -525,15 +560,18 @@ def _enough_html(boxes: list[BootstrapBox]) -> str:
 
 
 def render_report(store: StoreAPI, name: str, metric: str | None = None,
-                  goal: str | None = None, final: bool = False) -> Report:
+                  goal: str | None = None, final: bool = False, folder: str | None = None
+                  ) -> Report:
     """The report of experiment ``name`` exactly as :func:`write_report` writes it, in memory
-    (what a notebook's :meth:`tunebook.report.view.ExperimentView._repr_html_` shows)."""
+    (what a notebook's :meth:`tunebook.report.view.ExperimentView._repr_html_` shows; ``folder``
+    as in :func:`build_report`)."""
     # Only the trials within each study's current budget, like status, best and trials.
-    data = load(store, name, metric=metric, goal=goal, final=final, current=True)
+    data = load(store, name, metric=metric, goal=goal, final=final, current=True,
+                budget=CURVE_BUDGET, full_top=FULL_CURVES)
     from tunebook.procedures import recommendations
 
     report = build_report(data, recommendations=recommendations(store, name),
-                          exploration=exploration_data(store, data))
+                          exploration=exploration_data(store, data), folder=folder)
     import dataclasses
 
     from tunebook.report.final_evals import with_final_evals
@@ -546,14 +584,25 @@ def render_report(store: StoreAPI, name: str, metric: str | None = None,
 def write_report(store: StoreAPI, name: str, out: str | Path, metric: str | None = None,
                  goal: str | None = None, final: bool = False) -> tuple[Path, Report]:
     """Build the report of experiment ``name`` and write ``out`` plus its ``.csv`` and ``.md``
-    tracking tables beside it; returns the page's path and the report."""
-    report = render_report(store, name, metric=metric, goal=goal, final=final)
+    tracking tables beside it (and the picker's curves beyond the best trials', in
+    ``NAME.files/``: :mod:`tunebook.report.shards`); returns the page's path and the report."""
     out = Path(out)
+    report = render_report(store, name, metric=metric, goal=goal, final=final,
+                           folder=folder_for(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Written to a temporary name first: a reader never sees half a page.
+    # The shards first, the page that names them next, the files it does not name last: a
+    # reader never sees a page whose curves are missing or half written.
+    stale = write_shards(out, report.shards, _write)
     for path, text in ((out, report.html), (out.with_suffix(".csv"), report.csv),
                        (out.with_suffix(".md"), report.markdown)):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        _write(path, text)
+    for path in stale:
+        path.unlink(missing_ok=True)
     return out, report
+
+
+def _write(path: Path, text: str) -> None:
+    # Written to a temporary name first: a reader never sees half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

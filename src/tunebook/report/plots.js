@@ -482,11 +482,45 @@
     }
   }
 
+  // The curves of trials past the best ones are in script files beside the page (a script
+  // tag loads on file://, where fetch is refused); each files its trials under its number.
+  const shardWaits = {};
+  function loadShard(n, done) {
+    const loaded = (window.tunebookShards || {})[n];
+    if (loaded) { done(loaded); return; }
+    if (shardWaits[n]) { shardWaits[n].push(done); return; }
+    shardWaits[n] = [done];
+    const tag = document.createElement("script");
+    tag.src = DATA.shards[n];
+    tag.onload = () => { const w = shardWaits[n]; delete shardWaits[n];
+                         w.forEach(f => f((window.tunebookShards || {})[n] || null)); };
+    tag.onerror = () => { const w = shardWaits[n]; delete shardWaits[n];
+                          tag.remove(); w.forEach(f => f(null)); };
+    document.head.appendChild(tag);
+  }
+
   function showTrial(label) {
     const out = document.getElementById("trial-curves");
     out.innerHTML = "";
-    const curves = DATA.trials[label];
-    if (!curves) return;
+    out.removeAttribute("data-rendered");
+    if (DATA.trials[label]) { drawTrial(out, label, DATA.trials[label]); return; }
+    const option = Array.from(document.querySelectorAll("#trial-picker option"))
+      .find(o => o.value === label);
+    const n = option ? option.getAttribute("data-shard") : null;
+    if (n === null || !DATA.shards || DATA.shards[Number(n)] === undefined) return;
+    out.textContent = "loading " + DATA.shards[Number(n)] + " ...";
+    loadShard(Number(n), shard => {
+      if (document.getElementById("trial-picker").value !== label) return;
+      out.innerHTML = "";
+      if (shard && shard[label]) { drawTrial(out, label, shard[label]); return; }
+      out.textContent = "The curves of " + label + " are in " + DATA.shards[Number(n)] +
+        ", beside the page that `tunebook report` writes; it could not be read here (a page " +
+        "shown without its folder, or rewritten since it was opened: reload it).";
+      out.setAttribute("data-rendered", "missing");
+    });
+  }
+
+  function drawTrial(out, label, curves) {
     Object.keys(curves).forEach(metric => {
       const div = document.createElement("div");
       div.className = "plot";

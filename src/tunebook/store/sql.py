@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tunebook.core.paths import store_file
 from tunebook.errors import StoreError
+from tunebook.store import queries
 from tunebook.store.api import (
     ACTIVE,
     CLAIMABLE,
@@ -446,6 +447,19 @@ class SQLStore(History, Launches, FinalEvals):
             q = q.where(measurements_t.c.metric == metric)
         q = q.order_by(measurements_t.c.trial_id, measurements_t.c.metric, measurements_t.c.step)
         rows = self._read(lambda conn: conn.execute(q).all())
+        return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
+
+    def sampled_measurements(self, experiment_id: int, every: int,
+                             keep: Sequence[int] = ()) -> list[tuple[int, int, str, float]]:
+        """The experiment's rows at steps that are multiples of ``every`` or in ``keep``
+        (see :meth:`tunebook.store.api.StoreAPI.sampled_measurements`); NaN comes back as
+        ``float('nan')``."""
+        if every < 1:
+            raise ValueError(f"every must be a positive number of steps, got {every}")
+        q = queries.sampled_measurements(experiment_id, every, keep)
+        # Plain tuples from the driver's cursor: hundreds of thousands of rows, and none of
+        # these columns needs SQLAlchemy's row processing (integers, a string, a float).
+        rows = self._read(lambda conn: conn.execute(q).cursor.fetchall())
         return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
 
     def metric_names(self, experiment_id: int) -> list[str]:

@@ -158,6 +158,11 @@ def clip_fraction(data: ExperimentData, t: TrialData) -> ClipFraction | None:
     The last finite ``clip_fraction`` reported, else, for a trial with a numeric ``grad_clip``
     hyperparameter and per-step ``grad_norm``, the share of its finite norms above
     ``grad_clip`` (interval values cannot tell: an interval mean hides the steps).
+
+    At scale (a report that read a sample of the curves beyond each study's best trials,
+    :attr:`~tunebook.analysis.data.Curve.sampled`), both come from that sample: the last
+    sampled ``clip_fraction`` (``max_train_steps`` is always in it), the share of the sampled
+    norms.
     """
     grad_clip = _grad_clip(t)
     curve = t.curves.get("clip_fraction")

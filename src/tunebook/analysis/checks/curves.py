@@ -306,7 +306,9 @@ def check_train_loss_increases(data: ExperimentData, th: CurveThresholds = DEFAU
     resolution, when its evaluation set's size is known). One ``problem`` when that happens in
     the best trial of any study or in at least ``train_loss_trial_share`` (25%) of the completed
     trials with a training loss curve. Nothing when the metric is not recorded. No tuning knob
-    (empty ``advice``): the remedy is to debug the pipeline.
+    (empty ``advice``): the remedy is to debug the pipeline. At scale (a report that read a
+    sample of the curves beyond each study's best trials, :attr:`~tunebook.analysis.data.Curve.
+    sampled`), those trials are judged on their sampled points.
     """
     study_best = {b[1].id for b in c.study_bests(data)}
     res = resolution(data, th.train_loss_metric)

@@ -40,6 +40,10 @@ def check_eval_steps(data: ExperimentData, th: EvaluationThresholds = DEFAULTS) 
     ``warning`` listing up to 5 trials with up to 5 steps each (its ``trials``: every irregular
     trial). Trials without any objective curve are skipped (the metric may simply not be
     recorded). No tuning knob (empty ``advice``): the remedy is in how the workload reports.
+
+    At scale (a report that read a sample of the curves, :attr:`~tunebook.analysis.data.Curve.
+    sampled`), only the trials whose every point was read are checked: each study's best
+    ones, as the playbook looks at first.
     """
     exp = data.experiment
     every, max_steps = exp.eval_every, exp.max_train_steps
@@ -51,7 +55,7 @@ def check_eval_steps(data: ExperimentData, th: EvaluationThresholds = DEFAULTS) 
     irregular: list[dict[str, Any]] = []
     for t in data.trials:
         curve = t.curves.get(data.metric)
-        if not t.feasible or curve is None or len(curve) == 0:
+        if not t.feasible or curve is None or len(curve) == 0 or curve.sampled:
             continue
         n_checked += 1
         steps = np.asarray(curve.steps, dtype=np.int64)

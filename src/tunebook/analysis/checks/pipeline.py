@@ -248,7 +248,9 @@ def check_input_bound(data: ExperimentData, th: PipelineThresholds = DEFAULTS) -
     Each completed or infeasible trial with a ``data_share`` curve (the share of its training
     steps' time spent fetching batches, per evaluation interval) contributes its median; fires
     (``warning``) when the median over those trials exceeds ``input_bound_share`` (0.5).
-    ``trials``: the trials above it. Advice ``input_pipeline: speed_up``.
+    ``trials``: the trials above it. Advice ``input_pipeline: speed_up``. At scale (a report
+    that read a sample of the curves beyond each study's best trials,
+    :attr:`~tunebook.analysis.data.Curve.sampled`), those trials' medians are of their samples.
     """
     shares = []
     for t in data.trials:
@@ -306,7 +308,10 @@ def check_eval_subset(data: ExperimentData, th: PipelineThresholds = DEFAULTS) -
       difference between two trials on the subset (``sqrt(2) se``) exceeds the spread of the
       (up to) 5 best trials on the full set: the subset cannot tell them apart.
 
-    Advice ``eval_data: resample`` (skew) / ``eval_data: enlarge`` (too small).
+    Advice ``eval_data: resample`` (skew) / ``eval_data: enlarge`` (too small). At scale (a
+    report that read a sample of the curves beyond each study's best trials,
+    :attr:`~tunebook.analysis.data.Curve.sampled`), the common step is the last one sampled
+    (``max_train_steps`` is always in the sample).
     """
     full = full_metric(data.metric)
     if full is None:

@@ -270,7 +270,9 @@ def check_best_step_position(data: ExperimentData, th: TrainingLengthThresholds 
     (80%) have a position ``>= best_step_late_fraction`` (0.75) — their best beats every value
     before 75% of training by more than the margin: training longer and re-tuning the decay
     schedule may help (advice ``training_length: longer``). The finding's trials are the early
-    (resp. late) ones.
+    (resp. late) ones. At scale (a report that read a sample of the curves beyond each
+    study's best trials, :attr:`~tunebook.analysis.data.Curve.sampled`), those trials' positions
+    come from their sampled points.
     """
     max_steps = data.experiment.max_train_steps
     rows: list[dict[str, Any]] = []
