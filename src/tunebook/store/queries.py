@@ -22,8 +22,7 @@ from tunebook.store.tx import new_id
 
 __all__ = ["CLAIM", "CLAIMABLE_ONE", "RECLAIM", "add_trials", "experiment_trial_ids",
            "finish_values", "in_budget", "insert_trials", "register", "release_values",
-           "sampled_measurements",
-           "swap_designer_state", "trial_from_row", "trial_select"]
+           "sampled_measurements", "swap_designer_state", "trial_from_row", "trial_select"]
 
 
 def in_budget() -> Any:
