@@ -290,6 +290,11 @@ class StoreAPI(Protocol):
     def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
         """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old."""
 
+    def add_measurements_many(self, batches: Mapping[int, Sequence[tuple[int, str, float]]]
+                              ) -> None:
+        """Write ``{trial_id: [(step, metric, value), ...]}`` in one transaction (bulk path);
+        same rules as ``add_measurements``."""
+
     def truncate_measurements(self, trial_id: int, after_step: int) -> int:
         """Delete a trial's measurements past ``after_step``; returns how many."""
 
