@@ -1,0 +1,198 @@
+"""The store under load: bulk ingestion, claims and the read commands at 10,000 trials x 100
+evaluations x 3 metrics (3 M measurements), on SQLite and on PostgreSQL.
+
+Targets (issue 14): bulk ingestion >= 1,000,000 points/s, not degrading as the store grows;
+a claim's cost independent of the number of pending trials; ``tunebook status``, ``best`` and
+``trials`` <= 1 s at that size.
+
+- ingestion: ``Store.add_measurements_many`` (100 trials, 30,000 points, per call) fills the
+  store; points/s over the first and the last 300,000 points (store at 0 and at 2.7 M rows).
+  The old path, ``add_measurements`` once per trial (300 points a call, what
+  ``bench_report_page.py``'s fill did), is timed on 200 more trials at 0 and at 3 M rows.
+  Only the store calls are timed, not making the rows.
+- claims: ms per ``claim`` + ``finish`` with 10,000 and with 100 pending trials.
+- reads: wall seconds of the commands as a user runs them (a new process each, Python's start
+  included).
+
+PostgreSQL is a throwaway server of tests/pgserver.py (fsync off, as in the tests: durability
+costs are the disk's, not tunebook's). Timings depend on the machine and on what else runs there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tunebook.store.sql import NewTrial, Store, StudySpec, TrialSummary, sqlite_url
+
+from benchutil import describe_machine
+
+ROOT = Path(__file__).resolve().parent.parent
+CHUNK = 100  # trials per add_measurements_many call
+EDGE = 300_000  # points timed at the start and at the end of the fill
+OLD = 200  # trials written through the old path, at 0 and at 3 M rows
+METRICS = ("train_loss", "val_loss", "grad_norm")
+
+
+def points(trial: int, evals: int) -> list[tuple[int, str, float]]:
+    """One trial's measurements: ``evals`` evaluations of the 3 metrics."""
+    rng = random.Random(trial)
+    floor = 0.1 + rng.random()
+    out = []
+    for e in range(1, evals + 1):
+        out += [(e * 100, "train_loss", floor * 0.8 + 2 / e + rng.gauss(0, 0.01)),
+                (e * 100, "val_loss", floor + 2 / e + rng.gauss(0, 0.02)),
+                (e * 100, "grad_norm", abs(rng.gauss(1, 0.3)))]
+    return out
+
+
+def register(store: Store, name: str, trials: int) -> list[int]:
+    """An experiment of 2 studies sharing ``trials``; returns the trial ids in index order."""
+    half = trials // 2
+    specs = [StudySpec(arm, k, {"arm": arm}, "quasi_random", 0, half)
+             for k, arm in enumerate(("a", "b"))]
+    rows = {arm: [NewTrial(i, {"learning_rate": 10 ** (-4 + 4 * i / half)}, i)
+                  for i in range(half)] for arm in ("a", "b")}
+    config = {"name": name, "workload": "tunebook.workloads.synthetic:quadratic",
+              "objective": {"metric": "val_loss", "goal": "minimize"},
+              "max_train_steps": 10_000, "eval_every": 100, "search": {"trials": half},
+              "scientific": {"arm": ["a", "b"]},
+              "nuisance": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1,
+                                             "scale": "log"}}}
+    exp_id = store.register(name, "bench", config, specs, rows)
+    return [t.id for t in store.trials(exp_id)]
+
+
+def timed(work: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    work()
+    return time.perf_counter() - t0
+
+
+def ingest(store: Store, ids: list[int], evals: int) -> dict[str, float]:
+    """Fill the trials ``ids`` with the bulk path; points/s overall, first and last EDGE."""
+    per = 3 * evals
+    edge_trials = min(len(ids), max(CHUNK, EDGE // per))
+    first = last = total = 0.0
+    for lo in range(0, len(ids), CHUNK):
+        chunk = ids[lo:lo + CHUNK]
+        batch = {tid: points(tid, evals) for tid in chunk}
+        s = timed(lambda b=batch: store.add_measurements_many(b))  # type: ignore[misc]
+        total += s
+        if lo < edge_trials:
+            first += s
+        if lo >= len(ids) - edge_trials:
+            last += s
+    return {"all": len(ids) * per / total, "first": edge_trials * per / first,
+            "last": edge_trials * per / last}
+
+
+def old_path(store: Store, ids: list[int], evals: int) -> float:
+    """Points/s of add_measurements once per trial."""
+    seconds = 0.0
+    for tid in ids:
+        rows = points(tid, evals)
+        seconds += timed(lambda r=rows, t=tid: store.add_measurements(t, r))  # type: ignore[misc]
+    return len(ids) * 3 * evals / seconds
+
+
+def finish_all(store: Store, ids: list[int], evals: int) -> None:
+    """Every trial of the big experiment completed with its summaries (one transaction each
+    for the status: a bench shortcut, not the workers' path; the claims are timed apart)."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE trials SET status = 'completed', attempts = 1, "
+                             "worker = 'bench', finished_at = 1.0")
+    summaries = []
+    for tid in ids:
+        vals = [v for _, m, v in points(tid, evals) if m == "val_loss"]
+        best = min(range(len(vals)), key=vals.__getitem__)
+        summaries.append(TrialSummary(tid, (best + 1) * 100, vals[best], evals * 100, vals[-1]))
+    store.set_summaries(summaries)
+
+
+def claims(store: Store, name: str, pending: int, n: int = 60) -> float:
+    """Median ms of a claim, the experiment having ``pending`` trials (then one fewer each
+    time); each claimed trial is finished, untimed. The first claim (which also reads the
+    study names) is left out."""
+    register(store, name, pending)
+    exp_id = store.require_experiment(name).id
+    times = []
+    for _ in range(n + 1):
+        t0 = time.perf_counter()
+        t = store.claim(exp_id, "bench")
+        times.append(time.perf_counter() - t0)
+        assert t is not None
+        store.finish(t.id, "bench", "completed", best_step=100, best_value=1.0)
+    return statistics.median(times[1:]) * 1000
+
+
+def cli_seconds(url: str, *args: str) -> float:
+    """Wall seconds of ``tunebook ARGS --store URL`` in a new process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tunebook.cli", *args, "--store", url], check=True,
+                   env=env, stdout=subprocess.DEVNULL, timeout=600)
+    return time.perf_counter() - t0
+
+
+def bench(backend: str, url: str, trials: int, evals: int) -> None:
+    """Everything above on one store."""
+    store = Store(url)
+    ids = register(store, "big", trials + 2 * OLD)
+    fill_ids, old0, old1 = ids[:trials], ids[trials:trials + OLD], ids[trials + OLD:]
+    old_at_0 = old_path(store, old0, evals)
+    rates = ingest(store, fill_ids, evals)
+    old_at_3m = old_path(store, old1, evals)
+    rows = (trials + 2 * OLD) * 3 * evals
+    print(f"{backend}: {rows:,} points; add_measurements_many {rates['all']:,.0f} points/s "
+          f"overall, {rates['first']:,.0f} over the first {EDGE:,}, {rates['last']:,.0f} over "
+          f"the last (target >= 1,000,000: {'met' if rates['all'] >= 1e6 else 'MISSED'})")
+    print(f"{backend}: add_measurements per trial (old path) {old_at_0:,.0f} points/s at 0 rows, "
+          f"{old_at_3m:,.0f} at {rows / 1e6:.1f} M; bulk/old = {rates['all'] / old_at_0:.1f}x")
+    finish_all(store, ids, evals)
+    slow = {}
+    for cmd in (("status", "big"), ("best", "big"), ("trials", "big")):
+        slow[cmd[0]] = min(cli_seconds(url, *cmd) for _ in range(2))
+    print(f"{backend}: " + ", ".join(f"tunebook {k} {v:.2f}s" for k, v in slow.items())
+          + f" (target <= 1 s: {'met' if max(slow.values()) <= 1 else 'MISSED'})")
+    many = claims(store, "queue_big", 10_000)
+    few = claims(store, "queue_small", 100)
+    print(f"{backend}: claim {many:.2f} ms with 10,000 pending, {few:.2f} ms with 100 "
+          f"(median of 60)")
+    store.close()
+
+
+def main() -> None:
+    """Run the bench on the backends asked for."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--evals", type=int, default=100)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    print(describe_machine())
+    backends = args.backends.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        if "sqlite" in backends:
+            bench("sqlite", sqlite_url(Path(tmp) / "tunebook.db"), args.trials, args.evals)
+        if "postgresql" in backends:
+            sys.path.insert(0, str(ROOT / "tests"))
+            import pgserver
+
+            server = pgserver.PostgresServer()
+            server.start()
+            try:
+                bench("postgresql", server.new_database(), args.trials, args.evals)
+            finally:
+                server.stop()
+
+
+if __name__ == "__main__":
+    main()
