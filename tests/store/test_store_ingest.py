@@ -140,10 +140,27 @@ def test_a_store_file_written_without_trial_metrics_is_filled_from_sqlite3(
         conn.execute("DROP TABLE trial_metrics")
         conn.execute("DROP INDEX ix_trials_claimable")
         conn.execute("DELETE FROM tunebook_meta WHERE key = ?", (TRIAL_METRICS_KEY,))
+        # Its measurements were a rowid table (new stores have WITHOUT ROWID).
+        conn.execute("DROP TABLE measurements")
+        conn.execute("CREATE TABLE measurements (trial_id INTEGER NOT NULL, metric VARCHAR(128) "
+                     "NOT NULL, step INTEGER NOT NULL, value FLOAT, PRIMARY KEY (trial_id, "
+                     "metric, step), FOREIGN KEY(trial_id) REFERENCES trials (id))")
         conn.executemany("INSERT INTO measurements VALUES (?, ?, ?, ?)",
                          [(a, "loss", 1, 0.5), (a, "loss", 2, 0.25), (a, "acc", 1, None)])
     conn.close()
-    assert Store(sqlite_url(path)).metric_names(exp_id) == ["acc", "loss"]
+    again = Store(sqlite_url(path))
+    assert again.metric_names(exp_id) == ["acc", "loss"]
+    again.add_measurements_many({a: [(2, "loss", 0.125), (3, "loss", 0.0625)]})
+    assert [v for _, _, m, v in again.measurements([a]) if m == "loss"] == [0.5, 0.125, 0.0625]
+
+
+def test_new_sqlite_stores_keep_measurements_in_their_key(tmp_path: Path) -> None:
+    Store(sqlite_url(tmp_path / "tunebook.db")).close()
+    with sqlite3.connect(tmp_path / "tunebook.db") as conn:
+        sql = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'measurements'").fetchone()[0]
+    conn.close()
+    assert sql.rstrip().endswith("WITHOUT ROWID")
 
 
 def test_the_claim_reads_the_claimable_index(store: Store) -> None:
