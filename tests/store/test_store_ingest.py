@@ -177,3 +177,16 @@ def test_the_claim_reads_the_claimable_index(store: Store) -> None:
     got = [(t.study, t.index) for t in iter(lambda: store.claim(exp_id, "w"), None)
            if store.finish(t.id, "w", "completed")][:6]
     assert got == [("s0", 0), ("s1", 0), ("s0", 1), ("s1", 1), ("s0", 2), ("s1", 2)]
+
+
+def test_study_counts_are_per_study_and_status_within_the_budget(store: Store) -> None:
+    exp_id = register(store, n=4, studies=2)
+    t = store.claim(exp_id, "w")  # s0's index 0
+    assert t is not None and store.finish(t.id, "w", "completed")
+    assert store.claim(exp_id, "w2") is not None  # s1's index 0, left running
+    assert store.study_counts(exp_id) == {"s0": {"completed": 1, "pending": 3},
+                                          "s1": {"running": 1, "pending": 3}}
+    register(store, n=2, studies=2)  # the budget lowered to 2: indices 2 and 3 dormant
+    assert store.study_counts(exp_id) == {"s0": {"completed": 1, "pending": 1},
+                                          "s1": {"running": 1, "pending": 1}}
+    assert store.study_counts(exp_id + 1) == {}

@@ -253,6 +253,9 @@ class StoreAPI(Protocol):
     def counts(self, experiment_id: int) -> dict[str, int]:
         """Number of trials per status (within each study's current budget)."""
 
+    def study_counts(self, experiment_id: int) -> dict[str, dict[str, int]]:
+        """Number of trials per study and status (within each study's current budget)."""
+
     def best_trial(self, experiment_id: int, goal: str) -> TrialRow | None:
         """The completed trial with the best stored objective value, or None."""
 

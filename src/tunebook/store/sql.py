@@ -240,6 +240,18 @@ class SQLStore(History, Launches, FinalEvals):
              .group_by(trials_t.c.status))
         return {status: n for status, n in self._read(lambda conn: conn.execute(q).all())}
 
+    def study_counts(self, experiment_id: int) -> dict[str, dict[str, int]]:
+        """Number of trials per study and status (within each study's current budget); a
+        study without trials is absent. One GROUP BY: no trial row is read (tunebook status)."""
+        q = (sa.select(studies_t.c.name, trials_t.c.status, sa.func.count())
+             .join(studies_t, trials_t.c.study_id == studies_t.c.id)
+             .where(studies_t.c.experiment_id == experiment_id, in_budget())
+             .group_by(studies_t.c.name, trials_t.c.status))
+        out: dict[str, dict[str, int]] = {}
+        for study, status, n in self._read(lambda conn: conn.execute(q).all()):
+            out.setdefault(study, {})[status] = n
+        return out
+
     def best_trial(self, experiment_id: int, goal: str) -> TrialRow | None:
         """The completed trial with the best stored objective value, or None."""
         order = trials_t.c.best_value.asc() if goal == "minimize" else trials_t.c.best_value.desc()
