@@ -77,9 +77,23 @@ def test_bad_rows_refuse_the_whole_batch_before_anything_is_written(store: Store
         store.add_measurements_many({a: [(1, "loss", 1.0)], b: [(1, "x" * 1000, 1.0)]})
     with pytest.raises(StoreError, match="step"):
         store.add_measurements_many({a: [(1, "loss", 1.0)], b: [(2**40, "loss", 1.0)]})
-    with pytest.raises(StoreError):  # a trial that does not exist: the foreign key refuses
-        store.add_measurements_many({a: [(1, "loss", 1.0)], a + 1000: [(1, "loss", 1.0)]})
+    # A trial that does not exist: trial_metrics's foreign key refuses it (measurements has
+    # none in a new store), on the COPY path too.
+    for steps in (1, COPY_MIN_ROWS):
+        with pytest.raises(StoreError):
+            store.add_measurements_many({a: _rows(steps), a + 1000: _rows(steps)})
     assert store.measurements(experiment_id=exp_id) == [] and store.metric_names(exp_id) == []
+
+
+def test_a_measured_trial_cannot_be_deleted(store: Store) -> None:
+    exp_id = register(store, n=2)
+    a, b = (t.id for t in store.trials(exp_id))
+    store.add_measurements_many({a: [(1, "loss", 1.0)]})
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM trials WHERE id = :a"), {"a": a})
+    with store.engine.begin() as conn:  # an unmeasured one can (a registration replaced)
+        conn.execute(sa.text("DELETE FROM trials WHERE id = :b"), {"b": b})
+    assert [t.id for t in store.trials(exp_id)] == [a]
 
 
 def test_truncation_forgets_the_metric_names_no_longer_measured(store: Store) -> None:
