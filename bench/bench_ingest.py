@@ -12,8 +12,11 @@ a claim's cost independent of the number of pending trials; ``tunebook status``,
   Only the store calls are timed, not making the rows; each rate is given per wall second and
   per CPU second (this process plus, for PostgreSQL, the server's processes).
 - claims: ms per ``claim`` + ``finish`` with 10,000 and with 100 pending trials.
-- reads: wall seconds of the commands as a user runs them (a new process each, Python's start
-  included).
+- reads: wall and CPU seconds of the commands as a user runs them (a new process each,
+  Python's start included).
+
+The tunebook measured is the one on ``PYTHONPATH``: run it once with this tree's ``src`` and once
+with an older tree's (whose store has no bulk path: its fill is one call per trial) to compare.
 
 PostgreSQL is a throwaway server of tests/pgserver.py (fsync off, as in the tests: durability
 costs are the disk's, not tunebook's). Timings depend on the machine and on what else runs there.
@@ -33,6 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import tunebook
 from tunebook.store.sql import NewTrial, Store, StudySpec, TrialSummary, sqlite_url
 
 from benchutil import describe_machine
@@ -106,6 +110,15 @@ class Meter:
         return time.perf_counter() - t0, self.cpu() - c0
 
 
+def write(store: Store, batch: dict[int, list[tuple[int, str, float]]]) -> None:
+    """The bulk path; with a tunebook that has none (``--baseline``), one call per trial."""
+    if hasattr(store, "add_measurements_many"):
+        store.add_measurements_many(batch)
+    else:
+        for tid, rows in batch.items():
+            store.add_measurements(tid, rows)
+
+
 def ingest(store: Store, meter: Meter, ids: list[int], evals: int) -> dict[str, float]:
     """Fill the trials ``ids`` with the bulk path: points/s (wall and CPU) overall, over the
     first and over the last EDGE points."""
@@ -114,7 +127,7 @@ def ingest(store: Store, meter: Meter, ids: list[int], evals: int) -> dict[str, 
     spent = {k: [0.0, 0.0] for k in ("all", "first", "last")}
     for lo in range(0, len(ids), CHUNK):
         batch = {tid: points(tid, evals) for tid in ids[lo:lo + CHUNK]}
-        wall, cpu = meter.time(lambda b=batch: store.add_measurements_many(b))  # type: ignore[misc]
+        wall, cpu = meter.time(lambda b=batch: write(store, b))  # type: ignore[misc]
         for key, counts in (("all", True), ("first", lo < edge), ("last", lo >= len(ids) - edge)):
             if counts:
                 spent[key][0] += wall
@@ -168,7 +181,8 @@ def claims(store: Store, name: str, pending: int, n: int = 60) -> float:
 def cli_seconds(meter: Meter, url: str, *args: str) -> tuple[float, float]:
     """Wall and CPU seconds of ``tunebook ARGS --store URL`` in a new process (its CPU, and the
     server's for PostgreSQL)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    # The tunebook this bench runs (another tree's with --baseline).
+    env = {**os.environ, "PYTHONPATH": str(Path(tunebook.__file__).resolve().parents[1])}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server = meter.cpu() - time.process_time()
     t0 = time.perf_counter()
@@ -190,7 +204,9 @@ def bench(backend: str, url: str, trials: int, evals: int, server_pid: int | Non
     r = ingest(store, meter, fill_ids, evals)
     old_n = old_path(store, meter, old1, evals)
     rows = (trials + 2 * OLD) * 3 * evals
-    print(f"{backend}: {rows:,} points. add_measurements_many, points/s wall (per CPU-second):"
+    path = "add_measurements_many" if hasattr(store, "add_measurements_many") else (
+        "add_measurements per trial (no bulk path in this tunebook)")
+    print(f"{backend}: {rows:,} points. {path}, points/s wall (per CPU-second):"
           f" {r['all wall']:,.0f} ({r['all cpu']:,.0f}) overall, {r['first wall']:,.0f} "
           f"({r['first cpu']:,.0f}) over the first {EDGE:,}, {r['last wall']:,.0f} "
           f"({r['last cpu']:,.0f}) over the last; target >= 1,000,000")
