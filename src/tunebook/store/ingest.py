@@ -5,10 +5,11 @@ Every path is an upsert of ``(trial_id, metric, step)``: a repeated key replaces
 The metric names of each trial go to ``trial_metrics`` in the same transaction.
 
 - SQLite: one ``executemany`` of a driver-level ``INSERT ... ON CONFLICT DO UPDATE``.
-- PostgreSQL, large batches: ``COPY`` straight into ``measurements`` inside a savepoint (the
-  common case: new steps of trials that are running); should a key already be there (a redo,
-  a resumed trial reporting a step again), the savepoint is rolled back and the batch is copied
-  into a temporary table and merged with ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``.
+- PostgreSQL, large batches: a binary ``COPY`` straight into ``measurements`` inside a
+  savepoint (the common case: new steps of trials that are running); should a key already be
+  there (a redo, a resumed trial reporting a step again), the savepoint is rolled back and the
+  batch is copied into a temporary table and merged with ``INSERT ... SELECT ... ON CONFLICT
+  DO UPDATE``.
 - PostgreSQL, small batches (a worker's flush): the ``executemany`` upsert, which costs less
   than a COPY's round trips for a few rows.
 
@@ -40,6 +41,9 @@ _UPSERT = ("INSERT INTO measurements (trial_id, metric, step, value) VALUES ({m}
 _NAMES = ("INSERT INTO trial_metrics (trial_id, metric) VALUES ({m}, {m}) "
           "ON CONFLICT (trial_id, metric) DO NOTHING")
 _STAGE = "tunebook_ingest"
+# COPY's binary format: half the client's work of the text one (no number printed, none parsed
+# by the server), 40% more points per CPU second in all (bench/bench_ingest.py).
+_TYPES = ["int4", "varchar", "int4", "float8"]
 _MERGE = (
     # DISTINCT ON keeps the last row of each key (the batch's order is ``n``): the same rule
     # as the executemany upsert, and ON CONFLICT must not meet one key twice.
@@ -115,7 +119,9 @@ def _copy(conn: Connection, data: list[tuple[int, str, int, float | None]]) -> N
         with raw.cursor() as cur:
             try:
                 with raw.transaction(), cur.copy(
-                        "COPY measurements (trial_id, metric, step, value) FROM STDIN") as copy:
+                        "COPY measurements (trial_id, metric, step, value) FROM STDIN "
+                        "(FORMAT BINARY)") as copy:
+                    copy.set_types(_TYPES)
                     for row in data:
                         copy.write_row(row)
                 return
@@ -124,7 +130,9 @@ def _copy(conn: Connection, data: list[tuple[int, str, int, float | None]]) -> N
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (n bigint, trial_id integer, "
                         "metric varchar(128), step integer, value double precision) "
                         "ON COMMIT DELETE ROWS")
-            with cur.copy(f"COPY {_STAGE} (n, trial_id, metric, step, value) FROM STDIN") as copy:
+            with cur.copy(f"COPY {_STAGE} (n, trial_id, metric, step, value) FROM STDIN "
+                          "(FORMAT BINARY)") as copy:
+                copy.set_types(["int8", *_TYPES])
                 for n, row in enumerate(data):
                     copy.write_row((n, *row))
             cur.execute(_MERGE)
