@@ -225,7 +225,8 @@ def schema_race(exc: BaseException) -> bool:
 
 
 def ensure_schema(conn: Connection, where: str) -> None:
-    """Create the tables of a new store, or check an existing one (``where`` names it).
+    """Create the tables of a new store, or check an existing one (``where`` names it) and add
+    what this version has that it lacks: tables, the claim's index, trial_metrics's rows.
 
     Refuses (StoreError) a database holding other tables and a store of another schema
     version, before creating anything. Run it under :func:`schema_race` retries: several
