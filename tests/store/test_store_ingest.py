@@ -117,6 +117,9 @@ def _as_before_trial_metrics(store: Store) -> None:
         conn.execute(sa.text("DROP TABLE trial_metrics"))
         conn.execute(sa.text("DROP INDEX ix_trials_claimable"))
         conn.execute(sa.text(f"DELETE FROM tunebook_meta WHERE key = '{TRIAL_METRICS_KEY}'"))
+        if not store.is_sqlite:  # its measurements had a foreign key (SQLite: the next test)
+            conn.execute(sa.text("ALTER TABLE measurements ADD FOREIGN KEY (trial_id) "
+                                 "REFERENCES trials (id)"))
     store.close()
 
 
@@ -140,6 +143,12 @@ def test_an_older_store_gets_its_metric_names_and_claim_index_on_opening(
     assert claimed is not None and claimed.index == 0
     again.add_measurements(ids[1], [(1, "val_loss", 0.1)])
     assert again.metric_names(exp_id) == ["acc", "grad_norm", "loss", "val_loss"]
+    # The bulk path (COPY on PostgreSQL) into the older layout, new keys and repeated ones.
+    again.add_measurements_many({ids[1]: _rows(COPY_MIN_ROWS), ids[0]: [(1, "loss", 2.0)]})
+    again.add_measurements_many({ids[1]: _rows(COPY_MIN_ROWS, 1.0)})
+    values = {(t, s, m): v for t, s, m, v in again.measurements(experiment_id=exp_id)}
+    assert len(values) == 3 + 3 * COPY_MIN_ROWS + 1
+    assert values[(ids[0], 1, "loss")] == 2.0 and values[(ids[1], 1, "lr")] == 4.0
 
 
 def test_a_store_file_written_without_trial_metrics_is_filled_from_sqlite3(
