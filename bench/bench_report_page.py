@@ -42,22 +42,27 @@ def fill(root: Path, trials: int, evals: int) -> Store:
     store.register(exp.name, exp.identity(), exp.to_dict(), studies, rows)
     rng = random.Random(0)
     exp_id = store.require_experiment("big").id
-    for n, t in enumerate(store.trials(exp_id)):
-        claimed = store.claim(exp_id, "bench")
-        assert claimed is not None
-        floor = 0.1 + abs(math.log10(t.params["learning_rate"]) + 2) / 5
-        points = []
-        for e in range(1, evals + 1):
-            step = e * 100
-            points += [(step, "train_loss", floor * 0.8 + 2 / e + rng.gauss(0, 0.01)),
-                       (step, "val_loss", floor + 2 / e + rng.gauss(0, 0.02)),
-                       (step, "grad_norm", abs(rng.gauss(1, 0.3)))]
-        store.add_measurements(claimed.id, points)
-        status = "infeasible" if n % 17 == 0 else "completed"
-        vals = [v for s, m, v in points if m == "val_loss"]
-        best = min(range(len(vals)), key=vals.__getitem__)
-        store.finish(claimed.id, "bench", status, best_step=(best + 1) * 100,
-                     best_value=vals[best], final_step=evals * 100, final_value=vals[-1])
+    trials = store.trials(exp_id)
+    # Measurements through the bulk path, 100 trials per transaction (bench_ingest.py).
+    for lo in range(0, len(trials), 100):
+        batch: dict[int, list[tuple[int, str, float]]] = {}
+        for t in trials[lo:lo + 100]:
+            claimed = store.claim(exp_id, "bench")
+            assert claimed is not None
+            floor = 0.1 + abs(math.log10(t.params["learning_rate"]) + 2) / 5
+            points = batch[claimed.id] = []
+            for e in range(1, evals + 1):
+                step = e * 100
+                points += [(step, "train_loss", floor * 0.8 + 2 / e + rng.gauss(0, 0.01)),
+                           (step, "val_loss", floor + 2 / e + rng.gauss(0, 0.02)),
+                           (step, "grad_norm", abs(rng.gauss(1, 0.3)))]
+        store.add_measurements_many(batch)
+        for n, (tid, points) in enumerate(batch.items(), start=lo):
+            status = "infeasible" if n % 17 == 0 else "completed"
+            vals = [v for s, m, v in points if m == "val_loss"]
+            best = min(range(len(vals)), key=vals.__getitem__)
+            store.finish(tid, "bench", status, best_step=(best + 1) * 100,
+                         best_value=vals[best], final_step=evals * 100, final_value=vals[-1])
     return store
 
 

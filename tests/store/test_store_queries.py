@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tunebook.store.api import StudySpec
-from tunebook.store.queries import CLAIM, register
+from tunebook.store.queries import claim_statement, register
 from tunebook.store.schema import trials_t
 from tunebook.store.sql import Store
 
@@ -106,12 +106,13 @@ def test_a_claim_across_a_lost_reply_returns_the_trial_it_took(store: Store) -> 
 
 def test_claim_is_a_compare_and_swap_on_the_status(store: Store) -> None:
     exp_id = register_exp(store, n=2)
+    claim = claim_statement(store.is_sqlite)
     with store.engine.begin() as conn:
-        first = conn.execute(CLAIM, {"exp_id": exp_id, "who": "a", "now": 1.0,
+        first = conn.execute(claim, {"exp_id": exp_id, "who": "a", "now": 1.0,
                                      "start": 1.0}).first()
-        second = conn.execute(CLAIM, {"exp_id": exp_id, "who": "b", "now": 1.0,
+        second = conn.execute(claim, {"exp_id": exp_id, "who": "b", "now": 1.0,
                                       "start": 1.0}).first()
-        third = conn.execute(CLAIM, {"exp_id": exp_id, "who": "c", "now": 1.0,
+        third = conn.execute(claim, {"exp_id": exp_id, "who": "c", "now": 1.0,
                                      "start": 1.0}).first()
     assert first is not None and second is not None and third is None
     assert first.id != second.id and (first.worker, second.worker) == ("a", "b")
@@ -129,11 +130,12 @@ def test_concurrent_claims_on_postgresql_skip_a_row_another_holds(postgres: Any)
     store = Store(postgres.new_database())
     exp_id = register_exp(store, n=3)
     params = {"exp_id": exp_id, "now": 1.0, "start": 1.0}
+    claim = claim_statement(sqlite=False)
     with store.engine.connect() as a, store.engine.connect() as b:
         a.execute(sa.text("SET lock_timeout = '5s'"))
         b.execute(sa.text("SET lock_timeout = '5s'"))
-        held = a.execute(CLAIM, {**params, "who": "a"}).one()
-        other = b.execute(CLAIM, {**params, "who": "b"}).one()
+        held = a.execute(claim, {**params, "who": "a"}).one()
+        other = b.execute(claim, {**params, "who": "b"}).one()
         b.commit()
         a.commit()
     assert held.idx == 0 and other.idx == 1

@@ -253,6 +253,9 @@ class StoreAPI(Protocol):
     def counts(self, experiment_id: int) -> dict[str, int]:
         """Number of trials per status (within each study's current budget)."""
 
+    def study_counts(self, experiment_id: int) -> dict[str, dict[str, int]]:
+        """Number of trials per study and status (within each study's current budget)."""
+
     def best_trial(self, experiment_id: int, goal: str) -> TrialRow | None:
         """The completed trial with the best stored objective value, or None."""
 
@@ -289,6 +292,11 @@ class StoreAPI(Protocol):
     # measurements
     def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
         """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old."""
+
+    def add_measurements_many(self, batches: Mapping[int, Sequence[tuple[int, str, float]]]
+                              ) -> None:
+        """Write ``{trial_id: [(step, metric, value), ...]}`` in one transaction (bulk path);
+        same rules as ``add_measurements``."""
 
     def truncate_measurements(self, trial_id: int, after_step: int) -> int:
         """Delete a trial's measurements past ``after_step``; returns how many."""

@@ -17,10 +17,17 @@ from sqlalchemy.engine import Connection
 
 from tunebook.errors import StoreError
 from tunebook.store.api import CLAIMABLE, TERMINAL, NewTrial, StudySpec, TrialRow
-from tunebook.store.schema import experiments_t, measurements_t, studies_t, trials_t
+from tunebook.store.schema import (
+    CLAIMABLE_SQL,
+    claimable_ix,
+    experiments_t,
+    measurements_t,
+    studies_t,
+    trials_t,
+)
 from tunebook.store.tx import new_id
 
-__all__ = ["CLAIM", "CLAIMABLE_ONE", "RECLAIM", "add_trials", "experiment_trial_ids",
+__all__ = ["CLAIMABLE_ONE", "RECLAIM", "add_trials", "claim_statement", "experiment_trial_ids",
            "finish_values", "in_budget", "insert_trials", "register", "release_values",
            "sampled_measurements", "swap_designer_state", "trial_from_row", "trial_select"]
 
@@ -189,21 +196,35 @@ def swap_designer_state(conn: Connection, study_id: int, expected: str, state: s
 # One statement: pick the next candidate and take it. Another worker may win the race for the
 # same row (its status is then no longer claimable and nothing is updated): the caller tries
 # again. On PostgreSQL, SKIP LOCKED lets racing workers pick different rows.
-_candidate = (
-    sa.select(trials_t.c.id)
-    .join(studies_t, trials_t.c.study_id == studies_t.c.id)
-    .where(studies_t.c.experiment_id == sa.bindparam("exp_id"),
-           trials_t.c.status.in_(CLAIMABLE), in_budget())
-    .order_by(trials_t.c.idx, studies_t.c.position).limit(1)
-    .with_for_update(skip_locked=True, of=trials_t)
-    .scalar_subquery())
-CLAIM = (
-    sa.update(trials_t)
-    .where(trials_t.c.id == _candidate, trials_t.c.status.in_(CLAIMABLE))
-    .values(status="running", worker=sa.bindparam("who"),
-            heartbeat=sa.bindparam("now"), attempts=trials_t.c.attempts + 1,
-            started_at=sa.func.coalesce(trials_t.c.started_at, sa.bindparam("start")))
-    .returning(*trials_t.c))
+# O(1) in the number of trials: each study's first claimable trial is the first entry of the
+# partial index of claimable trials (schema.claimable_ix), and the candidate is the lowest of
+# these (studies interleaved: index, then position). The statuses are literals so that the
+# planner may use the index; SQLite, which without statistics would rather walk the study's
+# unique index past every finished trial, is told to (INDEXED BY: ensure_schema creates the
+# index on opening, a store made before it existed included).
+_CANDIDATE = (
+    "SELECT trials.id FROM studies JOIN trials ON trials.id = ("
+    "SELECT queue.id FROM trials AS queue{hint} WHERE queue.study_id = studies.id "
+    f"AND queue.{CLAIMABLE_SQL} AND queue.idx < studies.budget "
+    "ORDER BY queue.idx LIMIT 1{lock}) "
+    "WHERE studies.experiment_id = :exp_id ORDER BY trials.idx, studies.position LIMIT 1")
+
+
+def claim_statement(sqlite: bool) -> sa.UpdateBase:
+    """The claim's compare-and-swap for a backend: SQLite (True) or PostgreSQL (False)."""
+    text = _CANDIDATE.format(
+        hint=f" INDEXED BY {claimable_ix.name}" if sqlite else "",
+        lock="" if sqlite else " FOR UPDATE SKIP LOCKED")
+    candidate = sa.text(text).columns(trials_t.c.id).scalar_subquery()
+    return (
+        sa.update(trials_t)
+        .where(trials_t.c.id == candidate, trials_t.c.status.in_(CLAIMABLE))
+        .values(status="running", worker=sa.bindparam("who"),
+                heartbeat=sa.bindparam("now"), attempts=trials_t.c.attempts + 1,
+                started_at=sa.func.coalesce(trials_t.c.started_at, sa.bindparam("start")))
+        .returning(*trials_t.c))
+
+
 # The trial a worker already holds in an experiment, its heartbeat refreshed.
 RECLAIM = (
     sa.update(trials_t)

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tunebook.core.paths import store_file
 from tunebook.errors import StoreError
-from tunebook.store import queries
+from tunebook.store import ingest, queries
 from tunebook.store.api import (
     ACTIVE,
     CLAIMABLE,
@@ -68,10 +68,10 @@ from tunebook.store.final_evals import FinalEvals
 from tunebook.store.history import History
 from tunebook.store.launches import Launches
 from tunebook.store.queries import (
-    CLAIM,
     CLAIMABLE_ONE,
     RECLAIM,
     add_trials,
+    claim_statement,
     experiment_trial_ids,
     finish_values,
     in_budget,
@@ -94,6 +94,7 @@ from tunebook.store.schema import (
     schema_race,
     sqlite_url,
     studies_t,
+    trial_metrics_t,
     trials_t,
 )
 
@@ -146,6 +147,7 @@ class SQLStore(History, Launches, FinalEvals):
                                                    meta_t.name, metadata.tables))
         self.engine: Engine = create_engine(url, self.display_url, busy_timeout_seconds)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._claim = claim_statement(self.is_sqlite)
         self._study_names: dict[int, str] = {}
         # Several processes may open a new store at once; whoever loses the race to create a
         # table sees "already exists" or a duplicate key (or, on SQLite, "locked": a read
@@ -239,6 +241,18 @@ class SQLStore(History, Launches, FinalEvals):
              .group_by(trials_t.c.status))
         return {status: n for status, n in self._read(lambda conn: conn.execute(q).all())}
 
+    def study_counts(self, experiment_id: int) -> dict[str, dict[str, int]]:
+        """Number of trials per study and status (within each study's current budget); a
+        study without trials is absent. One GROUP BY: no trial row is read (tunebook status)."""
+        q = (sa.select(studies_t.c.name, trials_t.c.status, sa.func.count())
+             .join(studies_t, trials_t.c.study_id == studies_t.c.id)
+             .where(studies_t.c.experiment_id == experiment_id, in_budget())
+             .group_by(studies_t.c.name, trials_t.c.status))
+        out: dict[str, dict[str, int]] = {}
+        for study, status, n in self._read(lambda conn: conn.execute(q).all()):
+            out.setdefault(study, {})[status] = n
+        return out
+
     def best_trial(self, experiment_id: int, goal: str) -> TrialRow | None:
         """The completed trial with the best stored objective value, or None."""
         order = trials_t.c.best_value.asc() if goal == "minimize" else trials_t.c.best_value.desc()
@@ -264,7 +278,7 @@ class SQLStore(History, Launches, FinalEvals):
         params = {"exp_id": experiment_id, "who": worker, "start": start}
 
         def take(conn: Connection) -> tuple[Any, bool]:
-            row = conn.execute(CLAIM, {**params, "now": time.time()}).first()
+            row = conn.execute(self._claim, {**params, "now": time.time()}).first()
             # Nothing taken, yet something claimable: another worker won the race for it.
             return row, row is None and conn.execute(CLAIMABLE_ONE, params).first() is not None
 
@@ -401,35 +415,37 @@ class SQLStore(History, Launches, FinalEvals):
     def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
         """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old value.
 
-        Bulk path: one transaction, one executemany of a driver-level statement, no ORM
-        objects. An upsert, so safe to redo. Metric names longer than
-        :data:`MAX_METRIC_LENGTH` or holding NUL, and steps beyond :data:`MAX_STEP`, refuse the
-        whole batch (StoreError) before anything is written.
+        One transaction (see :meth:`add_measurements_many`, for many trials at once). An upsert,
+        so safe to redo. Metric names longer than :data:`MAX_METRIC_LENGTH` or holding NUL, and
+        steps beyond :data:`MAX_STEP`, refuse the whole batch (StoreError) before anything is
+        written.
         """
-        if not rows:
-            return
-        for metric in {m for _, m, _ in rows}:
-            check_text("metric name", metric, MAX_METRIC_LENGTH)
-        data = [(trial_id, metric, int(step), None if math.isnan(v) else v)
-                for step, metric, v in rows]
-        for _, _, step, _ in data:
-            check_int("step", step, MAX_STEP)
-        mark = "?" if self.is_sqlite else "%s"
-        sql = ("INSERT INTO measurements (trial_id, metric, step, value) "
-               f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (trial_id, metric, step) "
-               "DO UPDATE SET value = excluded.value")
-        # exec_driver_sql, not the raw DBAPI cursor: a dropped connection is then recognised
-        # (and the pooled connection discarded) like anywhere else.
-        self._write(lambda conn: conn.exec_driver_sql(sql, data))
+        self.add_measurements_many({trial_id: rows})
+
+    def add_measurements_many(self, batches: Mapping[int, Sequence[tuple[int, str, float]]]
+                              ) -> None:
+        """Write ``{trial_id: [(step, metric, value), ...]}`` in one transaction: the bulk path
+        (imports, benchmarks, anything holding many trials' rows), about a million points a
+        second on either backend (bench/bench_ingest.py). Same rules as
+        :meth:`add_measurements`: an upsert (the last row of a repeated key wins), safe to redo,
+        a bad name or step refuses everything before anything is written.
+        """
+        batch = ingest.prepare(batches)
+        if batch[0]:
+            self._write(lambda conn: ingest.write(conn, batch))
 
     def truncate_measurements(self, trial_id: int, after_step: int) -> int:
         """Delete a trial's measurements past ``after_step`` (they are about to be recomputed).
 
         Safe to redo; a redo after a lost reply counts 0 deleted rows.
         """
-        res = self._write(lambda conn: conn.execute(sa.delete(measurements_t).where(
-            measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step)))
-        return int(res.rowcount or 0)
+        def cut(conn: Connection) -> int:
+            res = conn.execute(sa.delete(measurements_t).where(
+                measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step))
+            ingest.trim_trial_metrics(conn, trial_id)
+            return int(res.rowcount or 0)
+
+        return self._write(cut)
 
     def measurements(self, trial_ids: Sequence[int] | None = None, metric: str | None = None,
                      experiment_id: int | None = None) -> list[tuple[int, int, str, float]]:
@@ -464,8 +480,9 @@ class SQLStore(History, Launches, FinalEvals):
 
     def metric_names(self, experiment_id: int) -> list[str]:
         """Every metric name any trial of the experiment reported."""
-        q = (sa.select(measurements_t.c.metric).distinct()
-             .where(measurements_t.c.trial_id.in_(experiment_trial_ids(experiment_id))))
+        # trial_metrics: a few rows per trial, where the measurements are hundreds.
+        q = (sa.select(trial_metrics_t.c.metric).distinct()
+             .where(trial_metrics_t.c.trial_id.in_(experiment_trial_ids(experiment_id))))
         return sorted(r[0] for r in self._read(lambda conn: conn.execute(q).all()))
 
     # ----------------------------------------------------------------- designer state
