@@ -138,6 +138,32 @@ def test_finish_only_by_the_owner(store: Store) -> None:
         store.finish(t.id, "w1", "bogus")
 
 
+def test_a_worker_writes_only_while_it_holds_the_trial(store: Store) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    t = store.claim(exp_id, "w1")
+    assert t is not None
+    assert store.add_measurements(t.id, [(1, "loss", 1.0), (2, "loss", 0.5)], worker="w1")
+    assert store.set_checkpoint_step(t.id, 2, worker="w1")
+    assert store.add_measurements(t.id, [], worker="w1")  # a check of the claim
+    # w1 went silent: its trial was released and claimed by w2, which resumes from step 1.
+    assert store.release_stale(exp_id, older_than=-1, max_attempts=3) == [t.id]
+    assert not store.add_measurements(t.id, [(3, "loss", 0.1)], worker="w1")  # pending now
+    again = store.claim(exp_id, "w2")
+    assert again is not None and again.id == t.id
+    assert store.truncate_measurements(t.id, 1, worker="w1") == 0
+    assert store.truncate_measurements(t.id, 1, worker="w2") == 1
+    assert store.add_measurements(t.id, [(2, "loss", 0.6)], worker="w2")
+    # w1 comes back: every write of its is refused, nothing of it lands in w2's curve.
+    assert not store.add_measurements(t.id, [(2, "loss", 9.0), (3, "loss", 9.0)], worker="w1")
+    assert not store.add_measurements(t.id, [], worker="w1")
+    assert not store.set_checkpoint_step(t.id, 3, worker="w1")
+    assert store.trial(t.id).checkpoint_step == 2
+    assert [(s, v) for _, s, _, v in store.measurements([t.id])] == [(1, 1.0), (2, 0.6)]
+    assert store.add_measurements(t.id, [(3, "loss", 0.2)])  # without a worker: unguarded
+    assert store.finish(t.id, "w2", "completed")
+    assert not store.add_measurements(t.id, [(4, "loss", 0.1)], worker="w2")  # ended
+
+
 def test_release_requeues_then_fails_after_max_attempts(store: Store) -> None:
     exp_id = _register(store, n=1, studies=1)
     for attempt in (1, 2):

@@ -308,9 +308,10 @@ class Trial:
                 or time.monotonic() - self._last_flush >= self.flush_every_seconds):
             self.flush()
 
-    def flush(self) -> None:
-        """Write buffered measurements to the store now."""
-        if self._buffer and self._sink is not None:
+    def flush(self, *, confirm: bool = False) -> None:
+        """Write buffered measurements to the store now; with ``confirm``, call the sink even
+        with nothing buffered (a worker's sink then checks that it still holds the trial)."""
+        if self._sink is not None and (self._buffer or confirm):
             rows, self._buffer = self._buffer, []
             self._sink.add_measurements(self.id, rows)
         self._last_flush = time.monotonic()
@@ -427,7 +428,7 @@ class Trial:
         if self._cancelled is not None and self._cancelled():
             raise Lost()
         tmp = Path(folder)
-        self.flush()
+        self.flush(confirm=True)  # Lost here, before the rename, if the claim is gone
         if checksums:
             _write_manifest(tmp, step)
         _fsync_tree(tmp)

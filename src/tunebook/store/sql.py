@@ -378,11 +378,20 @@ class SQLStore(History, Launches, FinalEvals):
                                       trials_t.c.status == "failed")
             .values(status="completed", error=None)))
 
-    def set_checkpoint_step(self, trial_id: int, step: int) -> None:
-        """Remember the step of the trial's latest complete checkpoint."""
+    def set_checkpoint_step(self, trial_id: int, step: int, *, worker: str | None = None
+                            ) -> bool:
+        """Remember the step of the trial's latest complete checkpoint.
+
+        With ``worker``, only while that worker holds the trial (see :meth:`add_measurements`);
+        False, nothing written, once it lost it.
+        """
         check_int("checkpoint step", int(step), MAX_STEP)
-        self._write(lambda conn: conn.execute(sa.update(trials_t).where(trials_t.c.id == trial_id)
-                                             .values(checkpoint_step=step)))
+        cond = [trials_t.c.id == trial_id]
+        if worker is not None:
+            cond += [trials_t.c.worker == worker, trials_t.c.status == "running"]
+        res = self._write(lambda conn: conn.execute(sa.update(trials_t).where(*cond)
+                                                    .values(checkpoint_step=step)))
+        return worker is None or res.rowcount == 1
 
     def set_summaries(self, rows: Sequence[TrialSummary]) -> None:
         """Replace the best/final summaries of the trials named, in one transaction."""
@@ -398,16 +407,23 @@ class SQLStore(History, Launches, FinalEvals):
         self._write(update)
 
     # ----------------------------------------------------------------- measurements
-    def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
+    def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]], *,
+                         worker: str | None = None) -> bool:
         """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old value.
 
         Bulk path: one transaction, one executemany of a driver-level statement, no ORM
         objects. An upsert, so safe to redo. Metric names longer than
         :data:`MAX_METRIC_LENGTH` or holding NUL, and steps beyond :data:`MAX_STEP`, refuse the
         whole batch (StoreError) before anything is written.
+
+        With ``worker`` (a worker writing its claimed trial), the rows are written only while
+        that worker holds the trial ``running``, checked in the same transaction (which
+        refreshes the heartbeat, so a release waiting on the row then sees a live trial);
+        False, nothing written, once the trial was given to another worker. Also with no
+        rows: that is a check of the claim.
         """
-        if not rows:
-            return
+        if not rows and worker is None:
+            return True
         for metric in {m for _, m, _ in rows}:
             check_text("metric name", metric, MAX_METRIC_LENGTH)
         data = [(trial_id, metric, int(step), None if math.isnan(v) else v)
@@ -418,18 +434,32 @@ class SQLStore(History, Launches, FinalEvals):
         sql = ("INSERT INTO measurements (trial_id, metric, step, value) "
                f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (trial_id, metric, step) "
                "DO UPDATE SET value = excluded.value")
-        # exec_driver_sql, not the raw DBAPI cursor: a dropped connection is then recognised
-        # (and the pooled connection discarded) like anywhere else.
-        self._write(lambda conn: conn.exec_driver_sql(sql, data))
+        def write(conn: Connection) -> bool:
+            if worker is not None and not _holds(conn, trial_id, worker):
+                return False
+            if data:
+                # exec_driver_sql, not the raw DBAPI cursor: a dropped connection is then
+                # recognised (and the pooled connection discarded) like anywhere else.
+                conn.exec_driver_sql(sql, data)
+            return True
 
-    def truncate_measurements(self, trial_id: int, after_step: int) -> int:
+        return self._write(write)
+
+    def truncate_measurements(self, trial_id: int, after_step: int, *,
+                              worker: str | None = None) -> int:
         """Delete a trial's measurements past ``after_step`` (they are about to be recomputed).
 
-        Safe to redo; a redo after a lost reply counts 0 deleted rows.
+        Safe to redo; a redo after a lost reply counts 0 deleted rows. With ``worker``, only
+        while that worker holds the trial (see :meth:`add_measurements`): 0 once it lost it.
         """
-        res = self._write(lambda conn: conn.execute(sa.delete(measurements_t).where(
-            measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step)))
-        return int(res.rowcount or 0)
+        def delete(conn: Connection) -> int:
+            if worker is not None and not _holds(conn, trial_id, worker):
+                return 0
+            return int(conn.execute(sa.delete(measurements_t).where(
+                measurements_t.c.trial_id == trial_id,
+                measurements_t.c.step > after_step)).rowcount or 0)
+
+        return self._write(delete)
 
     def measurements(self, trial_ids: Sequence[int] | None = None, metric: str | None = None,
                      experiment_id: int | None = None) -> list[tuple[int, int, str, float]]:
@@ -535,6 +565,15 @@ class SQLStore(History, Launches, FinalEvals):
 
         return self._write(lambda conn: swap_designer_state(conn, study_id, old, new, rows),
                            verify=verify)
+
+
+def _holds(conn: Connection, trial_id: int, worker: str) -> bool:
+    """Whether ``worker`` holds the running trial, its heartbeat refreshed: an UPDATE, not a
+    read, so that the trial's row stays locked (PostgreSQL) or the database is (SQLite) until
+    the transaction's writes commit; a release cannot slip in between."""
+    return bool(conn.execute(sa.update(trials_t).where(
+        trials_t.c.id == trial_id, trials_t.c.worker == worker,
+        trials_t.c.status == "running").values(heartbeat=time.time())).rowcount == 1)
 
 
 Store = SQLStore
