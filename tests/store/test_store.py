@@ -228,6 +228,29 @@ def test_concurrent_schema_creation(connect: Callable[[], Store]) -> None:
     assert errors == []
 
 
+def test_concurrent_registration_of_one_experiment(connect: Callable[[], Store]) -> None:
+    # A batch scheduler starting many `tunebook run` (or workers) at once on a new store.
+    stores = [connect() for _ in range(6)]
+    ids: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def registrar(store: Store) -> None:
+        try:
+            barrier.wait()
+            ids.append(_register(store, n=50, studies=2))
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=registrar, args=(s,)) for s in stores]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == [] and len(set(ids)) == 1
+    assert stores[0].counts(ids[0]) == {"pending": 100}
+
+
 def test_runs_and_best_trial(store: Store) -> None:
     exp_id = _register(store, n=3, studies=1)
     run_id = store.start_run(exp_id, "host", 2, {"command": "tunebook run x.yaml"})

@@ -200,9 +200,11 @@ class SQLStore(History, Launches, FinalEvals):
         check_registration(name, studies, trials)
         # Reads, then writes: on SQLite another process committing in between makes the write
         # fail at once with "locked" (no busy wait); the retry redoes it. Safe to redo: only
-        # missing rows are inserted.
+        # missing rows are inserted. Processes registering the same experiment at once (a
+        # batch scheduler starting many runs) race for its rows: the losers' duplicate keys
+        # are retried, and then find the winner's rows.
         return self._write(lambda conn: register(conn, self.display_url, name, identity, config,
-                                                studies, trials))
+                                                studies, trials), races=schema_race)
 
     def studies(self, experiment_id: int) -> list[StudyRow]:
         """The studies of an experiment, in order."""
