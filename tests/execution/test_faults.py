@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tunebook.execution.worker import LOST_LINE
 from tunebook.store.sql import Store
@@ -60,6 +61,24 @@ def _busy(store: Store, exp_id: int) -> set[int]:
             for t in store.trials(exp_id, statuses=("running",))}
 
 
+def _freeze(host: Host, store: Store) -> None:
+    """SIGSTOP the whole machine (its run, its worker, its heartbeat) between two of its
+    transactions: one frozen half-way keeps its trial's row locked, and the trial is skipped
+    by releases until the server drops the connection (the guide says how to bound that)."""
+    for _ in range(50):
+        host.signal_group(signal.SIGSTOP)
+        time.sleep(0.3)  # a write already on the wire lands
+        with store.engine.connect() as conn:
+            open_transactions = conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()")).scalar()
+        if not open_transactions:
+            return
+        host.signal_group(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"{host.name} could not be stopped outside a transaction")
+
+
 def _finish(hosts: list[Host]) -> None:
     for h in hosts:
         assert h.finish() == 0, h.output()
@@ -86,8 +105,7 @@ def test_a_vanished_host_s_trial_resumes_elsewhere_and_its_worker_writes_nothing
 
     held = wait_for("node-b's worker to publish checkpoints", b_holds, alive=lambda: None)
     (b_worker,) = b.workers()
-    b.signal_group(signal.SIGSTOP)  # the whole machine: its run, its worker, its heartbeat
-    time.sleep(0.5)  # a write already on the wire lands
+    _freeze(b, store)
     stopped_step = store.trial(held.id).checkpoint_step or 0
 
     def a_resumed() -> Any:

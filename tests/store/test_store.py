@@ -8,6 +8,7 @@ import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,6 +197,23 @@ def test_stale_heartbeats_are_released(store: Store) -> None:
     assert store.release_stale(exp_id, older_than=-1, max_attempts=3) == [t.id]
     assert store.trial(t.id).status == "pending"
     assert not store.heartbeat(t.id, "remote")
+
+
+def test_a_trial_locked_by_a_frozen_write_does_not_hang_its_release(postgres: Any) -> None:
+    import psycopg
+
+    store = Store(postgres.new_database())
+    exp_id = _register(store, n=2, studies=1)
+    frozen, other = store.claim(exp_id, "frozen"), store.claim(exp_id, "other")
+    assert frozen is not None and other is not None
+    # A worker stopped mid-transaction: its write's lock on the trial's row stays held.
+    url = store.engine.url
+    with psycopg.connect(host=url.host, port=url.port, user=url.username,
+                         dbname=url.database) as conn:
+        conn.execute("SELECT id FROM trials WHERE id = %s FOR UPDATE", (frozen.id,))
+        assert store.release_stale(exp_id, older_than=-1, max_attempts=3) == [other.id]
+    # Once the connection is gone (the server dropped it), the trial is released.
+    assert store.release_stale(exp_id, older_than=-1, max_attempts=3) == [frozen.id]
 
 
 def test_notes(store: Store) -> None:

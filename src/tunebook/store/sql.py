@@ -342,7 +342,13 @@ class SQLStore(History, Launches, FinalEvals):
         cond = sa.and_(trials_t.c.study_id.in_(study_ids), trials_t.c.heartbeat < cutoff)
         if exclude_workers:
             cond = sa.and_(cond, trials_t.c.worker.not_in(list(exclude_workers)))
-        return self._release(cond, "worker stopped sending heartbeats", max_attempts, False)
+        # A trial whose row a write holds locked (PostgreSQL) is skipped: its worker is writing
+        # (the write refreshes the heartbeat), or froze mid-transaction; waiting for that lock
+        # would hang every run's supervision until the server drops the frozen connection.
+        unlocked = (sa.select(trials_t.c.id).where(cond, trials_t.c.status == "running")
+                    .with_for_update(skip_locked=True))
+        return self._release(trials_t.c.id.in_(unlocked), "worker stopped sending heartbeats",
+                             max_attempts, False)
 
     def _release(self, cond: Any, reason: str, max_attempts: int, interrupted: bool) -> list[int]:
         # One UPDATE ... RETURNING, never a read then a write: on SQLite a transaction that
