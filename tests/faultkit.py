@@ -91,12 +91,12 @@ def wait_for(what: str, condition: Callable[[], Any], timeout: float = 120,
 
 
 class Host:
-    """A stand-in for a machine: ``tunebook run FILE ARGS`` with ``TUNEBOOK_HOST=name``, in a
-    process group of its own (so the whole "machine" can be stopped or killed at once); its
-    output goes to ``<log_dir>/<name>-<n>.txt``."""
+    """A stand-in for a machine: ``tunebook ARGV`` (``run FILE ...`` or ``worker NAME ...``)
+    with ``TUNEBOOK_HOST=name``, in a process group of its own (so the whole "machine" can be
+    stopped or killed at once); its output goes to ``<log_dir>/<name>-<n>.txt``."""
 
-    def __init__(self, name: str, path: Path, args: list[str], log_dir: Path) -> None:
-        self.name, self.path, self.args, self.log_dir = name, path, args, log_dir
+    def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
+        self.name, self.argv, self.log_dir = name, argv, log_dir
         self.starts = 0
         self.proc = self._start()
 
@@ -105,12 +105,12 @@ class Host:
         self.log = self.log_dir / f"{self.name}-{self.starts}.txt"
         with open(self.log, "wb") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "tunebook.cli", "run", str(self.path), *self.args],
+                [sys.executable, "-m", "tunebook.cli", *self.argv],
                 env={**cli_env(), "TUNEBOOK_HOST": self.name}, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def restart(self) -> None:
-        """Start the run again (as a scheduler restarts a job whose node died)."""
+        """Start the command again (as a scheduler restarts a job whose node died)."""
         self.proc.wait(timeout=60)
         self.proc = self._start()
 

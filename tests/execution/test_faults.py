@@ -2,9 +2,10 @@
 host vanishing (SIGSTOP, then SIGCONT), PostgreSQL restarted mid-run and the network to it
 dropped for a while.
 
-Machines are stood for by ``tunebook run FILE --store postgresql+psycopg://...`` processes on
-this one, each with its own ``TUNEBOOK_HOST`` (a worker of another "host" is judged alive only
-by its heartbeat) and one trial folder (a shared file system). Every test ends with the same
+Machines are stood for by processes on this one, each with its own ``TUNEBOOK_HOST`` (a worker
+of another "host" is judged alive only by its heartbeat) and one trial folder (a shared file
+system): node-a runs ``tunebook run FILE --store postgresql+psycopg://...``, node-b joins with
+``tunebook worker NAME --store ...``. Every test ends with the same
 exactly-once check (:func:`faultkit.assert_exactly_once`): every trial completed, its curve
 equal to an uninterrupted reference run's, no step trained again once an execution of it ran
 to its end, and no two executions of it overlapped in time.
@@ -40,9 +41,16 @@ def _doc(trials: int, steps: int, sleep: float) -> dict[str, Any]:
             "fixed": {"sleep": sleep}}
 
 
-def _args(url: str, root: Path, workers: int, *extra: str) -> list[str]:
-    return ["--store", url, "--root", str(root), "--workers", str(workers), "--quiet",
-            "--no-report", *extra]
+def _run(path: Path, url: str, root: Path, workers: int, *extra: str) -> list[str]:
+    """``tunebook run FILE``: the machine that submits the experiment, and works on it."""
+    return ["run", str(path), "--store", url, "--root", str(root), "--workers", str(workers),
+            "--quiet", "--no-report", *extra]
+
+
+def _worker(url: str, root: Path, workers: int, *extra: str) -> list[str]:
+    """``tunebook worker NAME``: a machine that joins the stored experiment."""
+    return ["worker", NAME, "--store", url, "--root", str(root), "--workers", str(workers),
+            "--quiet", *extra]
 
 
 def _experiment_id(store: Store, hosts: list[Host]) -> int:
@@ -87,16 +95,15 @@ def _finish(hosts: list[Host]) -> None:
 def test_a_vanished_host_s_trial_resumes_elsewhere_and_its_worker_writes_nothing(
         tmp_path: Path, dedicated_postgres: Any) -> None:
     url = dedicated_postgres.new_database()
-    doc = _doc(trials=2, steps=40, sleep=0.1)
+    doc = _doc(trials=3, steps=40, sleep=0.1)
     reference = Reference.run(tmp_path / "reference", **doc)
     path = write_experiment(tmp_path, **doc)
     root = tmp_path / "root"
     # The heartbeat is refreshed every 5 s (and with every write): 6 s of silence is a stop.
-    args = _args(url, root, 1, "--stale-after", "6")
-    b = Host("node-b", path, args, tmp_path)
+    a = Host("node-a", _run(path, url, root, 1, "--stale-after", "6"), tmp_path)
     store = Store(url)
-    exp_id = _experiment_id(store, [b])
-    a = Host("node-a", path, args, tmp_path)
+    exp_id = _experiment_id(store, [a])
+    b = Host("node-b", _worker(url, root, 1, "--stale-after", "6"), tmp_path)
 
     def b_holds() -> Any:
         return next((t for t in store.trials(exp_id, statuses=("running",))
@@ -147,11 +154,11 @@ def test_twenty_random_kills_lose_nothing_and_run_nothing_twice(
     path = write_experiment(tmp_path, **doc)
     root = tmp_path / "root"
     # Attempts: a trial may be hit by several of the kills; none should fail for it.
-    args = _args(url, root, 2, "--max-attempts", str(2 * KILLS + 1))
+    attempts = ("--max-attempts", str(2 * KILLS + 1))
     store = Store(url)
-    hosts = [Host("node-a", path, args, tmp_path)]
+    hosts = [Host("node-a", _run(path, url, root, 2, *attempts), tmp_path)]
     exp_id = _experiment_id(store, hosts)
-    hosts.append(Host("node-b", path, args, tmp_path))
+    hosts.append(Host("node-b", _worker(url, root, 2, *attempts), tmp_path))
     kills = {"worker": 0, "run": 0, "machine": 0}
     for _ in range(KILLS):
         time.sleep(rng.uniform(0.1, 0.6))
@@ -210,9 +217,9 @@ def _outage_run(tmp_path: Path, urls: dict[str, str], direct: str, cut: Any, sec
     path = write_experiment(tmp_path, **doc)
     root = tmp_path / "root"
     store = Store(direct)
-    hosts = [Host("node-a", path, _args(urls["node-a"], root, 2, *extra), tmp_path)]
+    hosts = [Host("node-a", _run(path, urls["node-a"], root, 2, *extra), tmp_path)]
     exp_id = _experiment_id(store, hosts)
-    hosts.append(Host("node-b", path, _args(urls["node-b"], root, 2, *extra), tmp_path))
+    hosts.append(Host("node-b", _worker(urls["node-b"], root, 2, *extra), tmp_path))
     _mid_run(store, exp_id, hosts)
     down = time.time()
     cut.pause()
