@@ -57,9 +57,7 @@ def run_cli(*args: str, check: bool = False, **kw: Any) -> subprocess.CompletedP
     return proc
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Any:
-    """A PostgreSQL server for the whole session (fails clearly when PostgreSQL is missing)."""
+def _postgres_server() -> Iterator[Any]:
     import pgserver
 
     if not pgserver.available():
@@ -71,6 +69,19 @@ def postgres() -> Any:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL server for the whole session (fails clearly when PostgreSQL is missing)."""
+    yield from _postgres_server()
+
+
+@pytest.fixture(scope="module")
+def dedicated_postgres() -> Iterator[Any]:
+    """A PostgreSQL server of the test module's own, which its tests may stop and start again
+    (``pause()``, ``resume()``) while the session's server stays up for the others."""
+    yield from _postgres_server()
 
 
 class MemorySink:

@@ -76,7 +76,7 @@ def taken_over(hparams: dict[str, Any], trial: Trial) -> None:
     from tunebook.store.sql import Store
 
     trial.report(1, loss=1.0)
-    store = trial._sink
+    store = trial._sink.store  # type: ignore[union-attr]  # the worker's ClaimedSink
     assert isinstance(store, Store)
     store.release_worker(str(hparams["_worker"]), "heartbeat too old", 3)
     assert store.claim(int(hparams["_exp"]), "other") is not None

@@ -21,32 +21,9 @@ from tunebook.core.processes import pid_alive
 from tunebook.store.sql import Store
 
 from conftest import cli_env, run_cli, write_experiment
+from faultkit import children as _children
+from faultkit import executions as _executions
 from toy import expected_value
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
-
-
-def _executions(folder: Path) -> dict[int, list[tuple[str, float]]]:
-    """pid -> [(kind, time)] from a ``toy.lifecycle`` trial folder."""
-    out: dict[int, list[tuple[str, float]]] = {}
-    path = folder / "executions"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        kind, pid, t = line.split()
-        out.setdefault(int(pid), []).append((kind, float(t)))
-    return out
 
 
 @pytest.mark.parametrize(("sig", "group"), [(signal.SIGTERM, False), (signal.SIGKILL, False),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tunebook.analysis.results import trial_records
 from tunebook.core.paths import TRIAL_LOG, trial_dir
 from tunebook.execution.runner import materialize, run
@@ -102,7 +104,11 @@ def test_checkpoints_the_store_never_recorded_are_not_resumed(tmp_path: Path) ->
     assert list(folder.glob("checkpoints.unrecorded-*"))
 
 
-def test_a_worker_that_lost_its_trial_stops_and_writes_nothing(tmp_path: Path) -> None:
+# 3600: the worker's heartbeat never notices (it was stopped, say); the store refuses its
+# writes all the same, its last flush after the workload returned included.
+@pytest.mark.parametrize("beat_every", [0.05, 3600])
+def test_a_worker_that_lost_its_trial_stops_and_writes_nothing(tmp_path: Path,
+                                                               beat_every: float) -> None:
     exp = Experiment.from_yaml(write_experiment(tmp_path, workload="toy:taken_over",
                                                 scientific={}, search={"trials": 1}))
     store = Store.at_root(tmp_path / "r")
@@ -112,9 +118,9 @@ def test_a_worker_that_lost_its_trial_stops_and_writes_nothing(tmp_path: Path) -
     assert row is not None
     row = type(row)(**{**row.__dict__, "params": {**row.params, "_worker": "me",
                                                   "_exp": exp_id}})
-    with Heartbeat(store, "me", 0.05) as beat:
+    with Heartbeat(store, "me", beat_every) as beat:
         status = run_trial(store, exp, load_workload(exp), row, tmp_path / "r", "me",
-                           WorkerOptions(heartbeat_seconds=0.05), beat)
+                           WorkerOptions(heartbeat_seconds=beat_every), beat)
     assert status == "lost"
     now = store.trial(row.id)
     assert now.status == "running" and now.worker == "other"

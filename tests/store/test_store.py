@@ -8,6 +8,7 @@ import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,6 +139,32 @@ def test_finish_only_by_the_owner(store: Store) -> None:
         store.finish(t.id, "w1", "bogus")
 
 
+def test_a_worker_writes_only_while_it_holds_the_trial(store: Store) -> None:
+    exp_id = _register(store, n=1, studies=1)
+    t = store.claim(exp_id, "w1")
+    assert t is not None
+    assert store.add_measurements(t.id, [(1, "loss", 1.0), (2, "loss", 0.5)], worker="w1")
+    assert store.set_checkpoint_step(t.id, 2, worker="w1")
+    assert store.add_measurements(t.id, [], worker="w1")  # a check of the claim
+    # w1 went silent: its trial was released and claimed by w2, which resumes from step 1.
+    assert store.release_stale(exp_id, older_than=-1, max_attempts=3) == [t.id]
+    assert not store.add_measurements(t.id, [(3, "loss", 0.1)], worker="w1")  # pending now
+    again = store.claim(exp_id, "w2")
+    assert again is not None and again.id == t.id
+    assert store.truncate_measurements(t.id, 1, worker="w1") == 0
+    assert store.truncate_measurements(t.id, 1, worker="w2") == 1
+    assert store.add_measurements(t.id, [(2, "loss", 0.6)], worker="w2")
+    # w1 comes back: every write of its is refused, nothing of it lands in w2's curve.
+    assert not store.add_measurements(t.id, [(2, "loss", 9.0), (3, "loss", 9.0)], worker="w1")
+    assert not store.add_measurements(t.id, [], worker="w1")
+    assert not store.set_checkpoint_step(t.id, 3, worker="w1")
+    assert store.trial(t.id).checkpoint_step == 2
+    assert [(s, v) for _, s, _, v in store.measurements([t.id])] == [(1, 1.0), (2, 0.6)]
+    assert store.add_measurements(t.id, [(3, "loss", 0.2)])  # without a worker: unguarded
+    assert store.finish(t.id, "w2", "completed")
+    assert not store.add_measurements(t.id, [(4, "loss", 0.1)], worker="w2")  # ended
+
+
 def test_release_requeues_then_fails_after_max_attempts(store: Store) -> None:
     exp_id = _register(store, n=1, studies=1)
     for attempt in (1, 2):
@@ -172,6 +199,23 @@ def test_stale_heartbeats_are_released(store: Store) -> None:
     assert not store.heartbeat(t.id, "remote")
 
 
+def test_a_trial_locked_by_a_frozen_write_does_not_hang_its_release(postgres: Any) -> None:
+    import psycopg
+
+    store = Store(postgres.new_database())
+    exp_id = _register(store, n=2, studies=1)
+    frozen, other = store.claim(exp_id, "frozen"), store.claim(exp_id, "other")
+    assert frozen is not None and other is not None
+    # A worker stopped mid-transaction: its write's lock on the trial's row stays held.
+    url = store.engine.url
+    with psycopg.connect(host=url.host, port=url.port, user=url.username,
+                         dbname=url.database) as conn:
+        conn.execute("SELECT id FROM trials WHERE id = %s FOR UPDATE", (frozen.id,))
+        assert store.release_stale(exp_id, older_than=-1, max_attempts=3) == [other.id]
+    # Once the connection is gone (the server dropped it), the trial is released.
+    assert store.release_stale(exp_id, older_than=-1, max_attempts=3) == [frozen.id]
+
+
 def test_notes(store: Store) -> None:
     exp_id = _register(store)
     store.add_note(exp_id, "<script>alert(1)</script>")
@@ -200,6 +244,29 @@ def test_concurrent_schema_creation(connect: Callable[[], Store]) -> None:
     for th in threads:
         th.join()
     assert errors == []
+
+
+def test_concurrent_registration_of_one_experiment(connect: Callable[[], Store]) -> None:
+    # A batch scheduler starting many `tunebook run` (or workers) at once on a new store.
+    stores = [connect() for _ in range(6)]
+    ids: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def registrar(store: Store) -> None:
+        try:
+            barrier.wait()
+            ids.append(_register(store, n=50, studies=2))
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=registrar, args=(s,)) for s in stores]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == [] and len(set(ids)) == 1
+    assert stores[0].counts(ids[0]) == {"pending": 100}
 
 
 def test_runs_and_best_trial(store: Store) -> None:

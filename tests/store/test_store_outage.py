@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -36,18 +35,9 @@ def _register(store: Store, n: int, studies: int = 1) -> int:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
+def server(dedicated_postgres: Any) -> Any:
     """A PostgreSQL server of this module's own, which the tests stop and start again."""
-    import pgserver
-
-    if not pgserver.available():
-        if os.environ.get("TUNEBOOK_SKIP_POSTGRES") == "1":
-            pytest.skip("TUNEBOOK_SKIP_POSTGRES=1 and no PostgreSQL")
-        pytest.fail("PostgreSQL binaries not found (or set TUNEBOOK_SKIP_POSTGRES=1)")
-    srv = pgserver.PostgresServer()
-    srv.start()
-    yield srv
-    srv.stop()
+    return dedicated_postgres
 
 
 @contextlib.contextmanager

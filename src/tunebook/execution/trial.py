@@ -308,9 +308,10 @@ class Trial:
                 or time.monotonic() - self._last_flush >= self.flush_every_seconds):
             self.flush()
 
-    def flush(self) -> None:
-        """Write buffered measurements to the store now."""
-        if self._buffer and self._sink is not None:
+    def flush(self, *, confirm: bool = False) -> None:
+        """Write buffered measurements to the store now; with ``confirm``, call the sink even
+        with nothing buffered (a worker's sink then checks that it still holds the trial)."""
+        if self._sink is not None and (self._buffer or confirm):
             rows, self._buffer = self._buffer, []
             self._sink.add_measurements(self.id, rows)
         self._last_flush = time.monotonic()
@@ -414,9 +415,9 @@ class Trial:
         """Publish a complete ``folder`` (written by this process or by a command workload)
         as the checkpoint of ``step``; returns the published folder.
 
-        The one publication path, also behind :meth:`checkpoint`: the measurements reported so
-        far are flushed to the store, then (with ``checksums``) the manifest is written, every
-        file is fsynced and the folder is renamed into place in one atomic step; its step is
+        The one publication path, also behind :meth:`checkpoint`: (with ``checksums``) the
+        manifest is written, every file is fsynced, the measurements reported so far are
+        flushed to the store and the folder is renamed into place in one atomic step; its step is
         recorded in the store, and (with ``prune``) checkpoints older than the newest
         ``keep_checkpoints`` are removed. ``folder`` must be on the trial folder's file system
         (inside it, in practice); it is moved, not copied.
@@ -427,10 +428,12 @@ class Trial:
         if self._cancelled is not None and self._cancelled():
             raise Lost()
         tmp = Path(folder)
-        self.flush()
         if checksums:
             _write_manifest(tmp, step)
         _fsync_tree(tmp)
+        # Last before the rename (an fsync of large files takes a while): Lost here if the
+        # store gave the trial to another worker meanwhile.
+        self.flush(confirm=True)
         self.checkpoint_root.mkdir(parents=True, exist_ok=True)
         final = self.checkpoint_root / f"{_CKPT_PREFIX}{step:010d}"
         if final.exists():

@@ -31,6 +31,7 @@ from tunebook.core.processes import (
 )
 from tunebook.errors import Infeasible, TunebookError
 from tunebook.execution.ckptstore import TrialCheckpoints, open_checkpoint_root, prepare_trial
+from tunebook.execution.claim import ClaimedSink
 from tunebook.execution.trial import Lost, Trial
 from tunebook.execution.workload import Workload, load_workload
 from tunebook.experiment import Experiment
@@ -55,6 +56,7 @@ EXIT_WORKLOAD_ERROR = 3
 # even start stops the run; one that never reported the objective may be an objective typo.
 COULD_NOT_START = "could not start: "
 NO_OBJECTIVE = "finished without reporting "
+LOST_LINE = "--- {} lost the trial to another worker (heartbeat too old); abandoned"
 MAX_ERROR_CHARS = 20_000  # a 30 MB exception message must not land in the store whole
 # A workload failing with one of these before its first report is broken, not unlucky: a
 # missing package, a hyperparameter name the code does not know (KeyError, or the ValueError
@@ -212,13 +214,14 @@ def run_trial(store: StoreAPI, experiment: Experiment, workload: Workload, row: 
             # Stopping must not wait out a store outage for ten minutes: a few seconds, then
             # the trial stays running and the next run frees it (its process is gone by then).
             store.outage_seconds = min(store.outage_seconds, 5.0)
-            _safe_flush(trial)
+            with contextlib.suppress(Lost):
+                _safe_flush(trial)
             store.finish(row.id, worker, "interrupted", elapsed=time.monotonic() - started)
             log("interrupted")
             raise
         except Lost:
             # Its heartbeat was too old and another worker has it now: write nothing more.
-            log(f"--- {worker} lost the trial to another worker (heartbeat too old); abandoned")
+            log(LOST_LINE.format(worker))
             return "lost"
         except TrialTimeout:
             status = "failed"
@@ -235,7 +238,12 @@ def run_trial(store: StoreAPI, experiment: Experiment, workload: Workload, row: 
             # A command's own output is in the log already: do not copy its tail there again.
             log(text if type(exc).__name__ != "WorkloadFailed"
                 else "failed: " + str(exc).splitlines()[0])
-        if not _safe_flush(trial) and status != "failed":
+        try:
+            flushed = _safe_flush(trial)
+        except Lost:  # the store refused the last measurements: another worker has it now
+            log(LOST_LINE.format(worker))
+            return "lost"
+        if not flushed and status != "failed":
             status, fields = "failed", {"error": "could not write measurements to the store"}
     finally:
         heartbeat.trial_id = None
@@ -263,13 +271,14 @@ def _open_trial(store: StoreAPI, experiment: Experiment, row: TrialRow, root: st
     trial = Trial(cancelled=lambda: heartbeat.lost == row.id, shared=shared,
                   holds_claim=lambda: store.heartbeat(row.id, worker),
                   hparams=dict(row.params), max_train_steps=experiment.max_train_steps,
-                  eval_every=experiment.eval_every, seed=row.seed, dir=folder, sink=store,
+                  eval_every=experiment.eval_every, seed=row.seed, dir=folder,
+                  sink=ClaimedSink(store, worker),
                   trial_id=row.id, study=row.study, index=row.index,
                   objective=metric, goal=experiment.objective.goal,
                   log=log, cache_dir=cache_dir(root))
     if not row.first_start:
         # Measurements past the checkpoint we resume from belong to a lost future: drop them.
-        store.truncate_measurements(row.id, trial.start_step)
+        store.truncate_measurements(row.id, trial.start_step, worker=worker)
         log(f"--- attempt {row.attempts} by {worker}, start_step={trial.start_step}")
     return trial, log
 

@@ -283,23 +283,30 @@ class StoreAPI(Protocol):
     def mark_completed(self, trial_ids: Sequence[int]) -> None:
         """Failed trials that turn out complete become ``completed``, their error cleared."""
 
-    def set_checkpoint_step(self, trial_id: int, step: int) -> None:
-        """Remember the step of the trial's latest complete checkpoint."""
+    def set_checkpoint_step(self, trial_id: int, step: int, *, worker: str | None = None
+                            ) -> bool:
+        """Remember the step of the trial's latest complete checkpoint (with ``worker``: only
+        while it holds the trial; False once it lost it)."""
 
     def set_summaries(self, rows: Sequence[TrialSummary]) -> None:
         """Replace the best/final summaries of the trials named."""
 
     # measurements
-    def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
-        """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old."""
+    def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]], *,
+                         worker: str | None = None) -> bool:
+        """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old
+        (with ``worker``: only while it holds the trial; False, nothing written, once it lost
+        it)."""
 
     def add_measurements_many(self, batches: Mapping[int, Sequence[tuple[int, str, float]]]
                               ) -> None:
         """Write ``{trial_id: [(step, metric, value), ...]}`` in one transaction (bulk path);
         same rules as ``add_measurements``."""
 
-    def truncate_measurements(self, trial_id: int, after_step: int) -> int:
-        """Delete a trial's measurements past ``after_step``; returns how many."""
+    def truncate_measurements(self, trial_id: int, after_step: int, *,
+                              worker: str | None = None) -> int:
+        """Delete a trial's measurements past ``after_step``; returns how many (with
+        ``worker``: only while it holds the trial)."""
 
     def measurements(self, trial_ids: Sequence[int] | None = None, metric: str | None = None,
                      experiment_id: int | None = None) -> list[tuple[int, int, str, float]]:

@@ -202,9 +202,11 @@ class SQLStore(History, Launches, FinalEvals):
         check_registration(name, studies, trials)
         # Reads, then writes: on SQLite another process committing in between makes the write
         # fail at once with "locked" (no busy wait); the retry redoes it. Safe to redo: only
-        # missing rows are inserted.
+        # missing rows are inserted. Processes registering the same experiment at once (a
+        # batch scheduler starting many runs) race for its rows: the losers' duplicate keys
+        # are retried, and then find the winner's rows.
         return self._write(lambda conn: register(conn, self.display_url, name, identity, config,
-                                                studies, trials))
+                                                studies, trials), races=schema_race)
 
     def studies(self, experiment_id: int) -> list[StudyRow]:
         """The studies of an experiment, in order."""
@@ -354,7 +356,13 @@ class SQLStore(History, Launches, FinalEvals):
         cond = sa.and_(trials_t.c.study_id.in_(study_ids), trials_t.c.heartbeat < cutoff)
         if exclude_workers:
             cond = sa.and_(cond, trials_t.c.worker.not_in(list(exclude_workers)))
-        return self._release(cond, "worker stopped sending heartbeats", max_attempts, False)
+        # A trial whose row a write holds locked (PostgreSQL) is skipped: its worker is writing
+        # (the write refreshes the heartbeat), or froze mid-transaction; waiting for that lock
+        # would hang every run's supervision until the server drops the frozen connection.
+        unlocked = (sa.select(trials_t.c.id).where(cond, trials_t.c.status == "running")
+                    .with_for_update(skip_locked=True))
+        return self._release(trials_t.c.id.in_(unlocked), "worker stopped sending heartbeats",
+                             max_attempts, False)
 
     def _release(self, cond: Any, reason: str, max_attempts: int, interrupted: bool) -> list[int]:
         # One UPDATE ... RETURNING, never a read then a write: on SQLite a transaction that
@@ -392,11 +400,20 @@ class SQLStore(History, Launches, FinalEvals):
                                       trials_t.c.status == "failed")
             .values(status="completed", error=None)))
 
-    def set_checkpoint_step(self, trial_id: int, step: int) -> None:
-        """Remember the step of the trial's latest complete checkpoint."""
+    def set_checkpoint_step(self, trial_id: int, step: int, *, worker: str | None = None
+                            ) -> bool:
+        """Remember the step of the trial's latest complete checkpoint.
+
+        With ``worker``, only while that worker holds the trial (see :meth:`add_measurements`);
+        False, nothing written, once it lost it.
+        """
         check_int("checkpoint step", int(step), MAX_STEP)
-        self._write(lambda conn: conn.execute(sa.update(trials_t).where(trials_t.c.id == trial_id)
-                                             .values(checkpoint_step=step)))
+        cond = [trials_t.c.id == trial_id]
+        if worker is not None:
+            cond += [trials_t.c.worker == worker, trials_t.c.status == "running"]
+        res = self._write(lambda conn: conn.execute(sa.update(trials_t).where(*cond)
+                                                    .values(checkpoint_step=step)))
+        return worker is None or res.rowcount == 1
 
     def set_summaries(self, rows: Sequence[TrialSummary]) -> None:
         """Replace the best/final summaries of the trials named, in one transaction."""
@@ -412,34 +429,56 @@ class SQLStore(History, Launches, FinalEvals):
         self._write(update)
 
     # ----------------------------------------------------------------- measurements
-    def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
+    def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]], *,
+                         worker: str | None = None) -> bool:
         """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old value.
 
         One transaction (see :meth:`add_measurements_many`, for many trials at once). An upsert,
         so safe to redo. Metric names longer than :data:`MAX_METRIC_LENGTH` or holding NUL, and
         steps beyond :data:`MAX_STEP`, refuse the whole batch (StoreError) before anything is
         written.
+
+        With ``worker`` (a worker writing its claimed trial), the rows are written only while
+        that worker holds the trial ``running``, checked in the same transaction (which
+        refreshes the heartbeat, so a release waiting on the row then sees a live trial);
+        False, nothing written, once the trial was given to another worker. Also with no
+        rows: that is a check of the claim.
         """
-        self.add_measurements_many({trial_id: rows})
+        if not rows and worker is None:
+            return True
+        batch = ingest.prepare({trial_id: rows})
+
+        def write(conn: Connection) -> bool:
+            if worker is not None and not _holds(conn, trial_id, worker):
+                return False
+            if batch[0]:
+                ingest.write(conn, batch)
+            return True
+
+        return self._write(write)
 
     def add_measurements_many(self, batches: Mapping[int, Sequence[tuple[int, str, float]]]
                               ) -> None:
         """Write ``{trial_id: [(step, metric, value), ...]}`` in one transaction: the bulk path
-        (imports, benchmarks, anything holding many trials' rows), about a million points a
-        second on either backend (bench/bench_ingest.py). Same rules as
-        :meth:`add_measurements`: an upsert (the last row of a repeated key wins), safe to redo,
-        a bad name or step refuses everything before anything is written.
+        (imports, benchmarks, anything holding many trials' rows; bench/bench_ingest.py
+        measures it). Same rules as :meth:`add_measurements` without ``worker``: an upsert (the
+        last row of a repeated key wins), safe to redo, a bad name or step refuses everything
+        before anything is written.
         """
         batch = ingest.prepare(batches)
         if batch[0]:
             self._write(lambda conn: ingest.write(conn, batch))
 
-    def truncate_measurements(self, trial_id: int, after_step: int) -> int:
+    def truncate_measurements(self, trial_id: int, after_step: int, *,
+                              worker: str | None = None) -> int:
         """Delete a trial's measurements past ``after_step`` (they are about to be recomputed).
 
-        Safe to redo; a redo after a lost reply counts 0 deleted rows.
+        Safe to redo; a redo after a lost reply counts 0 deleted rows. With ``worker``, only
+        while that worker holds the trial (see :meth:`add_measurements`): 0 once it lost it.
         """
         def cut(conn: Connection) -> int:
+            if worker is not None and not _holds(conn, trial_id, worker):
+                return 0
             res = conn.execute(sa.delete(measurements_t).where(
                 measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step))
             ingest.trim_trial_metrics(conn, trial_id)
@@ -552,6 +591,15 @@ class SQLStore(History, Launches, FinalEvals):
 
         return self._write(lambda conn: swap_designer_state(conn, study_id, old, new, rows),
                            verify=verify)
+
+
+def _holds(conn: Connection, trial_id: int, worker: str) -> bool:
+    """Whether ``worker`` holds the running trial, its heartbeat refreshed: an UPDATE, not a
+    read, so that the trial's row stays locked (PostgreSQL) or the database is (SQLite) until
+    the transaction's writes commit; a release cannot slip in between."""
+    return bool(conn.execute(sa.update(trials_t).where(
+        trials_t.c.id == trial_id, trials_t.c.worker == worker,
+        trials_t.c.status == "running").values(heartbeat=time.time())).rowcount == 1)
 
 
 Store = SQLStore
