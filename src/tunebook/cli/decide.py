@@ -324,4 +324,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     _OPENED.remove(store)
     store.close()
     args.file = str(out)
+    # The run options retrain does not offer: their defaults (local processes, checkpoints in
+    # the trial folders, the usual staleness bound).
+    for option, default in (("stale_after", 120.0), ("checkpoint_root", None),
+                            ("executor", "local"), ("address", None)):
+        vars(args).setdefault(option, default)
     return cmd_run(args)
