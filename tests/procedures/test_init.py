@@ -28,7 +28,7 @@ def empty_data(exp: Experiment) -> ExperimentData:
     """The experiment before any trial ran (the budget check judges the plan)."""
     return ExperimentData(experiment=exp, metric=exp.objective.metric,
                           goal=exp.objective.goal, final=False,
-                          studies=tuple(exp.studies()), trials=())
+                          studies=tuple(s.name for s in exp.studies()), trials=())
 
 
 @pytest.mark.parametrize(("optimizer", "trials", "searched"), [
