@@ -150,3 +150,34 @@ def test_best_checkpoint_loads_with_torch(finished: Path) -> None:
         tunebook.best_checkpoint(NAME, root=finished, trial="num_layers=1#5")
     with pytest.raises(tunebook.StoreError, match="nosuch"):
         tunebook.best_checkpoint("nosuch", root=finished)
+
+
+def test_final_eval_on_another_machine_fetches_the_shared_best_checkpoint(
+        tmp_path: Path) -> None:
+    # The trials ran on machine A, publishing to a shared mount; machine B has the store (the
+    # same URL) but none of the trial folders.
+    mount, root_a, root_b = tmp_path / "mount", tmp_path / "a", tmp_path / "b"
+    mount.mkdir()
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({**EXPERIMENT, "checkpoint_root": str(mount)}))
+    run_cli("run", str(path), "--root", str(root_a), "--workers", "0", "--quiet",
+            "--no-report", check=True)
+    url = f"sqlite:///{root_a / 'tunebook.db'}"
+    store = _Fresh(root_a)
+    [best] = [t for t in store.trials(store.require_experiment(NAME).id)
+              if t.id == store.best_trial(store.require_experiment(NAME).id, "minimize").id]
+    ref = f"{best.study}#{best.index}"
+
+    done = run_cli("final-eval", NAME, "--root", str(root_b), "--store", url, check=True)
+    assert f"checkpoint at step {best.best_step}" in done.stdout
+    fetched = root_b / "runs" / NAME / best.study / f"trial-{best.index:05d}" / "checkpoints"
+    assert (fetched / f"step-{best.best_step:010d}" / "state.pt").is_file()
+    [row] = store.final_evals(store.require_experiment(NAME).id)
+    assert row.metrics == pytest.approx(_test_numbers(root_a, ref))
+    # The notebook's best_checkpoint fetches the same way on a third machine.
+    got = tunebook.best_checkpoint(NAME, root=tmp_path / "c", store=url)
+    assert (got / "state.pt").read_bytes() == (fetched / got.name / "state.pt").read_bytes()
+    # Without the shared root (nothing published there), the missing folder is said.
+    bare = run_cli("final-eval", NAME, "--root", str(tmp_path / "d"), "--store", url, "--again",
+                   "--checkpoint-root", str(tmp_path / "empty"))
+    assert bare.returncode != 0 and "has no checkpoint" in bare.stderr

@@ -19,10 +19,12 @@ from tunebook.analysis.data import TrialData, load
 from tunebook.core.paths import trial_dir
 from tunebook.errors import TunebookError
 from tunebook.execution.final_eval import best_checkpoint as _best_checkpoint
+from tunebook.execution.final_eval import checkpoint_at
 from tunebook.objective import Objective, resolve
 from tunebook.store.api import StoreAPI
 
-__all__ = ["Selection", "best_checkpoint", "checkpoint_of", "parse_ref", "select_trial"]
+__all__ = ["Selection", "best_checkpoint", "checkpoint_of", "experiment_folder", "parse_ref",
+           "select_trial"]
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,37 @@ def select_trial(store: StoreAPI, name: str, ref: str | None = None,
     return Selection(found, objective, {"rule": "trial", "ref": ref})
 
 
-def checkpoint_of(root: str | Path, name: str, trial: TrialData,
-                  objective: Objective) -> tuple[int, Path] | None:
+def checkpoint_of(root: str | Path, name: str, trial: TrialData, objective: Objective,
+                  checkpoint_root: str | None = None, base_dir: str | Path = "."
+                  ) -> tuple[int, Path] | None:
     """The trial's best checkpoint ``(step, folder)`` under ``root`` (see
-    :func:`tunebook.execution.final_eval.best_checkpoint`), or None."""
+    :func:`tunebook.execution.final_eval.best_checkpoint`), or None.
+
+    With a ``checkpoint_root`` (the experiment's shared checkpoints; a relative path is
+    relative to ``base_dir``) and no local copy of the checkpoint at the trial's best step
+    (the trial ran on another machine), the best shared checkpoint is downloaded into the
+    trial's local folder first, verified against its manifest.
+    """
     folder = trial_dir(root, name, trial.study, trial.index)
+    if checkpoint_root is not None and checkpoint_at(folder, trial.best_step) is None:
+        from tunebook.execution.ckptstore import fetch_best, open_checkpoint_root
+
+        shared = open_checkpoint_root(checkpoint_root, base_dir)
+        if shared is not None:
+            fetch_best(shared.trial(name, trial.study, trial.index), folder / "checkpoints",
+                       trial.best_step, objective.metric, objective.sign)
     return _best_checkpoint(folder, trial.best_step, objective)
+
+
+def experiment_folder(store: StoreAPI, experiment_id: int) -> str:
+    """The folder of the experiment file of the latest run or submission that recorded one
+    and exists here (a workload module beside it must be importable, a relative
+    ``checkpoint_root`` is relative to it), else the current folder."""
+    for run in reversed(store.runs(experiment_id)):
+        source = run.provenance.get("file")
+        if source and Path(source).is_file():
+            return str(Path(source).resolve().parent)
+    return "."
 
 
 def best_checkpoint(name: str, *, root: str | Path | None = None,
@@ -122,13 +149,16 @@ def best_checkpoint(name: str, *, root: str | Path | None = None,
         store = opened = Store(store, create=False)
     try:
         chosen = select_trial(store, name, trial, option="trial")
+        exp = store.require_experiment(name)
+        shared = exp.config.get("checkpoint_root")
+        base_dir = experiment_folder(store, exp.id) if shared else "."
     finally:
         if opened is not None:
             opened.close()
     t = chosen.trial
     if t.status != "completed":
         raise TunebookError(f"trial {t.label} of {name!r} is {t.status}, not completed")
-    found = checkpoint_of(root, name, t, chosen.objective)
+    found = checkpoint_of(root, name, t, chosen.objective, shared, base_dir)
     if found is None:
         raise TunebookError(f"trial {t.label} of {name!r} has no checkpoint under "
                             f"{str(trial_dir(root, name, t.study, t.index))!r}")

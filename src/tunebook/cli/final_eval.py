@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from pathlib import Path
 from typing import Any
 
 from tunebook.cli.common import _seconds, _store, _table, _visible
+from tunebook.cli.run import checkpoint_location
 from tunebook.core.processes import host_name
 from tunebook.errors import TunebookError
 
@@ -36,6 +36,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="look at the test set again although it has been looked at before")
     p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
                    help="stop the evaluation after this many seconds")
+    p.add_argument("--checkpoint-root", type=checkpoint_location, default=None, metavar="URL",
+                   help="the shared checkpoints the trials published (default: checkpoint_root "
+                        "in the experiment file): the best one is fetched from there when this "
+                        "machine does not hold it")
     p.set_defaults(func=cmd_final_eval)
 
 
@@ -43,20 +47,11 @@ def _when(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _base_dir(store: Any, exp_id: int) -> str:
-    """The folder of the experiment file of the latest run (a workload module beside it must
-    be importable, as it was for the trials), else the current folder."""
-    for run in reversed(store.runs(exp_id)):
-        source = run.provenance.get("file")
-        if source and Path(source).is_file():
-            return str(Path(source).resolve().parent)
-    return "."
-
-
 def cmd_final_eval(args: argparse.Namespace) -> int:
     """Run a final evaluation; see the module docstring."""
-    from tunebook.analysis.selection import checkpoint_of, select_trial
+    from tunebook.analysis.selection import checkpoint_of, experiment_folder, select_trial
     from tunebook.core.paths import cache_dir, trial_dir
+    from tunebook.execution.ckptstore import CheckpointRootError
     from tunebook.execution.final_eval import (
         FinalEvalTrial,
         check_entry,
@@ -76,14 +71,19 @@ def cmd_final_eval(args: argparse.Namespace) -> int:
             "--again to look again")
     entry = entry_for(exp.config, args.name)  # None: a command workload
     chosen = select_trial(store, args.name, args.trial)
-    base_dir = _base_dir(store, exp.id)
+    base_dir = experiment_folder(store, exp.id)
     if entry is not None:
         check_entry(entry, base_dir)
     t = chosen.trial
     if t.status != "completed":
         raise TunebookError(f"trial {t.label} of {args.name!r} is {t.status}, not completed: "
                             "only a finished trial has a checkpoint to evaluate")
-    found = checkpoint_of(args.root, args.name, t, chosen.objective)
+    shared = args.checkpoint_root or exp.config.get("checkpoint_root")
+    try:
+        found = checkpoint_of(args.root, args.name, t, chosen.objective, shared, base_dir)
+    except CheckpointRootError as exc:
+        raise TunebookError(f"--checkpoint-root: {exc}" if args.checkpoint_root else str(exc)
+                            ) from None
     if found is None:
         folder = trial_dir(args.root, args.name, t.study, t.index)
         raise TunebookError(f"trial {t.label} of {args.name!r} has no checkpoint at its best "

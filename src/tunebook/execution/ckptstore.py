@@ -42,7 +42,7 @@ from tunebook.errors import TunebookError
 from tunebook.execution.ckptfiles import FsspecFiles, MountFiles, fsync
 
 __all__ = ["CheckpointRootError", "RemoteCheckpoint", "SharedCheckpoints", "TrialCheckpoints",
-           "open_checkpoint_root", "prepare_trial"]
+           "fetch_best", "open_checkpoint_root", "prepare_trial"]
 
 _FORMAT = 1
 _MANIFEST = re.compile(r"^manifest-(\d{10})-([0-9a-f]{24})\.json$")
@@ -319,4 +319,36 @@ def prepare_trial(shared: TrialCheckpoints, local_root: Path, *, first_start: bo
         shared.set_aside(ckpt, "corrupt")
         log(f"shared checkpoint at step {ckpt.step} is corrupt ({problem}): set aside, "
             f"trying the previous one")
+    return None
+
+
+def fetch_best(shared: TrialCheckpoints, local_root: Path, best_step: int | None,
+               metric: str | None, sign: float) -> int | None:
+    """Download a finished trial's best shared checkpoint into its local checkpoint folder
+    (``local_root``) for a final evaluation on a machine that did not keep it; returns its step,
+    or None when no shared checkpoint verifies.
+
+    The best one is the checkpoint at the trial's ``best_step``, else the one whose recorded
+    objective value (``metric``, better when ``sign x value`` is smaller) is best, as
+    :func:`tunebook.execution.final_eval.best_checkpoint` chooses among local ones. One that
+    does not verify is skipped for the next best (and left in place: a final evaluation only
+    reads). A step already in the local folder is not downloaded again.
+    """
+    newest = {c.step: c for c in shared.listing()}  # the last upload of a step wins
+
+    def rank(ckpt: RemoteCheckpoint) -> tuple[int, float, int]:
+        if ckpt.step == best_step:
+            return (0, 0.0, ckpt.step)
+        value = shared.value(ckpt, metric)
+        return (1, sign * value, ckpt.step) if value is not None else (2, 0.0, ckpt.step)
+
+    for ckpt in sorted(newest.values(), key=rank):
+        if rank(ckpt)[0] == 2:
+            break
+        dest = local_root / f"{_LOCAL_STEP}{ckpt.step:010d}"
+        if dest.is_dir():
+            return ckpt.step
+        local_root.mkdir(parents=True, exist_ok=True)
+        if shared.fetch(ckpt, dest) is None:
+            return ckpt.step
     return None
