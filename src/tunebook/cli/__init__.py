@@ -44,7 +44,7 @@ from tunebook.cli.final_eval import add_parser as _add_final_eval
 from tunebook.cli.init import add_parser as _add_init
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
 from tunebook.cli.rounds import add_parser as add_next_round
-from tunebook.cli.run import checkpoint_location, cmd_run
+from tunebook.cli.run import add_cluster_options, cmd_run
 from tunebook.cli.stability import add_parsers as _add_stability_parsers
 from tunebook.cli.steps import add_parser as _add_steps
 from tunebook.cli.submit import add_parser as _add_submit
@@ -96,14 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial-timeout", type=_seconds, default=None, metavar="SECONDS",
                    help="stop an attempt after this many seconds and mark it failed "
                         "(default: trial_timeout in the experiment file, else no limit)")
-    p.add_argument("--stale-after", type=_seconds, default=120.0, metavar="SECONDS",
-                   help="a running trial whose worker sent no heartbeat for this long is "
-                        "released to another worker (the only sign of life of a worker on "
-                        "another machine; default 120)")
-    p.add_argument("--checkpoint-root", type=checkpoint_location, default=None, metavar="URL",
-                   help="also publish checkpoints there (a shared-mount path or an fsspec URL "
-                        "such as s3://bucket/prefix), so a trial resumes on any machine "
-                        "(default: checkpoint_root in the experiment file, else local only)")
+    add_cluster_options(p)
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="where the workers run: local processes, or Ray actors (one per "
                         "--workers slot, each with the experiment's resources; needs "

@@ -15,6 +15,7 @@ from tunebook.cli.common import (
     _check_root,
     _findings_line,
     _print_best,
+    _seconds,
     _visible,
 )
 from tunebook.cli.progress import _ProgressBar
@@ -54,6 +55,19 @@ def checkpoint_location(text: str) -> str:
         raise argparse.ArgumentTypeError(problem)
     protocol, path = split_location(text)
     return str(Path(path).resolve()) if protocol is None else text
+
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """``--stale-after`` and ``--checkpoint-root``: the options of every command that runs
+    trials beside workers on other machines (``run``, ``worker``)."""
+    p.add_argument("--stale-after", type=_seconds, default=120.0, metavar="SECONDS",
+                   help="a running trial whose worker sent no heartbeat for this long is "
+                        "released to another worker (the only sign of life of a worker on "
+                        "another machine; default 120)")
+    p.add_argument("--checkpoint-root", type=checkpoint_location, default=None, metavar="URL",
+                   help="also publish checkpoints there (a shared-mount path or an fsspec URL "
+                        "such as s3://bucket/prefix), so a trial resumes on any machine "
+                        "(default: checkpoint_root in the experiment file, else local only)")
 
 
 def _check_checkpoint_root(args: argparse.Namespace, experiment: Experiment) -> None:

@@ -40,7 +40,7 @@ from tunebook.cli.common import (
     _seconds,
     _visible,
 )
-from tunebook.cli.run import checkpoint_location
+from tunebook.cli.run import add_cluster_options
 from tunebook.errors import TunebookError
 
 __all__ = ["add_parser", "cmd_worker"]
@@ -66,14 +66,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "here, else the current folder)")
     p.add_argument("--max-attempts", type=_positive, default=3,
                    help="a trial whose worker dies this many times fails")
-    p.add_argument("--stale-after", type=_seconds, default=120.0, metavar="SECONDS",
-                   help="a running trial whose worker sent no heartbeat for this long is "
-                        "released (how a worker on another machine is judged gone; "
-                        "default 120)")
-    p.add_argument("--checkpoint-root", type=checkpoint_location, default=None, metavar="URL",
-                   help="where trials publish and fetch checkpoints (a shared-mount path or an "
-                        "fsspec URL such as s3://bucket/prefix; default: checkpoint_root in "
-                        "the experiment file, else local only)")
+    add_cluster_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_worker)
 

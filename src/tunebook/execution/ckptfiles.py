@@ -12,7 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FsspecFiles", "MountFiles", "fsync"]
+from tunebook.core.durable import fsync_path
+
+__all__ = ["FsspecFiles", "MountFiles"]
 
 
 class MountFiles:
@@ -42,7 +44,7 @@ class MountFiles:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
         shutil.copyfile(local, tmp)
-        fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, dest)
 
     def put_new(self, data: bytes, key: str) -> bool:
@@ -51,7 +53,7 @@ class MountFiles:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
         tmp.write_bytes(data)
-        fsync(tmp)
+        fsync_path(tmp)
         try:
             os.link(tmp, dest)  # create-only and atomic: fails if the name exists
         except FileExistsError:
@@ -62,7 +64,7 @@ class MountFiles:
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        fsync(dest.parent)
+        fsync_path(dest.parent)
         return True
 
     def get(self, key: str, local: Path) -> None:
@@ -87,20 +89,6 @@ class MountFiles:
     def remove_tree(self, key: str) -> None:
         """Delete everything under the folder ``key``."""
         shutil.rmtree(self._path(key), ignore_errors=True)
-
-
-def fsync(path: Path) -> None:
-    """Flush a file, or a folder's entries, to disk; best effort where unsupported."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class FsspecFiles:

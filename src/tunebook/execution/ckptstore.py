@@ -23,7 +23,6 @@ unreferenced prefix, never a trusted checkpoint.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -36,10 +35,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tunebook.core.durable import fsync_path, sha256_file
 from tunebook.core.paths import slug
 from tunebook.core.storage import split_location, storage_location_problem
 from tunebook.errors import TunebookError
-from tunebook.execution.ckptfiles import FsspecFiles, MountFiles, fsync
+from tunebook.execution.ckptfiles import FsspecFiles, MountFiles
 
 __all__ = ["CheckpointRootError", "RemoteCheckpoint", "SharedCheckpoints", "TrialCheckpoints",
            "fetch_best", "open_checkpoint_root", "prepare_trial"]
@@ -53,14 +53,6 @@ S3_HINT = "pip install 'tunebook[s3]'"
 
 class CheckpointRootError(TunebookError):
     """The checkpoint root cannot be used: its form, a missing package, an unreachable bucket."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _token() -> str:
@@ -114,7 +106,7 @@ class TrialCheckpoints:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 rel = path.relative_to(folder).as_posix()
-                files[rel] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+                files[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
                 self._files.put(path, f"{self.key}/{ckpt.prefix}/{rel}")
         if holds_claim is not None and not holds_claim():
             self._files.remove_tree(f"{self.key}/{ckpt.prefix}")
@@ -159,13 +151,13 @@ class TrialCheckpoints:
                 size = local.stat().st_size
                 if size != entry.get("bytes"):
                     return f"{rel} has {size} bytes, {entry.get('bytes')} were written"
-                if _sha256(local) != entry.get("sha256"):
+                if sha256_file(local) != entry.get("sha256"):
                     return f"{rel} does not match its sha256"
             tmp.mkdir(parents=True, exist_ok=True)
             for path in tmp.rglob("*"):
-                fsync(path)
+                fsync_path(path)
             os.replace(tmp, dest)
-            fsync(dest.parent)
+            fsync_path(dest.parent)
             return None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -20,7 +20,6 @@ store still gives this worker the trial; pruning removes the shared copies too.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tunebook.core.durable import fsync_path, sha256_file
 from tunebook.core.limits import MAX_METRIC_LENGTH
 from tunebook.errors import Infeasible, TunebookError
 
@@ -98,20 +98,6 @@ def check_metric_name(name: object) -> str:
     return name
 
 
-def fsync_path(path: Path) -> None:
-    """Flush a file, or a folder's entries, to disk; best effort where unsupported."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. a directory on Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(folder: Path) -> None:
     """Flush a checkpoint's files to disk before it is published (a power cut must not
     leave a published checkpoint with empty files)."""
@@ -121,19 +107,11 @@ def _fsync_tree(folder: Path) -> None:
     fsync_path(folder)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_manifest(folder: Path, step: int) -> None:
     """Record the size and sha256 of every file of ``folder`` in its manifest."""
     manifest = folder / MANIFEST_FILE
     manifest.unlink(missing_ok=True)
-    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
              for p in sorted(folder.rglob("*")) if p.is_file()}
     manifest.write_text(json.dumps({"format": _MANIFEST_FORMAT, "step": step, "files": files},
                                    indent=1) + "\n", encoding="utf-8")
@@ -160,7 +138,7 @@ def checkpoint_problem(folder: Path) -> str | None:
         size = file.stat().st_size
         if size != entry.get("bytes"):
             return f"{name} has {size} bytes, {entry.get('bytes')} were written"
-        if _sha256(file) != entry.get("sha256"):
+        if sha256_file(file) != entry.get("sha256"):
             return f"{name} does not match its sha256"
     return None
 
