@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -37,7 +36,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from tunebook.core.paths import store_file
 from tunebook.errors import StoreError
-from tunebook.store import ingest, queries
 from tunebook.store.api import (
     ACTIVE,
     CLAIMABLE,
@@ -67,12 +65,12 @@ from tunebook.store.checks import (
 from tunebook.store.final_evals import FinalEvals
 from tunebook.store.history import History
 from tunebook.store.launches import Launches
+from tunebook.store.measurements import Measurements
 from tunebook.store.queries import (
     CLAIMABLE_ONE,
     RECLAIM,
     add_trials,
     claim_statement,
-    experiment_trial_ids,
     finish_values,
     in_budget,
     indices_present,
@@ -88,13 +86,11 @@ from tunebook.store.schema import (
     create_engine,
     ensure_schema,
     experiments_t,
-    measurements_t,
     meta_t,
     metadata,
     schema_race,
     sqlite_url,
     studies_t,
-    trial_metrics_t,
     trials_t,
 )
 
@@ -105,7 +101,7 @@ __all__ = ["ACTIVE", "CLAIMABLE", "MAX_METRIC_LENGTH", "MAX_NAME_LENGTH", "MAX_S
            "sqlite_url"]
 
 
-class SQLStore(History, Launches, FinalEvals):
+class SQLStore(Measurements, History, Launches, FinalEvals):
     """Access to one tunebook database. Cheap to create; make one per process.
 
     Args:
@@ -428,102 +424,6 @@ class SQLStore(History, Launches, FinalEvals):
 
         self._write(update)
 
-    # ----------------------------------------------------------------- measurements
-    def add_measurements(self, trial_id: int, rows: Sequence[tuple[int, str, float]], *,
-                         worker: str | None = None) -> bool:
-        """Write ``(step, metric, value)`` rows; a repeated (step, metric) replaces the old value.
-
-        One transaction (see :meth:`add_measurements_many`, for many trials at once). An upsert,
-        so safe to redo. Metric names longer than :data:`MAX_METRIC_LENGTH` or holding NUL, and
-        steps beyond :data:`MAX_STEP`, refuse the whole batch (StoreError) before anything is
-        written.
-
-        With ``worker`` (a worker writing its claimed trial), the rows are written only while
-        that worker holds the trial ``running``, checked in the same transaction (which
-        refreshes the heartbeat, so a release waiting on the row then sees a live trial);
-        False, nothing written, once the trial was given to another worker. Also with no
-        rows: that is a check of the claim.
-        """
-        if not rows and worker is None:
-            return True
-        batch = ingest.prepare({trial_id: rows})
-
-        def write(conn: Connection) -> bool:
-            if worker is not None and not _holds(conn, trial_id, worker):
-                return False
-            if batch[0]:
-                ingest.write(conn, batch)
-            return True
-
-        return self._write(write)
-
-    def add_measurements_many(self, batches: Mapping[int, Sequence[tuple[int, str, float]]]
-                              ) -> None:
-        """Write ``{trial_id: [(step, metric, value), ...]}`` in one transaction: the bulk path
-        (imports, benchmarks, anything holding many trials' rows; bench/bench_ingest.py
-        measures it). Same rules as :meth:`add_measurements` without ``worker``: an upsert (the
-        last row of a repeated key wins), safe to redo, a bad name or step refuses everything
-        before anything is written.
-        """
-        batch = ingest.prepare(batches)
-        if batch[0]:
-            self._write(lambda conn: ingest.write(conn, batch))
-
-    def truncate_measurements(self, trial_id: int, after_step: int, *,
-                              worker: str | None = None) -> int:
-        """Delete a trial's measurements past ``after_step`` (they are about to be recomputed).
-
-        Safe to redo; a redo after a lost reply counts 0 deleted rows. With ``worker``, only
-        while that worker holds the trial (see :meth:`add_measurements`): 0 once it lost it.
-        """
-        def cut(conn: Connection) -> int:
-            if worker is not None and not _holds(conn, trial_id, worker):
-                return 0
-            res = conn.execute(sa.delete(measurements_t).where(
-                measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step))
-            ingest.trim_trial_metrics(conn, trial_id)
-            return int(res.rowcount or 0)
-
-        return self._write(cut)
-
-    def measurements(self, trial_ids: Sequence[int] | None = None, metric: str | None = None,
-                     experiment_id: int | None = None) -> list[tuple[int, int, str, float]]:
-        """``(trial_id, step, metric, value)`` rows ordered by trial, metric, step.
-
-        NaN comes back as ``float('nan')``.
-        """
-        q = sa.select(measurements_t.c.trial_id, measurements_t.c.step,
-                      measurements_t.c.metric, measurements_t.c.value)
-        if trial_ids is not None:
-            q = q.where(measurements_t.c.trial_id.in_(list(trial_ids)))
-        if experiment_id is not None:
-            q = q.where(measurements_t.c.trial_id.in_(experiment_trial_ids(experiment_id)))
-        if metric is not None:
-            q = q.where(measurements_t.c.metric == metric)
-        q = q.order_by(measurements_t.c.trial_id, measurements_t.c.metric, measurements_t.c.step)
-        rows = self._read(lambda conn: conn.execute(q).all())
-        return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
-
-    def sampled_measurements(self, experiment_id: int, every: int,
-                             keep: Sequence[int] = ()) -> list[tuple[int, int, str, float]]:
-        """The experiment's rows at steps that are multiples of ``every`` or in ``keep``
-        (see :meth:`tunebook.store.api.StoreAPI.sampled_measurements`); NaN comes back as
-        ``float('nan')``."""
-        if every < 1:
-            raise ValueError(f"every must be a positive number of steps, got {every}")
-        q = queries.sampled_measurements(experiment_id, every, keep)
-        # Plain tuples from the driver's cursor: hundreds of thousands of rows, and none of
-        # these columns needs SQLAlchemy's row processing (integers, a string, a float).
-        rows = self._read(lambda conn: conn.execute(q).cursor.fetchall())
-        return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
-
-    def metric_names(self, experiment_id: int) -> list[str]:
-        """Every metric name any trial of the experiment reported."""
-        # trial_metrics: a few rows per trial, where the measurements are hundreds.
-        q = (sa.select(trial_metrics_t.c.metric).distinct()
-             .where(trial_metrics_t.c.trial_id.in_(experiment_trial_ids(experiment_id))))
-        return sorted(r[0] for r in self._read(lambda conn: conn.execute(q).all()))
-
     # ----------------------------------------------------------------- designer state
     def designer_state(self, study_id: int) -> dict[str, Any]:
         """What the runner saved for the study's designer (``{}`` before the first save)."""
@@ -591,15 +491,6 @@ class SQLStore(History, Launches, FinalEvals):
 
         return self._write(lambda conn: swap_designer_state(conn, study_id, old, new, rows),
                            verify=verify)
-
-
-def _holds(conn: Connection, trial_id: int, worker: str) -> bool:
-    """Whether ``worker`` holds the running trial, its heartbeat refreshed: an UPDATE, not a
-    read, so that the trial's row stays locked (PostgreSQL) or the database is (SQLite) until
-    the transaction's writes commit; a release cannot slip in between."""
-    return bool(conn.execute(sa.update(trials_t).where(
-        trials_t.c.id == trial_id, trials_t.c.worker == worker,
-        trials_t.c.status == "running").values(heartbeat=time.time())).rowcount == 1)
 
 
 Store = SQLStore
