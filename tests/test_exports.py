@@ -25,6 +25,18 @@ def test_import_is_light() -> None:
     assert out.strip() == "[]"
 
 
+def test_the_command_line_parser_is_light() -> None:
+    # Every command builds the whole parser first: a heavy import there (the procedures load
+    # NumPy and the store) made `tunebook status` twice as slow at 10,000 trials.
+    code = ("import sys; from tunebook.cli import build_parser; build_parser(); "
+            "heavy = [m for m in ('numpy', 'sqlalchemy', 'tunebook.procedures', "
+            "'tunebook.store.sql', 'tunebook.execution.runner') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_every_public_name_has_a_docstring() -> None:
     missing = []
     for info in pkgutil.walk_packages(tunebook.__path__, "tunebook."):

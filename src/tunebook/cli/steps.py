@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from tunebook.cli.common import _at_least, _check_root, _non_negative, finish_procedure
+from tunebook.core.hparams import REGULARIZERS
 
 __all__ = ["add_parser", "cmd_steps"]
 
@@ -28,8 +29,6 @@ def _fraction(text: str) -> float:
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register ``steps`` on the ``tunebook`` parser's subcommands."""
-    from tunebook.procedures.steps import REGULARIZERS
-
     p = sub.add_parser("steps", parents=[common],
                        help="recommend max_train_steps from a constant learning-rate sweep")
     p.add_argument("file", help="base experiment YAML file")

@@ -27,15 +27,12 @@ from typing import Any
 
 from tunebook.analysis.checks import run_checks
 from tunebook.analysis.data import Curve, ExperimentData, load
+from tunebook.core.hparams import REGULARIZERS
 from tunebook.experiment import Experiment
 from tunebook.procedures.base import Outcome, Procedure, Recommendation, procedure
 from tunebook.search.space import Float
 
 __all__ = ["REGULARIZERS", "Steps"]
-
-#: Hyperparameters that regularise or augment, set to 0 for the sweep (the built-in workloads'
-#: names; ``Steps(regularizers=...)`` or ``tunebook steps --regularizers`` maps others).
-REGULARIZERS = ("weight_decay", "dropout", "label_smoothing")
 
 _CAVEATS = (
     "This estimate assumes a well-chosen learning-rate schedule will be tuned afterwards (with "
