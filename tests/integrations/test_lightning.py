@@ -318,3 +318,28 @@ def test_each_metric_is_reported_where_it_was_logged(tmp_path: Path) -> None:
     assert steps == {"train_loss": every, "both_loss_step": every, "grad_norm": every,
                      "epoch_loss": [16, 32, 40], "both_loss_epoch": [16, 32, 40],
                      "val_loss": [10, 20, 30, 40], "val_error": [10, 20, 30, 40]}
+
+
+def test_validating_on_the_test_set_after_fit_reports_nothing(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from tunebook.integrations.lightning import TunebookCallback, trainer_kwargs
+    from tunebook.workloads.digits import load_digits_test
+
+    example = _example()
+    trial, sink = _trial(tmp_path)
+    torch.set_num_threads(1)
+    x_train, y_train, x_val, y_val = example.load_digits_split()
+    model = example.DigitsMLP(learning_rate=0.01)
+    callback = TunebookCallback(trial)
+    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(trial, accelerator="cpu"))
+    trainer.fit(model, example.trial_loader(trial, TensorDataset(x_train, y_train), 64),
+                DataLoader(TensorDataset(x_val, y_val), batch_size=len(x_val)))
+    trial.flush()
+    during = sorted(sink.rows)
+    x_test, y_test = load_digits_test()
+    trainer.validate(model, DataLoader(TensorDataset(x_test, y_test), batch_size=len(x_test)))
+    trial.flush()
+    # A test number never enters the validation curves (the playbook keeps them apart).
+    assert sorted(sink.rows) == during
+    assert any(m.startswith("val_") for _, m, _ in during)

@@ -322,3 +322,19 @@ def test_missing_transformers_gives_the_install_line() -> None:
     assert len(lines) == 1, lines
     assert lines[0].startswith("tunebook.integrations.transformers needs Hugging Face")
     assert lines[0].endswith("pip install 'tunebook[transformers]'")
+
+
+def test_evaluating_a_test_set_after_training_reports_nothing(tmp_path: Path) -> None:
+    sink = MemorySink()
+    trial = Trial(hparams={}, max_train_steps=20, eval_every=10, seed=1, dir=tmp_path / "t",
+                  sink=sink, objective="eval_loss")
+    trainer, callback = _regression(trial, learning_rate=1e-2)
+    callback.train(trainer)
+    trial.flush()
+    during = sorted(sink.rows)
+    # What a user does next with a held-out set: a final evaluation, never a validation point.
+    trainer.evaluate()
+    trainer.evaluate(metric_key_prefix="test")
+    trial.flush()
+    assert sorted(sink.rows) == during
+    assert any(m == "eval_loss" for _, m, _ in during)

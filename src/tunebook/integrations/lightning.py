@@ -284,14 +284,16 @@ class TunebookCallback(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Report the validation metrics at the global step, then checkpoint (after the report,
         so the checkpoint covers every measurement up to its step)."""
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            # trainer.validate(model, test_loader) after fit must not land in the val_ curves:
+            # a test number shown as validation is what the playbook forbids.
             return
         step = trainer.global_step
         self._validated_at = step
         metrics = _loop_metrics(trainer, on_step=False)
         if metrics:
             self.trial.report(step, **metrics)
-        if step > 0 and trainer.state.fn == "fit" and self._checkpointed_at != step:
+        if step > 0 and self._checkpointed_at != step:
             self._checkpointed_at = step
             self._save(trainer, step)
 

@@ -169,6 +169,10 @@ class TunebookCallback(TrainerCallback):
         self.timing = timing
         self._sign = 1.0 if trial.goal == "minimize" else -1.0  # lower is better after it
         self._reported: dict[str, int] = {}  # metric -> last step it was reported at
+        # Reports only between on_train_begin and on_train_end: trainer.evaluate(test_set)
+        # after training logs and evaluates too, and a test number must never enter the
+        # validation curves.
+        self._training = False
         found = trial.restore_point()  # verified; rewinds past a corrupt newest copy
         self.resume_from: str | None = str(found[1]) if found is not None else None
         if found is not None:
@@ -194,6 +198,7 @@ class TunebookCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: Any, control: Any,
                        **kwargs: Any) -> None:
         """Refuse what cannot work, and clear checkpoints a killed attempt left unpublished."""
+        self._training = True
         if args.load_best_model_at_end:
             raise ValueError("TunebookCallback: load_best_model_at_end=True is not supported: "
                              "tunebook keeps the best checkpoint (tunebook.best_checkpoint)")
@@ -214,8 +219,8 @@ class TunebookCallback(TrainerCallback):
                logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         """Report a training log; a non-finite loss or gradient norm makes the trial
         infeasible."""
-        if not logs or "train_runtime" in logs:  # the end-of-training summary: not a curve
-            return
+        if not logs or "train_runtime" in logs or not self._training:
+            return  # the end-of-training summary, or an evaluation after training: no curve
         step = int(state.global_step)
         metrics = {("train_loss" if name == "loss" else name): value
                    for name, value in logs.items()}
@@ -227,9 +232,16 @@ class TunebookCallback(TrainerCallback):
 
     def on_evaluate(self, args: TrainingArguments, state: Any, control: Any,
                     metrics: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        """Report an evaluation's metrics under the Trainer's names (``eval_loss``...)."""
-        if metrics:
+        """Report an evaluation's metrics under the Trainer's names (``eval_loss``...), during
+        training only: ``trainer.evaluate(test_set)`` afterwards is a final evaluation and must
+        not land in the validation curves."""
+        if metrics and self._training:
             self._report(int(state.global_step), metrics)
+
+    def on_train_end(self, args: TrainingArguments, state: Any, control: Any,
+                     **kwargs: Any) -> None:
+        """Training is over: later evaluations (a test set) are not reported."""
+        self._training = False
 
     def on_save(self, args: TrainingArguments, state: Any, control: Any,
                 **kwargs: Any) -> None:
