@@ -112,13 +112,18 @@ def checkpoint_of(root: str | Path, name: str, trial: TrialData, objective: Obje
 
 
 def experiment_folder(store: StoreAPI, experiment_id: int) -> str:
-    """The folder of the experiment file of the latest run or submission that recorded one
-    and exists here (a workload module beside it must be importable, a relative
-    ``checkpoint_root`` is relative to it), else the current folder."""
-    for run in reversed(store.runs(experiment_id)):
-        source = run.provenance.get("file")
-        if source and Path(source).is_file():
-            return str(Path(source).resolve().parent)
+    """The folder of the experiment file as the latest run or submission recorded it
+    (:func:`tunebook.execution.remote.recorded_origin`: a workload module beside it must be
+    importable, a relative ``checkpoint_root`` is relative to it) when it exists here; else
+    the recorded file's folder when that file exists here (runs recorded before folders were);
+    else the current folder."""
+    from tunebook.execution.remote import recorded_origin
+
+    file, folder = recorded_origin(store, experiment_id)
+    if folder is not None:
+        return folder
+    if file and Path(file).is_file():
+        return str(Path(file).resolve().parent)
     return "."
 
 

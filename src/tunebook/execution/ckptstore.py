@@ -334,8 +334,10 @@ def fetch_best(shared: TrialCheckpoints, local_root: Path, best_step: int | None
         value = shared.value(ckpt, metric)
         return (1, sign * value, ckpt.step) if value is not None else (2, 0.0, ckpt.step)
 
-    for ckpt in sorted(newest.values(), key=rank):
-        if rank(ckpt)[0] == 2:
+    # Each rank once: ranking reads the checkpoint's manifest from the shared store.
+    for (tier, _, _), ckpt in sorted(((rank(c), c) for c in newest.values()),
+                                     key=lambda rc: rc[0]):
+        if tier == 2:
             break
         dest = local_root / f"{_LOCAL_STEP}{ckpt.step:010d}"
         if dest.is_dir():
