@@ -1,13 +1,15 @@
-"""Bulk ingestion and the store's load-bearing indexes on every backend: add_measurements_many
-(upserts, the last row of a key winning, redone after a lost reply, PostgreSQL's COPY and its
-merge when keys are already there), the trial_metrics table behind metric_names (kept with the
-measurements, trimmed by truncation, filled once in a store written before it existed), and
-the claim's partial index (used by the claim's plan, created in an older store on opening)."""
+"""Measurements as curve chunks on every backend: add_measurements_many (upserts, the last row
+of a key winning, appends filling a curve's last chunk, merges of steps written again, redone
+after a lost reply), truncation inside a chunk, metric names, a version 1 store (a row per
+point) migrated on opening, and the claim's partial index (used by the claim's plan, created in
+an older store on opening)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,20 +17,31 @@ import pytest
 import sqlalchemy as sa
 
 from tunebook.errors import StoreError
-from tunebook.store.ingest import COPY_MIN_ROWS
+from tunebook.store.chunks import CHUNK_POINTS
 from tunebook.store.queries import _CANDIDATE
-from tunebook.store.schema import TRIAL_METRICS_KEY
+from tunebook.store.schema import SCHEMA_VERSION
 from tunebook.store.sql import Store, sqlite_url
 
 from store_backends import LostReply, connect_fixture, register, store_fixture  # noqa: F401
 
+# More steps than a chunk holds: a curve of several chunks.
+LONG = CHUNK_POINTS + 7
 
-def _rows(n_steps: int, offset: float = 0.0) -> list[tuple[int, str, float]]:
-    return [(s, m, s + k + offset) for s in range(1, n_steps + 1)
+
+def _rows(n_steps: int, offset: float = 0.0, start: int = 1) -> list[tuple[int, str, float]]:
+    return [(s, m, s + k + offset) for s in range(start, start + n_steps)
             for k, m in enumerate(("loss", "acc", "lr"))]
 
 
-@pytest.mark.parametrize("steps", [3, COPY_MIN_ROWS])  # executemany; COPY on PostgreSQL
+def _chunks(store: Store, trial_id: int, metric: str) -> list[tuple[int, int, int]]:
+    """``(first_step, last_step, points)`` of a curve's chunks, in step order."""
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT first_step, last_step, points FROM curves WHERE trial_id = :t "
+            "AND metric = :m ORDER BY first_step"), {"t": trial_id, "m": metric})]
+
+
+@pytest.mark.parametrize("steps", [3, LONG])
 def test_many_trials_in_one_call_are_written_exactly(store: Store, steps: int) -> None:
     exp_id = register(store, n=3)
     ids = [t.id for t in store.trials(exp_id)]
@@ -39,16 +52,20 @@ def test_many_trials_in_one_call_are_written_exactly(store: Store, steps: int) -
                   key=lambda r: (r[0], r[2], r[1]))
     assert got == want
     assert store.metric_names(exp_id) == ["acc", "loss", "lr"]
+    assert store.measurements([ids[1]], metric="lr") == [r for r in want
+                                                         if r[0] == ids[1] and r[2] == "lr"]
+    chunks = _chunks(store, ids[0], "loss")
+    assert sum(c[2] for c in chunks) == steps and len(chunks) == -(-steps // CHUNK_POINTS)
 
 
-@pytest.mark.parametrize("steps", [3, COPY_MIN_ROWS])
+@pytest.mark.parametrize("steps", [3, LONG])
 def test_a_repeated_key_is_replaced_and_the_last_of_a_batch_wins(store: Store, steps: int
                                                                  ) -> None:
     exp_id = register(store, n=2)
     a, b = (t.id for t in store.trials(exp_id))
     store.add_measurements_many({a: _rows(steps)})
-    # Again with new values, one key twice within the batch, a NaN and an infinity: on
-    # PostgreSQL's COPY path the keys already there send the batch through the merge.
+    # Again with new values, one key twice within the batch, a NaN and an infinity: the
+    # steps already there send every curve through the merge.
     again = [*_rows(steps, 10.0), (1, "loss", 7.0), (2, "acc", math.nan), (3, "lr", math.inf)]
     store.add_measurements_many({a: again, b: [(1, "loss", 1.0)]})
     values = {(t, s, m): v for t, s, m, v in store.measurements(experiment_id=exp_id)}
@@ -56,18 +73,63 @@ def test_a_repeated_key_is_replaced_and_the_last_of_a_batch_wins(store: Store, s
     assert values[(a, 1, "loss")] == 7.0 and math.isnan(values[(a, 2, "acc")])
     assert values[(a, 3, "lr")] == math.inf and values[(b, 1, "loss")] == 1.0
     assert values[(a, steps, "acc")] == steps + 1 + 10.0
+    assert sum(c[2] for c in _chunks(store, a, "acc")) == steps
 
 
-@pytest.mark.parametrize("steps", [3, COPY_MIN_ROWS])
+def test_flushes_fill_the_last_chunk_and_a_step_again_is_merged(store: Store) -> None:
+    exp_id = register(store, n=1)
+    (a,) = (t.id for t in store.trials(exp_id))
+    # A worker's flushes: a few evaluations at a time, out of order within one flush.
+    for start in range(1, 2 * CHUNK_POINTS, 100):
+        rows = _rows(100, start=start)
+        store.add_measurements(a, rows[::-1])
+    n = 2 * CHUNK_POINTS - 1 + 100 - (2 * CHUNK_POINTS - 1) % 100
+    assert _chunks(store, a, "loss") == [(1, CHUNK_POINTS, CHUNK_POINTS),
+                                         (CHUNK_POINTS + 1, 2 * CHUNK_POINTS, CHUNK_POINTS),
+                                         (2 * CHUNK_POINTS + 1, n, n - 2 * CHUNK_POINTS)]
+    # A resumed trial reporting steps again, across two chunks: merged, then read whole.
+    again = range(CHUNK_POINTS - 2, CHUNK_POINTS + 3)
+    store.add_measurements(a, [(s, "loss", -1.0) for s in again])
+    loss = [(s, v) for _, s, m, v in store.measurements([a]) if m == "loss"]
+    assert [s for s, _ in loss] == list(range(1, n + 1))
+    assert [v for s, v in loss if v == -1.0] == [-1.0] * 5
+    assert loss[0] == (1, 1.0) and loss[-1] == (n, float(n))
+    chunks = _chunks(store, a, "loss")
+    assert sum(c[2] for c in chunks) == n
+    assert all(x[1] < y[0] for x, y in itertools.pairwise(chunks))
+
+
+def test_truncation_cuts_inside_a_chunk_and_forgets_metric_names(store: Store) -> None:
+    exp_id = register(store, n=2)
+    a, b = (t.id for t in store.trials(exp_id))
+    store.add_measurements_many({a: [*_rows(LONG), (LONG + 5, "late", 2.0)],
+                                 b: [(1, "acc", 1.0)]})
+    assert store.metric_names(exp_id) == ["acc", "late", "loss", "lr"]
+    assert store.truncate_measurements(a, 10) == 3 * (LONG - 10) + 1
+    assert store.truncate_measurements(a, 10) == 0  # a redo
+    assert store.metric_names(exp_id) == ["acc", "loss", "lr"]
+    assert [s for _, s, m, _ in store.measurements([a]) if m == "lr"] == list(range(1, 11))
+    assert _chunks(store, a, "lr") == [(1, 10, 10)]
+    # The trial goes on from step 10: its next points fill the cut chunk.
+    store.add_measurements(a, _rows(5, start=11))
+    assert _chunks(store, a, "lr") == [(1, 15, 15)]
+    assert store.truncate_measurements(b, 0) == 1
+    assert store.metric_names(exp_id) == ["acc", "loss", "lr"]
+    assert store.measurements([b]) == []
+
+
+@pytest.mark.parametrize("steps", [3, LONG])
 def test_a_batch_redone_after_a_lost_reply_is_written_once(store: Store, steps: int) -> None:
     exp_id = register(store, n=2)
     ids = [t.id for t in store.trials(exp_id)]
-    lost = LostReply(store.engine, "INSERT INTO trial_metrics")
+    store.add_measurements_many({ids[0]: _rows(2)})
+    lost = LostReply(store.engine, "INSERT INTO curves")
     lost.arm()
     store.add_measurements_many({tid: _rows(steps) for tid in ids})
     assert lost.cuts == 1
     assert len(store.measurements(experiment_id=exp_id)) == 2 * 3 * steps
     assert store.metric_names(exp_id) == ["acc", "loss", "lr"]
+    assert sum(c[2] for c in _chunks(store, ids[0], "lr")) == steps
 
 
 def test_bad_rows_refuse_the_whole_batch_before_anything_is_written(store: Store) -> None:
@@ -77,9 +139,10 @@ def test_bad_rows_refuse_the_whole_batch_before_anything_is_written(store: Store
         store.add_measurements_many({a: [(1, "loss", 1.0)], b: [(1, "x" * 1000, 1.0)]})
     with pytest.raises(StoreError, match="step"):
         store.add_measurements_many({a: [(1, "loss", 1.0)], b: [(2**40, "loss", 1.0)]})
-    # A trial that does not exist: trial_metrics's foreign key refuses it (measurements has
-    # none in a new store), on the COPY path too.
-    for steps in (1, COPY_MIN_ROWS):
+    with pytest.raises(TypeError):
+        store.add_measurements_many({a: [(1, "loss", 1.0)], b: [(1, "loss", "high")]})
+    # A trial that does not exist: the curves' foreign key refuses it.
+    for steps in (1, LONG):
         with pytest.raises(StoreError):
             store.add_measurements_many({a: _rows(steps), a + 1000: _rows(steps)})
     assert store.measurements(experiment_id=exp_id) == [] and store.metric_names(exp_id) == []
@@ -96,94 +159,122 @@ def test_a_measured_trial_cannot_be_deleted(store: Store) -> None:
     assert [t.id for t in store.trials(exp_id)] == [a]
 
 
-def test_truncation_forgets_the_metric_names_no_longer_measured(store: Store) -> None:
-    exp_id = register(store, n=2)
-    a, b = (t.id for t in store.trials(exp_id))
-    store.add_measurements_many({a: [(1, "loss", 1.0), (5, "late", 2.0)],
-                                 b: [(1, "acc", 1.0)]})
-    assert store.metric_names(exp_id) == ["acc", "late", "loss"]
-    assert store.truncate_measurements(a, 1) == 1
-    assert store.metric_names(exp_id) == ["acc", "loss"]
-    assert store.truncate_measurements(b, 0) == 1
-    assert store.metric_names(exp_id) == ["loss"]
-    with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT trial_id, metric FROM trial_metrics")).all() == [
-            (a, "loss")]
+def test_writers_of_one_curve_at_once_lose_nothing(connect: Callable[[], Store]) -> None:
+    # Each thread its own store (connection pool): flushes of interleaved steps, each thread
+    # also rewriting a step the other wrote (a merge), racing on the same chunks.
+    first = connect()
+    exp_id = register(first, n=1)
+    (a,) = (t.id for t in first.trials(exp_id))
+    errors: list[BaseException] = []
+
+    def flushes(k: int) -> None:
+        s = connect()
+        try:
+            for i in range(40):
+                step = 2 * i + k + 1
+                s.add_measurements_many({a: [(step, "loss", float(step)),
+                                             (step, "acc", -float(step))]})
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=flushes, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    got = first.measurements([a], metric="loss")
+    assert [(s, v) for _, s, _, v in got] == [(s, float(s)) for s in range(1, 81)]
+    chunks = _chunks(first, a, "loss")
+    assert sum(c[2] for c in chunks) == 80
+    assert all(x[1] < y[0] for x, y in itertools.pairwise(chunks))
 
 
-def _as_before_trial_metrics(store: Store) -> None:
-    """Make ``store`` look written by the tunebook before trial_metrics and the claim index."""
+def _as_version_1(store: Store, rows: list[tuple[int, str, int, float | None]]) -> None:
+    """Make ``store`` look written by the tunebook of schema version 1: a row per point in
+    ``measurements`` (NULL for NaN), ``trial_metrics``, no claim index."""
     with store.engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE trial_metrics"))
+        conn.execute(sa.text("DROP TABLE curves"))
         conn.execute(sa.text("DROP INDEX ix_trials_claimable"))
-        conn.execute(sa.text(f"DELETE FROM tunebook_meta WHERE key = '{TRIAL_METRICS_KEY}'"))
-        if not store.is_sqlite:  # its measurements had a foreign key (SQLite: the next test)
-            conn.execute(sa.text("ALTER TABLE measurements ADD FOREIGN KEY (trial_id) "
-                                 "REFERENCES trials (id)"))
+        conn.execute(sa.text(
+            # No foreign key (version 1's stores from its bulk path on had none).
+            "CREATE TABLE measurements (trial_id INTEGER NOT NULL, metric VARCHAR(128) NOT NULL, "
+            "step INTEGER NOT NULL, value FLOAT, PRIMARY KEY (trial_id, metric, step))"))
+        conn.execute(sa.text("CREATE TABLE trial_metrics (trial_id INTEGER NOT NULL, "
+                             "metric VARCHAR(128) NOT NULL, PRIMARY KEY (trial_id, metric))"))
+        if rows:
+            conn.execute(sa.text("INSERT INTO measurements VALUES (:t, :m, :s, :v)"),
+                         [{"t": t, "m": m, "s": s, "v": v} for t, m, s, v in rows])
+        conn.execute(sa.text("INSERT INTO tunebook_meta VALUES ('trial_metrics_filled', '1')"))
+        conn.execute(sa.text("UPDATE tunebook_meta SET value = '1' "
+                             "WHERE key = 'schema_version'"))
     store.close()
 
 
-def test_an_older_store_gets_its_metric_names_and_claim_index_on_opening(
-        connect: Callable[[], Store]) -> None:
+def test_a_version_1_store_is_migrated_on_opening(connect: Callable[[], Store]) -> None:
     s = connect()
     exp_id = register(s, n=3)
     ids = [t.id for t in s.trials(exp_id)]
-    s.add_measurements_many({ids[0]: [(1, "loss", 1.0), (2, "acc", 0.5)],
-                             ids[2]: [(1, "grad_norm", 3.0)]})
-    _as_before_trial_metrics(s)
+    rows = [(ids[0], m, st, float(st) if m == "loss" else None)
+            for m in ("loss", "acc") for st in range(1, LONG + 1)]
+    rows.append((ids[2], "grad_norm", 7, 3.0))
+    _as_version_1(s, rows)
     again = connect()
     assert again.metric_names(exp_id) == ["acc", "grad_norm", "loss"]
+    got = again.measurements(experiment_id=exp_id)
+    assert [(t, st, m, v) for t, st, m, v in got if m != "acc"] == sorted(
+        [(t, st, m, v) for t, m, st, v in rows if m != "acc"], key=lambda r: (r[0], r[2], r[1]))
+    acc = [v for _, _, m, v in got if m == "acc"]
+    assert len(acc) == LONG and all(math.isnan(v) for v in acc)
     with again.engine.connect() as conn:
-        assert "ix_trials_claimable" in {
-            ix["name"] for ix in sa.inspect(conn).get_indexes("trials")}
-        # Filled once: the marker is written with the rows, in one transaction.
-        assert conn.execute(sa.text("SELECT value FROM tunebook_meta WHERE key = :k"),
-                            {"k": TRIAL_METRICS_KEY}).all() == [("1",)]
+        tables = set(sa.inspect(conn).get_table_names())
+        version = conn.execute(sa.text(
+            "SELECT value FROM tunebook_meta WHERE key = 'schema_version'")).scalar()
+        keys = {r[0] for r in conn.execute(sa.text("SELECT key FROM tunebook_meta"))}
+    assert "measurements" not in tables and "trial_metrics" not in tables
+    assert version == str(SCHEMA_VERSION) and keys == {"schema_version"}
+    # The claim's index is back, and the store works as a new one.
     claimed = again.claim(exp_id, "w")
     assert claimed is not None and claimed.index == 0
-    again.add_measurements(ids[1], [(1, "val_loss", 0.1)])
-    assert again.metric_names(exp_id) == ["acc", "grad_norm", "loss", "val_loss"]
-    # The bulk path (COPY on PostgreSQL) into the older layout, new keys and repeated ones.
-    again.add_measurements_many({ids[1]: _rows(COPY_MIN_ROWS), ids[0]: [(1, "loss", 2.0)]})
-    again.add_measurements_many({ids[1]: _rows(COPY_MIN_ROWS, 1.0)})
-    values = {(t, s, m): v for t, s, m, v in again.measurements(experiment_id=exp_id)}
-    assert len(values) == 3 + 3 * COPY_MIN_ROWS + 1
-    assert values[(ids[0], 1, "loss")] == 2.0 and values[(ids[1], 1, "lr")] == 4.0
+    again.add_measurements(ids[0], [(LONG + 1, "loss", 0.5)], worker="w")
+    assert again.measurements([ids[0]], metric="loss")[-1] == (ids[0], LONG + 1, "loss", 0.5)
+    again.close()
+    assert connect().metric_names(exp_id) == ["acc", "grad_norm", "loss"]
 
 
-def test_a_store_file_written_without_trial_metrics_is_filled_from_sqlite3(
-        tmp_path: Path) -> None:
-    # The older layout made with the sqlite3 module alone: nothing of this version touched it.
+def test_a_failed_migration_leaves_the_version_1_store_as_it_was(tmp_path: Path) -> None:
     path = tmp_path / "tunebook.db"
     s = Store(sqlite_url(path))
     exp_id = register(s, n=2)
-    a = s.trials(exp_id)[0].id
-    s.close()
+    a, b = (t.id for t in s.trials(exp_id))
+    # A point of a trial that does not exist: the curves' foreign key stops the migration
+    # after a's curve was copied.
+    _as_version_1(s, [(a, "loss", 1, 0.5), (a, "loss", 2, 0.25), (b + 100, "loss", 1, 9.0)])
+    with pytest.raises(StoreError):
+        Store(sqlite_url(path))
     with sqlite3.connect(path) as conn:
-        conn.execute("DROP TABLE trial_metrics")
-        conn.execute("DROP INDEX ix_trials_claimable")
-        conn.execute("DELETE FROM tunebook_meta WHERE key = ?", (TRIAL_METRICS_KEY,))
-        # Its measurements were a rowid table (new stores have WITHOUT ROWID).
-        conn.execute("DROP TABLE measurements")
-        conn.execute("CREATE TABLE measurements (trial_id INTEGER NOT NULL, metric VARCHAR(128) "
-                     "NOT NULL, step INTEGER NOT NULL, value FLOAT, PRIMARY KEY (trial_id, "
-                     "metric, step), FOREIGN KEY(trial_id) REFERENCES trials (id))")
-        conn.executemany("INSERT INTO measurements VALUES (?, ?, ?, ?)",
-                         [(a, "loss", 1, 0.5), (a, "loss", 2, 0.25), (a, "acc", 1, None)])
+        assert conn.execute("SELECT value FROM tunebook_meta WHERE key = 'schema_version'"
+                            ).fetchone() == ("1",)
+        assert conn.execute("SELECT count(*) FROM measurements").fetchone() == (3,)
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'curves'"
+                            ).fetchone() is None
+        conn.execute("DELETE FROM measurements WHERE trial_id = ?", (b + 100,))
     conn.close()
-    again = Store(sqlite_url(path))
-    assert again.metric_names(exp_id) == ["acc", "loss"]
-    again.add_measurements_many({a: [(2, "loss", 0.125), (3, "loss", 0.0625)]})
-    assert [v for _, _, m, v in again.measurements([a]) if m == "loss"] == [0.5, 0.125, 0.0625]
+    fixed = Store(sqlite_url(path))
+    assert fixed.measurements([a]) == [(a, 1, "loss", 0.5), (a, 2, "loss", 0.25)]
 
 
-def test_new_sqlite_stores_keep_measurements_in_their_key(tmp_path: Path) -> None:
-    Store(sqlite_url(tmp_path / "tunebook.db")).close()
-    with sqlite3.connect(tmp_path / "tunebook.db") as conn:
-        sql = conn.execute(
-            "SELECT sql FROM sqlite_master WHERE name = 'measurements'").fetchone()[0]
+def test_a_newer_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tunebook.db"
+    Store(sqlite_url(path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE tunebook_meta SET value = ? WHERE key = 'schema_version'",
+                     (str(SCHEMA_VERSION + 1),))
     conn.close()
-    assert sql.rstrip().endswith("WITHOUT ROWID")
+    with pytest.raises(StoreError, match="a newer tunebook wrote it"):
+        Store(sqlite_url(path))
 
 
 def test_the_claim_reads_the_claimable_index(store: Store) -> None:

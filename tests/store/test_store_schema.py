@@ -83,7 +83,7 @@ def test_schema_is_versioned_and_reopens(connect: Callable[[], Store]) -> None:
     with again.engine.begin() as conn:
         conn.execute(sa.text("UPDATE tunebook_meta SET value='999' WHERE key='schema_version'"))
     again.close()
-    with pytest.raises(StoreError, match=f"schema version 999.*version {SCHEMA_VERSION}"):
+    with pytest.raises(StoreError, match=f"schema version 999.*versions 1 to {SCHEMA_VERSION}"):
         connect()
 
 
@@ -101,11 +101,13 @@ def _reopened(connect: Callable[[], Store], *statements: str) -> tuple[Store, st
 
 def test_another_version_is_refused_before_anything_is_created(
         connect: Callable[[], Store]) -> None:
+    newer = SCHEMA_VERSION + 1
     s, message = _reopened(
-        connect, "UPDATE tunebook_meta SET value = '2' WHERE key = 'schema_version'",
+        connect, f"UPDATE tunebook_meta SET value = '{newer}' WHERE key = 'schema_version'",
         "DROP TABLE recommendations")
     assert message.endswith(
-        f"has schema version 2, this tunebook understands version {SCHEMA_VERSION}")
+        f"has schema version {newer}, this tunebook understands versions 1 to {SCHEMA_VERSION}"
+        ": a newer tunebook wrote it, upgrade this one")
     assert "recommendations" not in _tables(s)  # a newer tunebook's store is left as it is
 
 

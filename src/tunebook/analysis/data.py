@@ -208,7 +208,8 @@ def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None
     (``max_train_steps / eval_every`` of them), the curves of finished trials beyond each
     study's ``full_top`` best are read as a sample taken by the database (:attr:`Curve.every`:
     the steps that are multiples of ``k × eval_every``, ``k = ceil(evaluations / points)``,
-    plus the first evaluation and ``max_train_steps``). The best ``full_top`` trials of each
+    plus the first evaluation, ``max_train_steps`` and each curve's last point, where a trial
+    that stopped early ended). The best ``full_top`` trials of each
     study, trials the store has not summarised, and every trial under another objective than
     the experiment's, keep every point; summaries always come from the store or from full
     curves, never from a sample. ``budget=None`` reads every point.
@@ -227,10 +228,10 @@ def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None
     if every > 1 and (objective.metric, objective.goal) == (experiment.objective.metric,
                                                            experiment.objective.goal):
         full = _full_curves(objective, rows, full_top)
-        measured = [r for r in store.sampled_measurements(
-            exp_row.id, every, (experiment.eval_every, experiment.max_train_steps))
-            if r[0] not in full and (metrics is None or r[2] in metrics
-                                     or r[2] == objective.metric)]
+        measured = store.sampled_measurements(
+            exp_row.id, every, (experiment.eval_every, experiment.max_train_steps),
+            metrics=None if metrics is None else [*metrics, objective.metric],
+            skip=sorted(full))
         measured += _measurements(store, exp_row.id, objective.metric, metrics, False,
                                   sorted(full), every_metric=True)
     else:

@@ -312,12 +312,13 @@ class StoreAPI(Protocol):
                      experiment_id: int | None = None) -> list[tuple[int, int, str, float]]:
         """``(trial_id, step, metric, value)`` rows ordered by trial, metric, step."""
 
-    def sampled_measurements(self, experiment_id: int, every: int,
-                             keep: Sequence[int] = ()) -> list[tuple[int, int, str, float]]:
+    def sampled_measurements(self, experiment_id: int, every: int, keep: Sequence[int] = (),
+                             *, metrics: Sequence[str] | None = None,
+                             skip: Sequence[int] = ()) -> list[tuple[int, int, str, float]]:
         """The experiment's ``(trial_id, step, metric, value)`` rows at the steps that are
-        multiples of ``every`` or in ``keep``, ordered by trial, metric, step: a sample of
-        every curve that the database selects, so a large experiment's rows never all cross
-        the connection."""
+        multiples of ``every`` or in ``keep``, and the last point of each curve (where a trial
+        that stopped early ended), ordered by trial, metric, step: a sample of every curve,
+        only of ``metrics`` (None: all) and of none of the trials in ``skip``."""
 
     def metric_names(self, experiment_id: int) -> list[str]:
         """Every metric name any trial of the experiment reported."""

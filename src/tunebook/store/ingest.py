@@ -1,142 +1,218 @@
-"""Writing measurements fast: the body of :meth:`tunebook.store.sql.Store.add_measurements_many`.
+"""Writing, cutting and reading curves: the SQL behind the store's measurements
+(:class:`tunebook.store.measurements.Measurements`), on the chunk layout of
+:mod:`tunebook.store.chunks`.
 
-Every path is an upsert of ``(trial_id, metric, step)``: a repeated key replaces the old value
-(the last one wins within a batch too), so a batch redone after a lost reply changes nothing.
-The metric names of each trial go to ``trial_metrics`` in the same transaction.
+A write is an upsert of ``(trial, metric, step)``: a repeated step replaces the old value (the
+last one wins within a batch too), so a batch redone after a lost reply changes nothing. Per
+curve of the batch, one of three things happens:
 
-- SQLite: one ``executemany`` of a driver-level ``INSERT ... ON CONFLICT DO UPDATE``.
-- PostgreSQL, large batches: a binary ``COPY`` straight into ``measurements`` inside a
-  savepoint (the common case: new steps of trials that are running); should a key already be
-  there (a redo, a resumed trial reporting a step again), the savepoint is rolled back and the
-  batch is copied into a temporary table and merged with ``INSERT ... SELECT ... ON CONFLICT
-  DO UPDATE``.
-- PostgreSQL, small batches (a worker's flush): the ``executemany`` upsert, which costs less
-  than a COPY's round trips for a few rows.
+- the new steps all come after the curve's last chunk: they fill that chunk up to
+  :data:`~tunebook.store.chunks.CHUNK_POINTS` points (an UPDATE of its blobs), then new chunks
+  (the common case: a running trial's next evaluations, a bulk import of new trials);
+- they reach back into chunks already written (a redo, a resumed trial reporting a step
+  again): those chunks are read, merged with the new points and written again;
+- the curve is new: new chunks.
 
-Nothing here retries or commits: the store runs these inside its transactions
-(:mod:`tunebook.store.tx`).
+The trials written are held first (:func:`lock_trials`; a worker's compare-and-swap on its trial
+already does), so two writers of one curve take turns. Nothing here retries or
+commits: the store runs these inside its transactions (:mod:`tunebook.store.tx`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tunebook.store.checks import MAX_METRIC_LENGTH, MAX_STEP, check_int, check_text
+from tunebook.store.chunks import CHUNK_POINTS, Chunk, pack, pieces, unpack
+from tunebook.store.schema import curves_t, trials_t
 
-__all__ = ["COPY_MIN_ROWS", "Batch", "prepare", "trim_trial_metrics", "write"]
+__all__ = ["Curves", "insert", "prepare", "read", "truncate", "write"]
 
-# From this many rows on, PostgreSQL gets a COPY: below it, the executemany upsert is as fast.
-COPY_MIN_ROWS = 2000
+Curves = dict[tuple[int, str], tuple[Sequence[int], Sequence[float]]]
+"""Points by ``(trial_id, metric)``: steps increasing, each once, and their values."""
 
-Batch = tuple[list[tuple[int, str, int, float | None]], list[tuple[int, str]]]
-"""Rows ``(trial_id, metric, step, value)`` (None for NaN) and the ``(trial_id, metric)``
-pairs they hold."""
-
-_UPSERT = ("INSERT INTO measurements (trial_id, metric, step, value) VALUES ({m}, {m}, {m}, {m}) "
-           "ON CONFLICT (trial_id, metric, step) DO UPDATE SET value = excluded.value")
-_NAMES = ("INSERT INTO trial_metrics (trial_id, metric) VALUES ({m}, {m}) "
-          "ON CONFLICT (trial_id, metric) DO NOTHING")
-_STAGE = "tunebook_ingest"
-# COPY's binary format: half the client's work of the text one (no number printed, none parsed
-# by the server), 40% more points per CPU second in all (bench/bench_ingest.py).
-_TYPES = ["int4", "varchar", "int4", "float8"]
-_MERGE = (
-    # DISTINCT ON keeps the last row of each key (the batch's order is ``n``): the same rule
-    # as the executemany upsert, and ON CONFLICT must not meet one key twice.
-    "INSERT INTO measurements (trial_id, metric, step, value) "
-    f"SELECT DISTINCT ON (trial_id, metric, step) trial_id, metric, step, value FROM {_STAGE} "
-    "ORDER BY trial_id, metric, step, n DESC "
-    "ON CONFLICT (trial_id, metric, step) DO UPDATE SET value = excluded.value")
+# Ids per IN list: well below SQLite's limit on a statement's parameters.
+_IN_CHUNK = 1000
+_COLUMNS = (curves_t.c.id, curves_t.c.trial_id, curves_t.c.metric, curves_t.c.first_step,
+            curves_t.c.last_step, curves_t.c.steps, curves_t.c.vals)
 
 
-def prepare(batches: Mapping[int, Sequence[tuple[int, str, float]]]) -> Batch:
+def prepare(batches: Mapping[int, Sequence[tuple[int, str, float]]]) -> Curves:
     """Check and convert ``{trial_id: [(step, metric, value), ...]}`` before anything is written.
 
     Metric names longer than :data:`MAX_METRIC_LENGTH` or holding NUL, steps beyond
     :data:`MAX_STEP` and values that are not numbers refuse the whole batch (StoreError,
-    TypeError or ValueError).
+    TypeError or ValueError). A step given twice for a metric keeps its last value.
     """
-    data: list[tuple[int, str, int, float | None]] = []
-    pairs: list[tuple[int, str]] = []
+    out: Curves = {}
+    lo, hi = 0, 0
     for trial_id, rows in batches.items():
         tid = int(trial_id)
-        # NaN (f != f) is stored as NULL: SQLite cannot hold NaN in a REAL column.
-        part = [(tid, m, int(s), None if (f := float(v)) != f else f) for s, m, v in rows]
-        if not part:
-            continue
-        data += part
-        pairs += [(tid, m) for m in {r[1] for r in part}]
-    for metric in {m for _, m in pairs}:
-        check_text("metric name", metric, MAX_METRIC_LENGTH)
-    if data:
-        # Every step lies between the smallest and the largest: two checks cover them all.
-        steps = [r[2] for r in data]
-        check_int("step", min(steps), MAX_STEP)
-        check_int("step", max(steps), MAX_STEP)
-    return data, pairs
+        groups: dict[str, tuple[list[Any], list[Any]]] = {}
+        for s, m, v in rows:
+            g = groups.get(m)
+            if g is None:
+                g = groups[m] = ([], [])
+            g[0].append(s)
+            g[1].append(v)
+        for metric, (steps, values) in groups.items():
+            check_text("metric name", metric, MAX_METRIC_LENGTH)
+            # Every step lies between the smallest and the largest: two checks cover them all.
+            lo, hi = min(lo, min(steps)), max(hi, max(steps))
+            check_int("step", int(lo), MAX_STEP)
+            check_int("step", int(hi), MAX_STEP)
+            out[(tid, metric)] = _curve(steps, values)
+    return out
 
 
-def write(conn: Connection, batch: Batch) -> None:
-    """Upsert a prepared batch in the transaction of ``conn``."""
-    data, pairs = batch
-    if not data:
-        return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    # The names first: on PostgreSQL this also opens the transaction that the COPY's
-    # savepoint then lives in. exec_driver_sql, not the raw DBAPI cursor: a dropped connection
-    # is then recognised (and the pooled connection discarded) like anywhere else.
-    conn.exec_driver_sql(_NAMES.format(m=mark), pairs)
-    if conn.dialect.name == "postgresql" and len(data) >= COPY_MIN_ROWS and _psycopg(conn):
-        _copy(conn, data)
-    else:
-        conn.exec_driver_sql(_UPSERT.format(m=mark), data)
-
-
-def trim_trial_metrics(conn: Connection, trial_id: int) -> None:
-    """Forget the metric names a trial no longer has a measurement of (after a truncation)."""
-    conn.execute(sa.text(
-        "DELETE FROM trial_metrics WHERE trial_id = :t AND NOT EXISTS ("
-        "SELECT 1 FROM measurements WHERE measurements.trial_id = trial_metrics.trial_id "
-        "AND measurements.metric = trial_metrics.metric)"), {"t": trial_id})
-
-
-def _psycopg(conn: Connection) -> bool:
-    return conn.dialect.driver == "psycopg"
-
-
-def _copy(conn: Connection, data: list[tuple[int, str, int, float | None]]) -> None:
-    """COPY ``data`` into measurements (see the module's docstring), raising SQLAlchemy's
-    errors so that the store's retry recognises a dropped connection as it does elsewhere."""
-    import psycopg
-    from psycopg import errors
-
-    raw: Any = conn.connection.driver_connection
+def _curve(steps: list[Any], values: list[Any]) -> tuple[Sequence[int], Sequence[float]]:
+    """One metric's points as arrays, increasing steps, the last value of a repeated step."""
     try:
-        with raw.cursor() as cur:
-            try:
-                with raw.transaction(), cur.copy(
-                        "COPY measurements (trial_id, metric, step, value) FROM STDIN "
-                        "(FORMAT BINARY)") as copy:
-                    copy.set_types(_TYPES)
-                    for row in data:
-                        copy.write_row(row)
-                return
-            except errors.UniqueViolation:
-                pass  # the savepoint is rolled back: merge instead
-            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (n bigint, trial_id integer, "
-                        "metric varchar(128), step integer, value double precision) "
-                        "ON COMMIT DELETE ROWS")
-            with cur.copy(f"COPY {_STAGE} (n, trial_id, metric, step, value) FROM STDIN "
-                          "(FORMAT BINARY)") as copy:
-                copy.set_types(["int8", *_TYPES])
-                for n, row in enumerate(data):
-                    copy.write_row((n, *row))
-            cur.execute(_MERGE)
-    except psycopg.Error as exc:
-        if raw.broken or raw.closed:
-            conn.invalidate()
-        raise sa.exc.DBAPIError.instance("COPY measurements", None, exc, psycopg.Error) from exc
+        s = array("q", steps)
+    except TypeError:  # floats holding whole numbers, say
+        s = array("q", [int(x) for x in steps])
+    v = array("d", values)
+    if all(map(operator.lt, s, s[1:])):
+        return s, v
+    points = dict(zip(s, v, strict=True))
+    keys = sorted(points)
+    return array("q", keys), array("d", [points[k] for k in keys])
+
+
+def write(conn: Connection, curves: Curves, *, lock: bool = True) -> None:
+    """Upsert prepared curves in the transaction of ``conn`` (see the module's docstring).
+
+    ``lock=False`` when the caller already holds the trials' rows (a worker's compare-and-swap
+    on its claimed trial).
+    """
+    if not curves:
+        return
+    tids = sorted({t for t, _ in curves})
+    if lock:
+        lock_trials(conn, tids)
+    heads: dict[tuple[int, str], list[tuple[int, int, int, int]]] = {}
+    for ids in _slices(tids):
+        for cid, tid, metric, first, last, points in conn.execute(
+                sa.select(curves_t.c.id, curves_t.c.trial_id, curves_t.c.metric,
+                          curves_t.c.first_step, curves_t.c.last_step, curves_t.c.points)
+                .where(curves_t.c.trial_id.in_(ids))):
+            heads.setdefault((tid, metric), []).append((cid, first, last, points))
+    new: Curves = {}
+    appends: dict[tuple[int, str], tuple[int, int]] = {}
+    merges: dict[tuple[int, str], list[int]] = {}
+    for key, (steps, values) in curves.items():
+        hs = heads.get(key, [])
+        later = [h[0] for h in hs if h[2] >= steps[0]]
+        if later:
+            merges[key] = later
+        elif hs and (tail := max(hs, key=lambda h: h[2]))[3] < CHUNK_POINTS:
+            appends[key] = (tail[0], tail[3])
+        else:
+            new[key] = (steps, values)
+    blobs = _blobs(conn, [cid for cid, _ in appends.values()]
+                   + [cid for ids in merges.values() for cid in ids])
+    updates = []
+    for key, (cid, points) in appends.items():
+        steps, values = curves[key]
+        room = CHUNK_POINTS - points
+        s, v = blobs[cid][1:]
+        s.extend(steps[:room])
+        v.extend(values[:room])
+        s_blob, v_blob = pack(s, v)
+        updates.append({"cid": cid, "last": s[-1], "n": len(s), "s": s_blob, "v": v_blob})
+        if len(steps) > room:
+            new[key] = (steps[room:], values[room:])
+    gone: list[int] = []
+    for key, ids in merges.items():
+        merged: dict[int, float] = {}
+        for cid in sorted(ids):  # the later written wins on a shared step
+            merged.update(zip(*blobs[cid][1:], strict=True))
+        merged.update(zip(*curves[key], strict=True))
+        keys = sorted(merged)
+        new[key] = (keys, [merged[k] for k in keys])
+        gone += ids
+    for ids in _slices(gone):
+        conn.execute(sa.delete(curves_t).where(curves_t.c.id.in_(ids)))
+    if updates:
+        conn.execute(sa.update(curves_t).where(curves_t.c.id == sa.bindparam("cid")).values(
+            last_step=sa.bindparam("last"), points=sa.bindparam("n"),
+            steps=sa.bindparam("s"), vals=sa.bindparam("v")), updates)
+    insert(conn, new)
+
+
+def insert(conn: Connection, curves: Curves) -> None:
+    """Write curves that have no chunk yet, as new chunks (also the migration's path)."""
+    rows = [{"trial_id": tid, "metric": metric, "first_step": first, "last_step": last,
+             "points": n, "steps": s, "vals": v}
+            for (tid, metric), (steps, values) in curves.items()
+            for first, last, n, s, v in pieces(steps, values)]
+    if rows:
+        conn.execute(sa.insert(curves_t), rows)
+
+
+def lock_trials(conn: Connection, trial_ids: Sequence[int]) -> None:
+    """Hold the trials until the transaction ends, before reading their chunks: another writer
+    of their curves waits. PostgreSQL: their rows, locked in id order (two writers never wait
+    on each other in a circle). SQLite: the database's write lock, taken by a write (the
+    driver opens a transaction at the first write, not at a read)."""
+    if not trial_ids:
+        return
+    if conn.dialect.name == "sqlite":
+        conn.execute(sa.update(trials_t).where(trials_t.c.id == min(trial_ids))
+                     .values(id=trials_t.c.id))
+        return
+    for ids in _slices(sorted(trial_ids)):
+        conn.execute(sa.select(trials_t.c.id).where(trials_t.c.id.in_(ids))
+                     .order_by(trials_t.c.id).with_for_update())
+
+
+def truncate(conn: Connection, trial_id: int, after_step: int) -> int:
+    """Delete a trial's points past ``after_step``; returns how many."""
+    deleted = 0
+    for cid, first, points, s_blob, v_blob in conn.execute(
+            sa.select(curves_t.c.id, curves_t.c.first_step, curves_t.c.points, curves_t.c.steps,
+                      curves_t.c.vals)
+            .where(curves_t.c.trial_id == trial_id, curves_t.c.last_step > after_step)).all():
+        if first > after_step:
+            conn.execute(sa.delete(curves_t).where(curves_t.c.id == cid))
+            deleted += points
+            continue
+        s, v = unpack(s_blob, v_blob)
+        k = bisect_right(s, after_step)
+        deleted += len(s) - k
+        s_new, v_new = pack(s[:k], v[:k])
+        conn.execute(sa.update(curves_t).where(curves_t.c.id == cid).values(
+            last_step=s[k - 1], points=k, steps=s_new, vals=v_new))
+    return deleted
+
+
+def read(conn: Connection, *where: Any) -> Iterable[Chunk]:
+    """The chunks matching ``where`` (conditions on ``curves_t``), in the order
+    :func:`tunebook.store.chunks.assemble` reads them."""
+    q = (sa.select(*_COLUMNS).where(*where)
+         .order_by(curves_t.c.trial_id, curves_t.c.metric, curves_t.c.first_step, curves_t.c.id))
+    # Plain tuples from the driver's cursor: none of these columns needs SQLAlchemy's row
+    # processing (integers, a string, bytes).
+    rows: list[Chunk] = list(conn.execute(q).cursor.fetchall())
+    return rows
+
+
+def _blobs(conn: Connection, ids: Sequence[int]
+           ) -> dict[int, tuple[int, array[int], array[float]]]:
+    out = {}
+    for part in _slices(ids):
+        for cid, s, v in conn.execute(sa.select(curves_t.c.id, curves_t.c.steps, curves_t.c.vals)
+                                      .where(curves_t.c.id.in_(part))):
+            out[cid] = (cid, *unpack(s, v))
+    return out
+
+
+def _slices(ids: Sequence[int]) -> list[Sequence[int]]:
+    return [ids[i:i + _IN_CHUNK] for i in range(0, len(ids), _IN_CHUNK)]

@@ -1,21 +1,22 @@
 """The store's measurements: every metric of every trial at every evaluation, written fast and
-only by the worker that holds the trial; read whole, by metric, or as a sample the database
-chooses. A part of :class:`tunebook.store.sql.Store` (which inherits :class:`Measurements`),
-in its own module for size.
+only by the worker that holds the trial; read whole, by metric, or sampled. Kept as curve
+chunks (:mod:`tunebook.store.chunks`; the SQL: :mod:`tunebook.store.ingest`). A part of
+:class:`tunebook.store.sql.Store` (which inherits :class:`Measurements`), in its own module for
+size.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tunebook.store import ingest, queries
+from tunebook.store import ingest
+from tunebook.store.chunks import assemble
 from tunebook.store.queries import experiment_trial_ids
-from tunebook.store.schema import measurements_t, trial_metrics_t, trials_t
+from tunebook.store.schema import curves_t, trials_t
 from tunebook.store.tx import Transactions
 
 __all__ = ["Measurements", "holds"]
@@ -41,13 +42,13 @@ class Measurements(Transactions):
         """
         if not rows and worker is None:
             return True
-        batch = ingest.prepare({trial_id: rows})
+        curves = ingest.prepare({trial_id: rows})
 
         def write(conn: Connection) -> bool:
             if worker is not None and not holds(conn, trial_id, worker):
                 return False
-            if batch[0]:
-                ingest.write(conn, batch)
+            # holds() locked the trial's row already.
+            ingest.write(conn, curves, lock=worker is None)
             return True
 
         return self._write(write)
@@ -60,24 +61,23 @@ class Measurements(Transactions):
         last row of a repeated key wins), safe to redo, a bad name or step refuses everything
         before anything is written.
         """
-        batch = ingest.prepare(batches)
-        if batch[0]:
-            self._write(lambda conn: ingest.write(conn, batch))
+        curves = ingest.prepare(batches)
+        if curves:
+            self._write(lambda conn: ingest.write(conn, curves))
 
     def truncate_measurements(self, trial_id: int, after_step: int, *,
                               worker: str | None = None) -> int:
         """Delete a trial's measurements past ``after_step`` (they are about to be recomputed).
 
-        Safe to redo; a redo after a lost reply counts 0 deleted rows. With ``worker``, only
+        Safe to redo; a redo after a lost reply counts 0 deleted points. With ``worker``, only
         while that worker holds the trial (see :meth:`add_measurements`): 0 once it lost it.
         """
         def cut(conn: Connection) -> int:
             if worker is not None and not holds(conn, trial_id, worker):
                 return 0
-            res = conn.execute(sa.delete(measurements_t).where(
-                measurements_t.c.trial_id == trial_id, measurements_t.c.step > after_step))
-            ingest.trim_trial_metrics(conn, trial_id)
-            return int(res.rowcount or 0)
+            if worker is None:
+                ingest.lock_trials(conn, [trial_id])
+            return ingest.truncate(conn, trial_id, after_step)
 
         return self._write(cut)
 
@@ -87,36 +87,36 @@ class Measurements(Transactions):
 
         NaN comes back as ``float('nan')``.
         """
-        q = sa.select(measurements_t.c.trial_id, measurements_t.c.step,
-                      measurements_t.c.metric, measurements_t.c.value)
+        where: list[sa.ColumnElement[bool]] = []
         if trial_ids is not None:
-            q = q.where(measurements_t.c.trial_id.in_(list(trial_ids)))
+            where.append(curves_t.c.trial_id.in_(list(trial_ids)))
         if experiment_id is not None:
-            q = q.where(measurements_t.c.trial_id.in_(experiment_trial_ids(experiment_id)))
+            where.append(curves_t.c.trial_id.in_(experiment_trial_ids(experiment_id)))
         if metric is not None:
-            q = q.where(measurements_t.c.metric == metric)
-        q = q.order_by(measurements_t.c.trial_id, measurements_t.c.metric, measurements_t.c.step)
-        rows = self._read(lambda conn: conn.execute(q).all())
-        return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
+            where.append(curves_t.c.metric == metric)
+        return self._read(lambda conn: assemble(ingest.read(conn, *where)))
 
-    def sampled_measurements(self, experiment_id: int, every: int,
-                             keep: Sequence[int] = ()) -> list[tuple[int, int, str, float]]:
-        """The experiment's rows at steps that are multiples of ``every`` or in ``keep``
-        (see :meth:`tunebook.store.api.StoreAPI.sampled_measurements`); NaN comes back as
-        ``float('nan')``."""
+    def sampled_measurements(self, experiment_id: int, every: int, keep: Sequence[int] = (),
+                             *, metrics: Sequence[str] | None = None,
+                             skip: Sequence[int] = ()) -> list[tuple[int, int, str, float]]:
+        """The experiment's rows at steps that are multiples of ``every`` or in ``keep``, and
+        each curve's last point (see :meth:`tunebook.store.api.StoreAPI.sampled_measurements`);
+        only ``metrics`` (None: all), none of the trials in ``skip``."""
         if every < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}")
-        q = queries.sampled_measurements(experiment_id, every, keep)
-        # Plain tuples from the driver's cursor: hundreds of thousands of rows, and none of
-        # these columns needs SQLAlchemy's row processing (integers, a string, a float).
-        rows = self._read(lambda conn: conn.execute(q).cursor.fetchall())
-        return [(t, s, m, math.nan if v is None else float(v)) for t, s, m, v in rows]
+        where = [curves_t.c.trial_id.in_(experiment_trial_ids(experiment_id))]
+        if metrics is not None:
+            where.append(curves_t.c.metric.in_(sorted(set(metrics))))
+        if skip:
+            where.append(curves_t.c.trial_id.not_in(sorted(set(skip))))
+        return self._read(lambda conn: assemble(ingest.read(conn, *where), every,
+                                                frozenset(keep)))
 
     def metric_names(self, experiment_id: int) -> list[str]:
         """Every metric name any trial of the experiment reported."""
-        # trial_metrics: a few rows per trial, where the measurements are hundreds.
-        q = (sa.select(trial_metrics_t.c.metric).distinct()
-             .where(trial_metrics_t.c.trial_id.in_(experiment_trial_ids(experiment_id))))
+        # A few chunks per curve, where the points are hundreds.
+        q = (sa.select(curves_t.c.metric).distinct()
+             .where(curves_t.c.trial_id.in_(experiment_trial_ids(experiment_id))))
         return sorted(r[0] for r in self._read(lambda conn: conn.execute(q).all()))
 
 

@@ -20,8 +20,8 @@ from tunebook.store.api import CLAIMABLE, TERMINAL, NewTrial, StudySpec, TrialRo
 from tunebook.store.schema import (
     CLAIMABLE_SQL,
     claimable_ix,
+    curves_t,
     experiments_t,
-    measurements_t,
     studies_t,
     trials_t,
 )
@@ -29,7 +29,7 @@ from tunebook.store.tx import new_id
 
 __all__ = ["CLAIMABLE_ONE", "RECLAIM", "add_trials", "claim_statement", "experiment_trial_ids",
            "finish_values", "in_budget", "insert_trials", "register", "release_values",
-           "sampled_measurements", "swap_designer_state", "trial_from_row", "trial_select"]
+           "swap_designer_state", "trial_from_row", "trial_select"]
 
 
 def in_budget() -> Any:
@@ -65,24 +65,11 @@ def experiment_trial_ids(experiment_id: int) -> sa.Select[Any]:
             .where(studies_t.c.experiment_id == experiment_id))
 
 
-def sampled_measurements(experiment_id: int, every: int, keep: Sequence[int]) -> sa.Select[Any]:
-    """The experiment's measurements at steps that are multiples of ``every`` or in ``keep``,
-    ordered by trial, metric, step (one scan in the database; no window function, which costs
-    SQLite several seconds over millions of rows)."""
-    m = measurements_t.c
-    at = m.step % every == 0
-    if keep:
-        at = sa.or_(at, m.step.in_(sorted(set(keep))))
-    return (sa.select(m.trial_id, m.step, m.metric, m.value)
-            .where(m.trial_id.in_(experiment_trial_ids(experiment_id)), at)
-            .order_by(m.trial_id, m.metric, m.step))
-
-
 def _never_ran(conn: Connection, experiment_id: int) -> bool:
     """No trial of the experiment has a measurement, a result, a checkpoint or a live attempt."""
     ids = experiment_trial_ids(experiment_id)
-    measured = conn.execute(sa.select(measurements_t.c.trial_id)
-                            .where(measurements_t.c.trial_id.in_(ids)).limit(1)).first()
+    measured = conn.execute(sa.select(curves_t.c.trial_id)
+                            .where(curves_t.c.trial_id.in_(ids)).limit(1)).first()
     busy = conn.execute(sa.select(trials_t.c.id).where(
         trials_t.c.id.in_(ids),
         sa.or_(trials_t.c.status.in_(("completed", "infeasible", "running")),

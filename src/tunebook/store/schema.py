@@ -1,7 +1,9 @@
 """The store's tables and how a database becomes (or is recognised as) a tunebook store.
 
-Schema version :data:`SCHEMA_VERSION`; a store of another version is refused, never migrated
-silently. Connection settings per backend live here too: SQLite's pragmas, libpq's keepalives.
+Schema version :data:`SCHEMA_VERSION`. A store of version 1 (measurements a row per point) is
+migrated on opening, in one transaction (:mod:`tunebook.store.migrate`); a store of a newer
+version is refused. Connection settings per backend live here too: SQLite's pragmas, libpq's
+keepalives.
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from tunebook.errors import StoreError
 from tunebook.store.checks import foreign_database
 from tunebook.store.retry import one_line
 
-__all__ = ["CLAIMABLE_SQL", "SCHEMA_VERSION", "TRIAL_METRICS_KEY", "claimable_ix", "create_engine",
+__all__ = ["CLAIMABLE_SQL", "SCHEMA_VERSION", "claimable_ix", "create_engine", "curves_t",
            "ensure_schema", "libpq_args", "metadata",
            "schema_race", "sqlite_pragmas", "sqlite_url"]
 
-SCHEMA_VERSION = 1
-# tunebook_meta's key recording that trial_metrics holds every trial's metric names.
-TRIAL_METRICS_KEY = "trial_metrics_filled"
+#: 2: measurements kept as curve chunks (:mod:`tunebook.store.chunks`); 1: a row per point.
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -90,31 +91,22 @@ CLAIMABLE_SQL = "status IN ('pending', 'interrupted')"
 claimable_ix = sa.Index("ix_trials_claimable", trials_t.c.study_id, trials_t.c.idx,
                         sqlite_where=sa.text(CLAIMABLE_SQL),
                         postgresql_where=sa.text(CLAIMABLE_SQL))
-measurements_t = sa.Table(
-    "measurements", metadata,
-    # No foreign key: checking one per point was 60% of PostgreSQL's work in a bulk COPY
-    # (bench/bench_ingest.py). Every point's (trial, metric) has its row in trial_metrics,
-    # written in the same transaction, whose foreign key refuses an unknown trial (and keeps
-    # a measured trial from being deleted). Stores created before keep theirs.
-    sa.Column("trial_id", sa.Integer, primary_key=True),
-    sa.Column("metric", sa.String(128), primary_key=True),
-    sa.Column("step", sa.Integer, primary_key=True),
-    # NULL stands for NaN: SQLite cannot store NaN in a REAL column.
-    sa.Column("value", sa.Float),
-    # SQLite: the rows live in the primary key's B-tree, not in a rowid table plus a separate
-    # index of the key: one B-tree to write per point instead of two (bulk ingestion about
-    # 30% faster, bench/bench_ingest.py). Stores created before keep their rowid table, which
-    # the same statements read and write.
-    sqlite_with_rowid=False,
-)
-# Which metrics each trial reported: metric_names() reads these tens of thousands of rows
-# instead of a DISTINCT over millions of measurements. Written with the measurements, in their
-# transaction; trimmed by truncate_measurements. A new table (no version bump): a store written
-# before it existed is filled from its measurements once, on opening (ensure_schema).
-trial_metrics_t = sa.Table(
-    "trial_metrics", metadata,
-    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id"), primary_key=True),
-    sa.Column("metric", sa.String(128), primary_key=True),
+# The measurements: each curve (a metric of a trial) in chunks of consecutive points, packed
+# (tunebook.store.chunks); written by tunebook.store.ingest, one transaction per batch.
+curves_t = sa.Table(
+    "curves", metadata,
+    # Write order: on a step that two chunks share (never, unless writers raced), the later
+    # one wins.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # One foreign key check per chunk, not per point: a measured trial cannot be deleted.
+    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id"), nullable=False),
+    sa.Column("metric", sa.String(128), nullable=False),
+    sa.Column("first_step", sa.Integer, nullable=False),
+    sa.Column("last_step", sa.Integer, nullable=False),
+    sa.Column("points", sa.Integer, nullable=False),
+    sa.Column("steps", sa.LargeBinary, nullable=False),
+    sa.Column("vals", sa.LargeBinary, nullable=False),
+    sa.Index("ix_curves_trial", "trial_id", "metric", "first_step"),
 )
 runs_t = sa.Table(
     "runs", metadata,
@@ -226,9 +218,10 @@ def schema_race(exc: BaseException) -> bool:
 
 def ensure_schema(conn: Connection, where: str) -> None:
     """Create the tables of a new store, or check an existing one (``where`` names it) and add
-    what this version has that it lacks: tables, the claim's index, trial_metrics's rows.
+    what this version has that it lacks: tables, the claim's index; a store of version 1 is
+    migrated (:func:`tunebook.store.migrate.migrate_v1`, in this transaction).
 
-    Refuses (StoreError) a database holding other tables and a store of another schema
+    Refuses (StoreError) a database holding other tables and a store of a newer schema
     version, before creating anything. Run it under :func:`schema_race` retries: several
     processes may open a new store at once.
     """
@@ -239,10 +232,14 @@ def ensure_schema(conn: Connection, where: str) -> None:
     if meta_t.name in tables:
         row = conn.execute(sa.select(meta_t.c.value)
                            .where(meta_t.c.key == "schema_version")).first()
-        if row is not None and int(row[0]) != SCHEMA_VERSION:
+        if row is not None and not 1 <= int(row[0]) <= SCHEMA_VERSION:
             raise StoreError(
-                f"store {where!r} has schema version {row[0]}, this "
-                f"tunebook understands version {SCHEMA_VERSION}")
+                f"store {where!r} has schema version {row[0]}, this tunebook understands "
+                f"versions 1 to {SCHEMA_VERSION}: a newer tunebook wrote it, upgrade this one")
+        if row is not None and int(row[0]) < SCHEMA_VERSION:
+            from tunebook.store.migrate import migrate_v1
+
+            migrate_v1(conn)
     # The marker table first: SQLite commits each CREATE TABLE on its own, and a
     # process opening the store meanwhile must not take it for a foreign database.
     meta_t.create(conn, checkfirst=True)
@@ -253,23 +250,3 @@ def ensure_schema(conn: Connection, where: str) -> None:
                     .where(meta_t.c.key == "schema_version")).first() is None:
         conn.execute(sa.insert(meta_t).values(
             key="schema_version", value=str(SCHEMA_VERSION)))
-    _fill_trial_metrics(conn)
-
-
-def _fill_trial_metrics(conn: Connection) -> None:
-    """Fill ``trial_metrics`` from the measurements of a store written before it existed, once.
-
-    A marker row records that it was done, in the same transaction as the filling: a process
-    stopped in between, or opening the store meanwhile, leaves the marker unwritten and the
-    next opening fills again (the insert skips rows already there, so it is safe to repeat).
-    """
-    done = conn.execute(sa.select(meta_t.c.value)
-                        .where(meta_t.c.key == TRIAL_METRICS_KEY)).first()
-    if done is not None:
-        return
-    # WHERE true: SQLite would otherwise read ON CONFLICT as a join's ON.
-    conn.exec_driver_sql(
-        "INSERT INTO trial_metrics (trial_id, metric) "
-        "SELECT DISTINCT trial_id, metric FROM measurements WHERE true "
-        "ON CONFLICT (trial_id, metric) DO NOTHING")
-    conn.execute(sa.insert(meta_t).values(key=TRIAL_METRICS_KEY, value="1"))
