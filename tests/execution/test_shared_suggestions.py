@@ -179,3 +179,34 @@ def test_supervisors_racing(url: str, tmp_path: Path, algorithm: str) -> None:
     assert [i for i, _ in points] == list(range(BUDGET))
     assert points == _serial(tmp_path, algorithm, **search)
 
+
+
+def test_a_poll_that_changes_nothing_reads_no_designer_state(tmp_path: Path) -> None:
+    # The supervisor polls every 0.25 s: the stored state is read when this supervisor loses a
+    # swap, never to find out that nothing happened.
+    url = sqlite_url(tmp_path / "tunebook.db")
+    exp = _experiment(tmp_path / "poll", "refine")
+    exp_id = _register(url, exp)
+    store = Store(url)
+    reads: list[int] = []
+    real = store.designer_state
+    store.designer_state = (  # type: ignore[method-assign]
+        lambda study_id: reads.append(study_id) or real(study_id))
+    try:
+        s = Suggestions.load(store, exp, exp_id)
+        assert len(reads) == 1 and s.top_up(BUDGET) > 0  # refine's first round
+        for _ in range(5):  # the round's trials not finished: refine waits
+            assert s.top_up(BUDGET) == 0
+        assert len(reads) == 1
+        # Another supervisor moves the study on: this one's swap is lost, it reloads once.
+        other = Suggestions.load(Store(url), exp, exp_id)
+        while _finish_one(store, exp_id, "w"):
+            pass
+        assert other.top_up(BUDGET) > 0
+        # Its load, then what losing the swap costs: a reload (and a check of the state when
+        # its stale designer refused the other's indices).
+        assert s.top_up(BUDGET) == 0 and 2 <= len(reads) <= 3
+        assert sorted(t.index for t in store.trials(exp_id)) == list(
+            range(len(store.trials(exp_id))))
+    finally:
+        store.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunebook.experiment import Experiment
@@ -84,17 +84,24 @@ class Suggestions:
     experiment: Experiment
     exp_id: int
     studies: list[tuple[StudyRow, Designer, set[int]]]
+    #: Each study's stored state as this supervisor last read or wrote it (JSON, by study id):
+    #: the expected value of its next compare-and-swap. A poll that changes nothing reads no
+    #: state; a lost swap reloads it.
+    expected: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: StoreAPI, experiment: Experiment, exp_id: int) -> Suggestions:
         """Restore the designer of every adaptive study of the experiment."""
         studies: list[tuple[StudyRow, Designer, set[int]]] = []
+        expected: dict[int, str] = {}
         if not designer_class(experiment.search.algorithm)[0].adaptive:
             return cls(store, experiment, exp_id, studies)  # every trial was written up front
         for study in store.studies(exp_id):
-            designer, observed = cls._restored(experiment, study, store.designer_state(study.id))
+            saved = store.designer_state(study.id)
+            designer, observed = cls._restored(experiment, study, saved)
             studies.append((study, designer, observed))
-        return cls(store, experiment, exp_id, studies)
+            expected[study.id] = json.dumps(saved)
+        return cls(store, experiment, exp_id, studies, expected)
 
     @staticmethod
     def _restored(experiment: Experiment, study: StudyRow,
@@ -118,27 +125,35 @@ class Suggestions:
         the study gets each index once, from a designer that saw the stored history.
         """
         added = 0
-        for k, (study, designer, observed) in enumerate(self.studies):
+        for k, (study, *_) in enumerate(self.studies):
             for _ in range(SWAP_TRIES):
-                saved = self.store.designer_state(study.id)
-                if json.dumps(saved) != json.dumps(self._state(designer, observed)):
-                    # Another supervisor moved the study on (or this one never saved yet).
-                    designer, observed = self._restored(self.experiment, study, saved)
-                    self.studies[k] = (study, designer, observed)
-                done = self._top_up_study(study, designer, observed, saved, wanted)
+                if study.id not in self.expected:  # built without load(): read it once
+                    self._reload(k)
+                done = self._top_up_study(k, wanted)
                 if done is not None:
                     added += done
                     break
+                # Another supervisor moved the study on: this designer is stale.
+                self._reload(k)
         return added
+
+    def _reload(self, k: int) -> None:
+        """Restore study ``k``'s designer from the state the store holds now."""
+        study = self.studies[k][0]
+        saved = self.store.designer_state(study.id)
+        designer, observed = self._restored(self.experiment, study, saved)
+        self.studies[k] = (study, designer, observed)
+        self.expected[study.id] = json.dumps(saved)
 
     @staticmethod
     def _state(designer: Designer, observed: set[int]) -> dict[str, Any]:
         return {"observed": sorted(observed), "designer": designer.state()}
 
-    def _top_up_study(self, study: StudyRow, designer: Designer, observed: set[int],
-                      saved: dict[str, Any], wanted: int) -> int | None:
-        """One study's top-up from the stored state ``saved``; None: another supervisor changed
-        the state meanwhile (nothing written; this designer is stale)."""
+    def _top_up_study(self, k: int, wanted: int) -> int | None:
+        """Study ``k``'s top-up from the state it expects stored; None: another supervisor
+        changed the state meanwhile (nothing written; this designer is stale)."""
+        study, designer, observed = self.studies[k]
+        expected = self.expected[study.id]
         trials = self.store.trials(self.exp_id, study=study.name)
         new = [t for t in trials if t.status in TERMINAL and t.index not in observed]
         if new:
@@ -151,7 +166,7 @@ class Suggestions:
         except ValueError:
             # The trials were read after the state: another supervisor's swap in between
             # gives indices this state never handed out (refine and bayesian refuse them).
-            if json.dumps(self.store.designer_state(study.id)) != json.dumps(saved):
+            if json.dumps(self.store.designer_state(study.id)) != expected:
                 return None
             raise
         if not points and not new:
@@ -159,8 +174,12 @@ class Suggestions:
         seed, fixed = study.seed, {**self.experiment.fixed, **study.scientific}
         rows = [NewTrial(i, {**fixed, **p}, trial_seed(seed, study.name, i))
                 for i, p in zip(indices, points, strict=False)]
-        return self.store.swap_designer_state(study.id, saved,
-                                              self._state(designer, observed), rows)
+        state = self._state(designer, observed)
+        added = self.store.swap_designer_state(study.id, json.loads(expected), state, rows)
+        if added is not None:
+            # A snapshot: the designer's own lists may change after this.
+            self.expected[study.id] = json.dumps(state)
+        return added
 
     def _observation(self, t: TrialRow, space: SearchSpace | None = None) -> Observation:
         # The best value ranks trials (as best_trial does); only a completed trial has one.
