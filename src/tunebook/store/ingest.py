@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 
 from tunebook.store.checks import MAX_METRIC_LENGTH, MAX_STEP, check_int, check_text
 from tunebook.store.chunks import CHUNK_POINTS, Chunk, pack, pieces, unpack
-from tunebook.store.schema import curves_t, trials_t
+from tunebook.store.schema import curves_t
 
 __all__ = ["Curves", "insert", "prepare", "read", "truncate", "write"]
 
@@ -40,6 +40,15 @@ Curves = dict[tuple[int, str], tuple[Sequence[int], Sequence[float]]]
 
 # Ids per IN list: well below SQLite's limit on a statement's parameters.
 _IN_CHUNK = 1000
+# The statements of a write, in the driver's own SQL: built by SQLAlchemy at every call, they
+# cost a worker's flush more than the database does (bench/bench_overhead.py).
+_HEADS = ("SELECT id, trial_id, metric, first_step, last_step, points FROM curves "
+          "WHERE trial_id IN ({marks})")
+_BLOBS = "SELECT id, steps, vals FROM curves WHERE id IN ({marks})"
+_DELETE = "DELETE FROM curves WHERE id IN ({marks})"
+_UPDATE = "UPDATE curves SET last_step = {m}, points = {m}, steps = {m}, vals = {m} WHERE id = {m}"
+_INSERT = ("INSERT INTO curves (trial_id, metric, first_step, last_step, points, steps, vals) "
+           "VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m})")
 _COLUMNS = (curves_t.c.id, curves_t.c.trial_id, curves_t.c.metric, curves_t.c.first_step,
             curves_t.c.last_step, curves_t.c.steps, curves_t.c.vals)
 
@@ -99,10 +108,7 @@ def write(conn: Connection, curves: Curves, *, lock: bool = True) -> None:
         lock_trials(conn, tids)
     heads: dict[tuple[int, str], list[tuple[int, int, int, int]]] = {}
     for ids in _slices(tids):
-        for cid, tid, metric, first, last, points in conn.execute(
-                sa.select(curves_t.c.id, curves_t.c.trial_id, curves_t.c.metric,
-                          curves_t.c.first_step, curves_t.c.last_step, curves_t.c.points)
-                .where(curves_t.c.trial_id.in_(ids))):
+        for cid, tid, metric, first, last, points in _run(conn, _HEADS, ids):
             heads.setdefault((tid, metric), []).append((cid, first, last, points))
     new: Curves = {}
     appends: dict[tuple[int, str], tuple[int, int]] = {}
@@ -118,15 +124,14 @@ def write(conn: Connection, curves: Curves, *, lock: bool = True) -> None:
             new[key] = (steps, values)
     blobs = _blobs(conn, [cid for cid, _ in appends.values()]
                    + [cid for ids in merges.values() for cid in ids])
-    updates = []
+    updates: list[tuple[Any, ...]] = []
     for key, (cid, points) in appends.items():
         steps, values = curves[key]
         room = CHUNK_POINTS - points
         s, v = blobs[cid][1:]
         s.extend(steps[:room])
         v.extend(values[:room])
-        s_blob, v_blob = pack(s, v)
-        updates.append({"cid": cid, "last": s[-1], "n": len(s), "s": s_blob, "v": v_blob})
+        updates.append((s[-1], len(s), *pack(s, v), cid))
         if len(steps) > room:
             new[key] = (steps[room:], values[room:])
     gone: list[int] = []
@@ -139,22 +144,18 @@ def write(conn: Connection, curves: Curves, *, lock: bool = True) -> None:
         new[key] = (keys, [merged[k] for k in keys])
         gone += ids
     for ids in _slices(gone):
-        conn.execute(sa.delete(curves_t).where(curves_t.c.id.in_(ids)))
+        _run(conn, _DELETE, ids)
     if updates:
-        conn.execute(sa.update(curves_t).where(curves_t.c.id == sa.bindparam("cid")).values(
-            last_step=sa.bindparam("last"), points=sa.bindparam("n"),
-            steps=sa.bindparam("s"), vals=sa.bindparam("v")), updates)
+        conn.exec_driver_sql(_UPDATE.format(m=_mark(conn)), updates)
     insert(conn, new)
 
 
 def insert(conn: Connection, curves: Curves) -> None:
     """Write curves that have no chunk yet, as new chunks (also the migration's path)."""
-    rows = [{"trial_id": tid, "metric": metric, "first_step": first, "last_step": last,
-             "points": n, "steps": s, "vals": v}
-            for (tid, metric), (steps, values) in curves.items()
-            for first, last, n, s, v in pieces(steps, values)]
+    rows = [(tid, metric, *piece) for (tid, metric), (steps, values) in curves.items()
+            for piece in pieces(steps, values)]
     if rows:
-        conn.execute(sa.insert(curves_t), rows)
+        conn.exec_driver_sql(_INSERT.format(m=_mark(conn)), rows)
 
 
 def lock_trials(conn: Connection, trial_ids: Sequence[int]) -> None:
@@ -165,12 +166,10 @@ def lock_trials(conn: Connection, trial_ids: Sequence[int]) -> None:
     if not trial_ids:
         return
     if conn.dialect.name == "sqlite":
-        conn.execute(sa.update(trials_t).where(trials_t.c.id == min(trial_ids))
-                     .values(id=trials_t.c.id))
+        _run(conn, "UPDATE trials SET id = id WHERE id IN ({marks})", [min(trial_ids)])
         return
     for ids in _slices(sorted(trial_ids)):
-        conn.execute(sa.select(trials_t.c.id).where(trials_t.c.id.in_(ids))
-                     .order_by(trials_t.c.id).with_for_update())
+        _run(conn, "SELECT id FROM trials WHERE id IN ({marks}) ORDER BY id FOR UPDATE", ids)
 
 
 def truncate(conn: Connection, trial_id: int, after_step: int) -> int:
@@ -208,11 +207,21 @@ def _blobs(conn: Connection, ids: Sequence[int]
            ) -> dict[int, tuple[int, array[int], array[float]]]:
     out = {}
     for part in _slices(ids):
-        for cid, s, v in conn.execute(sa.select(curves_t.c.id, curves_t.c.steps, curves_t.c.vals)
-                                      .where(curves_t.c.id.in_(part))):
+        for cid, s, v in _run(conn, _BLOBS, part):
             out[cid] = (cid, *unpack(s, v))
     return out
 
 
 def _slices(ids: Sequence[int]) -> list[Sequence[int]]:
     return [ids[i:i + _IN_CHUNK] for i in range(0, len(ids), _IN_CHUNK)]
+
+
+def _mark(conn: Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _run(conn: Connection, sql: str, ids: Sequence[int]) -> list[Any]:
+    """The rows of ``sql`` whose ``{marks}`` stand for ``ids``."""
+    m = _mark(conn)
+    res = conn.exec_driver_sql(sql.format(marks=", ".join([m] * len(ids))), tuple(ids))
+    return list(res.all()) if res.returns_rows else []

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from tunebook.store import ingest
 from tunebook.store.chunks import assemble
 from tunebook.store.queries import experiment_trial_ids
-from tunebook.store.schema import curves_t, trials_t
+from tunebook.store.schema import curves_t
 from tunebook.store.tx import Transactions
 
 __all__ = ["Measurements", "holds"]
@@ -124,6 +124,9 @@ def holds(conn: Connection, trial_id: int, worker: str) -> bool:
     """Whether ``worker`` holds the running trial, its heartbeat refreshed: an UPDATE, not a
     read, so that the trial's row stays locked (PostgreSQL) or the database is (SQLite) until
     the transaction's writes commit; a release cannot slip in between."""
-    return bool(conn.execute(sa.update(trials_t).where(
-        trials_t.c.id == trial_id, trials_t.c.worker == worker,
-        trials_t.c.status == "running").values(heartbeat=time.time())).rowcount == 1)
+    # The driver's SQL: SQLAlchemy's statement building cost as much as the update itself, on
+    # every flush of every worker.
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return conn.exec_driver_sql(
+        f"UPDATE trials SET heartbeat = {mark} WHERE id = {mark} AND worker = {mark} "
+        "AND status = 'running'", (time.time(), trial_id, worker)).rowcount == 1
