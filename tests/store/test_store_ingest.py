@@ -304,3 +304,35 @@ def test_study_counts_are_per_study_and_status_within_the_budget(store: Store) -
     assert store.study_counts(exp_id) == {"s0": {"completed": 1, "pending": 1},
                                           "s1": {"running": 1, "pending": 1}}
     assert store.study_counts(exp_id + 1) == {}
+
+
+def test_processes_opening_a_version_1_store_at_once_migrate_it_once(
+        connect: Callable[[], Store]) -> None:
+    s = connect()
+    exp_id = register(s, n=2)
+    a, b = (t.id for t in s.trials(exp_id))
+    rows = [(t, "loss", st, st / 10) for t in (a, b) for st in range(1, 300)]
+    _as_version_1(s, rows)
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            opened.append(connect())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(opened) == 4
+    want = sorted([(t, st, m, v) for t, m, st, v in rows], key=lambda r: (r[0], r[2], r[1]))
+    for store in opened:
+        assert store.measurements(experiment_id=exp_id) == want
+    assert sum(c[2] for c in _chunks(opened[0], a, "loss")) == 299
+    for store in opened:
+        store.close()

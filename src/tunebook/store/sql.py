@@ -65,7 +65,7 @@ from tunebook.store.checks import (
 from tunebook.store.final_evals import FinalEvals
 from tunebook.store.history import History
 from tunebook.store.launches import Launches
-from tunebook.store.measurements import Measurements
+from tunebook.store.measurements import Measurements, holds
 from tunebook.store.queries import (
     CLAIMABLE_ONE,
     RECLAIM,
@@ -310,10 +310,7 @@ class SQLStore(Measurements, History, Launches, FinalEvals):
 
     def heartbeat(self, trial_id: int, worker: str) -> bool:
         """Refresh a running trial's heartbeat; False if the worker no longer owns it."""
-        res = self._write(lambda conn: conn.execute(sa.update(trials_t).where(
-            trials_t.c.id == trial_id, trials_t.c.worker == worker,
-            trials_t.c.status == "running").values(heartbeat=time.time())))
-        return res.rowcount == 1
+        return self._write(lambda conn: holds(conn, trial_id, worker))
 
     def finish(self, trial_id: int, worker: str, status: str, *, elapsed: float = 0.0,
                **fields: Any) -> bool:
