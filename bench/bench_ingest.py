@@ -6,9 +6,9 @@ a claim's cost independent of the number of pending trials; ``tunebook status``,
 ``trials`` <= 1 s at that size.
 
 - ingestion: ``Store.add_measurements_many`` (100 trials, 30,000 points, per call) fills the
-  store; points/s over the first and the last 300,000 points (store at 0 and at 2.7 M rows).
+  store; points/s over the first and the last 300,000 points (store at 0 and at 2.7 M points).
   The old path, ``add_measurements`` once per trial (300 points a call, what
-  ``bench_report_page.py``'s fill did), is timed on 200 more trials at 0 and at 3 M rows.
+  ``bench_report_page.py``'s fill did), is timed on 200 more trials at 0 and at 3 M points.
   Only the store calls are timed, not making the rows; each rate is given per wall second and
   per CPU second (this process plus, for PostgreSQL, the server's processes).
 - claims: ms per ``claim`` + ``finish`` with 10,000 and with 100 pending trials.
