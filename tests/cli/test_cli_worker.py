@@ -48,6 +48,8 @@ def log(event, trial):
 
 def train(hparams, trial):
     log("start", trial)
+    if os.environ.get("CLUSTER_FAIL"):
+        raise RuntimeError("the data folder is not mounted")
     state = trial.load_state() or {"step": 0}
     step = state["step"]
     while step < trial.max_train_steps:
@@ -435,3 +437,37 @@ def test_a_worker_publishes_to_its_checkpoint_root(tmp_path: Path) -> None:
     bad = _cli("worker", "--root", str(root), "--checkpoint-root", "nosuch://x",
                env=_env(log), cwd=tmp_path)
     assert bad.returncode == 2 and "--checkpoint-root" in bad.stderr and "nosuch" in bad.stderr
+
+
+def test_retry_failed_requeues_the_failed_trials_once(tmp_path: Path) -> None:
+    path = _experiment(tmp_path / "project", trials=2)
+    root = tmp_path / "root"
+    log = tmp_path / "events.jsonl"
+    assert _cli("submit", str(path), "--root", str(root)).returncode == 0
+    broken = {**_env(log), "CLUSTER_FAIL": "1"}
+    first = _cli("worker", "--root", str(root), "--quiet", "--max-attempts", "1", env=broken)
+    assert first.returncode == 1, first.stderr
+    assert "the data folder is not mounted" in first.stderr
+    # Fixed, but not asked to retry: failed trials are not work.
+    plain = _cli("worker", "--root", str(root), env=_env(log))
+    assert plain.returncode == 0 and "nothing left to run" in plain.stdout
+    # Asked to retry while still broken: each failed trial runs once more, then the worker
+    # stops (it does not re-queue them again and again).
+    again = _cli("worker", "--root", str(root), "--quiet", "--max-attempts", "1",
+                 "--retry-failed", env=broken)
+    assert again.returncode == 1, again.stderr
+    starts = [e for e in _events(log) if e["event"] == "start"]
+    assert len(starts) == 2 * 4
+    fixed = _cli("worker", "--root", str(root), "--quiet", "--retry-failed", env=_env(log))
+    assert fixed.returncode == 0, fixed.stderr
+    assert "4 trials left" in fixed.stdout
+    store = Store(sqlite_url(root / "tunebook.db"))
+    try:
+        trials = store.trials(store.require_experiment("shared").id)
+        meas = store.measurements(metric="loss")
+    finally:
+        store.close()
+    assert [t.status for t in trials] == ["completed"] * 4
+    for t in trials:
+        got = [(s, v) for tid, s, _, v in meas if tid == t.id]
+        assert got == [(s, value(t.params["x"], s)) for s in (5, 10, 15, 20)]

@@ -66,6 +66,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         "here, else the current folder)")
     p.add_argument("--max-attempts", type=_positive, default=3,
                    help="a trial whose worker dies this many times fails")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="re-queue the failed trials of each joined experiment once, when "
+                        "this worker first joins it (after fixing their cause)")
     add_cluster_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_worker)
@@ -131,12 +134,23 @@ def _loop(args: argparse.Namespace, url: str, store: Any, named: list[Any]) -> i
 
     skipped: set[str] = set()  # could not run here: said once
     stuck: dict[str, int] = {}  # ran to its end with trials left (nothing to do for them)
+    # --retry-failed: the experiments whose failed trials were re-queued (once each).
+    retried: set[str] = set() if args.retry_failed else {r.name for r in store.experiments()}
     failed = bad = False
     said_waiting = False
+
+    def left(r: Any) -> int:
+        n = trials_left(store, r.id)
+        if r.name not in retried:  # its failed trials are work too, this once
+            n += store.counts(r.id).get("failed", 0)
+        return n
+
     while True:
         rows = named or store.experiments()
+        if not args.retry_failed:
+            retried.update(r.name for r in rows)
         todo = [(r, n) for r in rows if r.name not in skipped
-                and (n := trials_left(store, r.id)) > 0 and stuck.get(r.name) != n]
+                and (n := left(r)) > 0 and stuck.get(r.name) != n]
         if not todo:
             if args.wait is None:
                 where = "the named experiments" if named else store.display_url
@@ -150,21 +164,25 @@ def _loop(args: argparse.Namespace, url: str, store: Any, named: list[Any]) -> i
             time.sleep(args.wait)
             continue
         said_waiting = False
-        for row, left in todo:
-            code = _join(args, url, store, row, left)
+        for row, n in todo:
+            retry = row.name not in retried
+            retried.add(row.name)
+            code = _join(args, url, store, row, n, retry)
             if code in (EXIT_INTERRUPTED, *EXIT_SIGNAL.values()):
                 return code
             if code == EXIT_BAD_INPUT:
                 skipped.add(row.name)
                 bad = True
             failed = failed or code == EXIT_FAILED_TRIALS
-            after = trials_left(store, row.id)
-            if code == 0 and after == left:
+            after = left(row)
+            if code == 0 and after == n:
                 stuck[row.name] = after
 
 
-def _join(args: argparse.Namespace, url: str, store: Any, row: Any, left: int) -> int:
-    """Run one experiment to its end with this machine's workers; its exit code."""
+def _join(args: argparse.Namespace, url: str, store: Any, row: Any, left: int,
+          retry_failed: bool) -> int:
+    """Run one experiment to its end with this machine's workers (its failed trials re-queued
+    first with ``retry_failed``); its exit code."""
     from tunebook.cli.progress import _ProgressBar
     from tunebook.cli.run import _check_checkpoint_root, _without_password, _worker_options
     from tunebook.execution.remote import rebuild
@@ -180,7 +198,7 @@ def _join(args: argparse.Namespace, url: str, store: Any, row: Any, left: int) -
     bar = _ProgressBar(sys.stderr, bar=not args.quiet)
     try:
         result = run(experiment, root=args.root, store=url, workers=args.workers,
-                     max_attempts=args.max_attempts, progress=bar,
+                     max_attempts=args.max_attempts, retry_failed=retry_failed, progress=bar,
                      argv=["tunebook", *_without_password(sys.argv[1:])],
                      stale_after_seconds=args.stale_after, options=_worker_options(args))
     except TunebookError as exc:  # a broken workload, say: the other experiments go on
