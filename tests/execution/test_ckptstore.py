@@ -386,3 +386,28 @@ def test_a_fetch_that_fails_leaves_the_worker_running_from_its_own_checkpoints(
         assert steps == [10, 20, 30]
     finally:
         store.close()
+
+
+def test_a_publish_lists_the_shared_store_once_and_hashes_each_file_once(
+        place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunebook.core.durable as durable
+
+    shared = place.shared()
+    trial = _trial(tmp_path / "a", shared)  # keeps the newest 2
+    for step in (10, 20):
+        trial.save_state(step, {"step": step, "blob": "x" * 1000})
+    listings: list[str] = []
+    names = shared.names
+    monkeypatch.setattr(shared, "names", lambda: listings.append("ls") or names())
+    hashed: list[str] = []
+    real = durable.sha256_file
+    monkeypatch.setattr(durable, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    trial.save_state(30, {"step": 30, "blob": "y" * 1000})
+    assert listings == ["ls"]  # the pruning reads the listing of the publish
+    assert sorted(hashed) == sorted(set(hashed))  # the local manifest's digests reused
+    assert sorted(_manifests(place)) == [20, 30]
+    # What was published verifies where it is fetched.
+    other = _trial(tmp_path / "b", shared)
+    assert prepare_trial(shared, other.checkpoint_root, first_start=False, recorded_step=30,
+                         log=lambda _: None) == 30
+    assert other.load_state() == {"step": 30, "blob": "y" * 1000}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tunebook.analysis.data import TrialData, load
-from tunebook.core.paths import trial_dir
+from tunebook.core.paths import checkpoints_dir, trial_dir
 from tunebook.errors import TunebookError
 from tunebook.execution.final_eval import best_checkpoint as _best_checkpoint
 from tunebook.execution.final_eval import checkpoint_at
@@ -106,7 +106,7 @@ def checkpoint_of(root: str | Path, name: str, trial: TrialData, objective: Obje
 
         shared = open_checkpoint_root(checkpoint_root, base_dir)
         if shared is not None:
-            fetch_best(shared.trial(name, trial.study, trial.index), folder / "checkpoints",
+            fetch_best(shared.trial(name, trial.study, trial.index), checkpoints_dir(folder),
                        trial.best_step, objective.metric, objective.sign)
     return _best_checkpoint(folder, trial.best_step, objective)
 

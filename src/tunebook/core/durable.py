@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["fsync_path", "sha256_file"]
+__all__ = ["file_digests", "files_problem", "fsync_path", "sha256_file"]
 
 
 def fsync_path(path: Path) -> None:
@@ -34,3 +36,35 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_digests(folder: Path, known: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"bytes": size, "sha256": hex}}`` of every file under ``folder``, in
+    path order; entries of ``known`` (digests just computed of the same files) are taken as
+    they are."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(folder).as_posix()
+            entry = (known or {}).get(rel)
+            out[rel] = dict(entry) if isinstance(entry, dict) else {
+                "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return out
+
+
+def files_problem(folder: Path, files: Mapping[str, Any]) -> str | None:
+    """What is wrong with the files under ``folder`` against their recorded digests
+    (:func:`file_digests`): the first one missing, of another size or another sha256; None
+    when every one matches."""
+    for name, entry in sorted(files.items()):
+        if not isinstance(entry, dict):
+            return f"{name} has no digest"
+        file = folder / name
+        if not file.is_file():
+            return f"{name} is missing"
+        size = file.stat().st_size
+        if size != entry.get("bytes"):
+            return f"{name} has {size} bytes, {entry.get('bytes')} were written"
+        if sha256_file(file) != entry.get("sha256"):
+            return f"{name} does not match its sha256"
+    return None

@@ -5,6 +5,8 @@
     <root>/tunebook.db                                    the default (SQLite) store
     <root>/runs/<experiment>/<study>/trial-00007/         one trial's folder
     <root>/runs/<experiment>/<study>/trial-00007/log.txt  its log (workload output, errors)
+    <root>/runs/<experiment>/<study>/trial-00007/checkpoints/step-0000000060/
+                                                          its checkpoint at step 60
     <root>/cache/                                         downloads shared by every trial
     <root>/reports/<experiment>.html                      ``tunebook report``'s default page
 
@@ -21,6 +23,9 @@ __all__ = [
     "STORE_FILE",
     "TRIAL_LOG",
     "cache_dir",
+    "checkpoint_folder",
+    "checkpoint_folders",
+    "checkpoints_dir",
     "default_report_path",
     "slug",
     "store_file",
@@ -29,6 +34,7 @@ __all__ = [
 
 STORE_FILE = "tunebook.db"
 TRIAL_LOG = "log.txt"
+_STEP = "step-"  # a checkpoint's folder: step-0000000060
 
 
 def slug(text: str) -> str:
@@ -64,3 +70,27 @@ def cache_dir(root: str | Path) -> Path:
 def default_report_path(root: str | Path, name: str) -> Path:
     """Where ``tunebook report`` writes by default: ``<root>/reports/<name>.html``."""
     return Path(root) / "reports" / f"{slug(name)}.html"
+
+
+def checkpoints_dir(trial_folder: str | Path) -> Path:
+    """The folder of a trial's published checkpoints."""
+    return Path(trial_folder) / "checkpoints"
+
+
+def checkpoint_folder(checkpoints: str | Path, step: int) -> Path:
+    """The folder of the checkpoint of ``step`` in a trial's checkpoints folder."""
+    return Path(checkpoints) / f"{_STEP}{int(step):010d}"
+
+
+def checkpoint_folders(checkpoints: str | Path) -> list[tuple[int, Path]]:
+    """The checkpoints in a trial's checkpoints folder as ``(step, folder)``, oldest first
+    (none when the folder does not exist or cannot be read)."""
+    out = []
+    try:
+        entries = list(Path(checkpoints).iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        if p.name.startswith(_STEP) and p.name[len(_STEP):].isdigit() and p.is_dir():
+            out.append((int(p.name[len(_STEP):]), p))
+    return sorted(out)

@@ -29,14 +29,14 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tunebook.core.durable import fsync_path, sha256_file
-from tunebook.core.paths import slug
+from tunebook.core.durable import file_digests, files_problem, fsync_path
+from tunebook.core.paths import checkpoint_folder, checkpoint_folders, slug
 from tunebook.core.storage import split_location, storage_location_problem
 from tunebook.errors import TunebookError
 from tunebook.execution.ckptfiles import FsspecFiles, MountFiles
@@ -47,7 +47,6 @@ __all__ = ["CheckpointRootError", "RemoteCheckpoint", "SharedCheckpoints", "Tria
 _FORMAT = 1
 _MANIFEST = re.compile(r"^manifest-(\d{10})-([0-9a-f]{24})\.json$")
 _STEP_PREFIX = re.compile(r"^step-(\d{10})-([0-9a-f]{24})$")
-_LOCAL_STEP = "step-"
 S3_HINT = "pip install 'tunebook[s3]'"
 
 
@@ -86,28 +85,33 @@ class TrialCheckpoints:
     def __init__(self, files: MountFiles | FsspecFiles, key: str, where: str) -> None:
         self._files, self.key, self.where = files, key, where
 
-    def listing(self) -> list[RemoteCheckpoint]:
-        """The checkpoints with a manifest, oldest first (same step: the older upload first)."""
+    def names(self) -> list[str]:
+        """The names in the trial's folder (one listing of the shared store)."""
+        return list(self._files.names(self.key))
+
+    def listing(self, names: Sequence[str] | None = None) -> list[RemoteCheckpoint]:
+        """The checkpoints with a manifest, oldest first (same step: the older upload first);
+        from ``names`` (:meth:`names`) when given, else from a new listing."""
         found = []
-        for name in self._files.names(self.key):
+        for name in self.names() if names is None else names:
             if (m := _MANIFEST.match(name)) is not None:
                 found.append(RemoteCheckpoint(int(m.group(1)), m.group(2)))
         return sorted(found, key=lambda c: (c.step, c.token))
 
     def publish(self, step: int, folder: Path, holds_claim: Callable[[], bool] | None = None,
-                meta: Mapping[str, Any] | None = None) -> RemoteCheckpoint | None:
+                meta: Mapping[str, Any] | None = None, known: Mapping[str, Any] | None = None
+                ) -> RemoteCheckpoint | None:
         """Upload checkpoint ``folder`` of ``step``, then its manifest; returns it.
 
-        None, with no manifest written (the files uploaded are removed), when ``holds_claim``
-        says, just before the manifest is written, that this worker no longer has the trial.
+        ``known``: digests of its files already computed (its local manifest's), not hashed
+        again. None, with no manifest written (the files uploaded are removed), when
+        ``holds_claim`` says, just before the manifest is written, that this worker no longer
+        has the trial.
         """
         ckpt = RemoteCheckpoint(step, _token())
-        files = {}
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                rel = path.relative_to(folder).as_posix()
-                files[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-                self._files.put(path, f"{self.key}/{ckpt.prefix}/{rel}")
+        files = file_digests(folder, known)
+        for rel in files:
+            self._files.put(folder / rel, f"{self.key}/{ckpt.prefix}/{rel}")
         if holds_claim is not None and not holds_claim():
             self._files.remove_tree(f"{self.key}/{ckpt.prefix}")
             return None
@@ -139,20 +143,16 @@ class TrialCheckpoints:
         tmp = dest.with_name(f".tmp-fetch-{dest.name}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            for rel, entry in sorted(manifest["files"].items()):
+            for rel in sorted(manifest["files"]):
                 local = tmp / rel
                 if ".." in Path(rel).parts or Path(rel).is_absolute():
                     return f"{rel!r} is not a path inside the checkpoint"
                 local.parent.mkdir(parents=True, exist_ok=True)
-                try:
+                with contextlib.suppress(FileNotFoundError):  # then said missing below
                     self._files.get(f"{self.key}/{ckpt.prefix}/{rel}", local)
-                except FileNotFoundError:
-                    return f"{rel} is missing"
-                size = local.stat().st_size
-                if size != entry.get("bytes"):
-                    return f"{rel} has {size} bytes, {entry.get('bytes')} were written"
-                if sha256_file(local) != entry.get("sha256"):
-                    return f"{rel} does not match its sha256"
+            problem = files_problem(tmp, manifest["files"])
+            if problem is not None:
+                return problem
             tmp.mkdir(parents=True, exist_ok=True)
             for path in tmp.rglob("*"):
                 fsync_path(path)
@@ -174,25 +174,29 @@ class TrialCheckpoints:
                                 f"{self.key}/{mark}-{ckpt.manifest}")
         self._files.remove(f"{self.key}/{ckpt.manifest}")
 
-    def remove_orphans(self, up_to: int) -> None:
+    def remove_orphans(self, up_to: int, names: Sequence[str] | None = None) -> None:
         """Delete the file prefixes no manifest lists, of steps up to ``up_to`` (uploads cut
-        short by a killed worker, or refused because the worker had lost its trial)."""
-        listed = {c.prefix for c in self.listing()}
-        for name in self._files.names(self.key):
+        short by a killed worker, or refused because the worker had lost its trial); from
+        ``names`` (:meth:`names`) when given, else from a new listing."""
+        names = self.names() if names is None else names
+        listed = {c.prefix for c in self.listing(names)}
+        for name in names:
             m = _STEP_PREFIX.match(name)
             if m is not None and name not in listed and int(m.group(1)) <= up_to:
                 self._files.remove_tree(f"{self.key}/{name}")
 
-    def prune(self, keep: set[int]) -> None:
+    def prune(self, keep: set[int], names: Sequence[str] | None = None) -> None:
         """Remove every checkpoint whose step is not in ``keep``, and the older uploads of a
-        step that was published again; manifests first."""
-        found = self.listing()
+        step that was published again; manifests first. ``names``: as for :meth:`listing`
+        (one listing serves the whole pruning)."""
+        names = self.names() if names is None else names
+        found = self.listing(names)
         newest = {c.step: c for c in found}  # oldest first: the last upload of a step wins
         for ckpt in found:
             if ckpt.step not in keep or newest[ckpt.step] != ckpt:
                 self.remove(ckpt)
         if found:
-            self.remove_orphans(max(c.step for c in found))
+            self.remove_orphans(max(c.step for c in found), names)
 
     def value(self, ckpt: RemoteCheckpoint, metric: str | None) -> float | None:
         """The objective value the checkpoint's meta.json recorded (copied in its manifest)."""
@@ -286,11 +290,7 @@ def prepare_trial(shared: TrialCheckpoints, local_root: Path, *, first_start: bo
             log(f"set aside shared checkpoint {ckpt.manifest}, which this store did not record")
         return None
     at_most = recorded_step or 0
-    local = []
-    with contextlib.suppress(OSError):
-        for p in local_root.iterdir():
-            if p.is_dir() and p.name.startswith(_LOCAL_STEP) and p.name[5:].isdigit():
-                local.append((int(p.name[5:]), p))
+    local = checkpoint_folders(local_root)
     for step, path in local:
         if step > at_most:
             aside = path.with_name(f"unrecorded-{path.name}-{int(time.time())}")
@@ -304,7 +304,7 @@ def prepare_trial(shared: TrialCheckpoints, local_root: Path, *, first_start: bo
         if ckpt.step > at_most:
             continue
         local_root.mkdir(parents=True, exist_ok=True)
-        problem = shared.fetch(ckpt, local_root / f"{_LOCAL_STEP}{ckpt.step:010d}")
+        problem = shared.fetch(ckpt, checkpoint_folder(local_root, ckpt.step))
         if problem is None:
             log(f"fetched the checkpoint at step {ckpt.step} from {shared.where}")
             return ckpt.step
@@ -339,7 +339,7 @@ def fetch_best(shared: TrialCheckpoints, local_root: Path, best_step: int | None
                                      key=lambda rc: rc[0]):
         if tier == 2:
             break
-        dest = local_root / f"{_LOCAL_STEP}{ckpt.step:010d}"
+        dest = checkpoint_folder(local_root, ckpt.step)
         if dest.is_dir():
             return ckpt.step
         local_root.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,6 @@ trial's best step (the step of its best objective value, which the built-in work
 from __future__ import annotations
 
 import ast
-import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -50,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunebook.core.paths import TRIAL_LOG
+from tunebook.core.paths import TRIAL_LOG, checkpoint_folder, checkpoint_folders, checkpoints_dir
 from tunebook.errors import WorkloadError
 from tunebook.execution.trial import Trial, check_metric_name, checkpoint_value
 from tunebook.objective import Objective
@@ -60,9 +59,6 @@ __all__ = ["ENTRY_SUFFIX", "FinalEvalTrial", "best_checkpoint", "check_entry", "
 
 ENTRY_SUFFIX = "_final_eval"
 """The final-evaluation entry of workload ``module:function`` is ``module:function`` + this."""
-
-_CKPT_PREFIX = "step-"  # the folder name of a checkpoint, as tunebook.execution.trial names it
-
 
 @dataclass(frozen=True)
 class FinalEvalTrial:
@@ -122,8 +118,7 @@ def checkpoint_at(trial_dir: str | Path, step: int | None) -> Path | None:
     """The checkpoint folder of ``step`` in a trial folder if it is kept, else None (one stat)."""
     if step is None:
         return None
-    # Trial.publish_checkpoint's name: step-0000000060.
-    folder = Path(trial_dir) / "checkpoints" / f"{_CKPT_PREFIX}{int(step):010d}"
+    folder = checkpoint_folder(checkpoints_dir(trial_dir), step)
     return folder if folder.is_dir() else None
 
 
@@ -133,18 +128,10 @@ def best_checkpoint(trial_dir: str | Path, best_step: int | None,
     folder = checkpoint_at(trial_dir, best_step)
     if folder is not None and best_step is not None:
         return int(best_step), folder
-    root = Path(trial_dir) / "checkpoints"
     scored: list[tuple[float, int, Path]] = []
-    with contextlib.suppress(OSError):
-        for p in root.iterdir():
-            if not (p.is_dir() and p.name.startswith(_CKPT_PREFIX)):
-                continue
-            try:
-                step = int(p.name[len(_CKPT_PREFIX):])
-            except ValueError:
-                continue
-            if (value := checkpoint_value(p, objective.metric)) is not None:
-                scored.append((objective.sign * value, step, p))
+    for step, p in checkpoint_folders(checkpoints_dir(trial_dir)):
+        if (value := checkpoint_value(p, objective.metric)) is not None:
+            scored.append((objective.sign * value, step, p))
     if not scored:
         return None
     _, step, path = min(scored)  # ties: the earliest step, like the store's best_step

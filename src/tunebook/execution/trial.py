@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tunebook.core.durable import fsync_path, sha256_file
+from tunebook.core.durable import file_digests, files_problem, fsync_path
 from tunebook.core.limits import MAX_METRIC_LENGTH
+from tunebook.core.paths import checkpoint_folder, checkpoint_folders, checkpoints_dir
 from tunebook.errors import Infeasible, TunebookError
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ __all__ = ["MANIFEST_FILE", "MAX_METRIC_LENGTH", "META_FILE", "STATE_FILE", "Los
            "MeasurementSink", "Trial", "check_metric_name", "checkpoint_problem",
            "checkpoint_value", "fsync_path"]
 
-_CKPT_PREFIX = "step-"
 _CORRUPT_PREFIX = "corrupt-"  # the same mark as tunebook.torch.Checkpointer's
 
 
@@ -111,8 +111,7 @@ def _write_manifest(folder: Path, step: int) -> None:
     """Record the size and sha256 of every file of ``folder`` in its manifest."""
     manifest = folder / MANIFEST_FILE
     manifest.unlink(missing_ok=True)
-    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = file_digests(folder)
     manifest.write_text(json.dumps({"format": _MANIFEST_FORMAT, "step": step, "files": files},
                                    indent=1) + "\n", encoding="utf-8")
 
@@ -131,16 +130,7 @@ def checkpoint_problem(folder: Path) -> str | None:
         assert isinstance(files, dict)
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         return f"{MANIFEST_FILE} is unreadable"
-    for name, entry in sorted(files.items()):
-        file = folder / name
-        if not file.is_file():
-            return f"{name} is missing"
-        size = file.stat().st_size
-        if size != entry.get("bytes"):
-            return f"{name} has {size} bytes, {entry.get('bytes')} were written"
-        if sha256_file(file) != entry.get("sha256"):
-            return f"{name} does not match its sha256"
-    return None
+    return files_problem(folder, files)
 
 
 class _NoState(Exception):
@@ -307,18 +297,11 @@ class Trial:
     @property
     def checkpoint_root(self) -> Path:
         """The folder holding this trial's checkpoints."""
-        return self._dir / "checkpoints"
+        return checkpoints_dir(self._dir)
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints as ``(step, folder)``, oldest first."""
-        if not self.checkpoint_root.is_dir():
-            return []
-        out = []
-        for p in self.checkpoint_root.iterdir():
-            if p.is_dir() and p.name.startswith(_CKPT_PREFIX):
-                with contextlib.suppress(ValueError):
-                    out.append((int(p.name[len(_CKPT_PREFIX):]), p))
-        return sorted(out)
+        return checkpoint_folders(self.checkpoint_root)
 
     def latest_checkpoint(self) -> tuple[int, Path] | None:
         """The newest complete checkpoint as ``(step, folder)``, or None."""
@@ -353,7 +336,7 @@ class Trial:
         if self._cancelled is not None and self._cancelled():
             raise Lost()
         self.checkpoint_root.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_root / f".tmp-{_CKPT_PREFIX}{step:010d}-{os.getpid()}"
+        tmp = self.checkpoint_root / f".tmp-{checkpoint_folder('', step).name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
@@ -375,7 +358,7 @@ class Trial:
         found = self.checkpoints()
         local = dict(found)
         listed = self._shared_checkpoints()
-        shared = listed or {}
+        shared = listed[0] if listed else {}
         # The shared copies count too: the best one may have been written on another machine.
         kept = sorted(step for step in set(local) | set(shared) if step <= current)
         keep = set(kept[len(kept) - keep_latest:]) if keep_latest > 0 else set()
@@ -386,7 +369,7 @@ class Trial:
             if step not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
         if listed is not None:  # unlisted, a shared-only best one could not be told apart
-            self._prune_shared(keep)
+            self._prune_shared(keep, listed[1])
 
     def publish_checkpoint(self, step: int, folder: str | Path, prune: bool = True,
                            checksums: bool = False) -> Path:
@@ -413,10 +396,10 @@ class Trial:
         # store gave the trial to another worker meanwhile.
         self.flush(confirm=True)
         self.checkpoint_root.mkdir(parents=True, exist_ok=True)
-        final = self.checkpoint_root / f"{_CKPT_PREFIX}{step:010d}"
+        final = checkpoint_folder(self.checkpoint_root, step)
         if final.exists():
             # Move the old one aside first: at every instant one complete copy exists.
-            aside = self.checkpoint_root / f".old-{_CKPT_PREFIX}{step:010d}-{os.getpid()}"
+            aside = self.checkpoint_root / f".old-{final.name}-{os.getpid()}"
             shutil.rmtree(aside, ignore_errors=True)
             os.replace(final, aside)
             os.replace(tmp, final)
@@ -435,8 +418,8 @@ class Trial:
             for _, old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
             if (listed := self._shared_checkpoints()) is not None:
-                steps = sorted(set(dict(self.checkpoints())) | set(listed))
-                self._prune_shared(set(steps[-keep:]))
+                steps = sorted(set(dict(self.checkpoints())) | set(listed[0]))
+                self._prune_shared(set(steps[-keep:]), listed[1])
         return final
 
     # ----------------------------------------------------------------- shared checkpoints
@@ -448,12 +431,16 @@ class Trial:
             Lost: when the store no longer gives this worker the trial (no manifest written).
         """
         assert self._shared is not None
-        meta = None
+        meta = known = None
         with contextlib.suppress(OSError, ValueError):
             meta = json.loads((final / META_FILE).read_text(encoding="utf-8"))
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            # The local manifest's digests, just computed: not hashed a second time.
+            known = json.loads((final / MANIFEST_FILE).read_text(encoding="utf-8")).get("files")
         try:
             published = self._shared.publish(step, final, self._holds_claim,
-                                              meta if isinstance(meta, dict) else None)
+                                              meta if isinstance(meta, dict) else None,
+                                              known if isinstance(known, dict) else None)
         except TunebookError:
             raise  # the store unreachable past its bound: not an upload problem
         except Exception as exc:
@@ -463,13 +450,15 @@ class Trial:
         if published is None:
             raise Lost()
 
-    def _shared_checkpoints(self) -> dict[int, RemoteCheckpoint] | None:
-        """The shared checkpoints by step (the newest upload of each); None without shared
+    def _shared_checkpoints(self) -> tuple[dict[int, RemoteCheckpoint], list[str]] | None:
+        """The shared checkpoints by step (the newest upload of each) and the listing they
+        come from (for the pruning that follows: one listing each time); None without shared
         checkpoints or when they cannot be listed (logged)."""
         if self._shared is None:
             return None
         try:
-            return {c.step: c for c in self._shared.listing()}
+            names = self._shared.names()
+            return {c.step: c for c in self._shared.listing(names)}, names
         except Exception as exc:
             self.log(f"could not list {self._shared.where} ({type(exc).__name__}: {exc})")
             return None
@@ -486,12 +475,13 @@ class Trial:
             return None
         return value if value is not None and math.isfinite(value) else None
 
-    def _prune_shared(self, keep: set[int]) -> None:
-        """Remove the shared checkpoints whose step is not in ``keep`` (manifests first)."""
+    def _prune_shared(self, keep: set[int], names: list[str]) -> None:
+        """Remove the shared checkpoints whose step is not in ``keep`` (manifests first);
+        ``names``: the listing just read."""
         if self._shared is None:
             return
         try:
-            self._shared.prune(keep)
+            self._shared.prune(keep, names)
         except Exception as exc:  # kept one more time: pruning is retried at the next publish
             self.log(f"could not prune {self._shared.where} ({type(exc).__name__}: {exc})")
 

@@ -23,14 +23,19 @@ from types import FrameType
 from typing import Any
 
 from tunebook.core.interrupts import deliver, protected
-from tunebook.core.paths import TRIAL_LOG, cache_dir, trial_dir
+from tunebook.core.paths import TRIAL_LOG, cache_dir, checkpoints_dir, trial_dir
 from tunebook.core.processes import (
     die_with_parent,
     die_with_parent_sigkill,
     worker_name,
 )
 from tunebook.errors import Infeasible, TunebookError
-from tunebook.execution.ckptstore import TrialCheckpoints, open_checkpoint_root, prepare_trial
+from tunebook.execution.ckptstore import (
+    SharedCheckpoints,
+    TrialCheckpoints,
+    open_checkpoint_root,
+    prepare_trial,
+)
 from tunebook.execution.claim import ClaimedSink
 from tunebook.execution.trial import Lost, Trial
 from tunebook.execution.workload import Workload, load_workload
@@ -258,7 +263,7 @@ def _open_trial(store: StoreAPI, experiment: Experiment, row: TrialRow, root: st
     """The live :class:`Trial` of a claimed row, its folder made safe to resume from."""
     folder = trial_dir(root, experiment.name, row.study, row.index)
     log = _TrialLog(folder / TRIAL_LOG)
-    stale = folder / "checkpoints"
+    stale = checkpoints_dir(folder)
     if row.first_start and stale.exists():
         # Left by another store (a deleted database, another --store on the same root): never
         # resume from checkpoints this store did not record. Moved aside, not deleted.
@@ -283,17 +288,22 @@ def _open_trial(store: StoreAPI, experiment: Experiment, row: TrialRow, root: st
     return trial, log
 
 
+def _checkpoint_root(experiment: Experiment, options: WorkerOptions) -> SharedCheckpoints | None:
+    """The shared checkpoints of this run: ``--checkpoint-root``, else the file's."""
+    return open_checkpoint_root(options.checkpoint_root or experiment.checkpoint_root,
+                                experiment.base_dir)
+
+
 def _shared_checkpoints(experiment: Experiment, options: WorkerOptions, row: TrialRow,
                         folder: Path, log: _TrialLog) -> TrialCheckpoints | None:
     """The trial's shared checkpoints (None without a checkpoint root), the newest recorded
     one fetched into its folder first when this machine does not hold it."""
-    shared = open_checkpoint_root(options.checkpoint_root or experiment.checkpoint_root,
-                                  experiment.base_dir)
+    shared = _checkpoint_root(experiment, options)
     if shared is None:
         return None
     mine = shared.trial(experiment.name, row.study, row.index)
     try:
-        prepare_trial(mine, folder / "checkpoints", first_start=row.first_start,
+        prepare_trial(mine, checkpoints_dir(folder), first_start=row.first_start,
                       recorded_step=row.checkpoint_step, log=log)
     except Exception as exc:  # s3fs retried already: resume from what this machine holds
         log(f"could not fetch from {mine.where} ({type(exc).__name__}: {exc}); resuming from "
@@ -382,8 +392,7 @@ def worker_loop(store: StoreAPI, experiment: Experiment, experiment_id: int, wor
                 root: str | Path, worker: str, options: WorkerOptions = WorkerOptions(),
                 should_stop: Any = None) -> int:
     """Claim and run trials until none is left; returns how many ran."""
-    shared = open_checkpoint_root(options.checkpoint_root or experiment.checkpoint_root,
-                                  experiment.base_dir)
+    shared = _checkpoint_root(experiment, options)
     if shared is not None:
         shared.probe()  # an unreachable bucket stops the worker before its first claim
     with Heartbeat(store, worker, options.heartbeat_seconds, options.parent_pid) as heartbeat:
