@@ -98,7 +98,7 @@ def main() -> None:
         root = Path(tmp) if args.keep is None else args.keep / f"{args.trials}x{args.evals}"
         t0 = time.perf_counter()
         if (root / "filled").exists():
-            store, fill_s = Store.at_root(root), float("nan")
+            store, fill_s = Store.at_root(root), None
         else:
             root.mkdir(parents=True, exist_ok=True)
             store = fill(root, args.trials, args.evals)
@@ -114,7 +114,7 @@ def main() -> None:
         target_s, target_mb = (5, 5) if args.trials * args.evals > 50_000 else (10, None)
         print(f"store filled: {args.trials} trials x {args.evals} evaluations x 3 metrics "
               f"({args.trials * args.evals * 3:,} measurements) "
-              + ("reused" if fill_s != fill_s else f"in {fill_s:.1f}s"))
+              + ("reused" if fill_s is None else f"in {fill_s:.1f}s"))
         page_target = "" if target_mb is None else (
             f" (target <= {target_mb} MB: {'met' if size_mb <= target_mb else 'MISSED'})")
         # CPU time too: on a shared machine the wall clock counts the other processes' turns.
