@@ -59,11 +59,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     (the ``run`` options)."""
     # Bytes that are not UTF-8 reach Python as lone surrogates (and NUL through main(argv)):
     # no store can hold them, SQLite's driver raises on them.
-    for option, value in (("name", getattr(args, "name", None)),
-                          ("text", getattr(args, "text", None)),
-                          ("--study", getattr(args, "study", None)),
-                          ("--metric", getattr(args, "metric", None)),
-                          ("--store", getattr(args, "store", None))):
+    texts = [("name", getattr(args, "name", None)), ("text", getattr(args, "text", None)),
+             ("--study", getattr(args, "study", None)), ("--metric", getattr(args, "metric", None)),
+             ("--store", getattr(args, "store", None))]
+    texts += [("NAME", name) for name in getattr(args, "names", None) or []]
+    for option, value in texts:
         if isinstance(value, str) and any(
                 c == "\0" or unicodedata.category(c) == "Cs" for c in value):
             parser.error(f"{option}: must be UTF-8 text without NUL characters, got {value!r}")

@@ -20,10 +20,7 @@ import argparse
 import contextlib
 import signal
 import sys
-import threading
 import time
-import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,25 +79,12 @@ class _Stopped(KeyboardInterrupt):
         self.name = name
 
 
-@contextlib.contextmanager
-def _signals() -> Iterator[None]:
+def _signals() -> contextlib.AbstractContextManager[None]:
     """SIGTERM and SIGHUP stop the worker like Ctrl-C, never inside a store transaction;
     ``run`` installs its own handlers while an experiment runs."""
-    from tunebook.core.interrupts import deliver
+    from tunebook.core.interrupts import stops_on
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        deliver(_Stopped(signal.Signals(signum).name))
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return stops_on((signal.SIGTERM, signal.SIGHUP), lambda sig: _Stopped(sig.name))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -110,9 +94,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from tunebook.store.sql import Store, sqlite_url
 
     _check_root(args, writing=True)
-    for name in args.names:  # not UTF-8 (lone surrogates) or a NUL: no store holds it
-        if any(c == "\0" or unicodedata.category(c) == "Cs" for c in name):
-            raise TunebookError(f"NAME: must be UTF-8 text without NUL characters, got {name!r}")
     if args.base_dir is not None and not args.base_dir.is_dir():
         raise TunebookError(f"--base-dir: {str(args.base_dir)!r} is not a folder")
     url = args.store or sqlite_url(store_file(args.root))

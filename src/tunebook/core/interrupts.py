@@ -17,10 +17,12 @@ CPython still runs the Python-level handler in the main thread at once.
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-__all__ = ["deliver", "protected"]
+__all__ = ["deliver", "protected", "stops_on"]
 
 _depth = 0
 _pending: BaseException | None = None
@@ -51,3 +53,24 @@ def deliver(exc: BaseException) -> None:
             _pending = exc
         return
     raise exc
+
+
+@contextlib.contextmanager
+def stops_on(signals: Sequence[signal.Signals],
+             exception: Callable[[signal.Signals], BaseException]) -> Iterator[None]:
+    """While inside, each of ``signals`` raises ``exception(signal)`` in the main thread through
+    :func:`deliver` (never inside a store transaction); the previous handlers come back after.
+    Outside the main thread (where Python installs no handler) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        deliver(exception(signal.Signals(signum)))
+
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -29,12 +29,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from tunebook.core.interrupts import deliver
+from tunebook.core.interrupts import stops_on
 from tunebook.core.paths import trial_dir
 from tunebook.core.processes import host_name
 from tunebook.errors import StoreError, WorkloadError
@@ -243,26 +242,15 @@ def register_experiment(store: StoreAPI, experiment: Experiment, studies: list[S
     return exp_id
 
 
-@contextlib.contextmanager
-def _signals_as_interrupt(result: RunResult) -> Iterator[None]:
+def _signals_as_interrupt(result: RunResult) -> contextlib.AbstractContextManager[None]:
     """SIGTERM and SIGHUP (a scheduler, a closed terminal) stop the run like Ctrl-C does; none
     of the three interrupts a store transaction half-way."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    def interrupt(sig: signal.Signals) -> BaseException:
+        if sig != signal.SIGINT:
+            result.signal = sig.name
+        return KeyboardInterrupt()
 
-    def stop(signum: int, frame: Any) -> None:
-        if signum != signal.SIGINT:
-            result.signal = signal.Signals(signum).name
-        deliver(KeyboardInterrupt())  # never inside a store transaction
-
-    previous = {sig: signal.signal(sig, stop)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return stops_on((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), interrupt)
 
 
 _GUARD_HINT = ("tunebook.run() was called while a worker process was starting: a script that "
