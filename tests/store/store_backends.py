@@ -2,12 +2,13 @@
 SQLite file on disk, and a database on the session's real PostgreSQL server; a test module
 imports ``connect_fixture`` and ``store_fixture`` to use them), a small registration, and
 :class:`LostReply`, which commits a transaction and then loses its reply, as a network cut at
-the worst moment does."""
+the worst moment does, and :func:`at_once`, which starts calls together in threads."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,25 @@ class LostReply:
             conn.connection.driver_connection.commit()
             self.cuts += 1
             raise self.error
+
+
+def at_once(calls: Sequence[Callable[[], Any]]) -> tuple[list[Any], list[BaseException]]:
+    """Run ``calls`` in threads released together (a barrier); their results and their
+    errors, each in the order they came."""
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], Any]) -> None:
+        start.wait()
+        try:
+            results.append(call())
+        except BaseException as exc:  # returned to the test, which asserts on them
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors

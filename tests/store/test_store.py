@@ -3,9 +3,9 @@ real PostgreSQL server started by the test setup."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from tunebook.store.sql import (
     StudySpec,
 )
 
-from store_backends import connect_fixture, store_fixture  # noqa: F401 (fixtures)
+from store_backends import at_once, connect_fixture, store_fixture  # noqa: F401 (fixtures)
 
 
 def _register(store: Store, n: int = 5, identity: str = "id1", studies: int = 2,
@@ -93,21 +93,14 @@ def test_claim_order_interleaves_studies_and_is_exclusive(store: Store) -> None:
 
 def test_concurrent_claims_never_hand_out_a_trial_twice(connect: Callable[[], Store]) -> None:
     exp_id = _register(connect(), n=40)
-    got: list[int] = []
-    lock = threading.Lock()
 
-    def worker(name: str) -> None:
+    def worker(name: str) -> list[int]:
         s = connect()  # one store (engine) per worker, as processes do
-        while (t := s.claim(exp_id, name)) is not None:
-            with lock:
-                got.append(t.id)
+        return [t.id for t in iter(lambda: s.claim(exp_id, name), None)]
 
-    threads = [threading.Thread(target=worker, args=(f"w{k}",)) for k in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert len(got) == 80 and len(set(got)) == 80
+    claimed, errors = at_once([functools.partial(worker, f"w{k}") for k in range(4)])
+    got = [tid for ids in claimed for tid in ids]
+    assert errors == [] and len(got) == 80 and len(set(got)) == 80
 
 
 def test_measurements_upsert_nan_and_truncate(store: Store) -> None:
@@ -230,41 +223,14 @@ def test_bad_url() -> None:
 
 
 def test_concurrent_schema_creation(connect: Callable[[], Store]) -> None:
-    errors: list[BaseException] = []
-
-    def opener() -> None:
-        try:
-            connect().close()
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=opener) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    _, errors = at_once([lambda: connect().close()] * 4)
     assert errors == []
 
 
 def test_concurrent_registration_of_one_experiment(connect: Callable[[], Store]) -> None:
     # A batch scheduler starting many `tunebook run` (or workers) at once on a new store.
     stores = [connect() for _ in range(6)]
-    ids: list[int] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores))
-
-    def registrar(store: Store) -> None:
-        try:
-            barrier.wait()
-            ids.append(_register(store, n=50, studies=2))
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=registrar, args=(s,)) for s in stores]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    ids, errors = at_once([functools.partial(_register, s, n=50, studies=2) for s in stores])
     assert errors == [] and len(set(ids)) == 1
     assert stores[0].counts(ids[0]) == {"pending": 100}
 

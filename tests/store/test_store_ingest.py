@@ -6,10 +6,10 @@ an older store on opening)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +22,13 @@ from tunebook.store.queries import _CANDIDATE
 from tunebook.store.schema import SCHEMA_VERSION
 from tunebook.store.sql import Store, sqlite_url
 
-from store_backends import LostReply, connect_fixture, register, store_fixture  # noqa: F401
+from store_backends import (  # noqa: F401 (fixtures)
+    LostReply,
+    at_once,
+    connect_fixture,
+    register,
+    store_fixture,
+)
 
 # More steps than a chunk holds: a curve of several chunks.
 LONG = CHUNK_POINTS + 7
@@ -165,7 +171,6 @@ def test_writers_of_one_curve_at_once_lose_nothing(connect: Callable[[], Store])
     first = connect()
     exp_id = register(first, n=1)
     (a,) = (t.id for t in first.trials(exp_id))
-    errors: list[BaseException] = []
 
     def flushes(k: int) -> None:
         s = connect()
@@ -174,16 +179,10 @@ def test_writers_of_one_curve_at_once_lose_nothing(connect: Callable[[], Store])
                 step = 2 * i + k + 1
                 s.add_measurements_many({a: [(step, "loss", float(step)),
                                              (step, "acc", -float(step))]})
-        except BaseException as exc:  # reported below
-            errors.append(exc)
         finally:
             s.close()
 
-    threads = [threading.Thread(target=flushes, args=(k,)) for k in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _, errors = at_once([functools.partial(flushes, k) for k in (0, 1)])
     assert errors == []
     got = first.measurements([a], metric="loss")
     assert [(s, v) for _, s, _, v in got] == [(s, float(s)) for s in range(1, 81)]
@@ -313,22 +312,7 @@ def test_processes_opening_a_version_1_store_at_once_migrate_it_once(
     a, b = (t.id for t in s.trials(exp_id))
     rows = [(t, "loss", st, st / 10) for t in (a, b) for st in range(1, 300)]
     _as_version_1(s, rows)
-    opened: list[Store] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(4)
-
-    def open_it() -> None:
-        start.wait()
-        try:
-            opened.append(connect())
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    opened, errors = at_once([connect] * 4)
     assert errors == [] and len(opened) == 4
     want = sorted([(t, st, m, v) for t, m, st, v in rows], key=lambda r: (r[0], r[2], r[1]))
     for store in opened:
