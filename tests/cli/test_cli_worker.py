@@ -323,6 +323,7 @@ def _files(root: Path) -> dict[str, bytes]:
     (["worker", "--workers", "-2"], ["--workers", "got -2"]),
     (["worker", "--stale-after", "0"], ["--stale-after", "'0'"]),
     (["worker", "--base-dir", "{afile}"], ["--base-dir", "is not a folder"]),
+    (["worker", "--address", "auto"], ["--address", "needs --executor ray", "'auto'"]),
     (["worker", "shared\udce9"], ["NAME", "UTF-8", "'shared\\udce9'"]),
     (["worker", "shared", "{identity}"], ["identity", "deadbeef", "tunebook version"]),
     (["submit", "{tmp}/missing.yaml"], ["missing.yaml", "cannot read"]),

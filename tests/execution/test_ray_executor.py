@@ -351,6 +351,22 @@ def test_a_run_on_postgresql_through_a_running_cluster(
     assert got == _reference(tmp_path)
 
 
+def test_a_worker_joins_a_submitted_experiment_through_a_running_cluster(
+        tmp_path: Path, connected: str) -> None:
+    exp = write_experiment(tmp_path)
+    root = str(tmp_path / "tb")
+    run_cli("submit", str(exp), "--root", root, check=True)
+    proc = run_cli("worker", "--executor", "ray", "--address", connected, "--workers", "2",
+                   "--root", root, "--quiet", check=True)
+    assert "8 completed" in proc.stdout and "nothing left to run" in proc.stdout
+    store = Store.at_root(root)
+    try:
+        got = _results(store, store.get_experiment("toy").id)  # type: ignore[union-attr]
+    finally:
+        store.close()
+    assert got == _reference(tmp_path)
+
+
 def test_without_ray_one_line_says_how_to_install_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,7 +44,7 @@ from tunebook.cli.final_eval import add_parser as _add_final_eval
 from tunebook.cli.init import add_parser as _add_init
 from tunebook.cli.read import cmd_best, cmd_findings, cmd_note, cmd_report, cmd_status, cmd_trials
 from tunebook.cli.rounds import add_parser as add_next_round
-from tunebook.cli.run import add_cluster_options, cmd_run
+from tunebook.cli.run import add_cluster_options, add_executor_options, cmd_run
 from tunebook.cli.stability import add_parsers as _add_stability_parsers
 from tunebook.cli.steps import add_parser as _add_steps
 from tunebook.cli.submit import add_parser as _add_submit
@@ -97,13 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop an attempt after this many seconds and mark it failed "
                         "(default: trial_timeout in the experiment file, else no limit)")
     add_cluster_options(p)
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="where the workers run: local processes, or Ray actors (one per "
-                        "--workers slot, each with the experiment's resources; needs "
-                        "pip install 'tunebook[ray]')")
-    p.add_argument("--address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
-                   help="with --executor ray: the running Ray cluster to use (default: a "
-                        "local Ray started for the run and stopped after it)")
+    add_executor_options(p)
     p.add_argument("--top", type=int, default=3, help="best trials shown per study")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (failures are still printed as they happen)")

@@ -70,6 +70,17 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
                         "(default: checkpoint_root in the experiment file, else local only)")
 
 
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--address``: where a command's workers run (``run``, ``worker``)."""
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the workers run: local processes, or Ray actors (one per "
+                        "--workers slot, each with the experiment's resources; needs "
+                        "pip install 'tunebook[ray]')")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
+                   help="with --executor ray: the running Ray cluster to use (default: a "
+                        "local Ray started for the run and stopped after it)")
+
+
 def _check_checkpoint_root(args: argparse.Namespace, experiment: Experiment) -> None:
     """Open and probe the checkpoint root before anything is written; an error names the
     option or the file's key, and the value."""
@@ -85,9 +96,9 @@ def _check_checkpoint_root(args: argparse.Namespace, experiment: Experiment) -> 
         if args.checkpoint_root:
             raise TunebookError(f"--checkpoint-root: {exc}") from None
         raise ConfigError(experiment.source, "checkpoint_root", str(exc)) from None
-def _check_executor(args: argparse.Namespace, experiment: Experiment) -> None:
+def _check_executor(args: argparse.Namespace, experiment: Experiment | None) -> None:
     """--address needs --executor ray, which needs Ray; ``resources`` are for Ray only (said
-    once)."""
+    once; no experiment: the options alone, as ``tunebook worker`` checks them first)."""
     if args.address is not None and args.executor != "ray":
         raise TunebookError(f"--address: a Ray cluster's address needs --executor ray, got "
                             f"{args.address!r}")
@@ -103,7 +114,7 @@ def _check_executor(args: argparse.Namespace, experiment: Experiment) -> None:
             from tunebook.execution.ray_executor import INSTALL_HINT
 
             raise TunebookError(INSTALL_HINT)
-    if experiment.resources and args.executor == "local":
+    if experiment is not None and experiment.resources and args.executor == "local":
         print("tunebook: note: the experiment's resources are for --executor ray; local "
               "workers take one CPU each", file=sys.stderr)
 

@@ -37,7 +37,7 @@ from tunebook.cli.common import (
     _seconds,
     _visible,
 )
-from tunebook.cli.run import add_cluster_options
+from tunebook.cli.run import add_cluster_options, add_executor_options
 from tunebook.errors import TunebookError
 
 __all__ = ["add_parser", "cmd_worker"]
@@ -67,6 +67,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="re-queue the failed trials of each joined experiment once, when "
                         "this worker first joins it (after fixing their cause)")
     add_cluster_options(p)
+    add_executor_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_worker)
 
@@ -94,6 +95,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from tunebook.store.sql import Store, sqlite_url
 
     _check_root(args, writing=True)
+    from tunebook.cli.run import _check_executor
+
+    _check_executor(args, None)
     if args.base_dir is not None and not args.base_dir.is_dir():
         raise TunebookError(f"--base-dir: {str(args.base_dir)!r} is not a folder")
     url = args.store or sqlite_url(store_file(args.root))
@@ -165,13 +169,19 @@ def _join(args: argparse.Namespace, url: str, store: Any, row: Any, left: int,
     """Run one experiment to its end with this machine's workers (its failed trials re-queued
     first with ``retry_failed``); its exit code."""
     from tunebook.cli.progress import _ProgressBar
-    from tunebook.cli.run import _check_checkpoint_root, _without_password, _worker_options
+    from tunebook.cli.run import (
+        _check_checkpoint_root,
+        _check_executor,
+        _without_password,
+        _worker_options,
+    )
     from tunebook.execution.remote import rebuild
     from tunebook.execution.runner import run
 
     try:
         experiment = rebuild(store, row, args.base_dir)
         _check_checkpoint_root(args, experiment)
+        _check_executor(args, experiment)
     except TunebookError as exc:
         return _error_line(str(exc))
     print(_visible(f"experiment {row.name!r}: {left} trials left; joining with "
@@ -181,7 +191,8 @@ def _join(args: argparse.Namespace, url: str, store: Any, row: Any, left: int,
         result = run(experiment, root=args.root, store=url, workers=args.workers,
                      max_attempts=args.max_attempts, retry_failed=retry_failed, progress=bar,
                      argv=["tunebook", *_without_password(sys.argv[1:])],
-                     stale_after_seconds=args.stale_after, options=_worker_options(args))
+                     stale_after_seconds=args.stale_after, executor=args.executor,
+                     address=args.address, options=_worker_options(args))
     except TunebookError as exc:  # a broken workload, say: the other experiments go on
         bar.close()
         return _error_line(str(exc))
