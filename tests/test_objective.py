@@ -104,6 +104,12 @@ def test_best_of_and_best_point_skip_non_finite_and_keep_the_earliest_step() -> 
     curve = [(30, 0.4), (10, 0.5), (20, 0.9), (40, 0.9), (50, math.nan)]
     assert high.best_point(curve) == (20, 0.9) and low.best_point(curve) == (30, 0.4)
     assert (high.best_step(curve), low.best_step([(1, math.nan)])) == (20, None)
+    # Every value finite (the fast path): ties keep the earliest step too.
+    finite_curve = [(30, 0.4), (10, 0.5), (20, 0.9), (40, 0.9), (5, 0.4)]
+    assert low.best_point(finite_curve) == (5, 0.4) and high.best_point(finite_curve) == (20, 0.9)
+    # A bool is not a usable number, an int is.
+    assert high.best_point([(1, True), (2, 0.5), (3, 0)]) == (2, 0.5)
+    assert low.best_point([(1, True), (2, 0.5), (3, 0)]) == (3, 0)
 
 
 def test_summaries_of_a_curve() -> None:

@@ -151,8 +151,18 @@ class Objective:
     def best_point(self, points: Iterable[tuple[int, float]]) -> tuple[int, float] | None:
         """The best finite ``(step, value)`` of a curve; ties keep the earliest step (the
         cheaper checkpoint). None when no value is finite."""
+        return self._best_of_sorted(sorted(points))
+
+    def _best_of_sorted(self, pts: Sequence[tuple[int, float]]) -> tuple[int, float] | None:
+        """:meth:`best_point` of points already in step order."""
+        values = [v for _, v in pts]
+        if values and all(type(v) is float for v in values) and all(map(math.isfinite, values)):
+            # Every value a finite float (most curves): the first best, found in C.
+            pick = min if self.goal == "minimize" else max
+            i = pick(range(len(values)), key=values.__getitem__)
+            return pts[i][0], values[i]
         best: tuple[int, float] | None = None
-        for step, v in sorted(points):
+        for step, v in pts:
             if finite(v) is not None and (best is None or self.better(v, best[1])):
                 best = (step, v)
         return best
@@ -171,7 +181,7 @@ class Objective:
         pts: Sequence[tuple[int, float]] = sorted(points)
         if not pts:
             return CurveSummary(None, None, None, None)
-        best = self.best_point(pts)
+        best = self._best_of_sorted(pts)
         final_step, final_value = pts[-1]
         return CurveSummary(best[0] if best else None, best[1] if best else None,
                             final_step, finite(final_value))
