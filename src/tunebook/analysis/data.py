@@ -228,27 +228,19 @@ def load(store: StoreAPI, name: str, metric: str | None = None, goal: str | None
     if every > 1 and (objective.metric, objective.goal) == (experiment.objective.metric,
                                                            experiment.objective.goal):
         full = _full_curves(objective, rows, full_top)
-        measured = store.sampled_measurements(
-            exp_row.id, every, (experiment.eval_every, experiment.max_train_steps),
+        measured = store.curves(
+            exp_row.id, every=every, keep=(experiment.eval_every, experiment.max_train_steps),
             metrics=None if metrics is None else [*metrics, objective.metric],
             skip=sorted(full))
-        measured += _measurements(store, exp_row.id, objective.metric, metrics, False,
-                                  sorted(full), every_metric=True)
+        measured += _curves(store, exp_row.id, objective.metric, metrics, False,
+                            sorted(full), every_metric=True)
     else:
         every, full = 1, set()
-        measured = _measurements(store, exp_row.id, objective.metric, metrics, curves,
-                                 [t.id for t in rows if not (stored and t.status in _SUMMARISED)])
-    by_trial: dict[int, dict[str, tuple[list[int], list[float]]]] = {}
-    # The store's rows come ordered by trial, metric, step: one dict look-up per curve.
-    last: tuple[int, str] | None = None
-    steps: list[int] = []
-    values: list[float] = []
-    for tid, step, m, v in measured:
-        if (tid, m) != last:
-            last = (tid, m)
-            steps, values = by_trial.setdefault(tid, {}).setdefault(m, ([], []))
-        steps.append(step)
-        values.append(v)
+        measured = _curves(store, exp_row.id, objective.metric, metrics, curves,
+                           [t.id for t in rows if not (stored and t.status in _SUMMARISED)])
+    by_trial: dict[int, dict[str, tuple[Sequence[int], Sequence[float]]]] = {}
+    for tid, m, steps, values in measured:  # each curve once
+        by_trial.setdefault(tid, {})[m] = (steps, values)
     trials = []
     for t in rows:
         k = 1 if t.id in full else every
@@ -292,29 +284,20 @@ def _full_curves(objective: Objective, rows: Sequence[TrialRow], top: int) -> se
     return full
 
 
-def _measurements(store: StoreAPI, experiment_id: int, objective: str,
-                  metrics: Sequence[str] | None, curves: bool,
-                  unsummarised: Sequence[int], every_metric: bool = False
-                  ) -> list[tuple[int, int, str, float]]:
-    """The measurements :func:`load` needs, in as few and as narrow queries as it can
-    (``every_metric``: all the curves of the ``unsummarised`` trials, not only the
-    objective's)."""
-    if not curves:
-        if not unsummarised:
-            return []
-        one = None if every_metric else objective
-        if len(unsummarised) <= _IN_LIST_LIMIT:
-            rows = store.measurements(trial_ids=unsummarised, metric=one)
-        else:
-            wanted = set(unsummarised)
-            rows = [row for row in store.measurements(experiment_id=experiment_id, metric=one)
-                    if row[0] in wanted]
-        if every_metric and metrics is not None:
-            keep = {objective, *metrics}
-            rows = [row for row in rows if row[2] in keep]
-        return rows
-    if metrics is None:
-        return store.measurements(experiment_id=experiment_id)
-    # one query per metric asked for: the store filters, not Python
-    return [row for name in dict.fromkeys([objective, *metrics])
-            for row in store.measurements(experiment_id=experiment_id, metric=name)]
+def _curves(store: StoreAPI, experiment_id: int, objective: str,
+            metrics: Sequence[str] | None, curves: bool,
+            unsummarised: Sequence[int], every_metric: bool = False
+            ) -> list[tuple[int, str, Sequence[int], Sequence[float]]]:
+    """The curves :func:`load` needs, in one query as narrow as it can be (``every_metric``:
+    all the curves of the ``unsummarised`` trials, not only the objective's)."""
+    wanted = None if metrics is None else list(dict.fromkeys([objective, *metrics]))
+    if curves:
+        return store.curves(experiment_id, metrics=wanted)
+    if not unsummarised:
+        return []
+    if not every_metric:
+        wanted = [objective]
+    if len(unsummarised) <= _IN_LIST_LIMIT:
+        return store.curves(experiment_id, trial_ids=unsummarised, metrics=wanted)
+    keep = set(unsummarised)
+    return [c for c in store.curves(experiment_id, metrics=wanted) if c[0] in keep]

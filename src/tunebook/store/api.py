@@ -312,13 +312,16 @@ class StoreAPI(Protocol):
                      experiment_id: int | None = None) -> list[tuple[int, int, str, float]]:
         """``(trial_id, step, metric, value)`` rows ordered by trial, metric, step."""
 
-    def sampled_measurements(self, experiment_id: int, every: int, keep: Sequence[int] = (),
-                             *, metrics: Sequence[str] | None = None,
-                             skip: Sequence[int] = ()) -> list[tuple[int, int, str, float]]:
-        """The experiment's ``(trial_id, step, metric, value)`` rows at the steps that are
-        multiples of ``every`` or in ``keep``, and the last point of each curve (where a trial
-        that stopped early ended), ordered by trial, metric, step: a sample of every curve,
-        only of ``metrics`` (None: all) and of none of the trials in ``skip``."""
+    def curves(self, experiment_id: int, *, trial_ids: Sequence[int] | None = None,
+               metrics: Sequence[str] | None = None, skip: Sequence[int] = (),
+               every: int = 1, keep: Sequence[int] = ()
+               ) -> list[tuple[int, str, Sequence[int], Sequence[float]]]:
+        """The experiment's curves as ``(trial_id, metric, steps, values)``, ordered by trial
+        and metric, steps increasing (NaN as ``math.nan``): only of ``trial_ids`` (None: all),
+        of ``metrics`` (None: all), of none of the trials in ``skip``. With ``every`` > 1 each
+        curve is a sample: the steps that are multiples of ``every`` or in ``keep``, and its
+        last point (where a trial that stopped early ended). What large reads use: a curve
+        comes as two sequences, not a row per point."""
 
     def metric_names(self, experiment_id: int) -> list[str]:
         """Every metric name any trial of the experiment reported."""

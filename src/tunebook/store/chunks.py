@@ -23,7 +23,8 @@ from array import array
 from collections.abc import Iterable, Sequence
 from itertools import pairwise, repeat
 
-__all__ = ["CHUNK_POINTS", "Chunk", "assemble", "merge", "pack", "pieces", "unpack"]
+__all__ = ["CHUNK_POINTS", "Chunk", "Curve", "assemble", "curves", "merge", "pack", "pieces",
+           "unpack"]
 
 #: The most points a chunk holds: 16 bytes a point, so at most 16 KiB a row; a worker's
 #: flush appends to its curve's last chunk until it is full.
@@ -86,15 +87,20 @@ def merge(chunks: Sequence[tuple[int, array[int], array[float]]]
     return keys, [points[k] for k in keys]
 
 
-def assemble(rows: Iterable[Chunk], every: int = 1, keep: frozenset[int] = frozenset()
-             ) -> list[tuple[int, int, str, float]]:
-    """``(trial_id, step, metric, value)`` rows from chunks read in the order trial, metric
-    (the order of the output too), steps increasing within each curve.
+Curve = tuple[int, str, Sequence[int], Sequence[float]]
+"""A curve as read: ``(trial_id, metric, steps, values)``, steps increasing."""
+
+
+def curves(rows: Iterable[Chunk], every: int = 1, keep: frozenset[int] = frozenset()
+           ) -> list[Curve]:
+    """The curves of chunks read in the order trial, metric (the order of the output too).
 
     ``every`` > 1 samples each curve: the steps that are multiples of ``every`` or in
     ``keep``, and the curve's last point (the final value of a trial that stopped early).
+    Every NaN comes back as the one ``math.nan``, as the store always gave them: containers
+    of curves then compare equal (equality of NaN holds only by identity).
     """
-    out: list[tuple[int, int, str, float]] = []
+    out: list[Curve] = []
     group: list[tuple[int, array[int], array[float]]] = []
     key: tuple[int, str] | None = None
 
@@ -102,17 +108,13 @@ def assemble(rows: Iterable[Chunk], every: int = 1, keep: frozenset[int] = froze
         if key is None or not group:
             return
         steps, values = merge(group)
-        tid, metric = key
         if every > 1 and len(steps):
             last = len(steps) - 1
             at = [i for i, s in enumerate(steps) if s % every == 0 or s in keep or i == last]
             steps, values = [steps[i] for i in at], [values[i] for i in at]
         if any(map(math.isnan, values)):
-            # Every NaN as the one math.nan, as the store always gave them: containers of
-            # curves then compare equal (equality of NaN holds only by identity).
             values = [math.nan if x != x else x for x in values]
-        n = len(steps)
-        out.extend(zip(repeat(tid, n), steps, repeat(metric, n), values, strict=True))
+        out.append((key[0], key[1], steps, values))
 
     for cid, tid, metric, _first, _last, s, v in rows:
         if (tid, metric) != key:
@@ -120,4 +122,14 @@ def assemble(rows: Iterable[Chunk], every: int = 1, keep: frozenset[int] = froze
             key, group = (tid, metric), []
         group.append((cid, *unpack(s, v)))
     flush()
+    return out
+
+
+def assemble(rows: Iterable[Chunk]) -> list[tuple[int, int, str, float]]:
+    """``(trial_id, step, metric, value)`` rows from chunks read in the order trial, metric
+    (the order of the output too), steps increasing within each curve."""
+    out: list[tuple[int, int, str, float]] = []
+    for tid, metric, steps, values in curves(rows):
+        n = len(steps)
+        out.extend(zip(repeat(tid, n), steps, repeat(metric, n), values, strict=True))
     return out

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tunebook.store import ingest
-from tunebook.store.chunks import assemble
+from tunebook.store import chunks, ingest
+from tunebook.store.chunks import Curve, assemble
 from tunebook.store.queries import experiment_trial_ids
 from tunebook.store.schema import curves_t
 from tunebook.store.tx import Transactions
@@ -96,21 +96,22 @@ class Measurements(Transactions):
             where.append(curves_t.c.metric == metric)
         return self._read(lambda conn: assemble(ingest.read(conn, *where)))
 
-    def sampled_measurements(self, experiment_id: int, every: int, keep: Sequence[int] = (),
-                             *, metrics: Sequence[str] | None = None,
-                             skip: Sequence[int] = ()) -> list[tuple[int, int, str, float]]:
-        """The experiment's rows at steps that are multiples of ``every`` or in ``keep``, and
-        each curve's last point (see :meth:`tunebook.store.api.StoreAPI.sampled_measurements`);
-        only ``metrics`` (None: all), none of the trials in ``skip``."""
+    def curves(self, experiment_id: int, *, trial_ids: Sequence[int] | None = None,
+               metrics: Sequence[str] | None = None, skip: Sequence[int] = (),
+               every: int = 1, keep: Sequence[int] = ()) -> list[Curve]:
+        """The experiment's curves ``(trial_id, metric, steps, values)`` (see
+        :meth:`tunebook.store.api.StoreAPI.curves`)."""
         if every < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}")
         where = [curves_t.c.trial_id.in_(experiment_trial_ids(experiment_id))]
+        if trial_ids is not None:
+            where.append(curves_t.c.trial_id.in_(sorted(set(trial_ids))))
         if metrics is not None:
             where.append(curves_t.c.metric.in_(sorted(set(metrics))))
         if skip:
             where.append(curves_t.c.trial_id.not_in(sorted(set(skip))))
-        return self._read(lambda conn: assemble(ingest.read(conn, *where), every,
-                                                frozenset(keep)))
+        return self._read(lambda conn: chunks.curves(ingest.read(conn, *where), every,
+                                                     frozenset(keep)))
 
     def metric_names(self, experiment_id: int) -> list[str]:
         """Every metric name any trial of the experiment reported."""
