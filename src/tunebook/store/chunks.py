@@ -67,7 +67,7 @@ def pieces(steps: Sequence[int], values: Sequence[float], size: int = CHUNK_POIN
     return out
 
 
-def merge(chunks: Sequence[tuple[int, array[int], array[float]]]
+def merge(chunks: Sequence[tuple[int, Sequence[int], Sequence[float]]]
           ) -> tuple[Sequence[int], Sequence[float]]:
     """One curve from its chunks ``(id, steps, values)``: concatenated when their ranges are
     disjoint, else the later written (higher id) wins on a shared step."""

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tunebook.store.checks import MAX_METRIC_LENGTH, MAX_STEP, check_int, check_text
-from tunebook.store.chunks import CHUNK_POINTS, Chunk, pack, pieces, unpack
+from tunebook.store.chunks import CHUNK_POINTS, Chunk, merge, pack, pieces, unpack
 from tunebook.store.schema import curves_t
 
 __all__ = ["Curves", "insert", "prepare", "read", "truncate", "write"]
@@ -136,12 +136,9 @@ def write(conn: Connection, curves: Curves, *, lock: bool = True) -> None:
             new[key] = (steps[room:], values[room:])
     gone: list[int] = []
     for key, ids in merges.items():
-        merged: dict[int, float] = {}
-        for cid in sorted(ids):  # the later written wins on a shared step
-            merged.update(zip(*blobs[cid][1:], strict=True))
-        merged.update(zip(*curves[key], strict=True))
-        keys = sorted(merged)
-        new[key] = (keys, [merged[k] for k in keys])
+        # The rule of a read: the later written wins on a shared step, and these points are
+        # written after every chunk (an id past theirs).
+        new[key] = merge([blobs[cid] for cid in ids] + [(max(ids) + 1, *curves[key])])
         gone += ids
     for ids in _slices(gone):
         _run(conn, _DELETE, ids)
