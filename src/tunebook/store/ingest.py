@@ -33,7 +33,7 @@ from tunebook.store.checks import MAX_METRIC_LENGTH, MAX_STEP, check_int, check_
 from tunebook.store.chunks import CHUNK_POINTS, Chunk, merge, pack, pieces, unpack
 from tunebook.store.schema import curves_t
 
-__all__ = ["Curves", "insert", "prepare", "read", "truncate", "write"]
+__all__ = ["Curves", "insert", "lock_trials", "mark", "prepare", "read", "truncate", "write"]
 
 Curves = dict[tuple[int, str], tuple[Sequence[int], Sequence[float]]]
 """Points by ``(trial_id, metric)``: steps increasing, each once, and their values."""
@@ -143,7 +143,7 @@ def write(conn: Connection, curves: Curves, *, lock: bool = True) -> None:
     for ids in _slices(gone):
         _run(conn, _DELETE, ids)
     if updates:
-        conn.exec_driver_sql(_UPDATE.format(m=_mark(conn)), updates)
+        conn.exec_driver_sql(_UPDATE.format(m=mark(conn)), updates)
     insert(conn, new)
 
 
@@ -152,7 +152,7 @@ def insert(conn: Connection, curves: Curves) -> None:
     rows = [(tid, metric, *piece) for (tid, metric), (steps, values) in curves.items()
             for piece in pieces(steps, values)]
     if rows:
-        conn.exec_driver_sql(_INSERT.format(m=_mark(conn)), rows)
+        conn.exec_driver_sql(_INSERT.format(m=mark(conn)), rows)
 
 
 def lock_trials(conn: Connection, trial_ids: Sequence[int]) -> None:
@@ -213,12 +213,13 @@ def _slices(ids: Sequence[int]) -> list[Sequence[int]]:
     return [ids[i:i + _IN_CHUNK] for i in range(0, len(ids), _IN_CHUNK)]
 
 
-def _mark(conn: Connection) -> str:
+def mark(conn: Connection) -> str:
+    """The driver's parameter mark (SQLite ``?``, psycopg ``%s``) for its own SQL."""
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def _run(conn: Connection, sql: str, ids: Sequence[int]) -> list[Any]:
     """The rows of ``sql`` whose ``{marks}`` stand for ``ids``."""
-    m = _mark(conn)
+    m = mark(conn)
     res = conn.exec_driver_sql(sql.format(marks=", ".join([m] * len(ids))), tuple(ids))
     return list(res.all()) if res.returns_rows else []

@@ -127,7 +127,7 @@ def holds(conn: Connection, trial_id: int, worker: str) -> bool:
     the transaction's writes commit; a release cannot slip in between."""
     # The driver's SQL: SQLAlchemy's statement building cost as much as the update itself, on
     # every flush of every worker.
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    m = ingest.mark(conn)
     return conn.exec_driver_sql(
-        f"UPDATE trials SET heartbeat = {mark} WHERE id = {mark} AND worker = {mark} "
+        f"UPDATE trials SET heartbeat = {m} WHERE id = {m} AND worker = {m} "
         "AND status = 'running'", (time.time(), trial_id, worker)).rowcount == 1
