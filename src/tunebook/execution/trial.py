@@ -107,13 +107,14 @@ def _fsync_tree(folder: Path) -> None:
     fsync_path(folder)
 
 
-def _write_manifest(folder: Path, step: int) -> None:
-    """Record the size and sha256 of every file of ``folder`` in its manifest."""
+def _write_manifest(folder: Path, step: int) -> dict[str, dict[str, Any]]:
+    """Record the size and sha256 of every file of ``folder`` in its manifest; returns them."""
     manifest = folder / MANIFEST_FILE
     manifest.unlink(missing_ok=True)
     files = file_digests(folder)
     manifest.write_text(json.dumps({"format": _MANIFEST_FORMAT, "step": step, "files": files},
                                    indent=1) + "\n", encoding="utf-8")
+    return files
 
 
 def checkpoint_problem(folder: Path) -> str | None:
@@ -389,8 +390,7 @@ class Trial:
         if self._cancelled is not None and self._cancelled():
             raise Lost()
         tmp = Path(folder)
-        if checksums:
-            _write_manifest(tmp, step)
+        digests = _write_manifest(tmp, step) if checksums else None
         _fsync_tree(tmp)
         # Last before the rename (an fsync of large files takes a while): Lost here if the
         # store gave the trial to another worker meanwhile.
@@ -410,7 +410,7 @@ class Trial:
         if tmp.parent != self.checkpoint_root:
             fsync_path(tmp.parent)
         if self._shared is not None:
-            self._share(step, final)
+            self._share(step, final, digests)
         if self._sink is not None:
             self._sink.set_checkpoint_step(self.id, step)
         if prune:
@@ -423,7 +423,7 @@ class Trial:
         return final
 
     # ----------------------------------------------------------------- shared checkpoints
-    def _share(self, step: int, final: Path) -> None:
+    def _share(self, step: int, final: Path, digests: dict[str, dict[str, Any]] | None) -> None:
         """Upload a published checkpoint to the shared store; a failed upload is logged and
         the checkpoint stays local (another machine resumes from an older shared one).
 
@@ -431,16 +431,14 @@ class Trial:
             Lost: when the store no longer gives this worker the trial (no manifest written).
         """
         assert self._shared is not None
-        meta = known = None
+        meta = None
         with contextlib.suppress(OSError, ValueError):
             meta = json.loads((final / META_FILE).read_text(encoding="utf-8"))
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            # The local manifest's digests, just computed: not hashed a second time.
-            known = json.loads((final / MANIFEST_FILE).read_text(encoding="utf-8")).get("files")
         try:
+            # digests: the local manifest's, just computed (None without checksums): the
+            # files are not hashed a second time.
             published = self._shared.publish(step, final, self._holds_claim,
-                                              meta if isinstance(meta, dict) else None,
-                                              known if isinstance(known, dict) else None)
+                                              meta if isinstance(meta, dict) else None, digests)
         except TunebookError:
             raise  # the store unreachable past its bound: not an upload problem
         except Exception as exc:
