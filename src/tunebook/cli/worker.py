@@ -119,21 +119,21 @@ def _loop(args: argparse.Namespace, url: str, store: Any, named: list[Any]) -> i
 
     skipped: set[str] = set()  # could not run here: said once
     stuck: dict[str, int] = {}  # ran to its end with trials left (nothing to do for them)
-    # --retry-failed: the experiments whose failed trials were re-queued (once each).
-    retried: set[str] = set() if args.retry_failed else {r.name for r in store.experiments()}
+    retried: set[str] = set()  # --retry-failed: the experiments re-queued (once each)
     failed = bad = False
     said_waiting = False
 
+    def retry(r: Any) -> bool:
+        return bool(args.retry_failed) and r.name not in retried
+
     def left(r: Any) -> int:
         n = trials_left(store, r.id)
-        if r.name not in retried:  # its failed trials are work too, this once
+        if retry(r):  # its failed trials are work too, this once
             n += store.counts(r.id).get("failed", 0)
         return n
 
     while True:
         rows = named or store.experiments()
-        if not args.retry_failed:
-            retried.update(r.name for r in rows)
         todo = [(r, n) for r in rows if r.name not in skipped
                 and (n := left(r)) > 0 and stuck.get(r.name) != n]
         if not todo:
@@ -150,9 +150,9 @@ def _loop(args: argparse.Namespace, url: str, store: Any, named: list[Any]) -> i
             continue
         said_waiting = False
         for row, n in todo:
-            retry = row.name not in retried
+            requeue = retry(row)
             retried.add(row.name)
-            code = _join(args, url, store, row, n, retry)
+            code = _join(args, url, store, row, n, requeue)
             if code in (EXIT_INTERRUPTED, *EXIT_SIGNAL.values()):
                 return code
             if code == EXIT_BAD_INPUT:
