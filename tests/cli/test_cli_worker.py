@@ -372,6 +372,19 @@ def test_nothing_to_run(tmp_path: Path) -> None:
     assert len([e for e in _events(log) if e["event"] == "end"]) == 2
 
 
+def test_a_bad_checkpoint_root_is_said_even_with_nothing_to_run(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    path = _experiment(tmp_path / "project", trials=1)
+    assert _cli("submit", str(path), "--root", str(root)).returncode == 0
+    (tmp_path / "afile").write_text("x")
+    log = tmp_path / "events.jsonl"
+    assert _cli("worker", "--root", str(root), "--quiet", env=_env(log)).returncode == 0
+    bad = _cli("worker", "--root", str(root), "--checkpoint-root", str(tmp_path / "afile"),
+               "--wait", "1", env=_env(log))
+    assert bad.returncode == 2 and "--checkpoint-root" in bad.stderr
+    assert "is not a folder" in bad.stderr and "nothing left" not in bad.stdout
+
+
 def test_wait_picks_up_work_submitted_later(tmp_path: Path) -> None:
     root = tmp_path / "root"
     log = tmp_path / "events.jsonl"

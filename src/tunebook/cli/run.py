@@ -81,20 +81,24 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
                         "local Ray started for the run and stopped after it)")
 
 
-def _check_checkpoint_root(args: argparse.Namespace, experiment: Experiment) -> None:
+def _check_checkpoint_root(args: argparse.Namespace, experiment: Experiment | None) -> None:
     """Open and probe the checkpoint root before anything is written; an error names the
-    option or the file's key, and the value."""
+    option or the file's key, and the value (no experiment: the option alone, as ``tunebook
+    worker`` checks it first)."""
     from tunebook.errors import ConfigError
     from tunebook.execution.ckptstore import CheckpointRootError, open_checkpoint_root
 
-    location = args.checkpoint_root or experiment.checkpoint_root
+    if experiment is None and not args.checkpoint_root:
+        return
+    location = args.checkpoint_root or (experiment.checkpoint_root if experiment else None)
     try:
-        shared = open_checkpoint_root(location, experiment.base_dir)
+        shared = open_checkpoint_root(location, experiment.base_dir if experiment else ".")
         if shared is not None:
             shared.probe()
     except CheckpointRootError as exc:
         if args.checkpoint_root:
             raise TunebookError(f"--checkpoint-root: {exc}") from None
+        assert experiment is not None  # without one, the location is the option's
         raise ConfigError(experiment.source, "checkpoint_root", str(exc)) from None
 def _check_executor(args: argparse.Namespace, experiment: Experiment | None) -> None:
     """--address needs --executor ray, which needs Ray; ``resources`` are for Ray only (said

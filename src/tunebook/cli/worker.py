@@ -95,9 +95,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from tunebook.store.sql import Store, sqlite_url
 
     _check_root(args, writing=True)
-    from tunebook.cli.run import _check_executor
+    from tunebook.cli.run import _check_checkpoint_root, _check_executor
 
     _check_executor(args, None)
+    _check_checkpoint_root(args, None)  # loud now, not when work arrives (--wait)
     if args.base_dir is not None and not args.base_dir.is_dir():
         raise TunebookError(f"--base-dir: {str(args.base_dir)!r} is not a folder")
     url = args.store or sqlite_url(store_file(args.root))
